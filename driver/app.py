@@ -1,0 +1,116 @@
+"""The Flask app: one socket serving both NetworkDriver and IpamDriver.
+
+Every answer is JSON. Success is 200; a failure is a non-200 status with {"Err": ...}
+(and "Error", the field Docker's IPAM client reads); an unknown method is 404, which Docker
+reads as "not implemented".
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, request
+
+from ipam_driver.routes import ipam_handlers
+from ipam_driver.service import IpamService
+
+from .errors import PynetError
+from .firewall.api import Firewall
+from .kinds.bridge import BridgeKind
+from .netlink.api import Netlink
+from .protocol import Body
+from .restore import restore
+from .routes import network_handlers
+from .service import NetworkService
+from .settings import Settings
+from .store.api import Store
+
+log = logging.getLogger("pynet")
+
+CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
+ACTIVATE = {"Implements": ["NetworkDriver", "IpamDriver"]}
+
+
+@dataclass
+class Deps:
+    """Everything that touches the outside world, built once and passed in."""
+    store: Store
+    netlink: Netlink
+    firewall: Firewall
+
+
+def build_deps(settings: Settings) -> Deps:
+    from .firewall.forward_accept import ForwardAccept
+    from .netlink.pyroute2_netlink import Pyroute2Netlink
+    from .store.local import LocalStore
+
+    store = LocalStore(os.path.join(settings.state_dir, "pynet.db"))
+    return Deps(store=store, netlink=Pyroute2Netlink(), firewall=ForwardAccept())
+
+
+def create_app(settings: Settings | None = None, deps: Deps | None = None,
+               restore_on_start: bool = True) -> Flask:
+    settings = settings or Settings()
+    deps = deps or build_deps(settings)
+    kinds = {"bridge": BridgeKind(deps.netlink, deps.firewall)}
+    network = NetworkService(deps.store, settings.host, kinds)
+    ipam = IpamService(deps.store, settings.host, settings.default_pools,
+                       host_routes=deps.netlink.routes)
+    if restore_on_start:
+        restore(network, deps.netlink, deps.firewall)
+
+    handlers = {"Plugin.Activate": lambda b: ACTIVATE,
+                **network_handlers(network), **ipam_handlers(ipam)}
+    app = Flask("pynet")
+    app.extensions["pynet"] = {"network": network, "ipam": ipam, "deps": deps}
+
+    @app.post("/<method>")
+    def call(method: str) -> Response:
+        started = time.monotonic()
+        handler = handlers.get(method)
+        if handler is None:
+            status, answer = 404, {"Err": f"pynet does not implement {method}"}
+        else:
+            status, answer = _invoke(method, handler)
+        log.info("%s %s -> %d %s(%.0f ms)", method, _ids(request.get_data()), status,
+                 f"{answer['Err']} " if status != 200 else "", (time.monotonic() - started) * 1000)
+        return Response(json.dumps(answer), status=status, content_type=CONTENT_TYPE)
+
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def not_found(exc) -> Response:
+        body = {"Err": f"pynet does not implement {request.method} {request.path}"}
+        return Response(json.dumps(body), status=404, content_type=CONTENT_TYPE)
+
+    return app
+
+
+def _invoke(method: str, handler) -> tuple[int, dict[str, Any]]:
+    try:
+        return 200, handler(Body(request.get_data()))
+    except PynetError as exc:
+        return exc.status, {"Err": exc.message, "Error": exc.message}
+    except Exception as exc:  # a bug: keep the traceback in the log, a sentence for Docker
+        log.exception("%s failed unexpectedly", method)
+        message = f"pynet hit an internal error in {method}: {type(exc).__name__}: {exc} (see the plugin log)"
+        return 500, {"Err": message, "Error": message}
+
+
+def _ids(raw: bytes) -> str:
+    """The IDs of a call, cut to 12 characters, for the one-line log."""
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return "(invalid JSON)"
+    if not isinstance(data, dict):
+        return ""
+    parts = []
+    for key in ("NetworkID", "EndpointID", "PoolID", "Pool", "Address"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            parts.append(f"{key}={value[:12] if key.endswith('ID') and '/' not in value else value}")
+    return " ".join(parts)

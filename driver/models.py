@@ -1,0 +1,57 @@
+"""What pynet records about networks and endpoints (pure data, JSON round-trip)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .options import NetworkOptions
+
+DEFAULT_MTU = 1500
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRecord:
+    id: str
+    options: NetworkOptions
+    bridge: str
+    # Whether pynet made the bridge: a pre-existing one named by the user is left in place.
+    bridge_created: bool
+    # Gateway interfaces as CIDR ("10.1.0.1/24") and the subnets, from Docker's IPAM data.
+    gateways: tuple[str, ...] = ()
+    subnets: tuple[str, ...] = ()
+
+    @property
+    def mtu(self) -> int:
+        return self.options.mtu or DEFAULT_MTU
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["options"] = self.options.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NetworkRecord":
+        return cls(
+            id=data["id"], options=NetworkOptions.from_dict(data["options"]),
+            bridge=data["bridge"], bridge_created=data["bridge_created"],
+            gateways=tuple(data.get("gateways", ())), subnets=tuple(data.get("subnets", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRecord:
+    network_id: str
+    id: str
+    host_if: str
+    peer_if: str
+    addresses: tuple[str, ...]
+    mac: str
+    sandbox: str | None = None
+    # Endpoint options Docker passed (exposed ports, port map...), kept for later use.
+    options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EndpointRecord":
+        return cls(**{**data, "addresses": tuple(data["addresses"])})

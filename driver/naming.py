@@ -1,0 +1,43 @@
+"""Deterministic kernel names from Docker IDs, within IFNAMSIZ (15 characters).
+
+All start with 'pn' so an operator (and pynet's restore) can tell pynet's links apart.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+BRIDGE_PREFIX = "pn-"
+HOST_VETH_PREFIX = "pnv"
+PEER_VETH_PREFIX = "pnc"
+PYNET_PREFIXES = (BRIDGE_PREFIX, HOST_VETH_PREFIX, PEER_VETH_PREFIX)
+
+
+def bridge(network_id: str) -> str:
+    return BRIDGE_PREFIX + network_id[:12]
+
+
+def host_veth(endpoint_id: str) -> str:
+    return HOST_VETH_PREFIX + endpoint_id[:12]
+
+
+def peer_veth(endpoint_id: str) -> str:
+    return PEER_VETH_PREFIX + endpoint_id[:12]
+
+
+def is_pynet_link(name: str) -> bool:
+    return name.startswith(PYNET_PREFIXES)
+
+
+def mac_for(endpoint_id: str, ipv4: str | None) -> str:
+    """A stable, locally administered unicast MAC.
+
+    From the IPv4 address like Docker's bridge (02:42:a.b.c.d), so a container that comes
+    back with the same address keeps its MAC and neighbours' ARP caches stay right;
+    otherwise derived from the endpoint ID.
+    """
+    if ipv4:
+        octets = ipaddress.ip_interface(ipv4).ip.packed
+    else:
+        octets = hashlib.sha256(endpoint_id.encode()).digest()[:4]
+    return ":".join(f"{b:02x}" for b in (0x02, 0x42, *octets))

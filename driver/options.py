@@ -1,0 +1,145 @@
+"""Network options from `docker network create -o KEY=VALUE` into typed settings.
+
+Docker's own drivers' key names are accepted where pynet does the same thing, plus short
+aliases. An unknown key or a bad value is refused with the key, the value and the reason:
+a typo silently ignored is a network that does not do what its user believes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+from .errors import BadRequest
+
+GENERIC = "com.docker.network.generic"
+ENABLE_IPV6 = "com.docker.network.enable_ipv6"
+INTERNAL = "com.docker.network.internal"
+
+NETWORK_TYPES = ("bridge", "macvlan", "overlay")
+# Types whose code has landed. The others are refused with a clear message until then.
+IMPLEMENTED_TYPES = ("bridge",)
+
+IFNAMSIZ = 15
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+
+
+def parse_bool(key: str, value: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise BadRequest(f"option {key}={value!r}: expected true or false")
+
+
+def parse_mtu(key: str, value: str) -> int:
+    try:
+        mtu = int(str(value).strip())
+    except ValueError:
+        raise BadRequest(f"option {key}={value!r}: the MTU must be a whole number") from None
+    if not 68 <= mtu <= 65535:
+        raise BadRequest(f"option {key}={value!r}: the MTU must be between 68 and 65535")
+    return mtu
+
+
+def parse_ifname(key: str, value: str) -> str:
+    if not _IFNAME.match(value) or value in (".", ".."):
+        raise BadRequest(f"option {key}={value!r}: an interface name is 1-{IFNAMSIZ} characters "
+                         "of letters, digits and _ . : -")
+    return value
+
+
+def parse_prefix(key: str, value: str) -> str:
+    # Docker appends an index (eth0, eth1...), so leave room for it within IFNAMSIZ.
+    if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,11}$", value):
+        raise BadRequest(f"option {key}={value!r}: a container interface prefix is 1-12 letters, "
+                         "digits, _ or -, starting with a letter")
+    return value
+
+
+def parse_type(key: str, value: str) -> str:
+    if value not in NETWORK_TYPES:
+        raise BadRequest(f"option {key}={value!r}: the network type must be one of "
+                         f"{', '.join(NETWORK_TYPES)}")
+    if value not in IMPLEMENTED_TYPES:
+        raise BadRequest(f"option {key}={value!r}: {value} networks are not available in this "
+                         f"version of pynet (available: {', '.join(IMPLEMENTED_TYPES)})")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    field: str
+    parse: Callable[[str, str], Any]
+    types: tuple[str, ...]  # network types the key applies to
+
+
+# key -> what it sets. Aliases share a field; giving both with different values is refused.
+OPTIONS: dict[str, OptionSpec] = {
+    "type": OptionSpec("type", parse_type, NETWORK_TYPES),
+    "com.docker.network.driver.mtu": OptionSpec("mtu", parse_mtu, NETWORK_TYPES),
+    "mtu": OptionSpec("mtu", parse_mtu, NETWORK_TYPES),
+    "com.docker.network.container_iface_prefix": OptionSpec("iface_prefix", parse_prefix, NETWORK_TYPES),
+    "com.docker.network.bridge.name": OptionSpec("bridge_name", parse_ifname, ("bridge",)),
+    "bridge_name": OptionSpec("bridge_name", parse_ifname, ("bridge",)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkOptions:
+    type: str = "bridge"
+    mtu: int | None = None
+    iface_prefix: str = "eth"
+    bridge_name: str | None = None
+    internal: bool = False
+    ipv6: bool = False
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NetworkOptions":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def parse_network_options(options: dict) -> NetworkOptions:
+    """CreateNetwork's Options map -> NetworkOptions, or BadRequest naming the problem."""
+    if not isinstance(options, dict):
+        raise BadRequest(f"Options must be an object, got {type(options).__name__}")
+    generic = options.get(GENERIC) or {}
+    if not isinstance(generic, dict):
+        raise BadRequest(f"{GENERIC} must be an object of strings, got {type(generic).__name__}")
+    chosen_type = generic.get("type", "bridge")
+    values: dict[str, tuple[str, Any]] = {}
+    for key, raw in sorted(generic.items()):
+        spec = OPTIONS.get(key)
+        if spec is None:
+            accepted = sorted(k for k, s in OPTIONS.items() if chosen_type in s.types)
+            raise BadRequest(f"unknown option {key!r} for a {chosen_type} network; accepted "
+                             f"options: {', '.join(accepted)}")
+        if not isinstance(raw, str):
+            raise BadRequest(f"option {key}: expected a string value, got {raw!r}")
+        if chosen_type not in spec.types:
+            raise BadRequest(f"option {key!r} does not apply to {chosen_type} networks "
+                             f"(only to {', '.join(spec.types)})")
+        value = spec.parse(key, raw)
+        if spec.field in values and values[spec.field][1] != value:
+            other = values[spec.field][0]
+            raise BadRequest(f"options {other} and {key} both set {spec.field} but disagree "
+                             f"({values[spec.field][1]!r} vs {value!r})")
+        values[spec.field] = (key, value)
+    parsed = {name: value for name, (_, value) in values.items()}
+    parsed["internal"] = _flag(options, INTERNAL)
+    parsed["ipv6"] = _flag(options, ENABLE_IPV6)
+    if parsed["ipv6"] and parsed.get("mtu", 1500) < 1280:
+        raise BadRequest(f"MTU {parsed['mtu']} is below 1280, the minimum for IPv6")
+    return NetworkOptions(**parsed)
+
+
+def _flag(options: dict, key: str) -> bool:
+    value = options.get(key, False)
+    if isinstance(value, bool):
+        return value
+    return parse_bool(key, value)

@@ -1,0 +1,44 @@
+"""The whole key schema in one place. Keys are relative to the store's own prefix.
+
+v1/ipam/spaces/<space>                       the pools of an address space (one CAS'd record)
+v1/ipam/addrs/<space>/<pool>/<ip>            one claimed address (create-if-absent)
+v1/hosts/<host>/networks/<nid>               a network as this host's driver made it
+v1/hosts/<host>/endpoints/<nid>/<eid>        an endpoint on this host
+"""
+from __future__ import annotations
+
+VERSION = "v1"
+
+
+def _cidr(text: str) -> str:
+    # '/' separates key levels; a CIDR keeps its meaning with '_' instead.
+    return text.replace("/", "_")
+
+
+def ipam_space(space: str) -> str:
+    return f"{VERSION}/ipam/spaces/{space}"
+
+
+def ipam_addrs(space: str, pool: str) -> str:
+    return f"{VERSION}/ipam/addrs/{space}/{_cidr(pool)}/"
+
+
+def ipam_addr(space: str, pool: str, ip: str) -> str:
+    return ipam_addrs(space, pool) + ip
+
+
+def networks(host: str) -> str:
+    return f"{VERSION}/hosts/{host}/networks/"
+
+
+def network(host: str, nid: str) -> str:
+    return networks(host) + nid
+
+
+def endpoints(host: str, nid: str | None = None) -> str:
+    base = f"{VERSION}/hosts/{host}/endpoints/"
+    return base + f"{nid}/" if nid else base
+
+
+def endpoint(host: str, nid: str, eid: str) -> str:
+    return endpoints(host, nid) + eid

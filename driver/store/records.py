@@ -1,0 +1,46 @@
+"""JSON records on top of the store contract, with an optimistic read-modify-write loop."""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from driver.errors import StoreContention
+
+from .api import Entry, Store
+
+# How many lost compare-and-set races one operation tolerates before giving up. Each
+# loss means another writer made progress, so this only bites under extreme contention.
+MAX_ATTEMPTS = 64
+
+
+def load(entry: Entry | None) -> Any:
+    return json.loads(entry.value) if entry else None
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def read(store: Store, key: str) -> Any:
+    return load(store.get(key))
+
+
+def update(store: Store, key: str, mutate: Callable[[Any], Any], what: str) -> Any:
+    """Apply mutate(current) -> new to the record at key until the write wins a CAS.
+
+    mutate gets None when the key is absent and returns None to delete the key. It may
+    raise to abort; it must be free of side effects since it can run several times.
+    Returns what mutate returned on the winning attempt.
+    """
+    for _ in range(MAX_ATTEMPTS):
+        entry = store.get(key)
+        new = mutate(load(entry))
+        if new is None:
+            if entry is None or store.delete(key, entry.version):
+                return None
+        elif entry is None:
+            if store.create(key, dump(new)):
+                return new
+        elif store.cas(key, dump(new), entry.version):
+            return new
+    raise StoreContention(f"gave up {what}: {MAX_ATTEMPTS} concurrent writers changed {key} first")

@@ -1,0 +1,54 @@
+"""Parsing of IPAM request fields: addresses, pools and the options Docker passes."""
+from __future__ import annotations
+
+import ipaddress
+
+from driver.errors import BadRequest
+
+from .allocator import Network
+
+GATEWAY_TYPE = "com.docker.network.gateway"
+REQUEST_TYPE = "RequestAddressType"
+ENDPOINT_NAME = "com.docker.network.endpoint.name"
+# Keys Docker itself may add to RequestAddress; pynet reads the first two, tolerates the rest.
+KNOWN_ADDRESS_OPTIONS = {REQUEST_TYPE, ENDPOINT_NAME, "com.docker.network.endpoint.macaddress",
+                         "com.docker.network.ipam.serial"}
+# --ipam-opt keys pynet understands on RequestPool. None yet: refusing unknown keys beats
+# silently ignoring a typo.
+KNOWN_POOL_OPTIONS: set[str] = set()
+
+
+def parse_network(text: str, what: str) -> Network:
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise BadRequest(f"{what} {text!r} is not a valid CIDR subnet ({exc})") from None
+        raise BadRequest(f"{what} {text!r} has host bits set; did you mean {loose}?") from None
+
+
+def parse_address(text: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # Docker sends bare addresses, but accept a prefix length too: it carries no meaning here.
+    try:
+        return ipaddress.ip_interface(text).ip
+    except ValueError:
+        raise BadRequest(f"{what} {text!r} is not a valid IP address") from None
+
+
+def check_pool_options(options: dict[str, str]) -> None:
+    unknown = sorted(set(options) - KNOWN_POOL_OPTIONS)
+    if unknown:
+        raise BadRequest(
+            f"unknown IPAM option {unknown[0]!r}: pynet's IPAM accepts no --ipam-opt options"
+        )
+
+
+def address_kind(options: dict[str, str]) -> str:
+    """gateway, endpoint (a container's address) or aux (--aux-address: sent with no options)."""
+    if options.get(REQUEST_TYPE) == GATEWAY_TYPE:
+        return "gateway"
+    if options.get(ENDPOINT_NAME):
+        return "endpoint"
+    return "aux"

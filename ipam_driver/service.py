@@ -1,0 +1,257 @@
+"""IPAM: pools and addresses kept in the store, shared by every host on the same store.
+
+Uniqueness rests on the store alone: a pool set is one CAS'd record per address space, and
+every claimed address is a create-if-absent key naming its owner. No lock, no cache.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from driver.errors import BadRequest, Conflict, Exhausted, NotFound, StoreContention
+from driver.store import keys, records
+from driver.store.api import Store
+
+from . import allocator
+from .allocator import Network
+from .options import (address_kind, check_pool_options, parse_address, parse_network)
+from .pool_id import PoolId
+
+log = logging.getLogger(__name__)
+
+LOCAL_SPACE = "LocalDefault"
+GLOBAL_SPACE = "GlobalDefault"
+SPACES = (LOCAL_SPACE, GLOBAL_SPACE)
+
+
+@dataclass(frozen=True, slots=True)
+class DefaultPool:
+    """One `--default-address-pool base=CIDR,size=N`: automatic subnets are cut from base."""
+    base: Network
+    size: int
+
+    @classmethod
+    def parse(cls, text: str) -> "DefaultPool":
+        fields = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
+        if set(fields) != {"base", "size"}:
+            raise ValueError(f"default address pool {text!r} must be 'base=CIDR,size=N'")
+        base = ipaddress.ip_network(fields["base"], strict=True)
+        size = int(fields["size"])
+        if not base.prefixlen <= size <= base.max_prefixlen:
+            raise ValueError(f"default address pool {text!r}: size /{size} must be between "
+                             f"/{base.prefixlen} and /{base.max_prefixlen}")
+        return cls(base, size)
+
+
+DEFAULT_POOLS = (
+    DefaultPool.parse("base=10.192.0.0/10,size=24"),
+    DefaultPool.parse("base=fd70:796e:6574::/48,size=64"),
+)
+
+
+@dataclass
+class IpamService:
+    store: Store
+    host: str
+    default_pools: tuple[DefaultPool, ...] = DEFAULT_POOLS
+    # Networks routed on this host: automatic pools must not shadow them.
+    host_routes: Callable[[], list[Network]] = field(default=lambda: [])
+
+    # --- IpamDriver.GetCapabilities / GetDefaultAddressSpaces -------------------------
+    def capabilities(self) -> dict:
+        # Everything is persisted, so Docker need not replay requests after a restart.
+        return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+
+    def default_address_spaces(self) -> dict:
+        return {"LocalDefaultAddressSpace": LOCAL_SPACE, "GlobalDefaultAddressSpace": GLOBAL_SPACE}
+
+    # --- IpamDriver.RequestPool ---------------------------------------------------------
+    def request_pool(self, space: str, pool: str, subpool: str, options: dict[str, str],
+                     v6: bool) -> tuple[PoolId, dict[str, str]]:
+        """Explicit pools are shared by every host that asks for the same definition; a
+        host may hold a LocalDefault pool once (a second network on the same subnet
+        overlaps). Automatic pools never overlap another pool or a host route."""
+        space = space or LOCAL_SPACE
+        if space not in SPACES:
+            raise BadRequest(f"unknown address space {space!r}: pynet serves {', '.join(SPACES)}")
+        check_pool_options(options)
+        if subpool and not pool:
+            raise BadRequest(f"an IP range ({subpool}) needs a subnet to go with it")
+        wanted = parse_network(pool, "subnet") if pool else None
+        sub = parse_network(subpool, "IP range") if subpool else None
+        if wanted is not None:
+            if (wanted.version == 6) != v6:
+                raise BadRequest(f"subnet {wanted} is IPv{wanted.version} but Docker asked for an "
+                                 f"IPv{6 if v6 else 4} pool")
+            if sub is not None and (sub.version != wanted.version or not sub.subnet_of(wanted)):
+                raise BadRequest(f"IP range {sub} is not inside subnet {wanted}")
+
+        def claim(record):
+            pools = (record or {}).get("pools", {})
+            chosen = wanted or self._automatic(pools, 6 if v6 else 4)
+            pools = _with_holder(pools, chosen, sub, space, self.host)
+            return {"pools": pools, "chosen": str(chosen)}
+
+        result = records.update(self.store, keys.ipam_space(space), claim, "requesting a pool")
+        pool_net = ipaddress.ip_network(result["chosen"])
+        return PoolId(space, pool_net, sub), {}
+
+    def _automatic(self, pools: dict, version: int) -> Network:
+        taken = [ipaddress.ip_network(p) for p in pools]
+        taken += [r for r in self.host_routes() if r.prefixlen > 0]
+        candidates = [p for p in self.default_pools if p.base.version == version]
+        for default in candidates:
+            subnet = allocator.next_free_subnet(default.base, default.size, taken)
+            if subnet is not None:
+                return subnet
+        bases = ", ".join(f"{p.base} (/{p.size})" for p in candidates) or "none configured"
+        raise Exhausted(f"no free IPv{version} subnet left in the default address pools [{bases}]: "
+                        "every one is in use or overlaps a host route; pass --subnet or add a "
+                        "pool with --default-address-pool")
+
+    # --- IpamDriver.ReleasePool ---------------------------------------------------------
+    def release_pool(self, pool_id: PoolId) -> None:
+        """Drop this host's hold; the last holder deletes the pool and its addresses."""
+        cidr = str(pool_id.pool)
+
+        def drop(record):
+            pools = dict((record or {}).get("pools", {}))
+            entry = pools.get(cidr)
+            if entry is None:
+                return record  # already released: a replay
+            holders = dict(entry["holders"])
+            holders[self.host] = holders.get(self.host, 0) - 1
+            if holders[self.host] <= 0:
+                del holders[self.host]
+            if holders:
+                pools[cidr] = {**entry, "holders": holders}
+            else:
+                del pools[cidr]
+            return {"pools": pools}
+
+        record = records.update(self.store, keys.ipam_space(pool_id.space), drop, "releasing a pool")
+        if record is None or cidr not in record.get("pools", {}):
+            for entry in self.store.list(keys.ipam_addrs(pool_id.space, cidr)):
+                self.store.delete(entry.key, entry.version)
+
+    # --- IpamDriver.RequestAddress ------------------------------------------------------
+    def request_address(self, pool_id: PoolId, address: str, options: dict[str, str]) -> str:
+        """Claim one address (a specific one, or the lowest free) as a create-if-absent key."""
+        self._pool_record(pool_id)
+        kind = address_kind(options)
+        owner = {"kind": kind, "name": options.get("com.docker.network.endpoint.name", ""),
+                 "host": self.host}
+        pool = pool_id.pool
+        if address:
+            ip = parse_address(address, "address")
+            if ip not in pool:
+                raise BadRequest(f"address {ip} is not in subnet {pool}")
+            if int(ip) in allocator.reserved_addresses(pool):
+                raise BadRequest(f"address {ip} is the subnet or broadcast address of {pool}")
+            self._claim(pool_id, ip, owner)
+        elif kind == "gateway" and (shared := self._existing_gateway(pool_id)) is not None:
+            # Every host on a shared pool uses the same gateway address.
+            ip = shared
+            self._claim(pool_id, ip, owner)
+        else:
+            ip = self._claim_free(pool_id, pool if kind == "gateway" else pool_id.allocation_range,
+                                  owner)
+        return f"{ip}/{pool.prefixlen}"
+
+    def _pool_record(self, pool_id: PoolId) -> dict:
+        record = records.read(self.store, keys.ipam_space(pool_id.space)) or {}
+        entry = record.get("pools", {}).get(str(pool_id.pool))
+        if entry is None:
+            raise NotFound(f"pool {pool_id} is not allocated (it was released, or never requested)")
+        return entry
+
+    def _existing_gateway(self, pool_id: PoolId):
+        for entry in self.store.list(keys.ipam_addrs(pool_id.space, str(pool_id.pool))):
+            if records.load(entry)["kind"] == "gateway":
+                return ipaddress.ip_address(entry.key.rsplit("/", 1)[1])
+        return None
+
+    def _claim(self, pool_id: PoolId, ip, owner: dict) -> None:
+        key = keys.ipam_addr(pool_id.space, str(pool_id.pool), str(ip))
+
+        def take(current):
+            if current is None:
+                return {**owner, "holders": [owner["host"]]} if owner["kind"] == "gateway" else owner
+            if owner["kind"] == "gateway" and current["kind"] == "gateway":
+                return {**current, "holders": sorted(set(current["holders"]) | {owner["host"]})}
+            if owner["kind"] == current["kind"] and owner["name"] and (
+                    owner["name"], owner["host"]) == (current["name"], current["host"]):
+                return current  # the same container asking again: a replay
+            raise Conflict(f"address {ip} is already in use by {_describe(current)}")
+
+        records.update(self.store, key, take, f"claiming {ip}")
+
+    def _claim_free(self, pool_id: PoolId, within: Network, owner: dict):
+        prefix = keys.ipam_addrs(pool_id.space, str(pool_id.pool))
+        for _ in range(records.MAX_ATTEMPTS):
+            used = {int(ipaddress.ip_address(e.key.rsplit("/", 1)[1]))
+                    for e in self.store.list(prefix)}
+            free = allocator.first_free_address(within, pool_id.pool, used)
+            if free is None:
+                raise Exhausted(f"no free address left in {within} (pool {pool_id.pool})")
+            ip = ipaddress.ip_address(free)
+            value = {**owner, "holders": [owner["host"]]} if owner["kind"] == "gateway" else owner
+            if self.store.create(prefix + str(ip), records.dump(value)):
+                return ip
+        raise StoreContention(f"gave up allocating from {within}: other hosts kept taking the "
+                              "free address first")
+
+    # --- IpamDriver.ReleaseAddress ------------------------------------------------------
+    def release_address(self, pool_id: PoolId, address: str) -> None:
+        """Idempotent: releasing a free address succeeds. A shared gateway stays claimed
+        until the last host using it lets go."""
+        ip = parse_address(address, "address")
+        key = keys.ipam_addr(pool_id.space, str(pool_id.pool), str(ip))
+
+        def free(current):
+            if current is None:
+                return None
+            if current["kind"] == "gateway":
+                holders = [h for h in current["holders"] if h != self.host]
+                return {**current, "holders": holders} if holders else None
+            return None
+
+        records.update(self.store, key, free, f"releasing {ip}")
+
+
+def _with_holder(pools: dict, chosen: Network, sub: Network | None, space: str, host: str) -> dict:
+    """pools with `host` holding `chosen`, or Conflict if that would overlap or redefine."""
+    cidr = str(chosen)
+    existing = pools.get(cidr)
+    if existing is None:
+        for other in pools:
+            if ipaddress.ip_network(other).overlaps(chosen):
+                raise Conflict(f"subnet {chosen} overlaps pool {other}, already in use"
+                               f"{_by(pools[other])}")
+        existing = {"subpool": str(sub) if sub else None, "holders": {}}
+    else:
+        if existing["subpool"] != (str(sub) if sub else None):
+            raise Conflict(f"subnet {chosen} is already defined with IP range "
+                           f"{existing['subpool'] or 'the whole subnet'}; this request asks for "
+                           f"{sub or 'the whole subnet'}")
+        if space == LOCAL_SPACE and host in existing["holders"]:
+            raise Conflict(f"subnet {chosen} is already used by another network on this host "
+                           f"({host})")
+    holders = dict(existing["holders"])
+    holders[host] = holders.get(host, 0) + 1
+    return {**pools, cidr: {**existing, "holders": holders}}
+
+
+def _by(entry: dict) -> str:
+    hosts = sorted(entry.get("holders", {}))
+    return f" on host {', '.join(hosts)}" if hosts else ""
+
+
+def _describe(owner: dict) -> str:
+    if owner["kind"] == "endpoint":
+        return f"container {owner['name']!r} on host {owner['host']}"
+    if owner["kind"] == "gateway":
+        return "the network's gateway"
+    return f"an auxiliary address reserved on host {owner['host']}"
