@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from . import naming
 from .errors import BadRequest, Conflict, NotFound
-from .kinds.bridge import BridgeKind
+from .kinds.base import NetworkKind
 from .models import EndpointRecord, NetworkRecord
 from .options import parse_network_options
 from .store import keys, records
@@ -26,7 +26,7 @@ CAPABILITIES = {"Scope": "local", "ConnectivityScope": "global"}
 
 
 class NetworkService:
-    def __init__(self, store: Store, host: str, kinds: dict[str, BridgeKind]) -> None:
+    def __init__(self, store: Store, host: str, kinds: dict[str, NetworkKind]) -> None:
         self.store = store
         self.host = host
         self.kinds = kinds

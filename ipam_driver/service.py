@@ -150,6 +150,11 @@ class IpamService:
                 raise BadRequest(f"address {ip} is not in subnet {pool}")
             if int(ip) in allocator.reserved_addresses(pool):
                 raise BadRequest(f"address {ip} is the subnet or broadcast address of {pool}")
+            if kind == "gateway":
+                shared = self._existing_gateway(pool_id)
+                if shared is not None and shared != ip:
+                    raise Conflict(f"subnet {pool} already has gateway {shared} (on another "
+                                   f"host or network); a second gateway {ip} is not allowed")
             self._claim(pool_id, ip, owner)
         elif kind == "gateway" and (shared := self._existing_gateway(pool_id)) is not None:
             # Every host on a shared pool uses the same gateway address.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -107,9 +107,14 @@ class ConsulStore:
     def delete(self, key: str, version: int | None = None) -> bool:
         # Not DELETE ?cas=N: Consul answers true for a key that is absent, and plain
         # DELETE cannot say whether the key existed. The txn checks first, atomically.
-        return self.transaction([Op("delete", key, version=version)])
+        at = "" if version is None else f" at version {version}"
+        return self._transaction([Op("delete", key, version=version)], f"deleting key {key!r}{at}")
 
     def transaction(self, ops: list[Op]) -> bool:
+        first = f" (first key {ops[0].key!r})" if ops else ""
+        return self._transaction(ops, f"applying a transaction of {len(ops)} ops{first}")
+
+    def _transaction(self, ops: list[Op], what: str) -> bool:
         checks: list[dict[str, Any]] = []
         writes: list[dict[str, Any]] = []
         for op in ops:
@@ -129,7 +134,7 @@ class ConsulStore:
             return False
         if not payload:
             return True
-        with self._call(f"applying a transaction of {len(ops)} ops on {ops[0].key!r}..."):
+        with self._call(what):
             return self._c.http.put(
                 _txn_result, "/v1/txn", data=json.dumps(payload), headers=self._c.prepare_headers()
             )
@@ -205,5 +210,3 @@ def _root(e: BaseException) -> str:
         e = e.__cause__ or e.__context__  # type: ignore[assignment]
     return str(e)
 
-
-_ = Callable  # (kept for typing of callbacks by readers; no runtime use)
