@@ -20,7 +20,7 @@ from ipam_driver.service import IpamService
 
 from .errors import PynetError
 from .firewall.api import Firewall
-from .kinds.bridge import BridgeKind
+from .kinds import build_kinds
 from .netlink.api import Netlink
 from .protocol import Body
 from .restore import restore
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                restore_on_start: bool = True) -> Flask:
     settings = settings or Settings()
     deps = deps or build_deps(settings)
-    kinds = {"bridge": BridgeKind(deps.netlink, deps.firewall)}
+    kinds = build_kinds(deps.netlink, deps.firewall)
     network = NetworkService(deps.store, settings.host, kinds)
     ipam = IpamService(deps.store, settings.host, settings.default_pools,
                        host_routes=deps.netlink.routes)
