@@ -50,7 +50,8 @@ class Store(Protocol):
         """Apply ops atomically. False (and nothing written) if any check fails."""
 
     def watch(self, prefix: str, since: int, timeout: float) -> int:
-        """Block until something under prefix changes after index `since` or timeout
-        passes; returns the current index to pass as `since` next time."""
+        """Block until something under prefix may have changed after index `since`, or
+        timeout passes; returns the index to pass as `since` next time. It may return
+        early (a change elsewhere): callers re-read, never trust a wake-up alone."""
 
     def close(self) -> None: ...

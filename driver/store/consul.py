@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +27,10 @@ from .api import Entry, Op
 # operations (65 > 64)"); newer releases allow 128.
 MAX_TXN_OPS = 64
 _VERBS = ("create", "cas", "delete", "check_absent", "check_version")
+# Inside ConsulStore the method `list` shadows the builtin for type checkers, so the
+# class body spells its list types through these aliases.
+_Ops = list[Op]
+_TxnOps = list[dict[str, Any]]
 
 
 class ConsulStore:
@@ -75,22 +78,18 @@ class ConsulStore:
         return sorted((self._entry(i) for i in items or ()), key=lambda e: e.key)
 
     def watch(self, prefix: str, since: int, timeout: float) -> int:
-        """A blocking query on the prefix. Consul adds up to wait/16 of jitter to `wait`,
-        so each query asks for 16/17 of the time left, and we re-ask until the deadline.
-        Like the other backends this may return early without a change under the prefix
-        (Consul does when the prefix holds no keys and any KV write happens)."""
-        deadline = time.monotonic() + timeout
+        """A blocking query on the prefix. Consul may add up to timeout/16 of jitter, and
+        like the other backends it may return early without a change under the prefix
+        (it does when the prefix holds no keys and a KV write happens anywhere)."""
+        wait_ms = int(timeout * 1000)
+        # index=0 or wait=0 would not block (wait=0 means Consul's 5-minute default).
+        blocking = since > 0 and wait_ms >= 1
         with self._call(f"watching prefix {prefix!r}"):
-            while True:
-                wait_ms = int((deadline - time.monotonic()) * 1000 * 16 / 17)
-                # index=0 or wait=0 would not block (wait=0 means Consul's 5-minute default).
-                blocking = since > 0 and wait_ms >= 1
-                index, _ = self._c.kv.get(
-                    self._prefix + prefix, recurse=True, keys=True,
-                    index=since if blocking else None, wait=f"{wait_ms}ms" if blocking else None,
-                )
-                if int(index) > since or not blocking:
-                    return int(index)
+            index, _ = self._c.kv.get(
+                self._prefix + prefix, recurse=True, keys=True,
+                index=since if blocking else None, wait=f"{wait_ms}ms" if blocking else None,
+            )
+        return int(index)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -110,13 +109,13 @@ class ConsulStore:
         at = "" if version is None else f" at version {version}"
         return self._transaction([Op("delete", key, version=version)], f"deleting key {key!r}{at}")
 
-    def transaction(self, ops: list[Op]) -> bool:
+    def transaction(self, ops: _Ops) -> bool:
         first = f" (first key {ops[0].key!r})" if ops else ""
         return self._transaction(ops, f"applying a transaction of {len(ops)} ops{first}")
 
-    def _transaction(self, ops: list[Op], what: str) -> bool:
-        checks: list[dict[str, Any]] = []
-        writes: list[dict[str, Any]] = []
+    def _transaction(self, ops: _Ops, what: str) -> bool:
+        checks: _TxnOps = []
+        writes: _TxnOps = []
         for op in ops:
             c, w = self._txn_ops(op)
             checks += c
@@ -135,18 +134,18 @@ class ConsulStore:
         if not payload:
             return True
         with self._call(what):
-            return self._c.http.put(
+            return bool(self._c.http.put(
                 _txn_result, "/v1/txn", data=json.dumps(payload), headers=self._c.prepare_headers()
-            )
+            ))
 
-    def _txn_ops(self, op: Op) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _txn_ops(self, op: Op) -> tuple[_TxnOps, _TxnOps]:
         """(checks, writes) for one store op, as Consul txn KV operations."""
         if op.verb not in _VERBS:
             raise ValueError(f"unknown store operation {op.verb!r}")
         key = self._prefix + op.key
         index = -1 if op.version is None else op.version
         if op.verb in ("create", "check_absent"):
-            check = {"Verb": "check-not-exists", "Key": key}
+            check: dict[str, Any] = {"Verb": "check-not-exists", "Key": key}
         elif op.verb == "delete" and op.version is None:
             check = {"Verb": "get", "Key": key}  # fails the txn if the key is absent
         else:
@@ -180,10 +179,10 @@ class ConsulStore:
             raise BackendUnavailable(
                 f"consul at {self.addr} could not be reached ({what}): {_root(e)}"
             ) from None
-        except consul.ACLPermissionDenied:
+        except consul.ACLPermissionDenied as e:
             raise BackendUnavailable(
-                f"consul at {self.addr} refused access ({what}): the ACL token lacks key "
-                f"permissions on {self._prefix!r}"
+                f"consul at {self.addr} refused access ({what}): {str(e).strip()}; give the "
+                f"store an ACL token with key read/write on {self._prefix!r}"
             ) from None
         except consul.ConsulException as e:
             detail = str(e).strip()
@@ -196,9 +195,16 @@ class ConsulStore:
 
 
 def _txn_result(response: Any) -> bool:
-    """200: applied. 409: a check failed and Consul rolled everything back."""
+    """200: applied. 409: a check failed and Consul rolled everything back -- unless the
+    failure was an ACL denial, which Consul also reports as 409 and must not look like
+    a lost race (the caller would retry in vain)."""
     if response.code == 409:
+        errors = json.loads(response.body).get("Errors") or []
+        if any(e.get("What") == "Permission denied" for e in errors):
+            raise consul.ACLPermissionDenied("Permission denied")
         return False
+    if response.code == 403:
+        raise consul.ACLPermissionDenied(response.body)
     if response.code != 200:
         raise consul.ConsulException(f"{response.code} {response.body}")
     return True

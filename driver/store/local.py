@@ -23,9 +23,10 @@ INSERT OR IGNORE INTO meta VALUES ('index', 0);
 class LocalStore:
     def __init__(self, path: str) -> None:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        # timeout=4: a lock held by another process must not stall dockerd past its patience.
         # One connection guarded by a lock: the plugin runs threads in one process, and
         # sqlite serialises writers anyway. isolation_level=None: we issue BEGIN ourselves.
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=4)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)

@@ -26,10 +26,14 @@ _PR_SET_PDEATHSIG = 1
 class ConsulAgent:
     """One local agent. leader=True: a -dev server that elects itself at once.
     leader=False: a server waiting for a second server that never comes, i.e. a
-    cluster without a leader (reads and writes hang, then fail with 500)."""
+    cluster without a leader (reads and writes hang, then fail with 500).
+    acl_token: ACLs on, default deny, this token is the master token."""
 
-    def __init__(self, *, leader: bool = True, startup_timeout: float = 30.0) -> None:
+    def __init__(
+        self, *, leader: bool = True, acl_token: str | None = None, startup_timeout: float = 30.0
+    ) -> None:
         self.leader = leader
+        self.acl_token = acl_token
         self.startup_timeout = startup_timeout
         self.addr = ""
         self.dir: Path | None = None
@@ -67,7 +71,9 @@ class ConsulAgent:
             except _ExitedEarly:
                 self._reap()
                 if attempt == 2:
-                    raise RuntimeError(f"consul agent exited during start-up:\n{self.log_tail()}") from None
+                    log = self.log_tail()
+                    self.stop()
+                    raise RuntimeError(f"consul agent exited during start-up:\n{log}") from None
             except BaseException:
                 self.stop()
                 raise
@@ -80,7 +86,10 @@ class ConsulAgent:
                "-data-dir", str(data), "-pid-file", str(self.dir / "consul.pid"),
                "-log-level", "info", "-hcl", "disable_update_check = true"]
         cmd += ["-dev"] if self.leader else ["-server", "-bootstrap-expect", "2"]
-        for flag, port in zip(_PORT_FLAGS, ports):
+        if self.acl_token:
+            cmd += ["-hcl", 'acl { enabled = true, default_policy = "deny", '
+                    f'tokens {{ master = "{self.acl_token}" }} }}']
+        for flag, port in zip(_PORT_FLAGS, ports, strict=True):
             cmd += [flag, str(port)]
         with open(self.dir / "consul.log", "ab") as log:
             self._proc = subprocess.Popen(
