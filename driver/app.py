@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from flask import Flask, Response, request
 from ipam_driver.routes import ipam_handlers
 from ipam_driver.service import IpamService
 
+from . import deadline
 from .errors import PynetError
 from .firewall.api import Firewall
 from .kinds import build_kinds
@@ -44,12 +44,12 @@ class Deps:
 
 
 def build_deps(settings: Settings) -> Deps:
-    from .firewall.forward_accept import ForwardAccept
+    from .firewall.nft_firewall import NftFirewall
     from .netlink.pyroute2_netlink import Pyroute2Netlink
-    from .store.local import LocalStore
+    from .store.factory import open_store
 
-    store = LocalStore(os.path.join(settings.state_dir, "pynet.db"))
-    return Deps(store=store, netlink=Pyroute2Netlink(), firewall=ForwardAccept())
+    store = open_store(settings)  # --store local (sqlite in --state-dir) or consul
+    return Deps(store=store, netlink=Pyroute2Netlink(), firewall=NftFirewall())
 
 
 def create_app(settings: Settings | None = None, deps: Deps | None = None,
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     kinds = build_kinds(deps.netlink, deps.firewall)
     network = NetworkService(deps.store, settings.host, kinds)
     ipam = IpamService(deps.store, settings.host, settings.default_pools,
+                       block_size=settings.ipam_block_size,
                        host_routes=deps.netlink.routes)
     if restore_on_start:
         restore(network, deps.netlink, deps.firewall)
@@ -75,7 +76,8 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         if handler is None:
             status, answer = 404, {"Err": f"pynet does not implement {method}"}
         else:
-            status, answer = _invoke(method, handler)
+            with deadline.budget():  # no chain of store calls may outlast dockerd's patience
+                status, answer = _invoke(method, handler)
         log.info("%s %s -> %d %s(%.0f ms)", method, _ids(request.get_data()), status,
                  f"{answer['Err']} " if status != 200 else "", (time.monotonic() - started) * 1000)
         return Response(json.dumps(answer), status=status, content_type=CONTENT_TYPE)

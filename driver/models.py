@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .options import NetworkOptions
+from .portmap import PortBinding
 
 DEFAULT_MTU = 1500
 
@@ -18,6 +19,10 @@ class NetworkRecord:
     # Gateway interfaces as CIDR ("10.1.0.1/24") and the subnets, from Docker's IPAM data.
     gateways: tuple[str, ...] = ()
     subnets: tuple[str, ...] = ()
+    # macvlan: the link the endpoints' macvlans sit on (the parent, its 802.1q sub-interface,
+    # or a bridge made for a network without parent), and whether pynet made that link.
+    lower: str | None = None
+    lower_created: bool = False
 
     @property
     def mtu(self) -> int:
@@ -34,6 +39,7 @@ class NetworkRecord:
             id=data["id"], options=NetworkOptions.from_dict(data["options"]),
             bridge=data["bridge"], bridge_created=data["bridge_created"],
             gateways=tuple(data.get("gateways", ())), subnets=tuple(data.get("subnets", ())),
+            lower=data.get("lower"), lower_created=data.get("lower_created", False),
         )
 
 
@@ -48,10 +54,14 @@ class EndpointRecord:
     sandbox: str | None = None
     # Endpoint options Docker passed (exposed ports, port map...), kept for later use.
     options: dict = field(default_factory=dict)
+    # Ports published by ProgramExternalConnectivity, with the host ports chosen: a
+    # restarted plugin re-installs exactly these.
+    published: tuple[PortBinding, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "EndpointRecord":
-        return cls(**{**data, "addresses": tuple(data["addresses"])})
+        return cls(**{**data, "addresses": tuple(data["addresses"]),
+                      "published": tuple(PortBinding.from_dict(p) for p in data.get("published", ()))})

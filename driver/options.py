@@ -6,6 +6,7 @@ a typo silently ignored is a network that does not do what its user believes.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, fields
 from typing import Any, Callable
@@ -18,7 +19,7 @@ INTERNAL = "com.docker.network.internal"
 
 NETWORK_TYPES = ("bridge", "macvlan", "overlay")
 # Types whose code has landed. The others are refused with a clear message until then.
-IMPLEMENTED_TYPES = ("bridge",)
+IMPLEMENTED_TYPES = ("bridge", "macvlan")
 
 IFNAMSIZ = 15
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
@@ -50,6 +51,16 @@ def parse_ifname(key: str, value: str) -> str:
     return value
 
 
+def parse_host_ipv4(key: str, value: str) -> str:
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        address = None
+    if address is None or address.version != 4:
+        raise BadRequest(f"option {key}={value!r}: expected an IPv4 address of this host")
+    return str(address)
+
+
 def parse_prefix(key: str, value: str) -> str:
     # Docker appends an index (eth0, eth1...), so leave room for it within IFNAMSIZ.
     if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,11}$", value):
@@ -68,6 +79,21 @@ def parse_type(key: str, value: str) -> str:
     return value
 
 
+MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
+
+
+def parse_parent(key: str, value: str) -> str | None:
+    # `-o parent=` (empty) means no parent, as with Docker's macvlan driver.
+    return parse_ifname(key, value) if value != "" else None
+
+
+def parse_macvlan_mode(key: str, value: str) -> str:
+    if value not in MACVLAN_MODES:
+        raise BadRequest(f"option {key}={value!r}: the macvlan mode must be one of "
+                         f"{', '.join(MACVLAN_MODES)} (bridge is the default)")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class OptionSpec:
     field: str
@@ -83,6 +109,18 @@ OPTIONS: dict[str, OptionSpec] = {
     "com.docker.network.container_iface_prefix": OptionSpec("iface_prefix", parse_prefix, NETWORK_TYPES),
     "com.docker.network.bridge.name": OptionSpec("bridge_name", parse_ifname, ("bridge",)),
     "bridge_name": OptionSpec("bridge_name", parse_ifname, ("bridge",)),
+    # macvlan: the host interface the containers' macvlan links sit on ("eth0", or
+    # "eth0.42" for an 802.1q sub-interface pynet creates when missing). No parent: an
+    # internal network on a link made for it.
+    "parent": OptionSpec("parent", parse_parent, ("macvlan",)),
+    "macvlan_mode": OptionSpec("macvlan_mode", parse_macvlan_mode, ("macvlan",)),
+    # bridge firewall (driver/firewall): outbound NAT, traffic between containers of the
+    # network, and the default host address of published ports.
+    "com.docker.network.bridge.enable_ip_masquerade": OptionSpec("masquerade", parse_bool, ("bridge",)),
+    "masquerade": OptionSpec("masquerade", parse_bool, ("bridge",)),
+    "com.docker.network.bridge.enable_icc": OptionSpec("icc", parse_bool, ("bridge",)),
+    "icc": OptionSpec("icc", parse_bool, ("bridge",)),
+    "com.docker.network.bridge.host_binding_ipv4": OptionSpec("host_binding_ipv4", parse_host_ipv4, ("bridge",)),
 }
 
 
@@ -92,8 +130,13 @@ class NetworkOptions:
     mtu: int | None = None
     iface_prefix: str = "eth"
     bridge_name: str | None = None
+    parent: str | None = None
+    macvlan_mode: str | None = None
     internal: bool = False
     ipv6: bool = False
+    masquerade: bool = True
+    icc: bool = True
+    host_binding_ipv4: str | None = None
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -133,6 +176,10 @@ def parse_network_options(options: dict) -> NetworkOptions:
     parsed = {name: value for name, (_, value) in values.items()}
     parsed["internal"] = _flag(options, INTERNAL)
     parsed["ipv6"] = _flag(options, ENABLE_IPV6)
+    if parsed.get("type") == "macvlan":
+        parsed.setdefault("macvlan_mode", "bridge")
+        # Like Docker's macvlan driver: with no parent the network is internal.
+        parsed["internal"] = parsed["internal"] or not parsed.get("parent")
     if parsed["ipv6"] and parsed.get("mtu", 1500) < 1280:
         raise BadRequest(f"MTU {parsed['mtu']} is below 1280, the minimum for IPv6")
     return NetworkOptions(**parsed)

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 def restore(service: NetworkService, netlink: Netlink, firewall) -> None:
     networks = {n.id: n for n in service.networks()}
     owned: set[str] = set()
+    kept = []  # endpoints whose network exists: their published ports are re-installed
     for ep in service.endpoints():
         if ep.network_id not in networks:
             log.warning("dropping endpoint %s: its network %s is gone", ep.id[:12], ep.network_id[:12])
@@ -27,9 +28,11 @@ def restore(service: NetworkService, netlink: Netlink, firewall) -> None:
     for net in networks.values():
         kind = service.kinds[net.options.type]
         endpoints = service.endpoints(net.id)
+        kept += endpoints
         kind.restore_network(net, endpoints)
         owned |= kind.owned_links(net, endpoints)
-    firewall.sync(list(networks.values()))
+    # macvlan networks have no firewall rules: their traffic never crosses the host's stack.
+    firewall.sync([n for n in networks.values() if n.options.type != "macvlan"], kept)
     for link in netlink.links():
         if naming.is_pynet_link(link.name) and link.name not in owned:
             log.warning("removing orphaned link %s (no pynet network owns it)", link.name)

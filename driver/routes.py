@@ -25,6 +25,10 @@ def network_handlers(service: NetworkService) -> dict[str, Handler]:
             b.id("NetworkID"), b.id("EndpointID"), b.string("SandboxKey", required=True),
             b.mapping("Options")),
         "NetworkDriver.Leave": lambda b: service.leave(b.id("NetworkID"), b.id("EndpointID")),
+        "NetworkDriver.ProgramExternalConnectivity": lambda b: service.program_external(
+            b.id("NetworkID"), b.id("EndpointID"), b.mapping("Options")),
+        "NetworkDriver.RevokeExternalConnectivity": lambda b: service.revoke_external(
+            b.id("NetworkID"), b.id("EndpointID")),
         # Node discovery is for drivers that need peers from Docker; pynet uses its store.
         "NetworkDriver.DiscoverNew": lambda b: {},
         "NetworkDriver.DiscoverDelete": lambda b: {},

@@ -17,6 +17,7 @@ from .errors import BadRequest, Conflict, NotFound
 from .kinds.base import NetworkKind
 from .models import EndpointRecord, NetworkRecord
 from .options import parse_network_options
+from .portmap import parse_portmap
 from .store import keys, records
 from .store.api import Store
 
@@ -130,7 +131,8 @@ class NetworkService:
                     options=_keep_json(options),
                 )
                 with ExitStack() as undo:
-                    self.kinds[net.options.type].create_endpoint(net, ep, undo)
+                    # A kind may adjust the record (a passthru macvlan takes its parent's MAC).
+                    ep = self.kinds[net.options.type].create_endpoint(net, ep, undo) or ep
                     self.store.create(keys.endpoint(self.host, nid, eid), records.dump(ep.to_dict()))
                     undo.pop_all()
             else:
@@ -163,6 +165,10 @@ class NetworkService:
                 _save(self.store, keys.endpoint(self.host, nid, eid), replace(ep, sandbox=sandbox))
         answer: dict = {"InterfaceName": {"SrcName": ep.peer_if,
                                           "DstPrefix": net.options.iface_prefix}}
+        if net.options.type == "macvlan":
+            # The gateway is a router on the parent's wire, or there is none (no parent):
+            # never Docker's docker_gwbridge, which would give these containers a way out.
+            answer["DisableGatewayService"] = True
         if not net.options.internal:
             for gateway in net.gateways:
                 ip = ipaddress.ip_interface(gateway).ip
@@ -174,6 +180,48 @@ class NetworkService:
             ep = self._endpoint(nid, eid)
             if ep is not None and ep.sandbox is not None:
                 _save(self.store, keys.endpoint(self.host, nid, eid), replace(ep, sandbox=None))
+        return {}
+
+    # --- NetworkDriver.ProgramExternalConnectivity / RevokeExternalConnectivity -----
+    def program_external(self, nid: str, eid: str, options: dict) -> dict:
+        """Publish the ports in Options' com.docker.network.portmap (Docker calls this after
+        Join, for the endpoint that gives the container its gateway). The chosen host ports
+        are recorded so a restarted plugin re-installs them. Idempotent: the same ports
+        again change nothing; other ports replace them. A port in use fails the call and
+        leaves nothing behind. Networks that publish nothing (internal, or a kind without
+        published ports) answer {}."""
+        with self._locks[nid]:
+            net = self._require_network(nid)
+            ep = self._require_endpoint(nid, eid)
+            kind = self.kinds[net.options.type]
+            if net.options.internal or not hasattr(kind, "publish"):
+                return {}
+            requests = parse_portmap(options, net.options.host_binding_ipv4)
+            if tuple(b.request for b in ep.published) == requests:
+                return {}
+            key = keys.endpoint(self.host, nid, eid)
+            if ep.published:
+                ep = replace(ep, published=())
+                _save(self.store, key, ep)
+                kind.unpublish(net, ep)
+            with ExitStack() as undo:
+                bindings = kind.publish(net, ep, requests)
+                undo.callback(kind.unpublish, net, ep)
+                _save(self.store, key, replace(ep, published=bindings))
+                undo.pop_all()
+        for b in bindings:
+            log.info("endpoint %s: published %s", eid[:12], b.describe())
+        return {}
+
+    def revoke_external(self, nid: str, eid: str) -> dict:
+        """Unpublish the endpoint's ports (before Leave). Absent is fine."""
+        with self._locks[nid]:
+            net, ep = self.network(nid), self._endpoint(nid, eid)
+            if net is None or ep is None or not ep.published:
+                return {}
+            # Record first: ports a crash leaves installed are dropped by the next sync.
+            _save(self.store, keys.endpoint(self.host, nid, eid), replace(ep, published=()))
+            self.kinds[net.options.type].unpublish(net, ep)
         return {}
 
 

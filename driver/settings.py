@@ -4,12 +4,15 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ipam_driver.service import DEFAULT_POOLS, DefaultPool
 
 DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
 DEFAULT_STATE_DIR = "/var/lib/pynet"
+DEFAULT_CONSUL_ADDR = "127.0.0.1:8500"
+DEFAULT_CONSUL_PREFIX = "pynet/"
+DEFAULT_IPAM_BLOCK_SIZE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +24,35 @@ class Settings:
     default_pools: tuple[DefaultPool, ...] = DEFAULT_POOLS
     threads: int = 16
     log_level: str = "info"
+    # --store consul (docs/consul.md). The token never appears in repr() or logs.
+    consul_addr: str = DEFAULT_CONSUL_ADDR
+    consul_token: str | None = field(default=None, repr=False)
+    consul_ca_cert: str | None = None
+    consul_client_cert: str | None = None
+    consul_client_key: str | None = None
+    consul_verify: bool = True
+    consul_prefix: str = DEFAULT_CONSUL_PREFIX
+    # Addresses per per-host IPAM block (a power of two); 0: no blocks, lowest free address.
+    ipam_block_size: int = DEFAULT_IPAM_BLOCK_SIZE
 
     @property
     def host(self) -> str:
         return self.host_id or socket.gethostname()
+
+    @property
+    def consul_endpoint(self) -> tuple[str, str]:
+        """(scheme, HOST:PORT): https when the address says so or a TLS file is given."""
+        scheme, sep, rest = self.consul_addr.partition("://")
+        if not sep:
+            scheme, rest = "http", self.consul_addr
+        if scheme not in ("http", "https"):
+            raise ValueError(f"consul address {self.consul_addr!r}: the scheme must be http or https")
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host or not port.isdigit() or "/" in rest:
+            raise ValueError(f"consul address {self.consul_addr!r} is not HOST:PORT "
+                             "(e.g. 127.0.0.1:8500 or https://consul.example:8501)")
+        tls = self.consul_ca_cert or self.consul_client_cert
+        return ("https" if tls else scheme), rest
 
 
 def _env(name: str, default: str) -> str:
@@ -37,8 +65,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_SOCKET})")
     parser.add_argument("--state-dir", default=_env("STATE_DIR", DEFAULT_STATE_DIR),
                         help=f"where the embedded store lives [PYNET_STATE_DIR] (default {DEFAULT_STATE_DIR})")
-    parser.add_argument("--store", choices=["local"], default=_env("STORE", "local"),
-                        help="state backend: 'local' is the embedded store [PYNET_STORE]")
+    parser.add_argument("--store", choices=["local", "consul"], default=_env("STORE", "local"),
+                        help="state backend: 'local' is the embedded store, 'consul' is shared by "
+                             "every host on the same Consul cluster [PYNET_STORE]")
+    add_consul_arguments(parser)
     parser.add_argument("--host-id", default=_env("HOST_ID", ""),
                         help="this host's name in shared state [PYNET_HOST_ID] (default: hostname)")
     parser.add_argument("--default-address-pool", action="append", dest="default_pools",
@@ -52,9 +82,66 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=["debug", "info", "warning", "error"], help="[PYNET_LOG_LEVEL]")
 
 
+def add_consul_arguments(parser: argparse.ArgumentParser) -> None:
+    """--consul-* and --ipam-block-size: see docs/consul.md."""
+    parser.add_argument("--consul-addr", default=_env("CONSUL_ADDR", DEFAULT_CONSUL_ADDR),
+                        help="Consul HTTP API as HOST:PORT, or https://HOST:PORT [PYNET_CONSUL_ADDR] "
+                             f"(default {DEFAULT_CONSUL_ADDR})")
+    parser.add_argument("--consul-token", default=_env("CONSUL_TOKEN", "") or None,
+                        help="ACL token; prefer the environment, a flag shows in ps [PYNET_CONSUL_TOKEN]")
+    parser.add_argument("--consul-ca-cert", default=_env("CONSUL_CA_CERT", "") or None,
+                        help="CA bundle that signed the Consul servers' certificates; implies https "
+                             "[PYNET_CONSUL_CA_CERT]")
+    parser.add_argument("--consul-client-cert", default=_env("CONSUL_CLIENT_CERT", "") or None,
+                        help="client certificate (PEM) for verify_incoming; implies https "
+                             "[PYNET_CONSUL_CLIENT_CERT]")
+    parser.add_argument("--consul-client-key", default=_env("CONSUL_CLIENT_KEY", "") or None,
+                        help="its private key (PEM) [PYNET_CONSUL_CLIENT_KEY]")
+    parser.add_argument("--consul-verify", action=argparse.BooleanOptionalAction, default=None,
+                        help="verify the servers' TLS certificates [PYNET_CONSUL_VERIFY] (default on)")
+    parser.add_argument("--consul-prefix", default=_env("CONSUL_PREFIX", DEFAULT_CONSUL_PREFIX),
+                        help="KV prefix pynet keeps everything under [PYNET_CONSUL_PREFIX] "
+                             f"(default {DEFAULT_CONSUL_PREFIX})")
+    parser.add_argument("--ipam-block-size", type=int,  # argparse converts a str default too
+                        default=_env("IPAM_BLOCK_SIZE", str(DEFAULT_IPAM_BLOCK_SIZE)),
+                        help="addresses per host address block, a power of two; 0 turns blocks off "
+                             f"[PYNET_IPAM_BLOCK_SIZE] (default {DEFAULT_IPAM_BLOCK_SIZE})")
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    text = _env(name, "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"PYNET_{name}={text!r}: expected true or false")
+
+
+def _consul_settings(args: argparse.Namespace) -> dict:
+    if bool(args.consul_client_cert) != bool(args.consul_client_key):
+        raise ValueError("--consul-client-cert and --consul-client-key go together")
+    prefix = args.consul_prefix.strip().lstrip("/")
+    if not prefix:
+        raise ValueError("--consul-prefix must not be empty (pynet needs a prefix of its own)")
+    size = args.ipam_block_size
+    if size != 0 and (size < 4 or size & (size - 1)):
+        raise ValueError(f"--ipam-block-size {size}: expected 0 or a power of two of at least 4")
+    return dict(consul_addr=args.consul_addr, consul_token=args.consul_token,
+                consul_ca_cert=args.consul_ca_cert, consul_client_cert=args.consul_client_cert,
+                consul_client_key=args.consul_client_key,
+                consul_verify=_env_bool("CONSUL_VERIFY", True) if args.consul_verify is None
+                else args.consul_verify,
+                consul_prefix=prefix if prefix.endswith("/") else prefix + "/",
+                ipam_block_size=size)
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     texts = args.default_pools or [p for p in _env("DEFAULT_ADDRESS_POOLS", "").split(";") if p.strip()]
     pools = tuple(DefaultPool.parse(t.strip()) for t in texts) if texts else DEFAULT_POOLS
-    return Settings(socket=args.socket, state_dir=args.state_dir, store=args.store,
-                    host_id=args.host_id, default_pools=pools, threads=args.threads,
-                    log_level=args.log_level)
+    settings = Settings(socket=args.socket, state_dir=args.state_dir, store=args.store,
+                        host_id=args.host_id, default_pools=pools, threads=args.threads,
+                        log_level=args.log_level, **_consul_settings(args))
+    settings.consul_endpoint  # noqa: B018 - refuses a malformed --consul-addr before serving
+    return settings

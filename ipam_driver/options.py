@@ -13,9 +13,10 @@ ENDPOINT_NAME = "com.docker.network.endpoint.name"
 # Keys Docker itself may add to RequestAddress; pynet reads the first two, tolerates the rest.
 KNOWN_ADDRESS_OPTIONS = {REQUEST_TYPE, ENDPOINT_NAME, "com.docker.network.endpoint.macaddress",
                          "com.docker.network.ipam.serial"}
-# --ipam-opt keys pynet understands on RequestPool. None yet: refusing unknown keys beats
-# silently ignoring a typo.
-KNOWN_POOL_OPTIONS: set[str] = set()
+# --ipam-opt keys pynet understands on RequestPool; refusing unknown keys beats silently
+# ignoring a typo. pynet.block-size: addresses per host block in this pool (0: no blocks).
+BLOCK_SIZE_OPTION = "pynet.block-size"
+KNOWN_POOL_OPTIONS: set[str] = {BLOCK_SIZE_OPTION}
 
 
 def parse_network(text: str, what: str) -> Network:
@@ -41,8 +42,24 @@ def check_pool_options(options: dict[str, str]) -> None:
     unknown = sorted(set(options) - KNOWN_POOL_OPTIONS)
     if unknown:
         raise BadRequest(
-            f"unknown IPAM option {unknown[0]!r}: pynet's IPAM accepts no --ipam-opt options"
+            f"unknown --ipam-opt option {unknown[0]!r}: pynet's IPAM accepts only "
+            f"{', '.join(sorted(KNOWN_POOL_OPTIONS))}"
         )
+
+
+def pool_block_size(options: dict[str, str], default: int) -> int:
+    """--ipam-opt pynet.block-size=N: 0, or a power of two of at least 4."""
+    text = options.get(BLOCK_SIZE_OPTION)
+    if text is None:
+        return default
+    try:
+        size = int(text)
+    except ValueError:
+        size = -1
+    if size != 0 and (size < 4 or size & (size - 1)):
+        raise BadRequest(f"IPAM option {BLOCK_SIZE_OPTION}={text!r}: expected 0 (no host blocks) "
+                         "or a power of two of at least 4")
+    return size
 
 
 def address_kind(options: dict[str, str]) -> str:

@@ -5,25 +5,31 @@ every claimed address is a create-if-absent key naming its owner. No lock, no ca
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from driver.errors import BadRequest, Conflict, Exhausted, NotFound, StoreContention
+from driver.errors import BackendUnavailable, BadRequest, Conflict, Exhausted, NotFound, StoreContention
 from driver.store import keys, records
 from driver.store.api import Store
 
-from . import allocator
+from . import allocator, blocks
 from .allocator import Network
-from .options import (address_kind, check_pool_options, parse_address, parse_network)
+from .claims import Claims, FencedCreates, claim_id
+from .hostblocks import HostBlocks
+from .options import (address_kind, check_pool_options, parse_address, parse_network, pool_block_size)
 from .pool_id import PoolId
+from .repair import RepairQueue
 
 log = logging.getLogger(__name__)
 
 LOCAL_SPACE = "LocalDefault"
 GLOBAL_SPACE = "GlobalDefault"
 SPACES = (LOCAL_SPACE, GLOBAL_SPACE)
+POOL_TTL = 5.0  # seconds a held pool's record is trusted without reading it again
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,17 @@ class IpamService:
     default_pools: tuple[DefaultPool, ...] = DEFAULT_POOLS
     # Networks routed on this host: automatic pools must not shadow them.
     host_routes: Callable[[], list[Network]] = field(default=lambda: [])
+    # Addresses per host block for pools created here (0: none); see blocks.py.
+    block_size: int = blocks.DEFAULT_BLOCK_SIZE
+    repairs: RepairQueue = field(default_factory=RepairQueue, repr=False)
+
+    def __post_init__(self) -> None:
+        self._claims = Claims(self.store, self.host, self.repairs)
+        self._fenced = FencedCreates(self._claims)
+        self._blocks = HostBlocks(self.store, self.host, self._claims)
+        # Pools this host holds, as last read: a pool cannot go away while this host holds
+        # it, so RequestAddress need not read the pool record every time (POOL_TTL).
+        self._held: dict[tuple[str, str], tuple[dict, float]] = {}
 
     # --- IpamDriver.GetCapabilities / GetDefaultAddressSpaces -------------------------
     def capabilities(self) -> dict:
@@ -77,6 +94,7 @@ class IpamService:
         if space not in SPACES:
             raise BadRequest(f"unknown address space {space!r}: pynet serves {', '.join(SPACES)}")
         check_pool_options(options)
+        block = pool_block_size(options, self.block_size)
         if subpool and not pool:
             raise BadRequest(f"an IP range ({subpool}) needs a subnet to go with it")
         wanted = parse_network(pool, "subnet") if pool else None
@@ -91,7 +109,7 @@ class IpamService:
         def claim(record):
             pools = (record or {}).get("pools", {})
             chosen = wanted or self._automatic(pools, 6 if v6 else 4)
-            pools = _with_holder(pools, chosen, sub, space, self.host)
+            pools = _with_holder(pools, chosen, sub, space, self.host, block)
             return {"pools": pools, "chosen": str(chosen)}
 
         result = records.update(self.store, keys.ipam_space(space), claim, "requesting a pool")
@@ -113,8 +131,18 @@ class IpamService:
 
     # --- IpamDriver.ReleasePool ---------------------------------------------------------
     def release_pool(self, pool_id: PoolId) -> None:
-        """Drop this host's hold; the last holder deletes the pool and its addresses."""
+        """Drop this host's hold; the last holder deletes the pool and its addresses.
+        Docker ignores a failure here, so with the store unreachable it is also queued."""
+        try:
+            self._release_pool(pool_id)
+        except BackendUnavailable:
+            self.repairs.add(f"releasing pool {pool_id} held by {self.host}",
+                             functools.partial(self._release_pool, pool_id))
+            raise
+
+    def _release_pool(self, pool_id: PoolId) -> None:
         cidr = str(pool_id.pool)
+        self._held.pop((pool_id.space, cidr), None)
 
         def drop(record):
             pools = dict((record or {}).get("pools", {}))
@@ -133,16 +161,22 @@ class IpamService:
 
         record = records.update(self.store, keys.ipam_space(pool_id.space), drop, "releasing a pool")
         if record is None or cidr not in record.get("pools", {}):
-            for entry in self.store.list(keys.ipam_addrs(pool_id.space, cidr)):
-                self.store.delete(entry.key, entry.version)
+            self._blocks.forget(pool_id)
+            for prefix in (keys.ipam_addrs(pool_id.space, cidr), keys.ipam_blocks(pool_id.space, cidr)):
+                for entry in self.store.list(prefix):
+                    self.store.delete(entry.key, entry.version)
+        elif self.host not in record["pools"][cidr]["holders"]:
+            self._blocks.give_back_all(pool_id)
 
     # --- IpamDriver.RequestAddress ------------------------------------------------------
     def request_address(self, pool_id: PoolId, address: str, options: dict[str, str]) -> str:
-        """Claim one address (a specific one, or the lowest free) as a create-if-absent key."""
-        self._pool_record(pool_id)
+        """Claim one address (a specific one, or a free one: from this host's blocks when the
+        pool has them, else the lowest free) as a create-if-absent key."""
+        entry = self._pool_record(pool_id)
         kind = address_kind(options)
+        # "claim" makes every value unique, so a claim left in doubt is known for ours.
         owner = {"kind": kind, "name": options.get("com.docker.network.endpoint.name", ""),
-                 "host": self.host}
+                 "host": self.host, "claim": claim_id()}
         pool = pool_id.pool
         if address:
             ip = parse_address(address, "address")
@@ -156,18 +190,42 @@ class IpamService:
                     raise Conflict(f"subnet {pool} already has gateway {shared} (on another "
                                    f"host or network); a second gateway {ip} is not allowed")
             self._claim(pool_id, ip, owner)
-        elif kind == "gateway" and (shared := self._existing_gateway(pool_id)) is not None:
-            # Every host on a shared pool uses the same gateway address.
-            ip = shared
-            self._claim(pool_id, ip, owner)
+        elif kind == "gateway":
+            ip = self._claim_gateway(pool_id, owner)
         else:
-            ip = self._claim_free(pool_id, pool if kind == "gateway" else pool_id.allocation_range,
-                                  owner)
+            ip = self._claim_free(pool_id, pool_id.allocation_range, owner,
+                                  entry.get("block", self.block_size))
         return f"{ip}/{pool.prefixlen}"
 
+    def _claim_gateway(self, pool_id: PoolId, owner: dict):
+        """Every host on a shared pool uses the same gateway: the one claimed already, else
+        the lowest free address. Hosts creating the network at the same moment all choose
+        that address, and _claim makes each of them a holder of the one gateway claim."""
+        for _ in range(records.MAX_ATTEMPTS):
+            entries = self.store.list(keys.ipam_addrs(pool_id.space, str(pool_id.pool)))
+            ip = next((ipaddress.ip_address(e.key.rsplit("/", 1)[1]) for e in entries
+                       if records.load(e)["kind"] == "gateway"), None)
+            if ip is None:
+                used = {int(ipaddress.ip_address(e.key.rsplit("/", 1)[1])) for e in entries}
+                free = allocator.first_free_address(pool_id.pool, pool_id.pool, used)
+                if free is None:
+                    raise Exhausted(f"no free address left in {pool_id.pool} for its gateway")
+                ip = ipaddress.ip_address(free)
+            try:
+                self._claim(pool_id, ip, owner)
+                return ip
+            except Conflict:
+                continue  # a container took that address first: choose again
+        raise StoreContention(f"gave up choosing a gateway for {pool_id.pool}")
+
     def _pool_record(self, pool_id: PoolId) -> dict:
+        held = self._held.get((pool_id.space, str(pool_id.pool)))
+        if held is not None and time.monotonic() - held[1] < POOL_TTL:
+            return held[0]
         record = records.read(self.store, keys.ipam_space(pool_id.space)) or {}
         entry = record.get("pools", {}).get(str(pool_id.pool))
+        if entry is not None and self.host in entry.get("holders", {}):
+            self._held[(pool_id.space, str(pool_id.pool))] = (entry, time.monotonic())
         if entry is None:
             raise NotFound(f"pool {pool_id} is not allocated (it was released, or never requested)")
         return entry
@@ -191,9 +249,13 @@ class IpamService:
                 return current  # the same container asking again: a replay
             raise Conflict(f"address {ip} is already in use by {_describe(current)}")
 
-        records.update(self.store, key, take, f"claiming {ip}")
+        records.update(self._fenced, key, take, f"claiming {ip}")  # type: ignore[arg-type]
 
-    def _claim_free(self, pool_id: PoolId, within: Network, owner: dict):
+    def _claim_free(self, pool_id: PoolId, within: Network, owner: dict, size: int = 0):
+        value = {**owner, "holders": [owner["host"]]} if owner["kind"] == "gateway" else owner
+        block_prefix = blocks.block_prefix(within, size)
+        if block_prefix is not None:
+            return self._blocks.allocate(pool_id, within, block_prefix, records.dump(value))
         prefix = keys.ipam_addrs(pool_id.space, str(pool_id.pool))
         for _ in range(records.MAX_ATTEMPTS):
             used = {int(ipaddress.ip_address(e.key.rsplit("/", 1)[1]))
@@ -202,8 +264,7 @@ class IpamService:
             if free is None:
                 raise Exhausted(f"no free address left in {within} (pool {pool_id.pool})")
             ip = ipaddress.ip_address(free)
-            value = {**owner, "holders": [owner["host"]]} if owner["kind"] == "gateway" else owner
-            if self.store.create(prefix + str(ip), records.dump(value)):
+            if self._claims.create(prefix + str(ip), records.dump(value)):
                 return ip
         raise StoreContention(f"gave up allocating from {within}: other hosts kept taking the "
                               "free address first")
@@ -211,22 +272,57 @@ class IpamService:
     # --- IpamDriver.ReleaseAddress ------------------------------------------------------
     def release_address(self, pool_id: PoolId, address: str) -> None:
         """Idempotent: releasing a free address succeeds. A shared gateway stays claimed
-        until the last host using it lets go."""
+        until the last host using it lets go. Docker ignores a failure here, so with the
+        store unreachable the release is also queued, for exactly the claim it saw."""
         ip = parse_address(address, "address")
         key = keys.ipam_addr(pool_id.space, str(pool_id.pool), str(ip))
+        seen: list[dict] = []
 
         def free(current):
-            if current is None:
-                return None
-            if current["kind"] == "gateway":
-                holders = [h for h in current["holders"] if h != self.host]
-                return {**current, "holders": holders} if holders else None
-            return None
+            if current is not None:
+                seen[:] = [current]
+            return _freed(current, self.host)
 
-        records.update(self.store, key, free, f"releasing {ip}")
+        try:
+            records.update(self.store, key, free, f"releasing {ip}")
+        except BackendUnavailable:
+            self.repairs.add(f"releasing {ip} of pool {pool_id}",
+                             functools.partial(self._release_later, key, seen[0] if seen else None))
+            raise
+        if seen and seen[0]["kind"] != "gateway":
+            try:
+                self._blocks.released(pool_id, int(ip))
+            except BackendUnavailable:
+                pass  # blocks are hints: an idle one left with this host costs nothing
+
+    def _release_later(self, key: str, seen: dict | None) -> None:
+        """The queued form of a release: frees the claim only if it is still the one the
+        failed release saw (a claim made since is someone else's)."""
+        entry = self.store.get(key)
+        if entry is None:
+            return
+        current = records.load(entry)
+        if seen is not None and current.get("claim") != seen.get("claim"):
+            return
+        new = _freed(current, self.host)
+        done = (self.store.delete(key, entry.version) if new is None
+                else self.store.cas(key, records.dump(new), entry.version))
+        if not done:
+            raise BackendUnavailable(f"{key} changed while being released; trying again")
 
 
-def _with_holder(pools: dict, chosen: Network, sub: Network | None, space: str, host: str) -> dict:
+def _freed(current: dict | None, host: str) -> dict | None:
+    """The claim once `host` lets go of it: None (delete it), or a gateway other hosts hold."""
+    if current is None:
+        return None
+    if current["kind"] == "gateway":
+        holders = [h for h in current["holders"] if h != host]
+        return {**current, "holders": holders} if holders else None
+    return None
+
+
+def _with_holder(pools: dict, chosen: Network, sub: Network | None, space: str, host: str,
+                 block: int = 0) -> dict:
     """pools with `host` holding `chosen`, or Conflict if that would overlap or redefine."""
     cidr = str(chosen)
     existing = pools.get(cidr)
@@ -235,7 +331,8 @@ def _with_holder(pools: dict, chosen: Network, sub: Network | None, space: str, 
             if ipaddress.ip_network(other).overlaps(chosen):
                 raise Conflict(f"subnet {chosen} overlaps pool {other}, already in use"
                                f"{_by(pools[other])}")
-        existing = {"subpool": str(sub) if sub else None, "holders": {}}
+        # The block size is fixed when the pool is made, so every host cuts the same blocks.
+        existing = {"subpool": str(sub) if sub else None, "holders": {}, "block": block}
     else:
         if existing["subpool"] != (str(sub) if sub else None):
             raise Conflict(f"subnet {chosen} is already defined with IP range "

@@ -3,8 +3,10 @@
 Why this exists: with br_netfilter loaded (bridge-nf-call-iptables=1), frames between two
 ports of one bridge traverse iptables' FORWARD chain, where dockerd sets policy DROP. An
 ACCEPT in pynet's own nftables table cannot override that: every base chain on a hook must
-accept. So pynet keeps one chain of its own, PYNET-FORWARD, jumped to from FORWARD, with
-an ACCEPT per bridge; policy that restricts traffic lives in pynet's own rules elsewhere.
+accept. So pynet keeps one chain of its own, PYNET-FORWARD, jumped to from FORWARD, that
+accepts whatever enters or leaves a pynet bridge. It decides nothing: every restriction
+(isolation, icc, internal networks, published ports) is in pynet's nftables table, see
+nft_rules.py, whose drops no iptables ACCEPT can override.
 The chain is rewritten whole with iptables-restore --noflush: atomic, and it touches no
 rule that another program owns.
 """
@@ -27,7 +29,10 @@ class FirewallError(PynetError):
 
 
 class ForwardAccept:
-    def __init__(self, binaries: tuple[str, ...] = ("iptables", "ip6tables")) -> None:
+    def __init__(self, binaries: tuple[str, ...] = ("iptables", "ip6tables"),
+                 netns: str | None = None) -> None:
+        # netns: work in that network namespace (kernel tests) instead of this one.
+        self._prefix = ["ip", "netns", "exec", netns] if netns else []
         self._binaries = tuple(b for b in binaries if shutil.which(b))
         if "iptables" not in self._binaries:
             raise FirewallError("iptables is not installed; pynet needs it to let bridge traffic "
@@ -50,24 +55,25 @@ class ForwardAccept:
         """The PYNET-FORWARD chain as iptables-restore lines (golden-tested)."""
         lines = []
         for bridge in sorted(self._bridges):
-            lines.append(f"-A {CHAIN} -i {bridge} -o {bridge} -j ACCEPT")
+            lines.append(f"-A {CHAIN} -i {bridge} -j ACCEPT")
+            lines.append(f"-A {CHAIN} -o {bridge} -j ACCEPT")
         return lines
 
     def _apply(self) -> None:
         script = "\n".join(["*filter", f":{CHAIN} - [0:0]", *self.rules(), "COMMIT", ""])
         for binary in self._binaries:
-            _run([f"{binary}-restore", "-w", "5", "--noflush"], script)
+            _run([*self._prefix, f"{binary}-restore", "-w", "5", "--noflush"], script)
             # The jump is added once, at the top, and never duplicated.
-            if _run([binary, "-w", "5", "-C", "FORWARD", "-j", CHAIN], check=False) != 0:
-                _run([binary, "-w", "5", "-I", "FORWARD", "1", "-j", CHAIN])
+            if _run([*self._prefix, binary, "-w", "5", "-C", "FORWARD", "-j", CHAIN], check=False) != 0:
+                _run([*self._prefix, binary, "-w", "5", "-I", "FORWARD", "1", "-j", CHAIN])
 
     def remove_all(self) -> None:
         """Take the chain and its jump away entirely (tests, uninstall)."""
         for binary in self._binaries:
-            while _run([binary, "-w", "5", "-D", "FORWARD", "-j", CHAIN], check=False) == 0:
+            while _run([*self._prefix, binary, "-w", "5", "-D", "FORWARD", "-j", CHAIN], check=False) == 0:
                 pass
-            _run([binary, "-w", "5", "-F", CHAIN], check=False)
-            _run([binary, "-w", "5", "-X", CHAIN], check=False)
+            _run([*self._prefix, binary, "-w", "5", "-F", CHAIN], check=False)
+            _run([*self._prefix, binary, "-w", "5", "-X", CHAIN], check=False)
 
 
 def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> int:

@@ -13,7 +13,9 @@ class NetworkKind(Protocol):
 
     def delete_network(self, net: NetworkRecord) -> None: ...
 
-    def create_endpoint(self, net: NetworkRecord, ep: EndpointRecord, undo: ExitStack) -> None: ...
+    def create_endpoint(self, net: NetworkRecord, ep: EndpointRecord,
+                        undo: ExitStack) -> EndpointRecord | None:
+        """Make the endpoint's link; return the record to store if the kind changed it."""
 
     def ensure_endpoint_ready(self, net: NetworkRecord, ep: EndpointRecord) -> None:
         """Before Join: the link named ep.peer_if exists in the host namespace."""

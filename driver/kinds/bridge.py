@@ -9,6 +9,7 @@ from driver import naming
 from driver.firewall.api import Firewall
 from driver.models import EndpointRecord, NetworkRecord
 from driver.netlink.api import Netlink
+from driver.portmap import PortBinding, PortRequest
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,20 @@ class BridgeKind:
             self.netlink.add_veth(ep.host_if, ep.peer_if, net.mtu, net.bridge, ep.mac)
 
     def delete_endpoint(self, net: NetworkRecord | None, ep: EndpointRecord) -> None:
+        # Ports Docker did not revoke (a crash, a network deleted under the endpoint) go first.
+        if net is not None and ep.published:
+            self.firewall.unpublish(net, ep)
         # Deleting either end of a veth deletes both; the container end may already have
         # gone with the container's namespace.
         self.netlink.remove_link(ep.host_if)
+
+    def publish(self, net: NetworkRecord, ep: EndpointRecord,
+                requests: tuple[PortRequest, ...]) -> tuple[PortBinding, ...]:
+        """ProgramExternalConnectivity: DNAT host ports to the endpoint (see driver/firewall)."""
+        return self.firewall.publish(net, ep, requests)
+
+    def unpublish(self, net: NetworkRecord, ep: EndpointRecord) -> None:
+        self.firewall.unpublish(net, ep)
 
     def restore_network(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
         """Plugin start: make the kernel match the record again."""

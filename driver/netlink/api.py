@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface, IPv4Network, IPv6Network
 from typing import Protocol
 
+from driver.errors import PynetError
+
 Interface = IPv4Interface | IPv6Interface
 
 
@@ -21,6 +23,13 @@ class Link:
     master: str | None        # bridge it is a port of
     parent: str | None        # lower device (macvlan, vlan)
     mac: str
+    loopback: bool = False
+
+
+class NotSupported(PynetError):
+    """The kernel lacks a feature pynet needs (e.g. no 802.1q VLAN support)."""
+
+    status = 501
 
 
 class Netlink(Protocol):
@@ -39,6 +48,10 @@ class Netlink(Protocol):
         """Link `name` is an up port of bridge `master`."""
 
     def add_macvlan(self, name: str, parent: str, mode: str, mtu: int, mac: str | None) -> None: ...
+
+    def add_vlan(self, name: str, base: str, vlan_id: int) -> None:
+        """A new 802.1q sub-interface `name` of `base`, up. Raises NotSupported when the
+        kernel has no 802.1q support, Conflict if `name` exists."""
 
     def remove_link(self, name: str) -> bool:
         """Delete the link; False if it did not exist."""

@@ -10,7 +10,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from driver.errors import BadRequest, Conflict, PynetError
 
-from .api import Interface, Link
+from .api import Interface, Link, NotSupported
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,24 @@ class Pyroute2Netlink:
             except NetlinkError as exc:
                 raise _kernel(exc, f"creating macvlan {name} on {parent} (mode {mode})")
 
+    def add_vlan(self, name: str, base: str, vlan_id: int) -> None:
+        with self._ipr() as ipr:
+            try:
+                ipr.link("add", ifname=name, kind="vlan", link=_index(ipr, base), vlan_id=vlan_id)
+            except NetlinkError as exc:
+                if exc.code == errno.EOPNOTSUPP:  # `ip link add ... type vlan`: "Unknown device type"
+                    raise NotSupported(
+                        f"this kernel has no 802.1q VLAN support (8021q), so VLAN sub-interface "
+                        f"{name} cannot be created on {base}") from None
+                if exc.code == errno.EEXIST:
+                    raise Conflict(f"interface {name} already exists") from None
+                raise _kernel(exc, f"creating VLAN {vlan_id} sub-interface {name} on {base}")
+            try:
+                ipr.link("set", index=_index(ipr, name), state="up")
+            except NetlinkError as exc:
+                ipr.link("del", ifname=name)
+                raise _kernel(exc, f"bringing up {name}")
+
     # --- removal -----------------------------------------------------------------------
     def remove_link(self, name: str) -> bool:
         with self._ipr() as ipr:
@@ -169,6 +187,7 @@ def _to_link(msg, names: dict) -> Link:
         master=names.get(msg.get("IFLA_MASTER")),
         parent=names.get(msg.get("IFLA_LINK")) if msg.get("IFLA_LINK") != msg["index"] else None,
         mac=msg.get("IFLA_ADDRESS"),
+        loopback=bool(msg["flags"] & 0x8),  # IFF_LOOPBACK
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import consul
 import requests
 
+from .. import deadline
 from ..errors import BackendUnavailable
 from .api import Entry, Op
 
@@ -61,6 +62,9 @@ class ConsulStore:
         )
         # py-consul lets CONSUL_HTTP_TOKEN override the token it is given; ours is explicit.
         self._c.token = token
+        # Inside a plugin call, no request may outlive the call's budget (driver/deadline.py).
+        own_timeout = self._c.http.timeout
+        self._c.http.timeout = lambda params: deadline.clamp(own_timeout(params))  # type: ignore[method-assign]
 
     def __repr__(self) -> str:  # never shows the token
         return f"ConsulStore(addr={self.addr!r}, prefix={self._prefix!r})"
@@ -166,11 +170,18 @@ class ConsulStore:
     @contextmanager
     def _call(self, what: str) -> Iterator[None]:
         """Turn every way of failing to talk to Consul into one actionable error."""
+        left = deadline.remaining()
+        if left is not None and left <= 0:
+            raise BackendUnavailable(
+                f"consul at {self.addr} is answering too slowly: this plugin call used up its "
+                f"{deadline.CALL_BUDGET:g}s before {what}; is the agent up and does its cluster have a leader?"
+            )
+        waited = deadline.clamp(self.timeout)
         try:
             yield
         except requests.Timeout:
             raise BackendUnavailable(
-                f"consul at {self.addr} did not answer within {self.timeout}s ({what}); "
+                f"consul at {self.addr} did not answer within {waited:.1f}s ({what}); "
                 "is the agent up and does its cluster have a leader?"
             ) from None
         except requests.exceptions.SSLError as e:

@@ -2,6 +2,8 @@
 
 v1/ipam/spaces/<space>                       the pools of an address space (one CAS'd record)
 v1/ipam/addrs/<space>/<pool>/<ip>            one claimed address (create-if-absent)
+v1/ipam/blocks/<space>/<pool>/<block>        a host's address block in a pool: a hint only
+v1/ipam/fences/<host>                        the host's claim fence (ipam_driver/claims.py)
 v1/hosts/<host>/networks/<nid>               a network as this host's driver made it
 v1/hosts/<host>/endpoints/<nid>/<eid>        an endpoint on this host
 """
@@ -25,6 +27,18 @@ def ipam_addrs(space: str, pool: str) -> str:
 
 def ipam_addr(space: str, pool: str, ip: str) -> str:
     return ipam_addrs(space, pool) + ip
+
+
+def ipam_blocks(space: str, pool: str) -> str:
+    return f"{VERSION}/ipam/blocks/{space}/{_cidr(pool)}/"
+
+
+def ipam_block(space: str, pool: str, block: str) -> str:
+    return ipam_blocks(space, pool) + _cidr(block)
+
+
+def ipam_fence(host: str) -> str:
+    return f"{VERSION}/ipam/fences/{host}"
 
 
 def networks(host: str) -> str:

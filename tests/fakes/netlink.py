@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from driver.errors import BadRequest, Conflict, PynetError
-from driver.netlink.api import Link
+from driver.netlink.api import Link, NotSupported
 
 
 class InjectedFailure(PynetError):
@@ -21,10 +21,16 @@ class FakeNetlink:
         self.peers: dict[str, str] = {}
         self._routes = list(routes or [])
         self.fail_on: set[str] = set()  # method names that raise, to test rollback
+        self.vlan_supported = True  # False: like a kernel without 8021q
+        self.macvlan_modes: dict[str, str] = {}
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.fail_on:
             raise InjectedFailure(f"injected failure in {method}")
+
+    def add_device(self, name, up=True, mtu=1500, mac="02:00:00:00:00:10", loopback=False):
+        """Test setup: an interface pynet did not make (a NIC, `lo`, a user's VLAN)."""
+        self.state[name] = Link(name, None, up, mtu, None, None, mac, loopback)
 
     def link(self, name):
         return self.state.get(name)
@@ -66,7 +72,29 @@ class FakeNetlink:
             raise BadRequest(f"interface {parent} does not exist on this host")
         if name in self.state:
             raise Conflict(f"interface {name} already exists")
+        lower = self.state[parent]
+        siblings = [n for n, link in self.state.items() if link.kind == "macvlan" and link.parent == parent]
+        # The kernel's EINVALs: not an Ethernet lower, MTU above the lower's, passthru not alone.
+        if (lower.loopback or mtu > lower.mtu or (siblings and mode == "passthru")
+                or any(self.macvlan_modes.get(n) == "passthru" for n in siblings)):
+            raise InjectedFailure(f"kernel refused creating macvlan {name} on {parent} (mode "
+                                  f"{mode}): Invalid argument (errno 22)")
+        if mode == "passthru":
+            mac = lower.mac  # a passthru macvlan takes its lower device's MAC
         self.state[name] = Link(name, "macvlan", False, mtu, None, parent, mac or "02:00:00:00:00:04")
+        self.macvlan_modes[name] = mode
+
+    def add_vlan(self, name, base, vlan_id):
+        self._maybe_fail("add_vlan")
+        if not self.vlan_supported:
+            raise NotSupported(f"this kernel has no 802.1q VLAN support (8021q), so VLAN "
+                               f"sub-interface {name} cannot be created on {base}")
+        if base not in self.state:
+            raise BadRequest(f"interface {base} does not exist on this host")
+        if name in self.state:
+            raise Conflict(f"interface {name} already exists")
+        lower = self.state[base]
+        self.state[name] = Link(name, "vlan", True, lower.mtu, None, base, lower.mac)
 
     def remove_link(self, name):
         self._maybe_fail("remove_link")
@@ -74,6 +102,13 @@ class FakeNetlink:
             return False
         del self.state[name]
         self.addresses.pop(name, None)
+        self.macvlan_modes.pop(name, None)
+        gone = {name}
+        while uppers := [n for n, link in self.state.items() if link.parent in gone]:
+            for upper in uppers:  # macvlan and vlan links go with their lower device
+                del self.state[upper]
+                self.macvlan_modes.pop(upper, None)
+                gone.add(upper)
         peer = self.peers.pop(name, None)
         if peer:
             self.state.pop(peer, None)

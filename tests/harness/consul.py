@@ -30,11 +30,13 @@ class ConsulAgent:
     acl_token: ACLs on, default deny, this token is the master token."""
 
     def __init__(
-        self, *, leader: bool = True, acl_token: str | None = None, startup_timeout: float = 30.0
+        self, *, leader: bool = True, acl_token: str | None = None, startup_timeout: float = 30.0,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.leader = leader
         self.acl_token = acl_token
         self.startup_timeout = startup_timeout
+        self.extra_args = extra_args  # more agent flags, e.g. ("-hcl", "ports { https = 8501 }")
         self.addr = ""
         self.dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -91,6 +93,7 @@ class ConsulAgent:
                     f'tokens {{ master = "{self.acl_token}" }} }}']
         for flag, port in zip(_PORT_FLAGS, ports, strict=True):
             cmd += [flag, str(port)]
+        cmd += list(self.extra_args)
         with open(self.dir / "consul.log", "ab") as log:
             self._proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -24,8 +24,8 @@ def test_capabilities(plugin_client):
 
 
 def test_unimplemented_methods_answer_404_json(plugin_client):
-    status, body = plugin_client("NetworkDriver.ProgramExternalConnectivity", {"NetworkID": NID})
-    assert status == 404 and "ProgramExternalConnectivity" in body["Err"]
+    status, body = plugin_client("NetworkDriver.GwAllocCheck", {"Options": {}})
+    assert status == 404 and "GwAllocCheck" in body["Err"]
     status, body = plugin_client("Nonsense.Call", {})
     assert status == 404 and body["Err"]
 

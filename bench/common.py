@@ -1,0 +1,91 @@
+"""Shared scaffolding for benchmarks: a private dockerd + pynet, side-by-side timing, ratios.
+
+Benchmarks are not tests: they print figures, pynet against Docker's built-in driver measured
+in the same run on the same machine, so the ratio means something even on a noisy host.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.harness.busybox import ensure_busybox_image  # noqa: E402
+from tests.harness.dockerd import DockerDaemon  # noqa: E402
+from tests.harness.plugin import PluginProcess  # noqa: E402
+
+
+@contextlib.contextmanager
+def bench_docker():
+    """(dockerd, image) with the pynet plugin serving; all torn down afterwards."""
+    if os.geteuid() != 0:
+        sys.exit("benchmarks need root: they start a private dockerd and the pynet plugin")
+    with tempfile.TemporaryDirectory(prefix="pynet-bench-") as tmp:
+        daemon = DockerDaemon(Path(tmp) / "dockerd")
+        plugin = PluginProcess(Path(tmp) / "state",
+                               extra_env={"PYNET_DEFAULT_ADDRESS_POOLS": "base=198.19.224.0/19,size=24"})
+        daemon.start()
+        try:
+            plugin.start()
+            try:
+                yield daemon, ensure_busybox_image(daemon)
+            finally:
+                daemon.remove_since(daemon_baseline(daemon))
+                plugin.stop()
+                with contextlib.suppress(Exception):
+                    from driver.firewall.forward_accept import ForwardAccept
+                    ForwardAccept().remove_all()
+        finally:
+            daemon.stop()
+
+
+def daemon_baseline(daemon: DockerDaemon):
+    from tests.harness.dockerd import Snapshot
+    return Snapshot()
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def container_pid(daemon: DockerDaemon, ctr: str) -> int:
+    return int(daemon.cli("inspect", "-f", "{{.State.Pid}}", ctr).stdout.strip())
+
+
+def container_ip(daemon: DockerDaemon, ctr: str) -> str:
+    return daemon.cli("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                      ctr).stdout.strip()
+
+
+def iperf3(server_pid: int, client_pid: int, server_ip: str, seconds: int, port: int = 5201,
+           extra: tuple[str, ...] = ()) -> float:
+    """TCP throughput in Gbit/s from client's namespace to server's, with the host's iperf3."""
+    server = subprocess.Popen(["nsenter", f"--net=/proc/{server_pid}/ns/net", "iperf3", "-s", "-1",
+                               "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        out = subprocess.run(["nsenter", f"--net=/proc/{client_pid}/ns/net", "iperf3", "-c", server_ip,
+                              "-p", str(port), "-t", str(seconds), "-J", *extra],
+                             capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+    finally:
+        server.kill()
+        server.wait()
+
+
+def report(title: str, unit: str, pynet: list[float], docker: list[float], higher_is_better: bool) -> None:
+    p, d = statistics.median(pynet), statistics.median(docker)
+    ratio = p / d if d else float("nan")
+    better = "higher is better" if higher_is_better else "lower is better"
+    print(f"{title:<44} pynet {p:9.3f} {unit:<8} docker {d:9.3f} {unit:<8} ratio pynet/docker "
+          f"{ratio:6.3f}  ({better}; median of {len(pynet)})")

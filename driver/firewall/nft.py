@@ -1,0 +1,53 @@
+"""Talk to nftables through its JSON interface: `nft -j -f -` in a subprocess.
+
+A subprocess (not libnftables through ctypes) because it can be pointed at a network
+namespace with `ip netns exec` (the kernel tests use throwaway namespaces), costs a few
+milliseconds per change, and a crash in it cannot take the plugin down.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from typing import Any
+
+from .forward_accept import FirewallError
+from .nft_rules import FAMILY, TABLE
+
+TIMEOUT = 15
+
+
+class Nft:
+    def __init__(self, netns: str | None = None, binary: str = "nft") -> None:
+        if shutil.which(binary) is None:
+            raise FirewallError(f"{binary} is not installed; pynet writes its NAT and isolation "
+                                "rules with nftables (Debian package nftables)")
+        self._prefix = ["ip", "netns", "exec", netns] if netns else []
+        self._binary = binary
+
+    def apply(self, doc: dict[str, Any]) -> None:
+        """Run one transaction: all of it is applied, or none (nft's batches are atomic)."""
+        proc = self._run(["-j", "-f", "-"], json.dumps(doc))
+        if proc.returncode != 0:
+            raise FirewallError(f"nft refused pynet's rules: {proc.stderr.strip() or proc.returncode}")
+
+    def table(self) -> list[dict[str, Any]] | None:
+        """`nft -j list table inet pynet` as a list of objects, or None if there is no table."""
+        proc = self._run(["-j", "list", "table", FAMILY, TABLE])
+        if proc.returncode != 0:
+            if "No such file or directory" in proc.stderr:
+                return None
+            raise FirewallError(f"nft could not list table {FAMILY} {TABLE}: {proc.stderr.strip()}")
+        return [item for item in json.loads(proc.stdout)["nftables"] if "metainfo" not in item]
+
+    def text(self) -> str:
+        """`nft list table inet pynet` (for people and golden files); empty if absent."""
+        proc = self._run(["list", "table", FAMILY, TABLE])
+        return proc.stdout if proc.returncode == 0 else ""
+
+    def _run(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run([*self._prefix, self._binary, *args], input=stdin, text=True,
+                                  capture_output=True, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise FirewallError(f"nft {' '.join(args)} did not finish within {TIMEOUT} s") from None

@@ -1,0 +1,205 @@
+"""The firewall pynet runs with: the iptables shim plus pynet's own nftables table.
+
+* ForwardAccept (iptables chain PYNET-FORWARD) only lifts Docker's FORWARD policy DROP for
+  traffic in and out of pynet bridges; it decides nothing.
+* The `inet pynet` table (nft_rules.py) holds every decision: isolation, icc, internal
+  networks, outbound NAT, published ports and hairpin.
+* HostPorts holds a socket per published host port; KernelKnobs sets ip_forward,
+  route_localnet and hairpin mode.
+
+State is in memory (networks, published ports per endpoint) and mirrors the store: the
+service calls network_added/publish/... as records change, and restore calls sync() with
+the recorded networks and endpoints when the plugin starts. Every change rebuilds the table
+atomically from that state. Only bridge networks have rules; others are ignored.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+import time
+from typing import Iterable
+
+from driver.errors import BadRequest, Conflict, PynetError
+from driver.models import EndpointRecord, NetworkRecord
+from driver.portmap import PortBinding, PortRequest
+
+from .forward_accept import FirewallError, ForwardAccept
+from .nft import Nft
+from .nft_rules import NetworkPolicy, Published, delete_table, ruleset
+from .ports import HostPorts
+from .sysctl import KernelKnobs
+
+log = logging.getLogger(__name__)
+
+
+class NftFirewall:
+    def __init__(self, forward: ForwardAccept | None = None, nft: Nft | None = None,
+                 knobs: KernelKnobs | None = None, ports: HostPorts | None = None) -> None:
+        self.forward = forward if forward is not None else ForwardAccept()
+        self.nft = nft if nft is not None else Nft()
+        self.knobs = knobs if knobs is not None else KernelKnobs()
+        self.ports = ports if ports is not None else HostPorts()
+        self._networks: dict[str, NetworkRecord] = {}
+        # endpoint id -> (network id, host interface, bindings)
+        self._published: dict[str, tuple[str, str, tuple[PortBinding, ...]]] = {}
+        self._lock = threading.RLock()
+
+    # --- networks ------------------------------------------------------------------
+    def network_added(self, network: NetworkRecord) -> None:
+        if network.options.type != "bridge":
+            return
+        with self._lock:
+            self._networks[network.id] = network
+            self._prepare_kernel(network)
+            self.forward.network_added(network)
+            self._apply()
+
+    def network_removed(self, network: NetworkRecord) -> None:
+        if network.options.type != "bridge":
+            return
+        with self._lock:
+            for eid in [e for e, (nid, _, _) in self._published.items() if nid == network.id]:
+                log.warning("network %s removed with published ports of endpoint %s: removing "
+                            "them too", network.id[:12], eid[:12])
+                self._release(self._published.pop(eid)[2])
+            self._networks.pop(network.id, None)
+            self.forward.network_removed(network)
+            self._apply()
+
+    # --- published ports -----------------------------------------------------------
+    def publish(self, network: NetworkRecord, endpoint: EndpointRecord,
+                requests: Iterable[PortRequest]) -> tuple[PortBinding, ...]:
+        """ProgramExternalConnectivity: hold a host port for each request and DNAT it to the
+        endpoint. All or nothing: a conflict raises with no port held and no rule written."""
+        requests = tuple(requests)
+        with self._lock:
+            if network.id not in self._networks:
+                raise FirewallError(f"network {network.id[:12]} has no firewall rules to publish on")
+            if endpoint.id in self._published:
+                raise FirewallError(f"endpoint {endpoint.id[:12]} already has published ports")
+            container_ip = _ipv4_of(endpoint)
+            bindings: list[PortBinding] = []
+            try:
+                for req in requests:
+                    port = self.ports.reserve(req.proto, req.host_ip, req.host_port_start,
+                                              req.host_port_end)
+                    bindings.append(PortBinding(req.proto, container_ip, req.container_port,
+                                                req.host_ip, port, req.host_port_start,
+                                                req.host_port_end))
+                if bindings:
+                    self.knobs.ensure_hairpin(endpoint.host_if)
+                    self._published[endpoint.id] = (network.id, endpoint.host_if, tuple(bindings))
+                    self._apply()
+            except BaseException:
+                self._published.pop(endpoint.id, None)
+                self._release(bindings)
+                raise
+            return tuple(bindings)
+
+    def unpublish(self, network: NetworkRecord, endpoint: EndpointRecord) -> None:
+        """RevokeExternalConnectivity (and DeleteEndpoint): absent is fine."""
+        with self._lock:
+            entry = self._published.pop(endpoint.id, None)
+            if entry is None:
+                return
+            self._release(entry[2])
+            self._apply()
+
+    def published(self) -> dict[str, tuple[PortBinding, ...]]:
+        with self._lock:
+            return {eid: b for eid, (_, _, b) in self._published.items()}
+
+    # --- plugin start --------------------------------------------------------------
+    def sync(self, networks: Iterable[NetworkRecord],
+             endpoints: Iterable[EndpointRecord] = ()) -> None:
+        """Make the kernel match the records: rules of these networks and the published
+        ports of these endpoints, nothing else (rules of vanished networks go)."""
+        with self._lock:
+            self._networks = {n.id: n for n in networks if n.options.type == "bridge"}
+            wanted: dict[str, tuple[str, str, tuple[PortBinding, ...]]] = {}
+            for ep in endpoints:
+                if ep.published and ep.network_id in self._networks:
+                    wanted[ep.id] = (ep.network_id, ep.host_if, ep.published)
+            keep = {(b.proto, b.host_ip, b.host_port) for _, _, bs in wanted.values() for b in bs}
+            for key in self.ports.held() - keep:
+                self.ports.release(*key)
+            self._published = {}
+            for eid, (nid, host_if, bindings) in wanted.items():
+                if self._retake(eid, bindings):
+                    self._published[eid] = (nid, host_if, bindings)
+                    self._try(self.knobs.ensure_hairpin, host_if)
+            for net in self._networks.values():
+                self._try(self._prepare_kernel, net)
+            self.forward.sync(list(self._networks.values()))
+            self._apply()
+
+    def _retake(self, eid: str, bindings: tuple[PortBinding, ...]) -> bool:
+        taken: list[PortBinding] = []
+        for b in bindings:
+            try:
+                self._hold(b)
+                taken.append(b)
+            except PynetError as exc:
+                log.error("endpoint %s: cannot publish %s again after restart: %s; its ports "
+                          "stay unpublished until the container is restarted",
+                          eid[:12], b.describe(), exc.message)
+                self._release(taken)
+                return False
+        return True
+
+    def _hold(self, b: PortBinding, attempts: int = 5) -> None:
+        # A previous plugin process that is still exiting (a gunicorn worker being replaced)
+        # may hold the port for a moment.
+        for attempt in range(attempts):
+            try:
+                return self.ports.hold(b.proto, b.host_ip, b.host_port)
+            except Conflict:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2)
+
+    def remove_all(self) -> None:
+        """Take every pynet rule away (tests, uninstall): the table, the shim, the ports."""
+        with self._lock:
+            self._networks, self._published = {}, {}
+            self.ports.release_all()
+            self.nft.apply(delete_table())
+            self.forward.remove_all()
+
+    # --- internals -----------------------------------------------------------------
+    def rules(self) -> dict:
+        """The transaction that makes the table match the current state (golden-tested)."""
+        with self._lock:
+            published = [Published(nid, eid, b) for eid, (nid, _, bs) in self._published.items()
+                         for b in bs]
+            nets = [NetworkPolicy.of(n) for n in self._networks.values()]
+            return ruleset(nets, published, self.knobs.uplinks() if nets else ())
+
+    def _apply(self) -> None:
+        self.nft.apply(self.rules())
+
+    def _prepare_kernel(self, network: NetworkRecord) -> None:
+        if not network.options.internal:
+            self.knobs.ensure_ip_forward()
+            self.knobs.ensure_route_localnet(network.bridge)
+
+    def _release(self, bindings: Iterable[PortBinding]) -> None:
+        for b in bindings:
+            self.ports.release(b.proto, b.host_ip, b.host_port)
+
+    @staticmethod
+    def _try(fn, *args) -> None:
+        try:
+            fn(*args)
+        except PynetError as exc:
+            log.warning("%s", exc.message)
+
+
+def _ipv4_of(endpoint: EndpointRecord) -> str:
+    for address in endpoint.addresses:
+        iface = ipaddress.ip_interface(address)
+        if iface.version == 4:
+            return str(iface.ip)
+    raise BadRequest(f"endpoint {endpoint.id[:12]} has no IPv4 address, and pynet publishes "
+                     "ports to IPv4 addresses only")

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The single command that runs pynet on the embedded store, in the foreground:
+#   sudo scripts/run.sh [pynet serve flags]
+# Installs what pynet needs at run time (Debian's python3-venv, iptables), puts pynet in a
+# virtualenv at /opt/pynet (PYNET_VENV to change), then execs `pynet serve`.
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${PYNET_VENV:-/opt/pynet}"
+[[ $(id -u) -eq 0 ]] || { echo "scripts/run.sh: run as root (pynet makes bridges and firewall rules)" >&2; exit 1; }
+missing=()
+for pkg in python3-venv iptables nftables; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+[[ -x "$VENV/bin/pip" ]] || /usr/bin/python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q "$REPO_ROOT"
+exec "$VENV/bin/pynet" serve "$@"

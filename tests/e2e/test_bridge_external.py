@@ -1,0 +1,405 @@
+"""Bridge networks and the world, end to end: outbound NAT, isolation, internal networks,
+icc, published ports (TCP and UDP, from outside, from the host's 127.0.0.1, hairpin),
+port conflicts, and rules surviving a crash and hand-deletion.
+
+The "outside" is a namespace the test makes, joined to the host by a veth; it has no route
+anywhere but its own /24, so it only answers a container whose traffic was NATed to the
+host's address. Every address is in 198.18.0.0/15; traffic goes only between namespaces
+and containers the tests made, and over loopback.
+
+busybox-static here has no `nc -u`: UDP is served and sent by tests/harness/netprobe.py,
+run with nsenter inside the container's network namespace (or in the outside namespace).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.harness.dockerd import DockerDaemon, DockerCLIError
+from tests.harness.netprobe import CLIENT, PEER_SERVER
+from tests.harness.plugin import PluginProcess
+
+DRIVER = ["-d", "pynet", "--ipam-driver", "pynet"]
+TABLE = ["inet", "pynet"]
+PAGE = "pynet-published-page"
+
+
+def _name(kind: str) -> str:
+    return f"pynet-t-ext-{kind}-{secrets.token_hex(3)}"
+
+
+def _run(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
+    return proc
+
+
+def _routed() -> list[ipaddress.IPv4Network]:
+    nets = []
+    for route in json.loads(_run("ip", "-j", "-4", "route", "show", "table", "all").stdout or "[]"):
+        dst = route.get("dst", "default")
+        if dst != "default":
+            try:
+                nets.append(ipaddress.ip_network(dst if "/" in dst else f"{dst}/32", strict=False))
+            except ValueError:
+                pass
+    return nets
+
+
+def free_subnets(n: int) -> list[str]:
+    """n /24s of 198.18.160.0-198.18.199.255 that no route on the host touches."""
+    used = _routed()
+    pool = [ipaddress.ip_network(f"198.18.{x}.0/24") for x in range(160, 200)]
+    free = [s for s in pool if not any(s.overlaps(u) for u in used)]
+    return [str(s) for s in random.sample(free, n)]
+
+
+def free_port() -> int:
+    for _ in range(100):
+        port = random.randint(20000, 29999)
+        if all(_bindable(proto, port) for proto in ("tcp", "udp")):
+            return port
+    raise RuntimeError("no free port found in 20000-29999")
+
+
+def _bindable(proto: str, port: int, host: str = "0.0.0.0") -> bool:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    try:
+        s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def nft_table() -> list[dict]:
+    proc = _run("nft", "-j", "list", "table", *TABLE, check=False)
+    if proc.returncode != 0:
+        return []
+    return [x for x in json.loads(proc.stdout)["nftables"] if "metainfo" not in x]
+
+
+def nft_text() -> str:
+    return _run("nft", "list", "table", *TABLE, check=False).stdout
+
+
+def published_rules() -> list[dict]:
+    return [x["rule"] for x in nft_table() if "rule" in x and x["rule"]["chain"] == "published"]
+
+
+def dnat_port(rule: dict) -> int:
+    return next(e["match"]["right"] for e in rule["expr"]
+                if "match" in e and e["match"]["left"].get("payload", {}).get("field") == "dport")
+
+
+def shim_rules() -> list[str]:
+    return _run("iptables", "-S", "PYNET-FORWARD", check=False).stdout.splitlines()
+
+
+@dataclass
+class Env:
+    dockerd: DockerDaemon
+    image: str
+    plugin: PluginProcess
+    ns: str                # the outside namespace
+    host_ip: str           # the host's address toward the outside
+    outside_ip: str
+    outside_subnet: str
+    link: str
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    # --- docker ---------------------------------------------------------------------
+    def network(self, subnet: str, *opts: str, internal: bool = False) -> str:
+        name = _name("net")
+        argv = ["network", "create", *DRIVER, "--subnet", subnet, *opts]
+        self.dockerd.cli(*argv, *(["--internal"] if internal else []), name)
+        return name
+
+    def run(self, network: str, *extra: str, cmd: tuple[str, ...] = ("sleep", "600")) -> str:
+        ctr = _name("c")
+        self.dockerd.cli("run", "-d", "--pull", "never", "--name", ctr, "--network", network,
+                         *extra, self.image, *cmd)
+        return ctr
+
+    def httpd(self, network: str, *extra: str) -> str:
+        return self.run(network, *extra, cmd=(
+            "sh", "-c", f"mkdir -p /www && echo {PAGE} > /www/index.html && exec httpd -f -p 80 -h /www"))
+
+    def ip_of(self, ctr: str) -> str:
+        return self.dockerd.cli("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                                ctr).stdout.strip()
+
+    def endpoint_of(self, ctr: str) -> str:
+        return self.dockerd.cli("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.EndpointID}}{{end}}",
+                                ctr).stdout.strip()
+
+    def gateway_of(self, network: str) -> str:
+        """The address pynet put on the network's bridge (the containers' gateway)."""
+        info = json.loads(_run("ip", "-j", "-4", "addr", "show", "dev", self.bridge_of(network)).stdout)
+        return info[0]["addr_info"][0]["local"]
+
+    def bridge_of(self, network: str) -> str:
+        return "pn-" + self.dockerd.cli("network", "inspect", "-f", "{{.Id}}", network).stdout.strip()[:12]
+
+    def ping(self, ctr: str, target: str) -> bool:
+        return self.dockerd.cli("exec", ctr, "ping", "-c", "1", "-W", "2", target, check=False).returncode == 0
+
+    def tcp_from(self, ctr: str, target: str, port: int) -> str:
+        """What the outside's peer server saw as our address ('tcp A.B.C.D'), or ''."""
+        return self.dockerd.cli("exec", ctr, "sh", "-c", f"nc -w 3 {target} {port} </dev/null",
+                                check=False).stdout.strip()
+
+    def wget_from(self, ctr: str, url: str) -> str:
+        return self.dockerd.cli("exec", ctr, "timeout", "5", "wget", "-qO-", url, check=False).stdout.strip()
+
+    # --- processes in namespaces -----------------------------------------------------
+    def netns_of(self, ctr: str) -> list[str]:
+        pid = self.dockerd.cli("inspect", "-f", "{{.State.Pid}}", ctr).stdout.strip()
+        return ["nsenter", f"--net=/proc/{pid}/ns/net"]
+
+    def in_outside(self) -> list[str]:
+        return ["ip", "netns", "exec", self.ns]
+
+    def serve(self, prefix: list[str], port: int) -> None:
+        proc = subprocess.Popen([*prefix, sys.executable, "-c", PEER_SERVER, str(port)], text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(proc)
+        assert proc.stdout.readline().strip() == "ready"
+
+    def ask(self, prefix: list[str], proto: str, host: str, port: int) -> str:
+        return _run(*prefix, sys.executable, "-c", CLIENT, proto, host, str(port)).stdout.strip()
+
+    def curl(self, prefix: list[str], url: str) -> str:
+        return _run(*prefix, "curl", "-s", "--max-time", "5", url, check=False).stdout.strip()
+
+
+@pytest.fixture
+def env(dockerd: DockerDaemon, busybox_image: str, plugin: PluginProcess,
+        make_netns: Callable[[], str]) -> Iterator[Env]:
+    subnet = ipaddress.ip_network(free_subnets(1)[0])
+    ns, link = make_netns(), f"pnto-{secrets.token_hex(3)}"
+    host_ip, outside_ip = str(subnet[1]), str(subnet[2])
+    e = Env(dockerd, busybox_image, plugin, ns, host_ip, outside_ip, str(subnet), link)
+    try:
+        _run("ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _run("ip", "addr", "add", f"{host_ip}/24", "dev", link)
+        _run("ip", "link", "set", link, "up")
+        for argv in (("ip", "addr", "add", f"{outside_ip}/24", "dev", "eth0"), ("ip", "link", "set", "eth0", "up"),
+                     ("ip", "link", "set", "lo", "up")):
+            _run("ip", "netns", "exec", ns, *argv)
+        yield e
+    finally:
+        for proc in e.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        _run("ip", "link", "del", link, check=False)
+
+
+# --- outbound, isolation, internal, icc ---------------------------------------------------
+def test_container_reaches_the_outside_as_the_host(env: Env) -> None:
+    net = env.network(free_subnets(1)[0])
+    c = env.run(net)
+    env.serve(env.in_outside(), 7000)
+    assert env.tcp_from(c, env.outside_ip, 7000) == f"tcp {env.host_ip}"
+    assert env.ping(c, env.outside_ip)
+    assert env.ask(env.netns_of(c), "udp", env.outside_ip, 7000) == f"udp {env.host_ip} ping"
+
+
+def test_masquerade_off_routes_without_nat(env: Env) -> None:
+    subnet = free_subnets(1)[0]
+    net = env.network(subnet, "-o", "com.docker.network.bridge.enable_ip_masquerade=false")
+    c = env.run(net)
+    env.serve(env.in_outside(), 7000)
+    assert env.tcp_from(c, env.outside_ip, 7000) == ""  # the outside has no route back
+    _run("ip", "netns", "exec", env.ns, "ip", "route", "add", subnet, "via", env.host_ip)
+    assert env.tcp_from(c, env.outside_ip, 7000) == f"tcp {env.ip_of(c)}"
+
+
+def test_internal_network_has_no_way_out(env: Env) -> None:
+    subnet = free_subnets(1)[0]
+    net = env.network(subnet, internal=True)
+    c = env.run(net, "--cap-add", "NET_ADMIN")
+    env.serve(env.in_outside(), 7000)
+    # pynet gives internal networks no gateway; add a route by hand, and give the outside a
+    # route back (no NAT on internal networks): only the firewall can still say no.
+    env.dockerd.cli("exec", c, "ip", "route", "add", env.outside_subnet, "via", env.gateway_of(net))
+    _run("ip", "netns", "exec", env.ns, "ip", "route", "add", subnet, "via", env.host_ip)
+    assert env.tcp_from(c, env.outside_ip, 7000) == ""
+    assert not env.ping(c, env.outside_ip)
+    # A published port on an internal network is ignored (Docker calls no
+    # ProgramExternalConnectivity for it): no rule appears.
+    port = free_port()
+    env.httpd(net, "-p", f"{port}:80")
+    assert all(dnat_port(r) != port for r in published_rules())
+
+
+def test_icc_off_containers_cannot_talk(env: Env) -> None:
+    net = env.network(free_subnets(1)[0], "-o", "com.docker.network.bridge.enable_icc=false")
+    a, b = env.run(net), env.run(net)
+    assert not env.ping(a, env.ip_of(b)) and not env.ping(b, env.ip_of(a))
+    env.serve(env.in_outside(), 7000)
+    assert env.tcp_from(a, env.outside_ip, 7000) == f"tcp {env.host_ip}"  # the way out stays open
+    icc = env.network(free_subnets(1)[0], "-o", "icc=true")
+    x, y = env.run(icc), env.run(icc)
+    assert env.ping(x, env.ip_of(y))
+
+
+def test_pynet_networks_are_isolated_from_each_other_and_from_docker_bridges(env: Env) -> None:
+    sub_a, sub_b = free_subnets(2)
+    net_a, net_b = env.network(sub_a), env.network(sub_b)
+    docker_net = _name("dnet")
+    env.dockerd.cli("network", "create", "-d", "bridge", docker_net)  # from 198.19.0.0/17
+    a, b = env.run(net_a), env.run(net_b)
+    d, d0 = env.run(docker_net), env.run("bridge")  # a user bridge and Docker's default bridge
+    ip_a, ip_b, ip_d, ip_d0 = env.ip_of(a), env.ip_of(b), env.ip_of(d), env.ip_of(d0)
+    for src, dst in ((a, ip_b), (b, ip_a), (a, ip_d), (a, ip_d0), (d, ip_a), (d0, ip_a)):
+        assert not env.ping(src, dst), f"{src} reached {dst}"
+    assert env.ping(d, env.dockerd.cli("network", "inspect", "-f",
+                                       "{{range .IPAM.Config}}{{.Gateway}}{{end}}", docker_net).stdout.strip())
+    env.serve(env.in_outside(), 7000)
+    assert env.tcp_from(a, env.outside_ip, 7000) == f"tcp {env.host_ip}"
+    assert env.tcp_from(b, env.outside_ip, 7000) == f"tcp {env.host_ip}"
+
+
+# --- published ports --------------------------------------------------------------------
+def test_published_tcp_and_udp_from_outside_host_loopback_and_hairpin(env: Env) -> None:
+    net = env.network(free_subnets(1)[0])
+    tport, uport = free_port(), free_port()
+    c = env.httpd(net, "-p", f"{tport}:80", "-p", f"{uport}:6000/udp")
+    gw = env.gateway_of(net)
+    env.serve(env.netns_of(c), 6000)  # the UDP side (and a spare TCP listener on 6000)
+    url = f"http://{env.host_ip}:{tport}/"
+    # TCP: from the outside namespace, from the host (127.0.0.1 and its own address), and
+    # from the container itself through the host's address (hairpin).
+    assert env.curl(env.in_outside(), url) == PAGE
+    assert env.curl([], f"http://127.0.0.1:{tport}/") == PAGE
+    assert env.curl([], url) == PAGE
+    assert env.wget_from(c, url) == PAGE
+    # UDP, the same three ways; the echo shows who the container saw.
+    assert env.ask(env.in_outside(), "udp", env.host_ip, uport) == f"udp {env.outside_ip} ping"
+    assert env.ask([], "udp", "127.0.0.1", uport) == f"udp {gw} ping"
+    assert env.ask(env.netns_of(c), "udp", env.host_ip, uport) == f"udp {gw} ping"
+    # The container's port itself is not reachable from the outside by routing.
+    _run("ip", "netns", "exec", env.ns, "ip", "route", "add", str(ipaddress.ip_network(f"{gw}/24", strict=False)),
+         "via", env.host_ip)
+    assert env.curl(env.in_outside(), f"http://{env.ip_of(c)}:80/") == ""
+    # The host ports are held while published.
+    assert not _bindable("tcp", tport) and not _bindable("udp", uport)
+
+    env.dockerd.cli("rm", "-f", c)
+    assert not [r for r in published_rules() if dnat_port(r) in (tport, uport)]
+    assert env.curl(env.in_outside(), url) == ""
+    assert _bindable("tcp", tport) and _bindable("udp", uport)
+
+
+def test_host_port_zero_range_and_host_ip(env: Env) -> None:
+    net = env.network(free_subnets(1)[0])
+    start = free_port()
+    c = env.httpd(net, "-p", "80", "-p", f"{start}-{start + 5}:80", "-p", f"127.0.0.1:{start + 6}:80")
+    eid = env.endpoint_of(c)[:12]
+    ports = sorted(dnat_port(r) for r in published_rules() if eid in r.get("comment", ""))
+    assert len(ports) == 3 and start in ports and start + 6 in ports, ports
+    any_port = next(p for p in ports if p not in (start, start + 6))
+    for port in (any_port, start):
+        assert env.curl(env.in_outside(), f"http://{env.host_ip}:{port}/") == PAGE
+    # 127.0.0.1 only: reachable from the host's loopback, not on the host's other addresses.
+    assert env.curl([], f"http://127.0.0.1:{start + 6}/") == PAGE
+    assert env.curl(env.in_outside(), f"http://{env.host_ip}:{start + 6}/") == ""
+
+
+def test_conflicting_host_port_fails_clearly_and_leaves_nothing(env: Env) -> None:
+    net = env.network(free_subnets(1)[0])
+    port = free_port()
+    first = env.httpd(net, "-p", f"{port}:80")
+    rules_before, links_before = published_rules(), _pn_links()
+    with pytest.raises(DockerCLIError) as err:
+        env.httpd(net, "-p", f"{port}:80")
+    assert f"host port {port}/tcp on 0.0.0.0 is already in use" in str(err.value)
+    assert published_rules() == rules_before and _pn_links() == links_before
+    containers = env.dockerd.cli("network", "inspect", "-f", "{{len .Containers}}", net).stdout.strip()
+    assert containers == "1"
+    assert env.curl(env.in_outside(), f"http://{env.host_ip}:{port}/") == PAGE  # the first one still works
+    env.dockerd.cli("rm", "-f", first)
+
+    # A port Docker itself publishes (docker-proxy holds it) is just as taken.
+    docker_port = free_port()
+    env.httpd("bridge", "-p", f"{docker_port}:80")
+    with pytest.raises(DockerCLIError) as err:
+        env.httpd(net, "-p", f"{docker_port}:80")
+    assert f"{docker_port}/tcp" in str(err.value) and "already in use" in str(err.value)
+    assert not [r for r in published_rules() if dnat_port(r) == docker_port]
+
+
+# --- crash, hand-deletion, removal -------------------------------------------------------
+def test_rules_deleted_by_hand_come_back_after_a_crash(env: Env) -> None:
+    net = env.network(free_subnets(1)[0])
+    port = free_port()
+    c = env.httpd(net, "-p", f"{port}:80")
+    url = f"http://{env.host_ip}:{port}/"
+    assert env.curl(env.in_outside(), url) == PAGE
+    rules = nft_text()
+    env.plugin.kill9()
+    _run("nft", "delete", "table", *TABLE)
+    _run("iptables", "-F", "PYNET-FORWARD")
+    assert env.curl(env.in_outside(), url) == ""
+    env.plugin.start()
+    assert nft_text() == rules
+    assert any(env.bridge_of(net) in line for line in shim_rules())
+    assert env.curl(env.in_outside(), url) == PAGE
+    env.serve(env.in_outside(), 7000)
+    assert env.tcp_from(c, env.outside_ip, 7000) == f"tcp {env.host_ip}"
+
+
+def test_removed_network_leaves_no_rule(env: Env) -> None:
+    net = env.network(free_subnets(1)[0])
+    bridge = env.bridge_of(net)
+    port = free_port()
+    c = env.httpd(net, "-p", f"{port}:80")
+    assert bridge in nft_text() and any(bridge in line for line in shim_rules())
+    env.dockerd.cli("rm", "-f", c)
+    env.dockerd.cli("network", "rm", net)
+    assert bridge not in nft_text() and not any(bridge in line for line in shim_rules())
+    assert _bindable("tcp", port)
+
+    # Deleted while its rules exist: an endpoint that still publishes a port (Docker never
+    # revoked it, e.g. it died) when DeleteNetwork comes. Driven through the plugin socket.
+    nid, eid = secrets.token_hex(32), secrets.token_hex(32)
+    subnet = ipaddress.ip_network(free_subnets(1)[0])
+    call = env.plugin.call
+    assert call("/NetworkDriver.CreateNetwork", {
+        "NetworkID": nid, "Options": {"com.docker.network.generic": {}},
+        "IPv4Data": [{"Pool": str(subnet), "Gateway": f"{subnet[1]}/24"}]})[0] == 200
+    assert call("/NetworkDriver.CreateEndpoint", {"NetworkID": nid, "EndpointID": eid,
+                                                  "Interface": {"Address": f"{subnet[2]}/24"}})[0] == 200
+    assert call("/NetworkDriver.Join", {"NetworkID": nid, "EndpointID": eid, "SandboxKey": "/x"})[0] == 200
+    status, answer = call("/NetworkDriver.ProgramExternalConnectivity", {
+        "NetworkID": nid, "EndpointID": eid, "Options": {"com.docker.network.portmap": [
+            {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": port, "HostPortEnd": port}]}})
+    assert status == 200, answer
+    assert any(dnat_port(r) == port for r in published_rules()) and not _bindable("tcp", port)
+    assert call("/NetworkDriver.DeleteNetwork", {"NetworkID": nid})[0] == 200
+    assert f"pn-{nid[:12]}" not in nft_text() and not any(nid[:12] in line for line in shim_rules())
+    assert _bindable("tcp", port) and f"pn-{nid[:12]}" not in _pn_links()
+    pynet_networks = env.dockerd.cli("network", "ls", "-q", "--filter", "driver=pynet").stdout.split()
+    if not pynet_networks:
+        assert nft_table() == []  # no pynet network: no pynet table at all
+
+
+def _pn_links() -> set[str]:
+    out = _run("ip", "-o", "link", "show").stdout
+    names = {line.split(": ")[1].split("@")[0] for line in out.splitlines()}
+    return {n for n in names if n.startswith(("pn-", "pnv", "pnc"))}

@@ -1,0 +1,166 @@
+"""A host, an outside and containers, as network namespaces, for the firewall kernel tests.
+
+The "host" namespace runs the plugin (its app, wired to the real kernel in that namespace);
+the "outside" is joined to it by a veth, and each "container" is a namespace that receives
+the endpoint's veth the way Docker would move it there. Addresses come from 198.18.0.0/15
+only. Docker's FORWARD policy DROP is reproduced in the host namespace. Everything is
+removed by close(), processes first (by PID).
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from pyroute2 import netns as pr_netns
+
+from driver.app import Deps, create_app
+from driver.firewall.forward_accept import ForwardAccept
+from driver.firewall.nft import Nft
+from driver.firewall.nft_firewall import NftFirewall
+from driver.firewall.ports import HostPorts
+from driver.firewall.sysctl import KernelKnobs
+from driver.netlink.pyroute2_netlink import Pyroute2Netlink
+from driver.settings import Settings
+from driver.store.local import LocalStore
+from tests.harness.netprobe import CLIENT, PEER_SERVER
+
+OUTSIDE_HOST_IP = "198.18.50.1"
+OUTSIDE_IP = "198.18.50.2"
+
+def sh(*argv: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess[str]:
+    full = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
+    proc = subprocess.run(full, capture_output=True, text=True, timeout=30)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(full)} failed: {proc.stderr.strip()}")
+    return proc
+
+
+class Topology:
+    def __init__(self, tmp: Path) -> None:
+        tag = secrets.token_hex(3)
+        self.host, self.outside = f"pnt-h{tag}", f"pnt-o{tag}"
+        self.tmp = tmp
+        self.namespaces = [self.host, self.outside]
+        self.procs: list[subprocess.Popen] = []
+        self.client = None
+        self.deps: Deps | None = None
+        for ns in self.namespaces:
+            sh("ip", "netns", "add", ns)
+        sh("ip", "link", "set", "lo", "up", ns=self.host)
+        sh("ip", "link", "set", "lo", "up", ns=self.outside)
+        # Docker sets FORWARD policy DROP; reproduce it in the host namespace.
+        sh("iptables", "-P", "FORWARD", "DROP", ns=self.host)
+        sh("ip", "link", "add", "pnt-up", "netns", self.host, "type", "veth", "peer", "name", "eth0",
+           "netns", self.outside)
+        sh("ip", "addr", "add", f"{OUTSIDE_HOST_IP}/24", "dev", "pnt-up", ns=self.host)
+        sh("ip", "link", "set", "pnt-up", "up", ns=self.host)
+        sh("ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0", ns=self.outside)
+        sh("ip", "link", "set", "eth0", "up", ns=self.outside)
+
+    # --- the plugin ----------------------------------------------------------------
+    def firewall(self) -> NftFirewall:
+        return NftFirewall(forward=ForwardAccept(netns=self.host), nft=Nft(self.host),
+                           knobs=KernelKnobs(self.host),
+                           ports=HostPorts(lambda kind: self.socket(kind)))
+
+    def start_plugin(self) -> None:
+        """(Re)start the plugin's app on the same store, as a restarted process would."""
+        if self.deps is not None:
+            self.deps.store.close()
+            self.deps.firewall.ports.release_all()  # a dead process holds no sockets
+        self.deps = Deps(store=LocalStore(str(self.tmp / "pynet.db")),
+                         netlink=Pyroute2Netlink(self.host), firewall=self.firewall())
+        self.client = create_app(Settings(host_id="k"), self.deps).test_client()
+
+    @property
+    def service(self):
+        return self.client.application.extensions["pynet"]["network"]
+
+    def call(self, method: str, body: dict) -> tuple[int, dict]:
+        resp = self.client.post(f"/{method}", json=body)
+        return resp.status_code, resp.get_json(force=True)
+
+    def socket(self, kind: int) -> socket.socket:
+        """A socket in the host namespace (setns affects only the calling thread)."""
+        pr_netns.pushns(self.host)
+        try:
+            return socket.socket(socket.AF_INET, kind)
+        finally:
+            pr_netns.popns()
+
+    # --- networks and containers, through the plugin API ---------------------------
+    def network(self, nid: str, subnet: str, internal: bool = False, **generic: str) -> str:
+        net = ipaddress.ip_network(subnet)
+        status, answer = self.call("NetworkDriver.CreateNetwork", {
+            "NetworkID": nid, "Options": {"com.docker.network.generic": generic,
+                                          "com.docker.network.internal": internal},
+            "IPv4Data": [{"Pool": subnet, "Gateway": f"{net[1]}/{net.prefixlen}"}]})
+        assert status == 200, answer
+        return str(net[1])
+
+    def container(self, nid: str, eid: str, address: str, gateway: str | None,
+                  portmap: list[dict] | None = None) -> str:
+        """Endpoint + Join + what Docker does with the interface + ProgramExternalConnectivity."""
+        status, answer = self.call("NetworkDriver.CreateEndpoint", {
+            "NetworkID": nid, "EndpointID": eid, "Interface": {"Address": address}})
+        assert status == 200, answer
+        ns = f"pnt-c{secrets.token_hex(3)}"
+        sh("ip", "netns", "add", ns)
+        self.namespaces.append(ns)
+        status, answer = self.call("NetworkDriver.Join", {"NetworkID": nid, "EndpointID": eid,
+                                                          "SandboxKey": f"/run/netns/{ns}"})
+        assert status == 200, answer
+        peer = answer["InterfaceName"]["SrcName"]
+        sh("ip", "link", "set", peer, "netns", ns, ns=self.host)
+        sh("ip", "link", "set", peer, "name", "eth0", ns=ns)
+        sh("ip", "addr", "add", address, "dev", "eth0", ns=ns)
+        sh("ip", "link", "set", "eth0", "up", ns=ns)
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+        if gateway:
+            sh("ip", "route", "add", "default", "via", gateway, ns=ns)
+        if portmap is not None:
+            status, answer = self.call("NetworkDriver.ProgramExternalConnectivity", {
+                "NetworkID": nid, "EndpointID": eid,
+                "Options": {"com.docker.network.portmap": portmap}})
+            assert status == 200, answer
+        return ns
+
+    # --- traffic -------------------------------------------------------------------
+    def serve(self, ns: str, port: int) -> None:
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", PEER_SERVER,
+                                 str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True, start_new_session=True)
+        self.procs.append(proc)
+        assert proc.stdout.readline().strip() == "ready"
+
+    def ask(self, ns: str, proto: str, host: str, port: int) -> str:
+        """'tcp <source address seen by the server>' / 'udp <source> ping', or 'fail ...'."""
+        return sh(sys.executable, "-c", CLIENT, proto, host, str(port), ns=ns).stdout.strip()
+
+    def ping(self, ns: str, address: str) -> bool:
+        return sh("ping", "-c", "1", "-W", "1", address, ns=ns, check=False).returncode == 0
+
+    def nft_text(self) -> str:
+        return Nft(self.host).text()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if self.deps is not None:
+            self.deps.firewall.ports.release_all()
+            self.deps.store.close()
+        for ns in reversed(self.namespaces):
+            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            sh("ip", "netns", "del", ns, check=False)

@@ -1,0 +1,168 @@
+"""What the multi-host tests share: plugin calls, allocation storms, and reading the IPAM
+state straight from Consul (the tests trust Consul, not what the plugins say)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.harness.multihost import BedError, Host, MultiHost
+
+IMAGE = "pynet-test/busybox:1"
+PREFIX = "pynet/v1/ipam/"
+SPACE = "LocalDefault"
+
+
+def consul_delete_tree(bed: MultiHost, prefix: str) -> None:
+    last: Exception | None = None
+    for h in bed.hosts:
+        req = urllib.request.Request(f"http://{h.consul_addr}/v1/kv/{prefix}?recurse=true", method="DELETE")
+        try:
+            with urllib.request.urlopen(req, timeout=5):
+                return
+        except OSError as e:
+            last = e
+    raise BedError(f"could not delete {prefix} in Consul: {last}")
+
+
+def _cidr_key(cidr: str) -> str:
+    return cidr.replace("/", "_")
+
+
+def claims(bed: MultiHost, pool: str, host: Host | None = None) -> dict[str, dict]:
+    """address -> owner record, for every address claimed in the pool."""
+    prefix = f"{PREFIX}addrs/{SPACE}/{_cidr_key(pool)}/"
+    return {k[len(prefix):]: json.loads(v) for k, v in bed.kv(prefix, host).items()}
+
+
+def blocks(bed: MultiHost, pool: str) -> dict[str, str]:
+    """block -> host, for every claimed block of the pool."""
+    prefix = f"{PREFIX}blocks/{SPACE}/{_cidr_key(pool)}/"
+    return {k[len(prefix):].replace("_", "/"): json.loads(v)["host"] for k, v in bed.kv(prefix).items()}
+
+
+def pool_record(bed: MultiHost, pool: str, space: str = SPACE) -> dict | None:
+    record = bed.kv(f"{PREFIX}spaces/{space}").get(f"{PREFIX}spaces/{space}")
+    return json.loads(record)["pools"].get(pool) if record else None
+
+
+def pool_id(pool: str, space: str = SPACE) -> str:
+    return f"{space}/{pool}"
+
+
+def network_create(host: Host, name: str, subnet: str, *extra: str, check: bool = True):
+    return host.docker("network", "create", "-d", "pynet", "--ipam-driver", "pynet", "--subnet", subnet,
+                       *extra, name, check=check)
+
+
+def run_container(host: Host, name: str, network: str, check: bool = True, timeout: float = 60):
+    return host.docker("run", "-d", "--pull", "never", "--network", network, "--name", name,
+                       IMAGE, "sleep", "3600", check=check, timeout=timeout)
+
+
+def container_ip(host: Host, name: str) -> str:
+    return host.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                       name).stdout.strip()
+
+
+@dataclass
+class Attempt:
+    host: str
+    name: str
+    started: float
+    seconds: float
+    status: int
+    address: str = ""  # without the prefix length
+    error: str = ""
+
+
+def request_address(host: Host, pool: str, name: str, address: str = "", timeout: float = 15) -> Attempt:
+    """One RequestAddress through the host's plugin, timed (OSError: status 0)."""
+    body = {"PoolID": pool_id(pool), "Address": address,
+            "Options": {"com.docker.network.endpoint.name": name}}
+    started = time.monotonic()
+    try:
+        status, answer = host.plugin_call("/IpamDriver.RequestAddress", body, timeout=timeout)
+    except OSError as e:
+        status, answer = 0, {"Err": f"{type(e).__name__}: {e}"}
+    seconds = time.monotonic() - started
+    if status == 200:
+        return Attempt(host.name, name, started, seconds, status, answer["Address"].split("/")[0])
+    return Attempt(host.name, name, started, seconds, status, error=(answer or {}).get("Err", str(answer)))
+
+
+def release_address(host: Host, pool: str, address: str) -> tuple[int, Any]:
+    return host.plugin_call("/IpamDriver.ReleaseAddress", {"PoolID": pool_id(pool), "Address": address})
+
+
+@dataclass
+class Storm:
+    """Threads on every host calling RequestAddress as fast as they can, until `per_thread`
+    calls each succeeded or stop() is called. A failed call backs off `pause` seconds."""
+    bed: MultiHost
+    pool: str
+    threads_per_host: int = 3
+    per_thread: int | None = None
+    pause: float = 0.2
+    attempts: list[Attempt] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> Storm:
+        for h in self.bed.hosts:
+            for n in range(self.threads_per_host):
+                t = threading.Thread(target=self._work, args=(h, n), daemon=True)
+                self._threads.append(t)
+                t.start()
+        return self
+
+    def _work(self, host: Host, n: int) -> None:
+        done = i = 0
+        while not self._stop.is_set() and (self.per_thread is None or done < self.per_thread):
+            a = request_address(host, self.pool, f"storm-{host.name}-{n}-{i}")
+            i += 1
+            with self._lock:
+                self.attempts.append(a)
+            if a.status == 200:
+                done += 1
+            else:
+                time.sleep(self.pause)
+
+    def stop(self) -> Storm:
+        self._stop.set()
+        return self.join()
+
+    def join(self, timeout: float = 300) -> Storm:
+        for t in self._threads:
+            t.join(timeout)
+        return self
+
+    @property
+    def granted(self) -> list[Attempt]:
+        return [a for a in self.attempts if a.status == 200]
+
+    @property
+    def failed(self) -> list[Attempt]:
+        return [a for a in self.attempts if a.status != 200]
+
+
+def duplicates(addresses: list[str]) -> dict[str, int]:
+    return {a: n for a, n in Counter(addresses).items() if n > 1}
+
+
+def wait_until(check: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not true after {timeout}s (last: {value!r})")
+        time.sleep(interval)
+

@@ -1,0 +1,267 @@
+"""Published ports: Docker's portmap parsing, host port reservation, and NftFirewall's
+all-or-nothing bookkeeping over stand-ins for nft, iptables and the kernel knobs."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from driver.errors import BadRequest, Conflict
+from driver.firewall.forward_accept import FirewallError
+from driver.firewall.nft_firewall import NftFirewall
+from driver.firewall.ports import HostPorts
+from driver.models import EndpointRecord, NetworkRecord
+from driver.options import parse_network_options
+from driver.portmap import PortBinding, PortRequest, parse_portmap
+
+PM = "com.docker.network.portmap"
+
+
+def entry(**kw):
+    return {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080, **kw}
+
+
+# --- parse_portmap -----------------------------------------------------------------
+def test_parse_portmap_defaults_and_duplicates():
+    assert parse_portmap({}) == ()
+    assert parse_portmap({PM: []}) == ()
+    got = parse_portmap({PM: [entry(), entry(), entry(Proto=17, HostPort=0, HostPortEnd=0),
+                              entry(HostIP="127.0.0.1", HostPort=9000, HostPortEnd=9010)]})
+    assert got == (PortRequest("tcp", 80, "0.0.0.0", 8080, 8080), PortRequest("udp", 80, "0.0.0.0", 0, 0),
+                   PortRequest("tcp", 80, "127.0.0.1", 9000, 9010))
+
+
+def test_parse_portmap_uses_the_networks_host_binding_ipv4():
+    assert parse_portmap({PM: [entry()]}, "198.18.50.1")[0].host_ip == "198.18.50.1"
+    assert parse_portmap({PM: [entry(HostIP="127.0.0.1")]}, "198.18.50.1")[0].host_ip == "127.0.0.1"
+    assert parse_portmap({PM: [entry(HostPortEnd=0)]})[0].host_port_end == 8080
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    (entry(Proto=132), "sctp"),
+    (entry(Proto=99), "unknown protocol"),
+    (entry(Port=0), "Port must be"),
+    (entry(HostPort=70000), "HostPort must be"),
+    (entry(HostPort="80"), "HostPort must be"),
+    (entry(HostPort=9000, HostPortEnd=8000), "reversed"),
+    (entry(HostPort=0, HostPortEnd=10), "HostPortEnd without HostPort"),
+    (entry(HostIP="::1"), "IPv4 host addresses only"),
+    (entry(HostIP="localhost"), "not an IP address"),
+    ("8080:80", "must be objects"),
+])
+def test_parse_portmap_refuses_with_a_reason(bad, fragment):
+    with pytest.raises(BadRequest, match=fragment):
+        parse_portmap({PM: [bad]})
+    with pytest.raises(BadRequest, match="must be a list"):
+        parse_portmap({PM: {"80": 8080}})
+
+
+def test_binding_round_trip_and_overlap():
+    b = PortBinding("tcp", "198.18.100.2", 80, "0.0.0.0", 8080, 0, 0)
+    assert PortBinding.from_dict(b.to_dict()) == b
+    assert b.overlaps("tcp", "127.0.0.1", 8080) and not b.overlaps("udp", "0.0.0.0", 8080)
+    specific = PortBinding("tcp", "198.18.100.2", 80, "127.0.0.1", 8080, 0, 0)
+    assert not specific.overlaps("tcp", "127.0.0.2", 8080) and specific.overlaps("tcp", "0.0.0.0", 8080)
+    ep = EndpointRecord("n", "e", "h", "p", ("198.18.100.2/24",), "02:00:00:00:00:01", published=(b,))
+    assert EndpointRecord.from_dict(ep.to_dict()) == ep
+    assert EndpointRecord.from_dict({k: v for k, v in ep.to_dict().items() if k != "published"}).published == ()
+
+
+# --- HostPorts on the real loopback ------------------------------------------------
+def test_host_ports_hold_conflict_range_and_release():
+    ports = HostPorts()
+    try:
+        any_port = ports.reserve("tcp", "127.0.0.1", 0, 0)
+        assert any_port > 0 and ("tcp", "127.0.0.1", any_port) in ports.held()
+        with pytest.raises(Conflict, match=f"{any_port}/tcp on 127.0.0.1 is already in use"):
+            ports.reserve("tcp", "127.0.0.1", any_port, any_port)
+        with pytest.raises(Conflict):
+            ports.reserve("tcp", "0.0.0.0", any_port, any_port)  # overlaps the held one
+        udp = ports.reserve("udp", "127.0.0.1", any_port, any_port)  # another protocol
+        assert udp == any_port
+        nxt = ports.reserve("tcp", "127.0.0.1", any_port, any_port + 50)
+        assert any_port < nxt <= any_port + 50
+        ports.hold("tcp", "127.0.0.1", nxt)  # idempotent
+        ports.release("tcp", "127.0.0.1", any_port)
+        assert ports.reserve("tcp", "127.0.0.1", any_port, any_port) == any_port
+        with pytest.raises(BadRequest, match="not an address of this host"):
+            ports.reserve("tcp", "198.18.255.254", 0, 0)
+    finally:
+        ports.release_all()
+    assert ports.held() == set()
+
+
+def test_host_port_range_all_in_use():
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(1)
+    port = squatter.getsockname()[1]
+    try:
+        with pytest.raises(Conflict, match=f"every host port in {port}-{port}|{port}/tcp"):
+            HostPorts().reserve("tcp", "127.0.0.1", port, port)
+    finally:
+        squatter.close()
+
+
+# --- NftFirewall bookkeeping over stand-ins ----------------------------------------
+class FakeNft:
+    def __init__(self):
+        self.docs, self.fail = [], False
+
+    def apply(self, doc):
+        if self.fail:
+            raise FirewallError("nft refused pynet's rules: injected")
+        self.docs.append(doc)
+
+
+class FakeShim:
+    def __init__(self):
+        self.bridges = set()
+
+    def network_added(self, n):
+        self.bridges.add(n.bridge)
+
+    def network_removed(self, n):
+        self.bridges.discard(n.bridge)
+
+    def sync(self, nets):
+        self.bridges = {n.bridge for n in nets}
+
+    def remove_all(self):
+        self.bridges = set()
+
+
+class FakeKnobs:
+    def __init__(self):
+        self.calls = []
+
+    def ensure_ip_forward(self):
+        self.calls.append("ip_forward")
+
+    def ensure_route_localnet(self, bridge):
+        self.calls.append(f"route_localnet {bridge}")
+
+    def ensure_hairpin(self, port):
+        self.calls.append(f"hairpin {port}")
+
+    def uplinks(self):
+        return set()
+
+
+class FakePorts(HostPorts):
+    """Real bookkeeping, no sockets; `busy` ports conflict."""
+    def __init__(self, busy=()):
+        self.busy, self.keys, self.next = set(busy), set(), 49153
+
+    def held(self):
+        return set(self.keys)
+
+    def reserve(self, proto, host_ip, start, end):
+        port = start or self.next
+        if (proto, port) in self.busy or (proto, host_ip, port) in self.keys:
+            raise Conflict(f"host port {port}/{proto} on {host_ip} is already in use")
+        self.next += not start
+        self.keys.add((proto, host_ip, port))
+        return port
+
+    def hold(self, proto, host_ip, port):
+        self.reserve(proto, host_ip, port, port)
+
+    def release(self, proto, host_ip, port):
+        self.keys.discard((proto, host_ip, port))
+
+    def release_all(self):
+        self.keys = set()
+
+
+def net(nid="a" * 64, kind="bridge", internal=False):
+    opts = parse_network_options({"com.docker.network.generic": {} if kind == "bridge" else
+                                  {"type": kind, "parent": "eth0"}, "com.docker.network.internal": internal})
+    return NetworkRecord(id=nid, options=opts, bridge=f"pn-{nid[:12]}", bridge_created=True,
+                         gateways=("198.18.100.1/24",), subnets=("198.18.100.0/24",))
+
+
+def ep(eid="e" * 64, nid="a" * 64, published=()):
+    return EndpointRecord(nid, eid, f"pnv{eid[:12]}", f"pnc{eid[:12]}", ("198.18.100.2/24", "fd00::2/64"),
+                          "02:42:00:00:00:02", published=published)
+
+
+@pytest.fixture
+def fw():
+    return NftFirewall(forward=FakeShim(), nft=FakeNft(), knobs=FakeKnobs(), ports=FakePorts(busy={("tcp", 8081)}))
+
+
+def test_publish_is_all_or_nothing(fw):
+    fw.network_added(net())
+    applied = len(fw.nft.docs)
+    with pytest.raises(Conflict, match="8081/tcp"):
+        fw.publish(net(), ep(), [PortRequest("udp", 80, "0.0.0.0", 8081, 8081),
+                                 PortRequest("tcp", 80, "0.0.0.0", 8081, 8081)])
+    assert fw.ports.held() == set() and fw.published() == {} and len(fw.nft.docs) == applied
+    fw.nft.fail = True
+    with pytest.raises(FirewallError, match="injected"):
+        fw.publish(net(), ep(), [PortRequest("tcp", 80, "0.0.0.0", 8080, 8080)])
+    assert fw.ports.held() == set() and fw.published() == {}
+    fw.nft.fail = False
+    got = fw.publish(net(), ep(), [PortRequest("tcp", 80, "0.0.0.0", 0, 0)])
+    assert got == (PortBinding("tcp", "198.18.100.2", 80, "0.0.0.0", 49153, 0, 0),)
+    assert "hairpin pnveeeeeeeeeeee" in fw.knobs.calls
+    with pytest.raises(FirewallError, match="already has published ports"):
+        fw.publish(net(), ep(), [PortRequest("tcp", 80, "0.0.0.0", 0, 0)])
+    fw.unpublish(net(), ep())
+    fw.unpublish(net(), ep())  # absent is fine
+    assert fw.ports.held() == set()
+
+
+def test_publish_needs_the_network_and_an_ipv4_address(fw):
+    with pytest.raises(FirewallError, match="no firewall rules"):
+        fw.publish(net(), ep(), [])
+    fw.network_added(net())
+    v6only = EndpointRecord("a" * 64, "f" * 64, "h", "p", ("fd00::2/64",), "02:00:00:00:00:09")
+    with pytest.raises(BadRequest, match="no IPv4 address"):
+        fw.publish(net(), v6only, [PortRequest("tcp", 80, "0.0.0.0", 0, 0)])
+
+
+def test_network_removed_takes_its_published_ports_along(fw):
+    fw.network_added(net())
+    fw.publish(net(), ep(), [PortRequest("tcp", 80, "0.0.0.0", 8080, 8080)])
+    fw.network_removed(net())
+    assert fw.ports.held() == set() and fw.published() == {} and fw.forward.bridges == set()
+    assert fw.nft.docs[-1]["nftables"][-1] == {"delete": {"table": {"family": "inet", "name": "pynet"}}}
+
+
+def test_only_bridge_networks_get_rules(fw):
+    fw.network_added(net("m" * 64, kind="macvlan"))
+    assert fw.nft.docs == [] and fw.forward.bridges == set()
+    fw.sync([net("m" * 64, kind="macvlan")], [])
+    assert fw.forward.bridges == set()
+
+
+def test_internal_networks_leave_forwarding_and_route_localnet_alone(fw):
+    fw.network_added(net(internal=True))
+    assert fw.knobs.calls == []
+    fw.network_added(net("b" * 64))
+    assert fw.knobs.calls == ["ip_forward", "route_localnet pn-bbbbbbbbbbbb"]
+
+
+def test_sync_retakes_recorded_ports_and_skips_the_ones_now_taken(fw):
+    good = PortBinding("tcp", "198.18.100.2", 80, "0.0.0.0", 8080, 8080, 8080)
+    lost = PortBinding("tcp", "198.18.100.3", 80, "0.0.0.0", 8081, 8081, 8081)  # busy meanwhile
+    orphan = PortBinding("tcp", "198.18.100.4", 80, "0.0.0.0", 8082, 8082, 8082)
+    fw.sync([net()], [ep(published=(good,)), ep("d" * 64, published=(lost,)),
+                      ep("f" * 64, nid="z" * 64, published=(orphan,))])
+    assert fw.published() == {"e" * 64: (good,)}
+    assert fw.ports.held() == {("tcp", "0.0.0.0", 8080)}
+    rules = [c["add"]["rule"] for c in fw.nft.docs[-1]["nftables"] if "rule" in c.get("add", {})]
+    assert [r["expr"][-1] for r in rules if r["chain"] == "published"] == [
+        {"dnat": {"family": "ip", "addr": "198.18.100.2", "port": 80}}]
+    fw.sync([], [])
+    assert fw.ports.held() == set() and fw.published() == {}
+
+
+def test_remove_all(fw):
+    fw.network_added(net())
+    fw.publish(net(), ep(), [PortRequest("tcp", 80, "0.0.0.0", 8080, 8080)])
+    fw.remove_all()
+    assert fw.ports.held() == set() and fw.forward.bridges == set()
+    assert fw.nft.docs[-1]["nftables"][-1] == {"delete": {"table": {"family": "inet", "name": "pynet"}}}

@@ -1,0 +1,75 @@
+"""`pynet serve --store consul ...` flags, their PYNET_* twins, and the store they open."""
+import argparse
+import logging
+
+import pytest
+
+from driver.settings import add_serve_arguments, settings_from_args
+from driver.store.consul import ConsulStore
+from driver.store.factory import open_store
+
+ENV = ("STORE", "CONSUL_ADDR", "CONSUL_TOKEN", "CONSUL_CA_CERT", "CONSUL_CLIENT_CERT",
+       "CONSUL_CLIENT_KEY", "CONSUL_VERIFY", "CONSUL_PREFIX", "IPAM_BLOCK_SIZE")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ENV:
+        monkeypatch.delenv(f"PYNET_{name}", raising=False)
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    return settings_from_args(parser.parse_args(list(argv)))
+
+
+def test_defaults():
+    s = parse()
+    assert (s.store, s.consul_addr, s.consul_prefix, s.consul_verify, s.ipam_block_size) == (
+        "local", "127.0.0.1:8500", "pynet/", True, 64)
+    assert s.consul_endpoint == ("http", "127.0.0.1:8500")
+
+
+def test_flags():
+    s = parse("--store", "consul", "--consul-addr", "consul.example:8501", "--consul-token", "t0k3n",
+              "--consul-ca-cert", "/ca.pem", "--consul-client-cert", "/c.pem", "--consul-client-key",
+              "/k.pem", "--no-consul-verify", "--consul-prefix", "team/pynet", "--ipam-block-size", "16")
+    assert s.consul_endpoint == ("https", "consul.example:8501")  # a CA implies TLS
+    assert (s.consul_ca_cert, s.consul_client_cert, s.consul_client_key) == ("/ca.pem", "/c.pem", "/k.pem")
+    assert (s.consul_verify, s.consul_prefix, s.ipam_block_size) == (False, "team/pynet/", 16)
+    assert "t0k3n" not in repr(s) and s.consul_token == "t0k3n"
+
+
+def test_environment_twins(monkeypatch):
+    for name, value in (("STORE", "consul"), ("CONSUL_ADDR", "https://10.0.0.5:8501"),
+                        ("CONSUL_TOKEN", "envtoken"), ("CONSUL_VERIFY", "false"),
+                        ("CONSUL_PREFIX", "p/"), ("IPAM_BLOCK_SIZE", "0")):
+        monkeypatch.setenv(f"PYNET_{name}", value)
+    s = parse()
+    assert (s.store, s.consul_endpoint, s.consul_token, s.consul_verify, s.consul_prefix,
+            s.ipam_block_size) == ("consul", ("https", "10.0.0.5:8501"), "envtoken", False, "p/", 0)
+    assert parse("--consul-verify").consul_verify is True  # the flag beats the environment
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--consul-addr", "consul"], "HOST:PORT"),
+    (["--consul-addr", "ftp://c:1"], "scheme"),
+    (["--consul-client-cert", "/c.pem"], "go together"),
+    (["--consul-prefix", "/"], "must not be empty"),
+    (["--ipam-block-size", "48"], "power of two"),
+])
+def test_bad_values_are_refused_before_serving(argv, match):
+    with pytest.raises(ValueError, match=match):
+        parse(*argv)
+
+
+def test_open_store_builds_the_consul_store_without_logging_the_token(caplog):
+    s = parse("--store", "consul", "--consul-addr", "10.0.0.5:8500", "--consul-token", "s3cr3t",
+              "--consul-prefix", "x/")
+    with caplog.at_level(logging.INFO):
+        store = open_store(s)
+    assert isinstance(store, ConsulStore) and store.addr == "10.0.0.5:8500"
+    assert store._prefix == "x/" and store._c.token == "s3cr3t"
+    assert "s3cr3t" not in caplog.text and "ACL token set" in caplog.text
+    assert "s3cr3t" not in repr(store)
