@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.harness.busybox import ensure_busybox_image  # noqa: E402
-from tests.harness.dockerd import DockerDaemon  # noqa: E402
+from tests.harness.dockerd import (DockerDaemon, Snapshot, drop_empty_nft_tables,  # noqa: E402
+                                   nft_tables, read_ip_forward, restore_ip_forward)
 from tests.harness.plugin import PluginProcess  # noqa: E402
 
 
@@ -28,7 +29,8 @@ def bench_docker():
     """(dockerd, image) with the pynet plugin serving; all torn down afterwards."""
     if os.geteuid() != 0:
         sys.exit("benchmarks need root: they start a private dockerd and the pynet plugin")
-    with tempfile.TemporaryDirectory(prefix="pynet-bench-") as tmp:
+    host_tables, ip_forward = nft_tables(), read_ip_forward()
+    with tempfile.TemporaryDirectory(prefix="pynet-bench-") as tmp, _restore_host(host_tables, ip_forward):
         daemon = DockerDaemon(Path(tmp) / "dockerd")
         plugin = PluginProcess(Path(tmp) / "state",
                                extra_env={"PYNET_DEFAULT_ADDRESS_POOLS": "base=198.19.224.0/19,size=24"})
@@ -38,18 +40,30 @@ def bench_docker():
             try:
                 yield daemon, ensure_busybox_image(daemon)
             finally:
-                daemon.remove_since(daemon_baseline(daemon))
+                daemon.remove_since(Snapshot())  # everything but the built-in networks
                 plugin.stop()
-                with contextlib.suppress(Exception):
-                    from driver.firewall.forward_accept import ForwardAccept
-                    ForwardAccept().remove_all()
+                _remove_plugin_firewall()
         finally:
             daemon.stop()
 
 
-def daemon_baseline(daemon: DockerDaemon):
-    from tests.harness.dockerd import Snapshot
-    return Snapshot()
+@contextlib.contextmanager
+def _restore_host(tables: set[str], ip_forward: str):
+    """Leave the host as the benchmark found it: no empty iptables-nft tables, same ip_forward."""
+    try:
+        yield
+    finally:
+        drop_empty_nft_tables(tables)
+        restore_ip_forward(ip_forward)
+
+
+def _remove_plugin_firewall() -> None:
+    # The plugin keeps its rules across restarts on purpose; a benchmark must not leave them.
+    from driver.firewall.forward_accept import ForwardAccept
+    from driver.firewall.nft_firewall import NftFirewall
+    for remove in (ForwardAccept().remove_all, NftFirewall().remove_all):
+        with contextlib.suppress(Exception):
+            remove()
 
 
 def timed(fn) -> float:

@@ -147,13 +147,18 @@ class NetworkService:
                 return {}
             net = self.network(nid)
             self.store.delete(keys.endpoint(self.host, nid, eid))
-            kind = self.kinds[net.options.type] if net else self.kinds["bridge"]
-            kind.delete_endpoint(net, ep)
+            if net is not None:
+                self.kinds[net.options.type].delete_endpoint(net, ep)
+            else:
+                # The network went first (a replay after its deletion): without its kind, remove
+                # whatever links the endpoint named; absent ones are fine.
+                for link in {ep.host_if, ep.peer_if}:
+                    self.kinds["bridge"].netlink.remove_link(link)
         return {}
 
     def endpoint_info(self, nid: str, eid: str) -> dict:
         ep = self._require_endpoint(nid, eid)
-        return {"Value": {"host_interface": ep.host_if, "mac": ep.mac}}
+        return {"Value": {"interface": ep.peer_if, "mac": ep.mac}}
 
     # --- NetworkDriver.Join / Leave -------------------------------------------------
     def join(self, nid: str, eid: str, sandbox: str, options: dict) -> dict:

@@ -1,7 +1,10 @@
 """IPAM: pools and addresses kept in the store, shared by every host on the same store.
 
 Uniqueness rests on the store alone: a pool set is one CAS'd record per address space, and
-every claimed address is a create-if-absent key naming its owner. No lock, no cache.
+every claimed address is a create-if-absent key naming its owner. No lock; what a host
+remembers (its blocks, the pools it holds) only picks candidates, it never decides.
+With Consul, see docs/consul.md: per-host blocks (hostblocks.py), claims whose outcome
+is never left in doubt (claims.py), releases repeated once the store answers (repair.py).
 """
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ import ipaddress
 import logging
 from contextlib import ExitStack
 
-from driver import naming
 from driver.firewall.api import Firewall
 from driver.models import EndpointRecord, NetworkRecord
 from driver.netlink.api import Netlink

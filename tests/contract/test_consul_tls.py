@@ -21,6 +21,7 @@ def _settings(*argv: str):
 
 
 @pytest.mark.consul
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")  # --no-consul-verify, on purpose
 def test_tls_with_client_certificates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("CONSUL_CA_CERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_VERIFY", "CONSUL_ADDR"):
         monkeypatch.delenv(f"PYNET_{name}", raising=False)

@@ -94,7 +94,9 @@ def plugin_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def _plugin_session(plugin_state_dir: Path) -> Iterator[PluginProcess]:
-    proc = PluginProcess(plugin_state_dir)
+    # Automatic subnets from the benchmark range too, like every address the suite uses.
+    proc = PluginProcess(plugin_state_dir,
+                         extra_env={"PYNET_DEFAULT_ADDRESS_POOLS": "base=198.19.224.0/19,size=24"})
     proc.start()
     _session["plugin"] = proc
     try:
