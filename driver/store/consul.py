@@ -180,8 +180,10 @@ class ConsulStore:
         try:
             yield
         except requests.Timeout:
+            within = (f"within {self.timeout}s" if waited is None or waited >= self.timeout
+                      else f"in the {deadline.CALL_BUDGET:g}s one plugin call may take")
             raise BackendUnavailable(
-                f"consul at {self.addr} did not answer within {waited:.1f}s ({what}); "
+                f"consul at {self.addr} did not answer {within} ({what}); "
                 "is the agent up and does its cluster have a leader?"
             ) from None
         except requests.exceptions.SSLError as e:

@@ -147,7 +147,7 @@ def test_allocation_storm_from_docker_run_and_direct_calls(bed: MultiHost) -> No
 
 
 def test_consul_leader_killed_mid_storm(bed: MultiHost) -> None:
-    pool = "10.213.0.0/22"
+    pool = "10.213.0.0/20"  # room for a storm of ~15 s at full speed
     _everywhere(bed, lambda h: network_create(h, "kill", pool))
     leader = bed.consul_leader()
     assert leader is not None
@@ -166,7 +166,8 @@ def test_consul_leader_killed_mid_storm(bed: MultiHost) -> None:
     assert failed, "killing the leader should have failed some calls"
     slow = [a for a in storm.attempts if a.seconds > CALL_LIMIT]
     assert slow == [], [(a.host, round(a.seconds, 1), a.error) for a in slow[:5]]
-    assert all(CONSUL_ERR in a.error for a in failed), {a.error for a in failed}
+    unclear = {(a.status, a.error) for a in failed if CONSUL_ERR not in a.error}
+    assert not unclear, unclear
     resumed = [a for a in granted if a.host != leader.name and a.started > elected_at]
     assert len(resumed) >= 10, f"only {len(resumed)} allocations after {new_leader} took over"
     before = [a for a in granted if a.started + a.seconds < killed_at]
@@ -185,7 +186,7 @@ def test_consul_leader_killed_mid_storm(bed: MultiHost) -> None:
     owners = claims(bed, pool)
     assert all(owners[a.address]["name"] == a.name for a in granted)
 
-    assert {release_address(bed[a.host], pool, a.address)[0] for a in granted} == {200}
+    assert set(_parallel(lambda a: release_address(bed[a.host], pool, a.address)[0], granted)) == {200}
     assert set(claims(bed, pool)) == {"10.213.0.1"}
     _everywhere(bed, lambda h: h.docker("network", "rm", "kill"))
     _assert_pool_gone(bed, pool)
