@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.harness.dockerd import DockerDaemon
-from tests.harness.plugin import PluginProcess
 
 DRIVER = ["-d", "pynet", "--ipam-driver", "pynet"]
 

@@ -55,7 +55,8 @@ from types import TracebackType
 from typing import Any
 
 from tests.harness.busybox import IMAGE, build_rootfs_tar, find_busybox
-from tests.harness.dockerd import alive, cmdline, die_with_parent, pgid_members, tail, wait_gone
+from tests.harness.dockerd import (alive, cmdline, die_with_parent, pgid_members, signal_if, tail,
+                                   wait_gone)
 from tests.harness.plugin import call_socket
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,14 +110,7 @@ class HostProcess:
         """Send sig if the PID is still this daemon (its command line names the host's dir)."""
         if self._proc is None or self._proc.poll() is not None:
             return False
-        pid = self._proc.pid
-        if not alive(pid) or str(self.host.dir) not in cmdline(pid):
-            return False
-        try:
-            os.kill(pid, sig)
-            return True
-        except ProcessLookupError:
-            return False
+        return signal_if(self._proc.pid, sig, str(self.host.dir))
 
     def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
         if self._proc is None:
