@@ -215,3 +215,14 @@ networks:
         assert "mtu 1420" in mtu
     finally:
         subprocess.run([*compose, "down", "-t", "1"], env=env, capture_output=True, timeout=180)
+
+
+def test_socket_is_root_only_and_removed_on_sigterm(plugin):
+    import os
+    import stat
+    info = os.stat(plugin.socket_path)
+    assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600
+    assert info.st_uid == 0
+    plugin.stop()
+    assert not plugin.socket_path.exists()
+    plugin.start()
