@@ -11,28 +11,26 @@ import logging
 from . import naming
 from .netlink.api import Netlink
 from .service import NetworkService
-from .store import keys
 
 log = logging.getLogger(__name__)
 
 
 def restore(service: NetworkService, netlink: Netlink, firewall) -> None:
     networks = {n.id: n for n in service.networks()}
-    owned: set[str] = set()
-    kept = []  # endpoints whose network exists: their published ports are re-installed
+    by_network: dict[str, list] = {nid: [] for nid in networks}
     for ep in service.endpoints():
-        if ep.network_id not in networks:
+        if ep.network_id in by_network:
+            by_network[ep.network_id].append(ep)
+        else:
             log.warning("dropping endpoint %s: its network %s is gone", ep.id[:12], ep.network_id[:12])
-            service.store.delete(keys.endpoint(service.host, ep.network_id, ep.id))
-            netlink.remove_link(ep.host_if)
+            service.delete_endpoint(ep.network_id, ep.id)
+    owned: set[str] = set()
     for net in networks.values():
         kind = service.kinds[net.options.type]
-        endpoints = service.endpoints(net.id)
-        kept += endpoints
-        kind.restore_network(net, endpoints)
-        owned |= kind.owned_links(net, endpoints)
-    # macvlan networks have no firewall rules: their traffic never crosses the host's stack.
-    firewall.sync([n for n in networks.values() if n.options.type != "macvlan"], kept)
+        kind.restore_network(net, by_network[net.id])
+        owned |= kind.owned_links(net, by_network[net.id])
+    # Endpoints whose network exists get their published ports re-installed.
+    firewall.sync(list(networks.values()), [ep for eps in by_network.values() for ep in eps])
     for link in netlink.links():
         if naming.is_pynet_link(link.name) and link.name not in owned:
             log.warning("removing orphaned link %s (no pynet network owns it)", link.name)

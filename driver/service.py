@@ -150,10 +150,10 @@ class NetworkService:
             if net is not None:
                 self.kinds[net.options.type].delete_endpoint(net, ep)
             else:
-                # The network went first (a replay after its deletion): without its kind, remove
-                # whatever links the endpoint named; absent ones are fine.
-                for link in {ep.host_if, ep.peer_if}:
-                    self.kinds["bridge"].netlink.remove_link(link)
+                # The network went first, so its kind is unknown: every kind removes the links
+                # it would have made for this endpoint (absent ones are fine).
+                for kind in {id(k): k for k in self.kinds.values()}.values():
+                    kind.delete_endpoint(None, ep)
         return {}
 
     def endpoint_info(self, nid: str, eid: str) -> dict:

@@ -26,4 +26,4 @@ class Firewall(Protocol):
     def sync(self, networks: list[NetworkRecord], endpoints: Iterable[EndpointRecord] = ()) -> None:
         """Make the installed rules exactly those of `networks` and of the ports recorded in
         `endpoints`: repair missing ones and drop ones for networks that no longer exist
-        (plugin start)."""
+        (plugin start). Networks of a type with no rules (macvlan) are ignored."""

@@ -56,7 +56,9 @@ class RecordingFirewall:
         self._owner.pop(endpoint.id, None)
 
     def sync(self, networks, endpoints=()) -> None:
-        self.networks = {n.id: n for n in networks}
+        # Like NftFirewall: only bridge networks have rules (macvlan traffic never crosses
+        # the host's IP stack).
+        self.networks = {n.id: n for n in networks if n.options.type == "bridge"}
         self.published, self._owner = {}, {}
         for ep in endpoints:
             if ep.published and ep.network_id in self.networks:
