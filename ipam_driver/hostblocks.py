@@ -141,7 +141,7 @@ class HostBlocks:
             return view, False
         read_at = time.monotonic()
         mine, taken = self._blocks(pool_id)
-        view = _View(mine, taken, _addresses(self.store, addrs), read_at)
+        view = _View(mine, taken, used_addresses(self.store, addrs), read_at)
         with self._lock:
             recent = self._recent[addrs]
             for address, claimed_at in list(recent.items()):
@@ -158,7 +158,7 @@ class HostBlocks:
         if len(mine) <= 1:
             return
         addrs = keys.ipam_addrs(pool_id.space, str(pool_id.pool))
-        used = _addresses(self.store, addrs)
+        used = used_addresses(self.store, addrs)
         with self._lock:
             used |= self._in_flight[addrs]
         for block in blocks.idle_blocks(mine, used):
@@ -196,5 +196,6 @@ class HostBlocks:
                 log.info("host %s gave back block %s of pool %s", self.host, block, pool_id)
 
 
-def _addresses(store: Store, prefix: str) -> set[int]:
-    return {int(ipaddress.ip_address(e.key.rsplit("/", 1)[1])) for e in store.list(prefix)}
+def used_addresses(store: Store, prefix: str) -> set[int]:
+    """Every address claimed under prefix (a pool's ipam_addrs), as integers."""
+    return {int(ipaddress.ip_address(keys.claimed_address(e.key))) for e in store.list(prefix)}

@@ -17,12 +17,12 @@ from typing import Callable
 
 from driver.errors import BackendUnavailable, BadRequest, Conflict, Exhausted, NotFound, StoreContention
 from driver.store import keys, records
-from driver.store.api import Store
+from driver.store.api import Entry, Store
 
 from . import allocator, blocks
 from .allocator import Network
 from .claims import Claims, FencedCreates, claim_id
-from .hostblocks import HostBlocks
+from .hostblocks import HostBlocks, used_addresses
 from .options import (address_kind, check_pool_options, parse_address, parse_network, pool_block_size)
 from .pool_id import PoolId
 from .repair import RepairQueue
@@ -206,10 +206,9 @@ class IpamService:
         that address, and _claim makes each of them a holder of the one gateway claim."""
         for _ in range(records.MAX_ATTEMPTS):
             entries = self.store.list(keys.ipam_addrs(pool_id.space, str(pool_id.pool)))
-            ip = next((ipaddress.ip_address(e.key.rsplit("/", 1)[1]) for e in entries
-                       if records.load(e)["kind"] == "gateway"), None)
+            ip = _gateway_in(entries)
             if ip is None:
-                used = {int(ipaddress.ip_address(e.key.rsplit("/", 1)[1])) for e in entries}
+                used = {int(_ip_of(e)) for e in entries}
                 free = allocator.first_free_address(pool_id.pool, pool_id.pool, used)
                 if free is None:
                     raise Exhausted(f"no free address left in {pool_id.pool} for its gateway")
@@ -234,17 +233,14 @@ class IpamService:
         return entry
 
     def _existing_gateway(self, pool_id: PoolId):
-        for entry in self.store.list(keys.ipam_addrs(pool_id.space, str(pool_id.pool))):
-            if records.load(entry)["kind"] == "gateway":
-                return ipaddress.ip_address(entry.key.rsplit("/", 1)[1])
-        return None
+        return _gateway_in(self.store.list(keys.ipam_addrs(pool_id.space, str(pool_id.pool))))
 
     def _claim(self, pool_id: PoolId, ip, owner: dict) -> None:
         key = keys.ipam_addr(pool_id.space, str(pool_id.pool), str(ip))
 
         def take(current):
             if current is None:
-                return {**owner, "holders": [owner["host"]]} if owner["kind"] == "gateway" else owner
+                return _claim_value(owner)
             if owner["kind"] == "gateway" and current["kind"] == "gateway":
                 return {**current, "holders": sorted(set(current["holders"]) | {owner["host"]})}
             if owner["kind"] == current["kind"] and owner["name"] and (
@@ -255,14 +251,13 @@ class IpamService:
         records.update(self._fenced, key, take, f"claiming {ip}")  # type: ignore[arg-type]
 
     def _claim_free(self, pool_id: PoolId, within: Network, owner: dict, size: int = 0):
-        value = {**owner, "holders": [owner["host"]]} if owner["kind"] == "gateway" else owner
+        value = _claim_value(owner)
         block_prefix = blocks.block_prefix(within, size)
         if block_prefix is not None:
             return self._blocks.allocate(pool_id, within, block_prefix, records.dump(value))
         prefix = keys.ipam_addrs(pool_id.space, str(pool_id.pool))
         for _ in range(records.MAX_ATTEMPTS):
-            used = {int(ipaddress.ip_address(e.key.rsplit("/", 1)[1]))
-                    for e in self.store.list(prefix)}
+            used = used_addresses(self.store, prefix)
             free = allocator.first_free_address(within, pool_id.pool, used)
             if free is None:
                 raise Exhausted(f"no free address left in {within} (pool {pool_id.pool})")
@@ -312,6 +307,21 @@ class IpamService:
                 else self.store.cas(key, records.dump(new), entry.version))
         if not done:
             raise BackendUnavailable(f"{key} changed while being released; trying again")
+
+
+def _ip_of(entry: Entry):
+    """The address an address claim's key names (its last component)."""
+    return ipaddress.ip_address(keys.claimed_address(entry.key))
+
+
+def _gateway_in(entries: list[Entry]):
+    """The pool's gateway among its address claims, if one is claimed."""
+    return next((_ip_of(e) for e in entries if records.load(e)["kind"] == "gateway"), None)
+
+
+def _claim_value(owner: dict) -> dict:
+    """What a new claim stores: a gateway also lists the hosts sharing it."""
+    return {**owner, "holders": [owner["host"]]} if owner["kind"] == "gateway" else owner
 
 
 def _freed(current: dict | None, host: str) -> dict | None:

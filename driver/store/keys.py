@@ -29,6 +29,11 @@ def ipam_addr(space: str, pool: str, ip: str) -> str:
     return ipam_addrs(space, pool) + ip
 
 
+def claimed_address(key: str) -> str:
+    """The address an ipam_addr key names (the inverse of ipam_addr's last level)."""
+    return key.rsplit("/", 1)[1]
+
+
 def ipam_blocks(space: str, pool: str) -> str:
     return f"{VERSION}/ipam/blocks/{space}/{_cidr(pool)}/"
 
