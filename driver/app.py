@@ -73,12 +73,17 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     def call(method: str) -> Response:
         started = time.monotonic()
         handler = handlers.get(method)
+        body: Body | None = None
         if handler is None:
             status, answer = 404, {"Err": f"pynet does not implement {method}"}
         else:
             with deadline.budget():  # no chain of store calls may outlast dockerd's patience
-                status, answer = _invoke(method, handler)
-        log.info("%s %s -> %d %s(%.0f ms)", method, _ids(request.get_data()), status,
+                try:
+                    body = Body(request.get_data())
+                    status, answer = _invoke(method, handler, body)
+                except PynetError as exc:  # the body itself is malformed
+                    status, answer = exc.status, {"Err": exc.message, "Error": exc.message}
+        log.info("%s %s -> %d %s(%.0f ms)", method, _ids(body), status,
                  f"{answer['Err']} " if status != 200 else "", (time.monotonic() - started) * 1000)
         return Response(json.dumps(answer), status=status, content_type=CONTENT_TYPE)
 
@@ -91,9 +96,9 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     return app
 
 
-def _invoke(method: str, handler) -> tuple[int, dict[str, Any]]:
+def _invoke(method: str, handler, body: Body) -> tuple[int, dict[str, Any]]:
     try:
-        return 200, handler(Body(request.get_data()))
+        return 200, handler(body)
     except PynetError as exc:
         return exc.status, {"Err": exc.message, "Error": exc.message}
     except Exception as exc:  # a bug: keep the traceback in the log, a sentence for Docker
@@ -102,14 +107,11 @@ def _invoke(method: str, handler) -> tuple[int, dict[str, Any]]:
         return 500, {"Err": message, "Error": message}
 
 
-def _ids(raw: bytes) -> str:
+def _ids(body: Body | None) -> str:
     """The IDs of a call, cut to 12 characters, for the one-line log."""
-    try:
-        data = json.loads(raw) if raw.strip() else {}
-    except ValueError:
-        return "(invalid JSON)"
-    if not isinstance(data, dict):
+    if body is None:
         return ""
+    data = body.data
     parts = []
     for key in ("NetworkID", "EndpointID", "PoolID", "Pool", "Address"):
         value = data.get(key)
