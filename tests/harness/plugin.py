@@ -170,6 +170,7 @@ class PluginProcess:
                 pass
         self._reap()
         self._kill_group_leftovers(pid)
+        self._wait_socket_released(pid)
 
     def restart(self) -> PluginProcess:
         self.stop()
@@ -181,6 +182,17 @@ class PluginProcess:
         for m in members:
             signal_if(m, signal.SIGKILL, "")
         wait_gone(members, 5.0)
+
+    def _wait_socket_released(self, pid: int, timeout: float = 10.0) -> None:
+        # A killed multi-threaded process shows as a zombie once its main thread is gone, while
+        # other threads (one stuck in fsync, say) still hold the listening socket for a moment.
+        # Wait for the kernel to drop it, so start() does not mistake it for another plugin.
+        deadline = time.monotonic() + timeout
+        while socket_answers(self.socket_path):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.socket_path} still accepts connections {timeout}s after pynet "
+                                   f"(pid {pid}) was killed")
+            time.sleep(0.05)
 
     def _reap(self) -> None:
         # Keep the Popen object so pid/returncode stay inspectable until the next start.
