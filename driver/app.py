@@ -23,6 +23,7 @@ from .firewall.api import Firewall
 from .kinds import build_kinds
 from .netlink.api import Netlink
 from .protocol import Body
+from .readiness import RestoreGate
 from .restore import restore
 from .routes import network_handlers
 from .service import NetworkService
@@ -33,6 +34,9 @@ log = logging.getLogger("pynet")
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 ACTIVATE = {"Implements": ["NetworkDriver", "IpamDriver"]}
+# Calls answered without the store: they work before restore has run (see readiness.py).
+STATELESS = frozenset({"Plugin.Activate", "NetworkDriver.GetCapabilities",
+                       "IpamDriver.GetCapabilities", "IpamDriver.GetDefaultAddressSpaces"})
 
 
 @dataclass
@@ -61,13 +65,15 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     ipam = IpamService(deps.store, settings.host, settings.default_pools,
                        block_size=settings.ipam_block_size,
                        host_routes=deps.netlink.routes)
-    if restore_on_start:
-        restore(network, deps.netlink, deps.firewall)
+    # With the store down, start anyway: restore is retried and calls answer 503 until then.
+    gate = RestoreGate(lambda: restore(network, deps.netlink, deps.firewall),
+                       restored=not restore_on_start)
+    gate.start()
 
     handlers = {"Plugin.Activate": lambda b: ACTIVATE,
                 **network_handlers(network), **ipam_handlers(ipam)}
     app = Flask("pynet")
-    app.extensions["pynet"] = {"network": network, "ipam": ipam, "deps": deps}
+    app.extensions["pynet"] = {"network": network, "ipam": ipam, "deps": deps, "gate": gate}
 
     @app.post("/<method>")
     def call(method: str) -> Response:
@@ -80,8 +86,10 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
             with deadline.budget():  # no chain of store calls may outlast dockerd's patience
                 try:
                     body = Body(request.get_data())
+                    if method not in STATELESS:
+                        gate.ensure()  # state restored, or a 503 saying why not
                     status, answer = _invoke(method, handler, body)
-                except PynetError as exc:  # the body itself is malformed
+                except PynetError as exc:  # the body itself is malformed, or state not restored
                     status, answer = exc.status, {"Err": exc.message, "Error": exc.message}
         log.info("%s %s -> %d %s(%.0f ms)", method, _ids(body), status,
                  f"{answer['Err']} " if status != 200 else "", (time.monotonic() - started) * 1000)

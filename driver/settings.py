@@ -13,6 +13,9 @@ DEFAULT_STATE_DIR = "/var/lib/pynet"
 DEFAULT_CONSUL_ADDR = "127.0.0.1:8500"
 DEFAULT_CONSUL_PREFIX = "pynet/"
 DEFAULT_IPAM_BLOCK_SIZE = 64
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_LEAK_CHECK_INTERVAL = 60.0
+DEFAULT_LEAK_GRACE = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,10 @@ class Settings:
     consul_prefix: str = DEFAULT_CONSUL_PREFIX
     # Addresses per per-host IPAM block (a power of two); 0: no blocks, lowest free address.
     ipam_block_size: int = DEFAULT_IPAM_BLOCK_SIZE
+    # The leak check (ipam_driver/leaks.py) asks this dockerd which addresses are in use.
+    docker_host: str = DEFAULT_DOCKER_HOST
+    leak_check_interval: float = DEFAULT_LEAK_CHECK_INTERVAL  # 0: off
+    leak_grace: float = DEFAULT_LEAK_GRACE
 
     @property
     def host(self) -> str:
@@ -76,6 +83,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where automatic subnets come from, repeatable [PYNET_DEFAULT_ADDRESS_POOLS, "
                              "separated by ';'] (default base=10.192.0.0/10,size=24 and "
                              "base=fd70:796e:6574::/48,size=64)")
+    parser.add_argument("--docker-host", default=_env("DOCKER_HOST", DEFAULT_DOCKER_HOST),
+                        help="the dockerd this plugin serves, asked which addresses are in use "
+                             f"[PYNET_DOCKER_HOST] (default {DEFAULT_DOCKER_HOST})")
+    parser.add_argument("--leak-check-interval", type=float,
+                        default=_env("LEAK_CHECK_INTERVAL", str(DEFAULT_LEAK_CHECK_INTERVAL)),
+                        help="seconds between checks for addresses Docker no longer uses; 0 turns "
+                             "the check off [PYNET_LEAK_CHECK_INTERVAL] (default 60)")
+    parser.add_argument("--leak-grace", type=float, default=_env("LEAK_GRACE", str(DEFAULT_LEAK_GRACE)),
+                        help="seconds an address must stay unknown to Docker before it is released "
+                             "[PYNET_LEAK_GRACE] (default 300)")
     parser.add_argument("--threads", type=int, default=int(_env("THREADS", "16")),
                         help="concurrent plugin calls served [PYNET_THREADS] (default 16)")
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
@@ -140,8 +157,17 @@ def _consul_settings(args: argparse.Namespace) -> dict:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     texts = args.default_pools or [p for p in _env("DEFAULT_ADDRESS_POOLS", "").split(";") if p.strip()]
     pools = tuple(DefaultPool.parse(t.strip()) for t in texts) if texts else DEFAULT_POOLS
+    if args.leak_check_interval < 0:
+        raise ValueError(f"--leak-check-interval {args.leak_check_interval:g}: expected 0 (off) or "
+                         "a number of seconds")
+    if args.leak_grace < 60:
+        # Docker retries a plugin call for up to 30 s: a shorter grace could free an address
+        # whose CreateEndpoint is still on its way.
+        raise ValueError(f"--leak-grace {args.leak_grace:g}: expected at least 60 seconds")
     settings = Settings(socket=args.socket, state_dir=args.state_dir, store=args.store,
                         host_id=args.host_id, default_pools=pools, threads=args.threads,
-                        log_level=args.log_level, **_consul_settings(args))
+                        log_level=args.log_level, docker_host=args.docker_host,
+                        leak_check_interval=args.leak_check_interval, leak_grace=args.leak_grace,
+                        **_consul_settings(args))
     settings.consul_endpoint  # noqa: B018 - refuses a malformed --consul-addr before serving
     return settings

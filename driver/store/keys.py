@@ -21,6 +21,11 @@ def ipam_space(space: str) -> str:
     return f"{VERSION}/ipam/spaces/{space}"
 
 
+def ipam_addrs_all() -> str:
+    """The prefix of every claimed address, in every space and pool."""
+    return f"{VERSION}/ipam/addrs/"
+
+
 def ipam_addrs(space: str, pool: str) -> str:
     return f"{VERSION}/ipam/addrs/{space}/{_cidr(pool)}/"
 
@@ -32,6 +37,12 @@ def ipam_addr(space: str, pool: str, ip: str) -> str:
 def claimed_address(key: str) -> str:
     """The address an ipam_addr key names (the inverse of ipam_addr's last level)."""
     return key.rsplit("/", 1)[1]
+
+
+def claimed_address_parts(key: str) -> tuple[str, str, str]:
+    """(space, pool CIDR, address) of an ipam_addr key."""
+    space, pool, ip = key[len(ipam_addrs_all()):].split("/")
+    return space, pool.replace("_", "/"), ip
 
 
 def ipam_blocks(space: str, pool: str) -> str:

@@ -327,6 +327,42 @@ class DockerDaemon:
             shutil.rmtree(self.base_dir, ignore_errors=True)
         self._started = False
 
+    def restart(self, *, crash: bool = False, timeout: float = 30.0) -> None:
+        """Stop dockerd (SIGTERM; SIGKILL with CRASH=True) and start it again on the same data
+        root, as a host's service manager would. Containers and networks are kept: what
+        Docker does with them on the way down and up is what is being tested."""
+        assert self._proc is not None and self._started, "restart() needs a running daemon"
+        pid = self._proc.pid
+        if signal_if(pid, signal.SIGKILL if crash else signal.SIGTERM, str(self.exec_root)):
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(pid, signal.SIGKILL)
+        self._proc.wait(timeout=10)
+        if not crash:
+            for member in pgid_members(pid):
+                signal_if(member, signal.SIGKILL, "")
+        # dockerd's own containerd dies with it (parent-death signal) but stays a zombie until
+        # this machine's init reaps it; a dockerd started before that waits on it in vain.
+        self._wait_containerd_reaped(timeout=15)
+        self.socket.unlink(missing_ok=True)
+        self._spawn(shutil.which("dockerd") or "dockerd")
+        try:
+            self._wait_ready()
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}\n--- dockerd log tail ---\n{self.log_tail()}") from None
+
+    def _wait_containerd_reaped(self, timeout: float) -> None:
+        try:
+            pid = int((self.exec_root / "containerd" / "containerd.pid").read_text().strip())
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + timeout
+        while Path(f"/proc/{pid}").exists() and "containerd" in (cmdline(pid) or "containerd"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd's containerd (pid {pid}) still exists {timeout}s after dockerd died")
+            time.sleep(0.2)
+
     def _kill_containers(self) -> None:
         # Each container's own stop timeout is 10 s and busybox `sleep` as PID 1 ignores
         # SIGTERM, so a plain dockerd shutdown would wait 10 s per running container.

@@ -376,7 +376,8 @@ class MultiHost:
         h.procs["dockerd"] = HostProcess(h, "dockerd", dockerd)
         plugin = [sys.executable, "-m", "driver.cli", "serve", "--socket", PLUGIN_SOCKET_IN_HOST,
                   "--state-dir", str(h.dir / "pynet"), "--store", "consul",
-                  "--consul-addr", f"127.0.0.1:{CONSUL_HTTP}", "--host-id", h.name, *self.plugin_args]
+                  "--consul-addr", f"127.0.0.1:{CONSUL_HTTP}", "--host-id", h.name,
+                  "--docker-host", f"unix://{h.docker_socket}", *self.plugin_args]
         env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
                **self.plugin_env}
         h.procs["plugin"] = HostProcess(h, "plugin", plugin, env=env, wd=REPO_ROOT)

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.harness.dockerd import die_with_parent, pgid_members, signal_if, socket_answers, tail, wait_gone
+from tests.harness.dockerd import RUN_DIR, die_with_parent, pgid_members, signal_if, socket_answers, tail, wait_gone
 
 DEFAULT_SOCKET = Path("/run/docker/plugins/pynet.sock")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +114,9 @@ class PluginProcess:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cmd = [self.python, "-m", "driver.cli", "serve", "--socket", str(self.socket_path),
                "--state-dir", str(self.state_dir), *self.extra_args]
-        env = {**os.environ, **self.extra_env}
+        # The leak check asks dockerd which addresses are in use: the harness's private dockerd,
+        # never a system one that knows nothing of the test's containers.
+        env = {**os.environ, "PYNET_DOCKER_HOST": f"unix://{RUN_DIR / 'docker.sock'}", **self.extra_env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
         with open(self.log_path, "ab") as log:
             log.write(f"\n===== pynet test start {time.strftime('%H:%M:%S')}: {' '.join(cmd)}\n".encode())
