@@ -5,7 +5,7 @@ import pytest
 
 from driver.store import keys
 from driver.store.memory import MemoryStore
-from ipam_driver.docker_addresses import _addresses
+from ipam_driver.docker_addresses import DockerAddresses, _addresses
 from ipam_driver.leaks import LeakCheck
 from ipam_driver.service import IpamService
 
@@ -139,3 +139,7 @@ def test_docker_addresses_cover_containers_aux_gateways_and_swarm_services():
 def test_an_unreadable_docker_address_is_an_error_not_a_gap():
     with pytest.raises(ValueError, match="not-an-ip"):
         list(_addresses({"Containers": {"e": {"IPv4Address": "not-an-ip"}}}))
+
+
+def test_an_unreachable_dockerd_means_no_judgement(tmp_path):
+    assert DockerAddresses(f"unix://{tmp_path}/no-such-docker.sock")() is None

@@ -1,4 +1,5 @@
-"""`pynet serve --store consul ...` flags, their PYNET_* twins, and the store they open."""
+"""`pynet serve` flags (the Consul store's, the leak check's), their PYNET_* twins, and the
+store they open."""
 import argparse
 import logging
 
@@ -9,7 +10,8 @@ from driver.store.consul import ConsulStore
 from driver.store.factory import open_store
 
 ENV = ("STORE", "CONSUL_ADDR", "CONSUL_TOKEN", "CONSUL_CA_CERT", "CONSUL_CLIENT_CERT",
-       "CONSUL_CLIENT_KEY", "CONSUL_VERIFY", "CONSUL_PREFIX", "IPAM_BLOCK_SIZE")
+       "CONSUL_CLIENT_KEY", "CONSUL_VERIFY", "CONSUL_PREFIX", "IPAM_BLOCK_SIZE",
+       "DOCKER_HOST", "LEAK_CHECK_INTERVAL", "LEAK_GRACE")
 
 
 @pytest.fixture(autouse=True)
@@ -73,3 +75,25 @@ def test_open_store_builds_the_consul_store_without_logging_the_token(caplog):
     assert store._prefix == "x/" and store._c.token == "s3cr3t"
     assert "s3cr3t" not in caplog.text and "ACL token set" in caplog.text
     assert "s3cr3t" not in repr(store)
+
+
+def test_leak_check_defaults():
+    s = parse()
+    assert (s.docker_host, s.leak_check_interval, s.leak_grace) == ("unix:///var/run/docker.sock", 60, 300)
+
+
+def test_leak_check_environment_twins(monkeypatch):
+    monkeypatch.setenv("PYNET_DOCKER_HOST", "unix:///run/other.sock")
+    monkeypatch.setenv("PYNET_LEAK_CHECK_INTERVAL", "0")
+    monkeypatch.setenv("PYNET_LEAK_GRACE", "120")
+    s = parse()
+    assert (s.docker_host, s.leak_check_interval, s.leak_grace) == ("unix:///run/other.sock", 0, 120)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--leak-grace", "30"], "--leak-grace 30: expected at least 60"),
+    (["--leak-check-interval", "-1"], "--leak-check-interval -1"),
+])
+def test_bad_leak_check_values_are_refused_naming_them(argv, message):
+    with pytest.raises(ValueError, match=message):
+        parse(*argv)
