@@ -6,28 +6,23 @@ one endpoint record and one veth per container that runs, and nothing for those 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 
 import pytest
 
 from driver.store import keys
-from driver.store.local import LocalStore
 from tests.e2e.test_bridge import DRIVER, ip_of, name, ping, run
+from tests.e2e.test_leaks import claimed
 
 GATEWAY_OF = {"198.19.220.0/28": "198.19.220.1", "198.19.221.0/28": "198.19.221.1"}
 
 
 def recorded(plugin, subnet: str, nid: str) -> tuple[set[str], set[str]]:
     """(claimed addresses in SUBNET, host-side veth names of the network's endpoints)."""
-    store = LocalStore(str(plugin.state_dir / "pynet.db"))
-    try:
-        addresses = {keys.claimed_address(e.key) for e in store.list(keys.ipam_addrs("LocalDefault", subnet))}
-        veths = {json.loads(e.value)["host_if"] for e in store.list(f"{keys.VERSION}/hosts/")
-                 if f"/endpoints/{nid}/" in e.key}
-    finally:
-        store.close()
-    return addresses, veths
+    endpoints = plugin.stored(keys.endpoints(socket.gethostname(), nid))  # the plugin's default host id
+    return claimed(plugin, subnet), {json.loads(e.value)["host_if"] for e in endpoints}
 
 
 def attached_to(bridge: str) -> set[str]:

@@ -9,10 +9,8 @@ of Docker's own bridge driver that takes its addresses from pynet's IPAM.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from driver.store import keys
-from driver.store.local import LocalStore
 from tests.e2e.test_bridge import DRIVER, ip_of, name, run
 
 SUBNET = "198.19.218.0/28"
@@ -23,13 +21,9 @@ GRACE = 60  # the smallest grace pynet accepts
 INTERVAL = 2
 
 
-def claimed(state_dir: Path, subnet: str) -> set[str]:
-    """The addresses pynet's store holds for SUBNET (read straight from the embedded store)."""
-    store = LocalStore(str(state_dir / "pynet.db"))
-    try:
-        return {keys.claimed_address(e.key) for e in store.list(keys.ipam_addrs("LocalDefault", subnet))}
-    finally:
-        store.close()
+def claimed(plugin, subnet: str) -> set[str]:
+    """The addresses pynet's store holds for SUBNET."""
+    return {keys.claimed_address(e.key) for e in plugin.stored(keys.ipam_addrs("LocalDefault", subnet))}
 
 
 def in_use_error(dockerd, image: str, net: str, ip: str) -> str:
@@ -61,12 +55,12 @@ def test_an_address_leaked_by_a_crash_is_given_back_and_used_ones_are_kept(docke
         # Within the grace the address stays claimed: a CreateEndpoint Docker retries may still come.
         assert "already in use" in in_use_error(dockerd, busybox_image, net, leaked)
         deadline = started + GRACE + 10 * INTERVAL
-        while leaked in claimed(plugin.state_dir, SUBNET):
+        while leaked in claimed(plugin, SUBNET):
             assert time.monotonic() < deadline, f"{leaked} still claimed; plugin log:\n{plugin.log_tail()}"
             time.sleep(1)
         assert time.monotonic() - started >= GRACE - INTERVAL, "released before the grace was up"
-        assert claimed(plugin.state_dir, SUBNET) == {GATEWAY, AUX, keeper}
-        assert bystander in claimed(plugin.state_dir, OTHER_SUBNET)
+        assert claimed(plugin, SUBNET) == {GATEWAY, AUX, keeper}
+        assert bystander in claimed(plugin, OTHER_SUBNET)
         # The freed address serves a container; the kept ones are still refused.
         assert ip_of(dockerd, run(dockerd, busybox_image, net, "--ip", leaked)) == leaked
         assert "already in use" in in_use_error(dockerd, busybox_image, net, keeper)

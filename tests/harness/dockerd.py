@@ -358,7 +358,8 @@ class DockerDaemon:
         except (OSError, ValueError):
             return
         deadline = time.monotonic() + timeout
-        while Path(f"/proc/{pid}").exists() and "containerd" in (cmdline(pid) or "containerd"):
+        # Alive, or a zombie (its command line reads empty); a reused PID is someone else's.
+        while Path(f"/proc/{pid}").exists() and (not cmdline(pid) or "containerd" in cmdline(pid)):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"dockerd's containerd (pid {pid}) still exists {timeout}s after dockerd died")
             time.sleep(0.2)

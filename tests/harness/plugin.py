@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from driver.store.api import Entry
+from driver.store.local import LocalStore
 from tests.harness.dockerd import RUN_DIR, die_with_parent, pgid_members, signal_if, socket_answers, tail, wait_gone
 
 DEFAULT_SOCKET = Path("/run/docker/plugins/pynet.sock")
@@ -203,6 +205,15 @@ class PluginProcess:
                 self._proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+
+    def stored(self, prefix: str) -> list[Entry]:
+        """What the plugin's embedded store holds under PREFIX, read beside the running
+        plugin (sqlite in WAL mode lets a second process read)."""
+        store = LocalStore(str(self.state_dir / "pynet.db"))
+        try:
+            return store.list(prefix)
+        finally:
+            store.close()
 
     @property
     def returncode(self) -> int | None:
