@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
-from .errors import BadRequest
+from pynet.defaults import parse_bool
+from pynet.errors import BadRequest
 
 GENERIC = "com.docker.network.generic"
 ENABLE_IPV6 = "com.docker.network.enable_ipv6"
@@ -25,13 +26,11 @@ IFNAMSIZ = 15
 _IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 
 
-def parse_bool(key: str, value: str) -> bool:
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise BadRequest(f"option {key}={value!r}: expected true or false")
+def parse_flag(key: str, value: str) -> bool:
+    flag = parse_bool(value)
+    if flag is None:
+        raise BadRequest(f"option {key}={value!r}: expected true or false")
+    return flag
 
 
 def parse_mtu(key: str, value: str) -> int:
@@ -116,10 +115,10 @@ OPTIONS: dict[str, OptionSpec] = {
     "macvlan_mode": OptionSpec("macvlan_mode", parse_macvlan_mode, ("macvlan",)),
     # bridge firewall (driver/firewall): outbound NAT, traffic between containers of the
     # network, and the default host address of published ports.
-    "com.docker.network.bridge.enable_ip_masquerade": OptionSpec("masquerade", parse_bool, ("bridge",)),
-    "masquerade": OptionSpec("masquerade", parse_bool, ("bridge",)),
-    "com.docker.network.bridge.enable_icc": OptionSpec("icc", parse_bool, ("bridge",)),
-    "icc": OptionSpec("icc", parse_bool, ("bridge",)),
+    "com.docker.network.bridge.enable_ip_masquerade": OptionSpec("masquerade", parse_flag, ("bridge",)),
+    "masquerade": OptionSpec("masquerade", parse_flag, ("bridge",)),
+    "com.docker.network.bridge.enable_icc": OptionSpec("icc", parse_flag, ("bridge",)),
+    "icc": OptionSpec("icc", parse_flag, ("bridge",)),
     "com.docker.network.bridge.host_binding_ipv4": OptionSpec("host_binding_ipv4", parse_host_ipv4, ("bridge",)),
 }
 
@@ -189,4 +188,4 @@ def _flag(options: dict, key: str) -> bool:
     value = options.get(key, False)
     if isinstance(value, bool):
         return value
-    return parse_bool(key, value)
+    return parse_flag(key, value)

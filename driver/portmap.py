@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import BadRequest
+from pynet.errors import BadRequest
 
 PORTMAP = "com.docker.network.portmap"
 # Docker's protocol numbers (types/types.go): 1 icmp, 6 tcp, 17 udp, 132 sctp.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .protocol import Body
+from pynet.wire import Body
 from .service import CAPABILITIES, NetworkService
 
 Handler = Callable[[Body], dict]

@@ -13,13 +13,13 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from . import naming
-from .errors import BadRequest, Conflict, NotFound
+from pynet.errors import BadRequest, Conflict, NotFound
 from .kinds.base import NetworkKind
 from .models import EndpointRecord, NetworkRecord
 from .options import parse_network_options
 from .portmap import parse_portmap
-from .store import keys, records
-from .store.api import Store
+from pynet.store import keys, records
+from pynet.store.api import Store
 
 log = logging.getLogger(__name__)
 

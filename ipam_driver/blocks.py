@@ -9,14 +9,13 @@ address of the range (as a swarm manager or a `--ip` request may too).
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
+
+from pynet.defaults import MIN_BLOCK_SIZE
 
 from .allocator import Network, first_free_address, next_free_subnet
 
-DEFAULT_BLOCK_SIZE = 64  # addresses; /26 in IPv4, /122 in IPv6, as Calico's defaults
 MIN_BLOCKS = 4  # a range is cut into at least this many blocks, so three hosts each get one
-MIN_BLOCK_SIZE = 4  # below this a block is not worth its key: the range gets no blocks
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +37,6 @@ def block_prefix(within: Network, size: int) -> int | None:
     if within.max_prefixlen - prefix < MIN_BLOCK_SIZE.bit_length() - 1:
         return None
     return prefix
-
-
-def block_of(address: int, within: Network, prefix: int) -> Network:
-    """The block of `within` that holds `address`."""
-    ip = ipaddress.ip_address(address)
-    return ipaddress.ip_network((ip, prefix), strict=False)
 
 
 def choose(within: Network, pool: Network, prefix: int, mine: list[Network],

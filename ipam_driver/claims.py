@@ -19,9 +19,9 @@ import logging
 import secrets
 import threading
 
-from driver.errors import BackendUnavailable
-from driver.store import keys
-from driver.store.api import Entry, Op, Store
+from pynet.errors import BackendUnavailable
+from pynet.store import keys
+from pynet.store.api import Entry, Op, Store
 
 from .repair import RepairQueue
 
@@ -91,10 +91,6 @@ class Claims:
         with self._lock:
             self._doubtful.add((key, value))
         self._repairs.add(f"settling claims of host {self.host} left in doubt", self.settle)
-
-    def doubtful(self) -> set[tuple[str, str]]:
-        with self._lock:
-            return set(self._doubtful)
 
     def settle(self) -> None:
         """Move the fence on, then delete every claim in doubt that landed. Raises

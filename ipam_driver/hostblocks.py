@@ -19,9 +19,9 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from driver.errors import Exhausted, StoreContention
-from driver.store import keys, records
-from driver.store.api import Store
+from pynet.errors import Exhausted, StoreContention
+from pynet.store import keys, records
+from pynet.store.api import Store
 
 from . import blocks
 from .allocator import Network

@@ -24,16 +24,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from driver.store import keys, records
-from driver.store.api import Entry, Store
+from pynet.defaults import DEFAULT_LEAK_GRACE
+from pynet.store import keys, records
+from pynet.store.api import Entry, Store
 
 log = logging.getLogger(__name__)
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-DEFAULT_INTERVAL = 60.0
-# Docker's plugin client retries a call for up to 30 s (pkg/plugins/client.go); a request
-# that outlives this plugin's restart must still find its claim.
-DEFAULT_GRACE = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +42,7 @@ class _Suspect:
 class LeakCheck:
     def __init__(self, store: Store, host: str,
                  docker_addresses: Callable[[], set[Address] | None],
-                 release: Callable[[Entry], bool], *, grace: float = DEFAULT_GRACE,
+                 release: Callable[[Entry], bool], *, grace: float = DEFAULT_LEAK_GRACE,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.host = host

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import ipaddress
 
-from driver.errors import BadRequest
+from pynet.defaults import is_block_size
+from pynet.errors import BadRequest
 
 from .allocator import Network
 
 GATEWAY_TYPE = "com.docker.network.gateway"
 REQUEST_TYPE = "RequestAddressType"
 ENDPOINT_NAME = "com.docker.network.endpoint.name"
-# Keys Docker itself may add to RequestAddress; pynet reads the first two, tolerates the rest.
-KNOWN_ADDRESS_OPTIONS = {REQUEST_TYPE, ENDPOINT_NAME, "com.docker.network.endpoint.macaddress",
-                         "com.docker.network.ipam.serial"}
 # --ipam-opt keys pynet understands on RequestPool; refusing unknown keys beats silently
 # ignoring a typo. pynet.block-size: addresses per host block in this pool (0: no blocks).
 BLOCK_SIZE_OPTION = "pynet.block-size"
@@ -56,7 +54,7 @@ def pool_block_size(options: dict[str, str], default: int) -> int:
         size = int(text)
     except ValueError:
         size = -1
-    if size != 0 and (size < 4 or size & (size - 1)):
+    if not is_block_size(size):
         raise BadRequest(f"IPAM option {BLOCK_SIZE_OPTION}={text!r}: expected 0 (no host blocks) "
                          "or a power of two of at least 4")
     return size

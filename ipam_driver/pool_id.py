@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from driver.errors import BadRequest
+from pynet.errors import BadRequest
 
 from .allocator import Network
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from driver.errors import BackendUnavailable, PynetError
+from pynet.errors import BackendUnavailable, PynetError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """/IpamDriver.* calls: decode, hand to IpamService, answer."""
 from __future__ import annotations
 
-from driver.protocol import Body
+from pynet.wire import Body
 
 from .pool_id import PoolId
 from .service import IpamService

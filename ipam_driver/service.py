@@ -15,15 +15,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from driver.errors import BackendUnavailable, BadRequest, Conflict, Exhausted, NotFound, StoreContention
-from driver.store import keys, records
-from driver.store.api import Entry, Store
+from pynet.defaults import DEFAULT_BLOCK_SIZE, DEFAULT_POOLS, DefaultPool
+from pynet.errors import BackendUnavailable, BadRequest, Conflict, Exhausted, NotFound, StoreContention
+from pynet.store import keys, records
+from pynet.store.api import Entry, Store
 
 from . import allocator, blocks
 from .allocator import Network
 from .claims import Claims, FencedCreates, claim_id
 from .hostblocks import HostBlocks, used_addresses
-from .options import (address_kind, check_pool_options, parse_address, parse_network, pool_block_size)
+from .options import (ENDPOINT_NAME, address_kind, check_pool_options, parse_address, parse_network, pool_block_size)
 from .pool_id import PoolId
 from .repair import RepairQueue
 
@@ -35,31 +36,6 @@ SPACES = (LOCAL_SPACE, GLOBAL_SPACE)
 POOL_TTL = 5.0  # seconds a held pool's record is trusted without reading it again
 
 
-@dataclass(frozen=True, slots=True)
-class DefaultPool:
-    """One `--default-address-pool base=CIDR,size=N`: automatic subnets are cut from base."""
-    base: Network
-    size: int
-
-    @classmethod
-    def parse(cls, text: str) -> "DefaultPool":
-        fields = dict(part.split("=", 1) for part in text.split(",") if "=" in part)
-        if set(fields) != {"base", "size"}:
-            raise ValueError(f"default address pool {text!r} must be 'base=CIDR,size=N'")
-        base = ipaddress.ip_network(fields["base"], strict=True)
-        size = int(fields["size"])
-        if not base.prefixlen <= size <= base.max_prefixlen:
-            raise ValueError(f"default address pool {text!r}: size /{size} must be between "
-                             f"/{base.prefixlen} and /{base.max_prefixlen}")
-        return cls(base, size)
-
-
-DEFAULT_POOLS = (
-    DefaultPool.parse("base=10.192.0.0/10,size=24"),
-    DefaultPool.parse("base=fd70:796e:6574::/48,size=64"),
-)
-
-
 @dataclass
 class IpamService:
     store: Store
@@ -68,7 +44,7 @@ class IpamService:
     # Networks routed on this host: automatic pools must not shadow them.
     host_routes: Callable[[], list[Network]] = field(default=lambda: [])
     # Addresses per host block for pools created here (0: none); see blocks.py.
-    block_size: int = blocks.DEFAULT_BLOCK_SIZE
+    block_size: int = DEFAULT_BLOCK_SIZE
     repairs: RepairQueue = field(default_factory=RepairQueue, repr=False)
 
     def __post_init__(self) -> None:
@@ -178,7 +154,7 @@ class IpamService:
         entry = self._pool_record(pool_id)
         kind = address_kind(options)
         # "claim" makes every value unique, so a claim left in doubt is known for ours.
-        owner = {"kind": kind, "name": options.get("com.docker.network.endpoint.name", ""),
+        owner = {"kind": kind, "name": options.get(ENDPOINT_NAME, ""),
                  "host": self.host, "claim": claim_id()}
         pool = pool_id.pool
         if address:

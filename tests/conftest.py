@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from driver.app import Deps, create_app
-from driver.settings import Settings
-from driver.store.memory import MemoryStore
+from pynet.app import Deps, create_app
+from pynet.settings import Settings
+from pynet.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
 

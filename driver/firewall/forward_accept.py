@@ -16,7 +16,7 @@ import logging
 import shutil
 import subprocess
 
-from driver.errors import PynetError
+from pynet.errors import PynetError
 from driver.models import NetworkRecord
 
 log = logging.getLogger(__name__)

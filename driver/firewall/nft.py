@@ -31,15 +31,6 @@ class Nft:
         if proc.returncode != 0:
             raise FirewallError(f"nft refused pynet's rules: {proc.stderr.strip() or proc.returncode}")
 
-    def table(self) -> list[dict[str, Any]] | None:
-        """`nft -j list table inet pynet` as a list of objects, or None if there is no table."""
-        proc = self._run(["-j", "list", "table", FAMILY, TABLE])
-        if proc.returncode != 0:
-            if "No such file or directory" in proc.stderr:
-                return None
-            raise FirewallError(f"nft could not list table {FAMILY} {TABLE}: {proc.stderr.strip()}")
-        return [item for item in json.loads(proc.stdout)["nftables"] if "metainfo" not in item]
-
     def text(self) -> str:
         """`nft list table inet pynet` (for people and golden files); empty if absent."""
         proc = self._run(["list", "table", FAMILY, TABLE])

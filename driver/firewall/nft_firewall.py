@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Iterable
 
-from driver.errors import BadRequest, Conflict, PynetError
+from pynet.errors import BadRequest, Conflict, PynetError
 from driver.models import EndpointRecord, NetworkRecord
 from driver.portmap import PortBinding, PortRequest
 

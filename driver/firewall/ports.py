@@ -20,7 +20,7 @@ import errno
 import socket
 from typing import Callable
 
-from driver.errors import BadRequest, Conflict
+from pynet.errors import BadRequest, Conflict
 
 Key = tuple[str, str, int]  # proto, host_ip, host_port
 SocketFactory = Callable[[int], socket.socket]

@@ -25,11 +25,11 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from driver import naming
-from driver.errors import BadRequest, Conflict, PynetError
+from pynet.errors import BadRequest, Conflict, PynetError
 from driver.models import DEFAULT_MTU, EndpointRecord, NetworkRecord
 from driver.netlink.api import Link, Netlink, NotSupported
 
-from .vlan import check_sharing, lower_still_used, split_vlan
+from driver.macvlan_parents import check_sharing, lower_still_used, split_vlan
 
 log = logging.getLogger(__name__)
 

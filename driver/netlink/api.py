@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface, IPv4Network, IPv6Network
 from typing import Protocol
 
-from driver.errors import PynetError
+from pynet.errors import PynetError
 
 Interface = IPv4Interface | IPv6Interface
 

@@ -8,7 +8,7 @@ import logging
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from driver.errors import BadRequest, Conflict, PynetError
+from pynet.errors import BadRequest, Conflict, PynetError
 
 from .api import Interface, Link, NotSupported
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from driver.store.api import Store
-from driver.store.consul import ConsulStore
-from driver.store.local import LocalStore
-from driver.store.memory import MemoryStore
+from pynet.store.api import Store
+from pynet.store.consul import ConsulStore
+from pynet.store.local import LocalStore
+from pynet.store.memory import MemoryStore
 from tests.harness.consul import ConsulAgent
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from driver.errors import BackendUnavailable
-from driver.store.consul import ConsulStore
+from pynet.errors import BackendUnavailable
+from pynet.store.consul import ConsulStore
 from ipam_driver.repair import RepairQueue
 from ipam_driver.service import IpamService
 from tests.harness.consul import ConsulAgent

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from driver.store import keys
+from pynet.store import keys
 from tests.e2e.test_bridge import DRIVER, ip_of, name, ping, run
 from tests.e2e.test_leaks import claimed
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from driver.store import keys
+from pynet.store import keys
 from tests.e2e.test_bridge import DRIVER, ip_of, name, run
 
 SUBNET = "198.19.218.0/28"

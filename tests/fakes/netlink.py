@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from driver.errors import BadRequest, Conflict, PynetError
+from pynet.errors import BadRequest, Conflict, PynetError
 from driver.netlink.api import Link, NotSupported
 
 

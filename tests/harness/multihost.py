@@ -374,7 +374,7 @@ class MultiHost:
                    "--cgroup-parent", h.cgroup_parent, "--iptables=false", "--ip-forward=false",
                    "--ip-masq=false", "--userland-proxy=false", "--shutdown-timeout", "3"]
         h.procs["dockerd"] = HostProcess(h, "dockerd", dockerd)
-        plugin = [sys.executable, "-m", "driver.cli", "serve", "--socket", PLUGIN_SOCKET_IN_HOST,
+        plugin = [sys.executable, "-m", "pynet.cli", "serve", "--socket", PLUGIN_SOCKET_IN_HOST,
                   "--state-dir", str(h.dir / "pynet"), "--store", "consul",
                   "--consul-addr", f"127.0.0.1:{CONSUL_HTTP}", "--host-id", h.name,
                   "--docker-host", f"unix://{h.docker_socket}", *self.plugin_args]
@@ -571,7 +571,7 @@ class MultiHost:
             with contextlib.suppress(OSError):
                 inodes.add(("mnt", f.stat().st_ino))
         live = [p for p in _pids_in_namespaces(inodes)
-                if "consul" in cmdline(p) or "dockerd" in cmdline(p) or "driver.cli" in cmdline(p)]
+                if "consul" in cmdline(p) or "dockerd" in cmdline(p) or "pynet.cli" in cmdline(p)]
         if live:
             raise BedError(f"a multi-host bed named {self.name!r} is running (pids {live}); "
                            "use another name, or stop that test session first")

@@ -1,6 +1,6 @@
 """Run the pynet plugin as a real subprocess on its real socket, and talk to it like dockerd.
 
-`python -m driver.cli serve --socket SOCK --state-dir DIR` (the `pynet` console script is the
+`python -m pynet.cli serve --socket SOCK --state-dir DIR` (the `pynet` console script is the
 same entry point). The socket lives in /run/docker/plugins, which every dockerd on the machine
 shares, so start() refuses to run over a live socket that is not ours.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from driver.store.api import Entry
-from driver.store.local import LocalStore
+from pynet.store.api import Entry
+from pynet.store.local import LocalStore
 from tests.harness.dockerd import RUN_DIR, die_with_parent, pgid_members, signal_if, socket_answers, tail, wait_gone
 
 DEFAULT_SOCKET = Path("/run/docker/plugins/pynet.sock")
@@ -114,7 +114,7 @@ class PluginProcess:
             self.socket_path.unlink(missing_ok=True)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [self.python, "-m", "driver.cli", "serve", "--socket", str(self.socket_path),
+        cmd = [self.python, "-m", "pynet.cli", "serve", "--socket", str(self.socket_path),
                "--state-dir", str(self.state_dir), *self.extra_args]
         # The leak check asks dockerd which addresses are in use: the harness's private dockerd,
         # never a system one that knows nothing of the test's containers.
@@ -154,7 +154,7 @@ class PluginProcess:
         if self._proc is None:
             return
         pid = self._proc.pid
-        if self._proc.poll() is None and signal_if(pid, signal.SIGTERM, "driver.cli"):
+        if self._proc.poll() is None and signal_if(pid, signal.SIGTERM, "pynet.cli"):
             try:
                 self._proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

@@ -19,15 +19,15 @@ from pathlib import Path
 
 from pyroute2 import netns as pr_netns
 
-from driver.app import Deps, create_app
+from pynet.app import Deps, create_app
 from driver.firewall.forward_accept import ForwardAccept
 from driver.firewall.nft import Nft
 from driver.firewall.nft_firewall import NftFirewall
 from driver.firewall.ports import HostPorts
 from driver.firewall.sysctl import KernelKnobs
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
-from driver.settings import Settings
-from driver.store.local import LocalStore
+from pynet.settings import Settings
+from pynet.store.local import LocalStore
 from tests.harness.netprobe import CLIENT, PEER_SERVER
 
 OUTSIDE_HOST_IP = "198.18.50.1"

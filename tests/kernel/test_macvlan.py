@@ -12,11 +12,11 @@ import uuid
 import pytest
 from pyroute2 import IPRoute, netns
 
-from driver.app import Deps, create_app
+from pynet.app import Deps, create_app
 from driver.netlink.api import NotSupported
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
-from driver.settings import Settings
-from driver.store.memory import MemoryStore
+from pynet.settings import Settings
+from pynet.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 
 GENERIC = "com.docker.network.generic"
@@ -204,7 +204,7 @@ def test_no_parent_network_is_a_world_of_its_own(ns, lan, namespaces, plugin):
 
 
 def test_restart_remakes_the_no_parent_bridge_and_spares_the_parent(ns, lan, tmp_path):
-    from driver.store.local import LocalStore
+    from pynet.store.local import LocalStore
     db = str(tmp_path / "pynet.db")
 
     def start():

@@ -1,10 +1,10 @@
 """A restarted plugin re-creates what is missing and removes what nobody owns, on a real kernel."""
 import os
 
-from driver.app import Deps, create_app
+from pynet.app import Deps, create_app
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
-from driver.settings import Settings
-from driver.store.local import LocalStore
+from pynet.settings import Settings
+from pynet.store.local import LocalStore
 from tests.fakes.firewall import RecordingFirewall
 
 NID = "1" * 64

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from driver.errors import BadRequest, Conflict
+from pynet.errors import BadRequest, Conflict
 from driver.firewall.forward_accept import FirewallError
 from driver.firewall.nft_firewall import NftFirewall
 from driver.firewall.ports import HostPorts

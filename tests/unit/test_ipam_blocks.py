@@ -6,9 +6,9 @@ import threading
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from driver.errors import BadRequest
-from driver.store import keys
-from driver.store.memory import MemoryStore
+from pynet.errors import BadRequest
+from pynet.store import keys
+from pynet.store.memory import MemoryStore
 from ipam_driver import blocks
 from ipam_driver.service import IpamService
 

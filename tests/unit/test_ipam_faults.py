@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from driver import deadline
-from driver.errors import BackendUnavailable
-from driver.store import keys
-from driver.store.memory import MemoryStore
+from pynet import deadline
+from pynet.errors import BackendUnavailable
+from pynet.store import keys
+from pynet.store.memory import MemoryStore
 from ipam_driver.repair import RepairQueue
 from ipam_driver.service import IpamService
 
@@ -57,7 +57,7 @@ class FlakyStore:
 
 
 def _op(verb, key, value="", version=None):
-    from driver.store.api import Op
+    from pynet.store.api import Op
     return Op(verb, key, value, version)
 
 
@@ -155,7 +155,7 @@ def test_call_budget_clamps_and_runs_out():
 
 
 def test_consul_store_fails_at_once_when_the_budget_is_spent():
-    from driver.store.consul import ConsulStore
+    from pynet.store.consul import ConsulStore
     store = ConsulStore("127.0.0.1:1")
     with deadline.budget(0), pytest.raises(BackendUnavailable, match=r"consul at 127.0.0.1:1 .*used up its"):
         store.get("k")

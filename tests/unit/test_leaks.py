@@ -3,8 +3,8 @@ import ipaddress
 
 import pytest
 
-from driver.store import keys
-from driver.store.memory import MemoryStore
+from pynet.store import keys
+from pynet.store.memory import MemoryStore
 from ipam_driver.docker_addresses import DockerAddresses, _addresses
 from ipam_driver.leaks import LeakCheck
 from ipam_driver.service import IpamService

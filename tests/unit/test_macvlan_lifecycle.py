@@ -6,8 +6,8 @@ exist, the records stored, the answers Docker gets.
 """
 import pytest
 
-from driver.app import create_app
-from driver.settings import Settings
+from pynet.app import create_app
+from pynet.settings import Settings
 
 NID, NID2, NID3 = "a" * 64, "b" * 64, "c" * 64
 EID, EID2 = "e" * 64, "f" * 64

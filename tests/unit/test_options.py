@@ -1,6 +1,6 @@
 import pytest
 
-from driver.errors import BadRequest
+from pynet.errors import BadRequest
 from driver.options import GENERIC, parse_network_options
 
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from driver.app import create_app
-from driver.settings import Settings
-from driver.store import keys
+from pynet.app import create_app
+from pynet.settings import Settings
+from pynet.store import keys
 from tests.fakes.firewall import FirewallMisuse
 
 NID, EID, EID2 = "a" * 64, "e" * 64, "f" * 64

@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from driver import app as app_module
-from driver import deadline, readiness
-from driver.app import Deps, create_app
-from driver.errors import BackendUnavailable
-from driver.readiness import RestoreGate
-from driver.settings import Settings
-from driver.store.memory import MemoryStore
+from pynet import app as app_module
+from pynet import deadline, readiness
+from pynet.app import Deps, create_app
+from pynet.errors import BackendUnavailable
+from pynet.readiness import RestoreGate
+from pynet.settings import Settings
+from pynet.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink, InjectedFailure
 
@@ -52,7 +52,7 @@ class DownStore(MemoryStore):
 
 
 class Restores:
-    """Wraps driver.app.restore: counts runs, and how many ran at the same time."""
+    """Wraps pynet.app.restore: counts runs, and how many ran at the same time."""
 
     def __init__(self, real) -> None:
         self.real = real

@@ -5,9 +5,9 @@ import logging
 
 import pytest
 
-from driver.settings import add_serve_arguments, settings_from_args
-from driver.store.consul import ConsulStore
-from driver.store.factory import open_store
+from pynet.settings import add_serve_arguments, settings_from_args
+from pynet.store.consul import ConsulStore
+from pynet.store.factory import open_store
 
 ENV = ("STORE", "CONSUL_ADDR", "CONSUL_TOKEN", "CONSUL_CA_CERT", "CONSUL_CLIENT_CERT",
        "CONSUL_CLIENT_KEY", "CONSUL_VERIFY", "CONSUL_PREFIX", "IPAM_BLOCK_SIZE",

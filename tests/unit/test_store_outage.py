@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from driver.app import Deps, create_app
-from driver.errors import BackendUnavailable
-from driver.settings import Settings
-from driver.store.memory import MemoryStore
+from pynet.app import Deps, create_app
+from pynet.errors import BackendUnavailable
+from pynet.settings import Settings
+from pynet.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
 

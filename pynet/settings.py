@@ -6,16 +6,14 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from ipam_driver.service import DEFAULT_POOLS, DefaultPool
+from .defaults import (DEFAULT_BLOCK_SIZE, DEFAULT_LEAK_CHECK_INTERVAL, DEFAULT_LEAK_GRACE,
+                       DEFAULT_POOLS, MIN_LEAK_GRACE, DefaultPool, is_block_size, parse_bool)
 
 DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
 DEFAULT_STATE_DIR = "/var/lib/pynet"
 DEFAULT_CONSUL_ADDR = "127.0.0.1:8500"
 DEFAULT_CONSUL_PREFIX = "pynet/"
-DEFAULT_IPAM_BLOCK_SIZE = 64
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-DEFAULT_LEAK_CHECK_INTERVAL = 60.0
-DEFAULT_LEAK_GRACE = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +34,7 @@ class Settings:
     consul_verify: bool = True
     consul_prefix: str = DEFAULT_CONSUL_PREFIX
     # Addresses per per-host IPAM block (a power of two); 0: no blocks, lowest free address.
-    ipam_block_size: int = DEFAULT_IPAM_BLOCK_SIZE
+    ipam_block_size: int = DEFAULT_BLOCK_SIZE
     # The leak check (ipam_driver/leaks.py) asks this dockerd which addresses are in use.
     docker_host: str = DEFAULT_DOCKER_HOST
     leak_check_interval: float = DEFAULT_LEAK_CHECK_INTERVAL  # 0: off
@@ -120,20 +118,19 @@ def add_consul_arguments(parser: argparse.ArgumentParser) -> None:
                         help="KV prefix pynet keeps everything under [PYNET_CONSUL_PREFIX] "
                              f"(default {DEFAULT_CONSUL_PREFIX})")
     parser.add_argument("--ipam-block-size", type=int,  # argparse converts a str default too
-                        default=_env("IPAM_BLOCK_SIZE", str(DEFAULT_IPAM_BLOCK_SIZE)),
+                        default=_env("IPAM_BLOCK_SIZE", str(DEFAULT_BLOCK_SIZE)),
                         help="addresses per host address block, a power of two; 0 turns blocks off "
-                             f"[PYNET_IPAM_BLOCK_SIZE] (default {DEFAULT_IPAM_BLOCK_SIZE})")
+                             f"[PYNET_IPAM_BLOCK_SIZE] (default {DEFAULT_BLOCK_SIZE})")
 
 
 def _env_bool(name: str, default: bool) -> bool:
-    text = _env(name, "").strip().lower()
+    text = _env(name, "").strip()
     if not text:
         return default
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"PYNET_{name}={text!r}: expected true or false")
+    value = parse_bool(text)
+    if value is None:
+        raise ValueError(f"PYNET_{name}={text.lower()!r}: expected true or false")
+    return value
 
 
 def _consul_settings(args: argparse.Namespace) -> dict:
@@ -143,7 +140,7 @@ def _consul_settings(args: argparse.Namespace) -> dict:
     if not prefix:
         raise ValueError("--consul-prefix must not be empty (pynet needs a prefix of its own)")
     size = args.ipam_block_size
-    if size != 0 and (size < 4 or size & (size - 1)):
+    if not is_block_size(size):
         raise ValueError(f"--ipam-block-size {size}: expected 0 or a power of two of at least 4")
     return dict(consul_addr=args.consul_addr, consul_token=args.consul_token,
                 consul_ca_cert=args.consul_ca_cert, consul_client_cert=args.consul_client_cert,
@@ -160,10 +157,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.leak_check_interval < 0:
         raise ValueError(f"--leak-check-interval {args.leak_check_interval:g}: expected 0 (off) or "
                          "a number of seconds")
-    if args.leak_grace < 60:
-        # Docker retries a plugin call for up to 30 s: a shorter grace could free an address
-        # whose CreateEndpoint is still on its way.
-        raise ValueError(f"--leak-grace {args.leak_grace:g}: expected at least 60 seconds")
+    if args.leak_grace < MIN_LEAK_GRACE:
+        raise ValueError(f"--leak-grace {args.leak_grace:g}: expected at least "
+                         f"{MIN_LEAK_GRACE:g} seconds (Docker retries a plugin call for 30 s)")
     settings = Settings(socket=args.socket, state_dir=args.state_dir, store=args.store,
                         host_id=args.host_id, default_pools=pools, threads=args.threads,
                         log_level=args.log_level, docker_host=args.docker_host,

@@ -19,14 +19,14 @@ from ipam_driver.service import IpamService
 
 from . import deadline
 from .errors import PynetError
-from .firewall.api import Firewall
-from .kinds import build_kinds
-from .netlink.api import Netlink
-from .protocol import Body
+from driver.firewall.api import Firewall
+from driver.kinds import build_kinds
+from driver.netlink.api import Netlink
+from .wire import Body
 from .readiness import RestoreGate
-from .restore import restore
-from .routes import network_handlers
-from .service import NetworkService
+from driver.restore import restore
+from driver.routes import network_handlers
+from driver.service import NetworkService
 from .settings import Settings
 from .store.api import Store
 
@@ -48,8 +48,8 @@ class Deps:
 
 
 def build_deps(settings: Settings) -> Deps:
-    from .firewall.nft_firewall import NftFirewall
-    from .netlink.pyroute2_netlink import Pyroute2Netlink
+    from driver.firewall.nft_firewall import NftFirewall
+    from driver.netlink.pyroute2_netlink import Pyroute2Netlink
     from .store.factory import open_store
 
     store = open_store(settings)  # --store local (sqlite in --state-dir) or consul

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from driver.errors import BadRequest, Conflict
+from pynet.errors import BadRequest, Conflict
 from driver.models import NetworkRecord
 
 VLAN_MIN, VLAN_MAX = 1, 4094

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from driver.errors import StoreContention
+from pynet.errors import StoreContention
 
 from .api import Entry, Store
 
