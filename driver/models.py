@@ -13,9 +13,10 @@ DEFAULT_MTU = 1500
 class NetworkRecord:
     id: str
     options: NetworkOptions
-    bridge: str
-    # Whether pynet made the bridge: a pre-existing one named by the user is left in place.
-    bridge_created: bool
+    # The network's Linux bridge, if its kind uses one (chosen by the kind), and whether
+    # pynet made it: a pre-existing one named by the user is left in place.
+    bridge: str | None = None
+    bridge_created: bool = False
     # Gateway interfaces as CIDR ("10.1.0.1/24") and the subnets, from Docker's IPAM data.
     gateways: tuple[str, ...] = ()
     subnets: tuple[str, ...] = ()
@@ -37,7 +38,7 @@ class NetworkRecord:
     def from_dict(cls, data: dict) -> "NetworkRecord":
         return cls(
             id=data["id"], options=NetworkOptions.from_dict(data["options"]),
-            bridge=data["bridge"], bridge_created=data["bridge_created"],
+            bridge=data.get("bridge"), bridge_created=data.get("bridge_created", False),
             gateways=tuple(data.get("gateways", ())), subnets=tuple(data.get("subnets", ())),
             lower=data.get("lower"), lower_created=data.get("lower_created", False),
         )
@@ -47,7 +48,9 @@ class NetworkRecord:
 class EndpointRecord:
     network_id: str
     id: str
-    host_if: str
+    # The host end of the endpoint's veth (bridge kind); None for a kind with no host end.
+    host_if: str | None
+    # The link Docker moves into the container at Join.
     peer_if: str
     addresses: tuple[str, ...]
     mac: str
@@ -57,6 +60,9 @@ class EndpointRecord:
     # Ports published by ProgramExternalConnectivity, with the host ports chosen: a
     # restarted plugin re-installs exactly these.
     published: tuple[PortBinding, ...] = ()
+    # The network type that made the endpoint: its links are removed by that kind even
+    # when the network's record went first.
+    kind: str = "bridge"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,34 +1,36 @@
-"""/NetworkDriver.* calls: decode, hand to NetworkService, answer."""
+"""/NetworkDriver.* calls: decode the request, hand it to NetworkService, encode the answer."""
 from __future__ import annotations
 
 from typing import Callable
 
 from pynet.wire import Body
-from .service import CAPABILITIES, NetworkService
+
+from .protocol import (CAPABILITIES, CreateEndpoint, CreateNetwork, EndpointCall, Join,
+                       NetworkCall, ProgramExternal)
+from .service import NetworkService
 
 Handler = Callable[[Body], dict]
 
 
 def network_handlers(service: NetworkService) -> dict[str, Handler]:
+    def done(_result: None) -> dict:
+        return {}
+
     return {
         "NetworkDriver.GetCapabilities": lambda b: dict(CAPABILITIES),
-        "NetworkDriver.CreateNetwork": lambda b: service.create_network(
-            b.id("NetworkID"), b.mapping("Options"), b.items("IPv4Data"), b.items("IPv6Data")),
-        "NetworkDriver.DeleteNetwork": lambda b: service.delete_network(b.id("NetworkID")),
+        "NetworkDriver.CreateNetwork": lambda b: done(service.create_network(CreateNetwork.decode(b))),
+        "NetworkDriver.DeleteNetwork": lambda b: done(service.delete_network(NetworkCall.decode(b))),
         "NetworkDriver.CreateEndpoint": lambda b: service.create_endpoint(
-            b.id("NetworkID"), b.id("EndpointID"), b.mapping("Interface"), b.mapping("Options")),
-        "NetworkDriver.DeleteEndpoint": lambda b: service.delete_endpoint(
-            b.id("NetworkID"), b.id("EndpointID")),
+            CreateEndpoint.decode(b)).to_wire(),
+        "NetworkDriver.DeleteEndpoint": lambda b: done(service.delete_endpoint(EndpointCall.decode(b))),
         "NetworkDriver.EndpointOperInfo": lambda b: service.endpoint_info(
-            b.id("NetworkID"), b.id("EndpointID")),
-        "NetworkDriver.Join": lambda b: service.join(
-            b.id("NetworkID"), b.id("EndpointID"), b.string("SandboxKey", required=True),
-            b.mapping("Options")),
-        "NetworkDriver.Leave": lambda b: service.leave(b.id("NetworkID"), b.id("EndpointID")),
-        "NetworkDriver.ProgramExternalConnectivity": lambda b: service.program_external(
-            b.id("NetworkID"), b.id("EndpointID"), b.mapping("Options")),
-        "NetworkDriver.RevokeExternalConnectivity": lambda b: service.revoke_external(
-            b.id("NetworkID"), b.id("EndpointID")),
+            EndpointCall.decode(b)).to_wire(),
+        "NetworkDriver.Join": lambda b: service.join(Join.decode(b)).to_wire(),
+        "NetworkDriver.Leave": lambda b: done(service.leave(EndpointCall.decode(b))),
+        "NetworkDriver.ProgramExternalConnectivity": lambda b: done(
+            service.program_external(ProgramExternal.decode(b))),
+        "NetworkDriver.RevokeExternalConnectivity": lambda b: done(
+            service.revoke_external(EndpointCall.decode(b))),
         # Node discovery is for drivers that need peers from Docker; pynet uses its store.
         "NetworkDriver.DiscoverNew": lambda b: {},
         "NetworkDriver.DiscoverDelete": lambda b: {},

@@ -54,25 +54,10 @@ def run_server(settings: Settings) -> int:
 
         def load(self):
             from .app import create_app
-            app = create_app(settings)
-            if settings.leak_check_interval > 0:
-                _start_leak_check(app.extensions["pynet"]["ipam"], settings)
-            return app
+            return create_app(settings)
 
     PluginServer().run()
     return 0
-
-
-def _start_leak_check(ipam, settings: Settings) -> None:
-    from ipam_driver.docker_addresses import DockerAddresses
-    from ipam_driver.leaks import LeakCheck
-
-    check = LeakCheck(ipam.store, ipam.host, DockerAddresses(settings.docker_host),
-                      ipam.release_leaked, grace=settings.leak_grace)
-    check.start(settings.leak_check_interval)
-    logging.getLogger("pynet").info("leak check: every %.0f s against dockerd at %s, grace %.0f s",
-                                    settings.leak_check_interval, settings.docker_host,
-                                    settings.leak_grace)
 
 
 if __name__ == "__main__":

@@ -1,29 +1,76 @@
-"""What every network type (bridge, macvlan, overlay) provides to NetworkService."""
+"""What every network type provides to NetworkService.
+
+A kind owns everything that differs between types: the kernel objects it makes, what it
+records about them (a bridge, a parent), what Join answers, whether it publishes ports, and
+how it comes back after a restart. NetworkService holds no `if type ==`: it looks the kind
+up by the record's type and calls it. A new type is one module here plus one line in
+kinds/__init__.py. `others` is always this host's other recorded networks (of every
+type), read by the service from the store: kinds keep no copy of their own.
+"""
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Protocol
 
 from driver.models import EndpointRecord, NetworkRecord
+from driver.portmap import PortBinding, PortRequest
+from driver.protocol import JoinAnswer
 
 
 class NetworkKind(Protocol):
-    def create_network(self, net: NetworkRecord, undo: ExitStack) -> NetworkRecord:
-        """Make the kernel objects; register an undo for each; return the record to store."""
+    def create_network(self, net: NetworkRecord, others: Sequence[NetworkRecord],
+                       undo: ExitStack) -> NetworkRecord:
+        """Check `net` against `others`, make its kernel objects (an undo for each), and
+        return the record to store, with what the kind chose filled in."""
 
-    def delete_network(self, net: NetworkRecord) -> None: ...
+    def delete_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> None:
+        """Remove what create_network made (absent is fine); never what others still use."""
 
     def create_endpoint(self, net: NetworkRecord, ep: EndpointRecord,
-                        undo: ExitStack) -> EndpointRecord | None:
-        """Make the endpoint's link; return the record to store if the kind changed it."""
+                        undo: ExitStack) -> EndpointRecord:
+        """Make the endpoint's links; return the record to store (the kind fills in its
+        host_if, or a MAC it must use)."""
 
-    def ensure_endpoint_ready(self, net: NetworkRecord, ep: EndpointRecord) -> None:
-        """Before Join: the link named ep.peer_if exists in the host namespace."""
+    def delete_endpoint(self, net: NetworkRecord | None, ep: EndpointRecord) -> None:
+        """Remove the endpoint's links (absent is fine); `net` is None when the network's
+        record went first."""
 
-    def delete_endpoint(self, net: NetworkRecord | None, ep: EndpointRecord) -> None: ...
+    def join(self, net: NetworkRecord, ep: EndpointRecord) -> JoinAnswer:
+        """Make sure ep.peer_if exists in the host namespace for Docker to move, and say
+        what the container gets (gateways, whether Docker may add docker_gwbridge)."""
+
+    def publishes(self, net: NetworkRecord) -> bool:
+        """Whether ProgramExternalConnectivity publishes ports on this network."""
+
+    def publish(self, net: NetworkRecord, ep: EndpointRecord,
+                requests: tuple[PortRequest, ...]) -> tuple[PortBinding, ...]:
+        """Publish the ports (only called when publishes(net)); all or nothing."""
+
+    def unpublish(self, net: NetworkRecord, ep: EndpointRecord) -> None: ...
 
     def restore_network(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
-        """Plugin start: re-create what is missing for a recorded network."""
+        """CreateNetwork replayed for a network already recorded: re-make what is missing."""
+
+    def restore(self, networks: Sequence[NetworkRecord],
+                endpoints: dict[str, list[EndpointRecord]]) -> None:
+        """Plugin start: make the kernel match every recorded network of this kind (and
+        drop what the kind installed for networks no longer recorded). Trouble with one
+        network is logged, not raised: the others must still come back."""
 
     def owned_links(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> set[str]:
         """pynet-named links this network legitimately owns (the rest are orphans)."""
+
+
+def gateway_answer(net: NetworkRecord, ep: EndpointRecord, *,
+                   disable_gateway_service: bool = False) -> JoinAnswer:
+    """The Join answer of a kind whose gateway is the network's own: the recorded gateways,
+    none on an internal network."""
+    gateways: dict[int, str] = {}
+    if not net.options.internal:
+        for gateway in net.gateways:
+            ip = ipaddress.ip_interface(gateway).ip
+            gateways[ip.version] = str(ip)
+    return JoinAnswer(ep.peer_if, net.options.iface_prefix, gateways.get(4), gateways.get(6),
+                      disable_gateway_service)

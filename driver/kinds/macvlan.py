@@ -13,23 +13,26 @@ wire with their own MACs, and their gateway is a router there. The kernel keeps 
 itself from reaching them over the parent (macvlan delivers nothing between a lower device
 and its macvlans).
 
-Which networks share a lower device is kept in memory, filled by create_network and by
-restore_network (called for every recorded network when the plugin starts): the plugin is
-one process per host, and these checks are per host.
+Which networks share a lower device is read from the records the service passes in
+(`others`): NetworkService serialises CreateNetwork and DeleteNetwork on a host, so the
+check and the record it protects cannot race.
 """
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 
 from driver import naming
-from pynet.errors import BadRequest, Conflict, PynetError
 from driver.models import DEFAULT_MTU, EndpointRecord, NetworkRecord
-from driver.netlink.api import Link, Netlink, NotSupported
-
+from pynet.errors import BadRequest, Conflict, PynetError
 from driver.macvlan_parents import check_sharing, lower_still_used, split_vlan
+from driver.netlink.api import Link, Netlink, NotSupported
+from driver.protocol import JoinAnswer
+from driver.portmap import PortBinding, PortRequest
+
+from .base import gateway_answer
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +40,26 @@ log = logging.getLogger(__name__)
 class MacvlanKind:
     def __init__(self, netlink: Netlink) -> None:
         self.netlink = netlink
-        self._lock = threading.Lock()
-        self._networks: dict[str, NetworkRecord] = {}  # this host's macvlan networks by ID
 
     # --- NetworkDriver.CreateNetwork / DeleteNetwork --------------------------------
-    def create_network(self, net: NetworkRecord, undo: ExitStack) -> NetworkRecord:
+    def create_network(self, net: NetworkRecord, others: Sequence[NetworkRecord],
+                       undo: ExitStack) -> NetworkRecord:
         """Find or make the lower device, check it may carry this network, and prove it
         by creating (and removing) one macvlan link of the network's mode and MTU."""
-        with self._lock:
-            others = [n for n in self._networks.values() if n.id != net.id]
-            if net.options.parent is None:
-                net = self._own_bridge(net, undo)
-            else:
-                net = self._parent(net, others, undo)
-            self._probe(net)
-            self._networks[net.id] = net
-            undo.callback(self._networks.pop, net.id, None)
+        if net.options.parent is None:
+            net = self._own_bridge(net, undo)
+        else:
+            net = self._parent(net, [o for o in others if o.id != net.id], undo)
+        self._probe(net)
         log.info("macvlan network %s on %s (mode %s%s)", net.id[:12], net.lower,
                  net.options.macvlan_mode, ", made by pynet" if net.lower_created else "")
         return net
 
     def _own_bridge(self, net: NetworkRecord, undo: ExitStack) -> NetworkRecord:
-        lower = net.bridge  # pn-<network id>: restore knows it as pynet's
+        lower = naming.bridge(net.id)  # pn-<network id>: restore knows it as pynet's
         if self.netlink.ensure_bridge(lower, net.options.mtu or DEFAULT_MTU, []):
             undo.callback(self.netlink.remove_link, lower)
-        return replace(net, lower=lower, lower_created=True, bridge_created=True)
+        return replace(net, bridge=lower, lower=lower, lower_created=True, bridge_created=True)
 
     def _parent(self, net: NetworkRecord, others: list[NetworkRecord],
                 undo: ExitStack) -> NetworkRecord:
@@ -93,7 +91,7 @@ class MacvlanKind:
             # A sub-interface another pynet network made stays pynet's: the last network on
             # it deletes it, whichever one that is.
             created = any(o.lower == parent and o.lower_created for o in others)
-        return replace(net, lower=parent, lower_created=created, bridge_created=False)
+        return replace(net, bridge=None, lower=parent, lower_created=created, bridge_created=False)
 
     def _probe(self, net: NetworkRecord) -> None:
         """Create and remove one macvlan like the endpoints' ones: the kernel says now, not
@@ -113,24 +111,22 @@ class MacvlanKind:
                            f"macvlan links: {exc.message}{hint}") from None
         self.netlink.remove_link(name)
 
-    def delete_network(self, net: NetworkRecord) -> None:
-        """Forget the network; remove its lower device if pynet made it and no other
-        network uses it. Never removes an interface pynet did not make."""
-        with self._lock:
-            self._networks.pop(net.id, None)
-            if not net.lower_created or net.lower is None:
-                return
-            if lower_still_used(net, self._networks.values()):
-                log.info("keeping %s: other pynet networks still use it", net.lower)
-                return
-            if net.options.parent is None:
-                link = self.netlink.link(net.lower)
-                if link is not None and link.kind == "bridge":
-                    self.netlink.remove_link(net.lower)
-            else:
-                vlan = split_vlan(net.lower)
-                if vlan is not None:
-                    self._remove_if_vlan_of(net.lower, vlan[0])
+    def delete_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> None:
+        """Remove the network's lower device if pynet made it and no other network uses
+        it. Never removes an interface pynet did not make."""
+        if not net.lower_created or net.lower is None:
+            return
+        if lower_still_used(net, others):
+            log.info("keeping %s: other pynet networks still use it", net.lower)
+            return
+        if net.options.parent is None:
+            link = self.netlink.link(net.lower)
+            if link is not None and link.kind == "bridge":
+                self.netlink.remove_link(net.lower)
+        else:
+            vlan = split_vlan(net.lower)
+            if vlan is not None:
+                self._remove_if_vlan_of(net.lower, vlan[0])
 
     def _remove_if_vlan_of(self, name: str, base: str) -> None:
         link = self.netlink.link(name)
@@ -153,12 +149,26 @@ class MacvlanKind:
         undo.callback(self.netlink.remove_link, ep.peer_if)
         return ep
 
-    def ensure_endpoint_ready(self, net: NetworkRecord, ep: EndpointRecord) -> None:
-        """Before Join: re-make the macvlan if something removed it since CreateEndpoint."""
+    def join(self, net: NetworkRecord, ep: EndpointRecord) -> JoinAnswer:
+        """Re-make the macvlan if something removed it since CreateEndpoint. The gateway is
+        a router on the parent's wire, or there is none (no parent): never Docker's
+        docker_gwbridge, which would give these containers a way out."""
         if self.netlink.link(ep.peer_if) is None:
             lower = self._lower(net)
             self.netlink.add_macvlan(ep.peer_if, lower.name, net.options.macvlan_mode,
                                      net.options.mtu or lower.mtu, ep.mac)
+        return gateway_answer(net, ep, disable_gateway_service=True)
+
+    # Containers sit on the parent's wire with addresses of their own: nothing to publish.
+    def publishes(self, net: NetworkRecord) -> bool:
+        return False
+
+    def publish(self, net: NetworkRecord, ep: EndpointRecord,
+                requests: tuple[PortRequest, ...]) -> tuple[PortBinding, ...]:
+        return ()
+
+    def unpublish(self, net: NetworkRecord, ep: EndpointRecord) -> None:
+        pass
 
     def delete_endpoint(self, net: NetworkRecord | None, ep: EndpointRecord) -> None:
         # Docker moves the link back to the host namespace when the container goes.
@@ -195,23 +205,26 @@ class MacvlanKind:
         return replace(ep, mac=lower.mac)
 
     # --- plugin start ----------------------------------------------------------------
+    def restore(self, networks: Sequence[NetworkRecord],
+                endpoints: dict[str, list[EndpointRecord]]) -> None:
+        for net in networks:
+            self.restore_network(net, endpoints.get(net.id, []))
+
     def restore_network(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
-        """Plugin start: remember the network; re-make its lower device if pynet made it and
-        it has gone. Trouble is logged, not raised: other networks must still come back."""
-        with self._lock:
-            self._networks[net.id] = net
-            if net.lower is None or self.netlink.link(net.lower) is not None:
-                return
-            if not net.lower_created:
-                log.warning("macvlan parent %s of network %s does not exist; its containers "
-                            "have no connectivity until it is back", net.lower, net.id[:12])
-                return
-            try:
-                self._remake_lower(net)
-                log.warning("re-created %s for macvlan network %s", net.lower, net.id[:12])
-            except PynetError as exc:
-                log.error("cannot re-create %s for macvlan network %s: %s",
-                          net.lower, net.id[:12], exc.message)
+        """Re-make the network's lower device if pynet made it and it has gone. Trouble is
+        logged, not raised: other networks must still come back."""
+        if net.lower is None or self.netlink.link(net.lower) is not None:
+            return
+        if not net.lower_created:
+            log.warning("macvlan parent %s of network %s does not exist; its containers "
+                        "have no connectivity until it is back", net.lower, net.id[:12])
+            return
+        try:
+            self._remake_lower(net)
+            log.warning("re-created %s for macvlan network %s", net.lower, net.id[:12])
+        except PynetError as exc:
+            log.error("cannot re-create %s for macvlan network %s: %s",
+                      net.lower, net.id[:12], exc.message)
 
     def _remake_lower(self, net: NetworkRecord) -> None:
         assert net.lower is not None

@@ -12,7 +12,8 @@ from driver.firewall.nft_firewall import NftFirewall
 from driver.firewall.ports import HostPorts
 from driver.models import EndpointRecord, NetworkRecord
 from driver.options import parse_network_options
-from driver.portmap import PortBinding, PortRequest, parse_portmap
+from driver.portmap import PortBinding, PortRequest
+from driver.protocol import parse_portmap
 
 PM = "com.docker.network.portmap"
 

@@ -1,0 +1,86 @@
+"""The plugin's HTTP surface: one POST route per protocol method, every answer JSON.
+
+Success is 200; a failure is a non-200 status with {"Err": ...} (and "Error", the field
+Docker's IPAM client reads); an unknown method is 404, which Docker reads as "not
+implemented". Each call runs inside one time budget (deadline.py) and, unless it is
+stateless, only once restore has run (readiness.py). Nothing here knows a driver: the
+composition root (app.py) hands in the table of handlers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable
+
+from flask import Flask, Response, request
+
+from . import deadline
+from .errors import PynetError
+from .readiness import RestoreGate
+from .wire import Body
+
+log = logging.getLogger("pynet")
+
+Handler = Callable[[Body], dict]
+
+CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
+# Calls answered without the store: they work before restore has run (see readiness.py).
+STATELESS = frozenset({"Plugin.Activate", "NetworkDriver.GetCapabilities",
+                       "IpamDriver.GetCapabilities", "IpamDriver.GetDefaultAddressSpaces"})
+
+
+def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
+    app = Flask("pynet")
+
+    @app.post("/<method>")
+    def call(method: str) -> Response:
+        started = time.monotonic()
+        handler = handlers.get(method)
+        body: Body | None = None
+        if handler is None:
+            status, answer = 404, {"Err": f"pynet does not implement {method}"}
+        else:
+            with deadline.budget():  # no chain of store calls may outlast dockerd's patience
+                try:
+                    body = Body(request.get_data())
+                    if method not in STATELESS:
+                        gate.ensure()  # state restored, or a 503 saying why not
+                    status, answer = _invoke(method, handler, body)
+                except PynetError as exc:  # the body itself is malformed, or state not restored
+                    status, answer = exc.status, {"Err": exc.message, "Error": exc.message}
+        log.info("%s %s -> %d %s(%.0f ms)", method, _ids(body), status,
+                 f"{answer['Err']} " if status != 200 else "", (time.monotonic() - started) * 1000)
+        return Response(json.dumps(answer), status=status, content_type=CONTENT_TYPE)
+
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def not_found(exc) -> Response:
+        body = {"Err": f"pynet does not implement {request.method} {request.path}"}
+        return Response(json.dumps(body), status=404, content_type=CONTENT_TYPE)
+
+    return app
+
+
+def _invoke(method: str, handler: Handler, body: Body) -> tuple[int, dict[str, Any]]:
+    try:
+        return 200, handler(body)
+    except PynetError as exc:
+        return exc.status, {"Err": exc.message, "Error": exc.message}
+    except Exception as exc:  # a bug: keep the traceback in the log, a sentence for Docker
+        log.exception("%s failed unexpectedly", method)
+        message = f"pynet hit an internal error in {method}: {type(exc).__name__}: {exc} (see the plugin log)"
+        return 500, {"Err": message, "Error": message}
+
+
+def _ids(body: Body | None) -> str:
+    """The IDs of a call, cut to 12 characters, for the one-line log."""
+    if body is None:
+        return ""
+    data = body.data
+    parts = []
+    for key in ("NetworkID", "EndpointID", "PoolID", "Pool", "Address"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            parts.append(f"{key}={value[:12] if key.endswith('ID') and '/' not in value else value}")
+    return " ".join(parts)
