@@ -1,4 +1,7 @@
-"""Network types. Each module implements kinds.base.NetworkKind for one `-o type=`."""
+"""Network types: one module per `-o type=`, each implementing base.NetworkKind.
+
+A new type is its module plus its line below and its name in options.IMPLEMENTED_TYPES
+(tests/unit/test_app_wiring.py checks that the two agree)."""
 from __future__ import annotations
 
 from .base import NetworkKind

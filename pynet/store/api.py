@@ -55,3 +55,34 @@ class Store(Protocol):
         early (a change elsewhere): callers re-read, never trust a wake-up alone."""
 
     def close(self) -> None: ...
+
+
+class TransactionStore:
+    """The single-key writes of the contract, spelled as one-step transactions: a backend
+    that implements `transaction` (and the reads) inherits create, cas and delete."""
+
+    def transaction(self, ops: list[Op]) -> bool:
+        raise NotImplementedError
+
+    def create(self, key: str, value: str) -> bool:
+        return self.transaction([Op("create", key, value)])
+
+    def cas(self, key: str, value: str, version: int) -> bool:
+        return self.transaction([Op("cas", key, value, version)])
+
+    def delete(self, key: str, version: int | None = None) -> bool:
+        return self.transaction([Op("delete", key, version=version)])
+
+
+WRITE_VERBS = ("create", "cas", "delete")
+
+
+def op_applies(current: Entry | None, op: Op) -> bool:
+    """Whether `op` may apply to the key's current entry (shared by the local backends)."""
+    if op.verb in ("create", "check_absent"):
+        return current is None
+    if op.verb in ("cas", "check_version"):
+        return current is not None and current.version == op.version
+    if op.verb == "delete":
+        return current is not None and (op.version is None or current.version == op.version)
+    raise ValueError(f"unknown store operation {op.verb!r}")

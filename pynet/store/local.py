@@ -10,8 +10,7 @@ import sqlite3
 import threading
 import time
 
-from .api import Entry, Op
-from .memory import _check
+from .api import WRITE_VERBS, Entry, Op, TransactionStore, op_applies
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, version INTEGER NOT NULL);
@@ -20,7 +19,7 @@ INSERT OR IGNORE INTO meta VALUES ('index', 0);
 """
 
 
-class LocalStore:
+class LocalStore(TransactionStore):
     def __init__(self, path: str) -> None:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         # timeout=4: a lock held by another process must not stall dockerd past its patience.
@@ -54,24 +53,15 @@ class LocalStore:
             ).fetchall()
         return [Entry(*r) for r in rows]
 
-    def create(self, key: str, value: str) -> bool:
-        return self.transaction([Op("create", key, value)])
-
-    def cas(self, key: str, value: str, version: int) -> bool:
-        return self.transaction([Op("cas", key, value, version)])
-
-    def delete(self, key: str, version: int | None = None) -> bool:
-        return self.transaction([Op("delete", key, version=version)])
-
     def transaction(self, ops: list[Op]) -> bool:
         with self._changed:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for op in ops:
-                    if not _check(self._get(op.key), op):
+                    if not op_applies(self._get(op.key), op):
                         self._db.execute("ROLLBACK")
                         return False
-                writes = [op for op in ops if op.verb in ("create", "cas", "delete")]
+                writes = [op for op in ops if op.verb in WRITE_VERBS]
                 if writes:
                     index = self._current_index() + 1
                     self._db.execute("UPDATE meta SET value=? WHERE name='index'", (index,))

@@ -4,10 +4,10 @@ from __future__ import annotations
 import threading
 import time
 
-from .api import Entry, Op
+from .api import WRITE_VERBS, Entry, Op, TransactionStore, op_applies
 
 
-class MemoryStore:
+class MemoryStore(TransactionStore):
     def __init__(self) -> None:
         self._data: dict[str, Entry] = {}
         self._index = 0
@@ -26,21 +26,12 @@ class MemoryStore:
         with self._changed:
             return [e for k, e in sorted(self._data.items()) if k.startswith(prefix)]
 
-    def create(self, key: str, value: str) -> bool:
-        return self.transaction([Op("create", key, value)])
-
-    def cas(self, key: str, value: str, version: int) -> bool:
-        return self.transaction([Op("cas", key, value, version)])
-
-    def delete(self, key: str, version: int | None = None) -> bool:
-        return self.transaction([Op("delete", key, version=version)])
-
     def transaction(self, ops: list[Op]) -> bool:
         with self._changed:
             for op in ops:
-                if not _check(self._data.get(op.key), op):
+                if not op_applies(self._data.get(op.key), op):
                     return False
-            if not any(op.verb in ("create", "cas", "delete") for op in ops):
+            if not any(op.verb in WRITE_VERBS for op in ops):
                 return True
             index = self._bump()
             for op in ops:
@@ -63,13 +54,3 @@ class MemoryStore:
     def close(self) -> None:
         pass
 
-
-def _check(current: Entry | None, op: Op) -> bool:
-    """Whether `op` may apply to the key's current entry (shared by every backend)."""
-    if op.verb in ("create", "check_absent"):
-        return current is None
-    if op.verb in ("cas", "check_version"):
-        return current is not None and current.version == op.version
-    if op.verb == "delete":
-        return current is not None and (op.version is None or current.version == op.version)
-    raise ValueError(f"unknown store operation {op.verb!r}")

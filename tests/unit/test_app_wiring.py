@@ -1,0 +1,90 @@
+"""The composition root (pynet/app.py) wires the background jobs, not the CLI: the leak check
+runs against the Docker source it is given."""
+from __future__ import annotations
+
+import json
+import time
+
+from pynet.app import Deps, create_app
+from pynet.settings import Settings
+from pynet.store import keys
+from pynet.store.memory import MemoryStore
+from tests.fakes.firewall import RecordingFirewall
+from tests.fakes.netlink import FakeNetlink
+
+POOL = "10.9.0.0/24"
+
+
+def _app(docker_addresses, interval: float = 0.02):
+    deps = Deps(store=MemoryStore(), netlink=FakeNetlink(), firewall=RecordingFirewall(),
+                docker_addresses=docker_addresses)
+    # leak_grace 0: a claim Docker does not list is released at the first check.
+    settings = Settings(host_id="h1", leak_check_interval=interval, leak_grace=0.0)
+    app = create_app(settings, deps)
+    client = app.test_client()
+
+    def call(method: str, body: dict) -> dict:
+        resp = client.post(f"/{method}", data=json.dumps(body))
+        assert resp.status_code == 200, resp.get_json(force=True)
+        return resp.get_json(force=True)
+
+    pool_id = call("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": POOL})["PoolID"]
+    address = call("IpamDriver.RequestAddress", {"PoolID": pool_id, "Address": "", "Options": {}})
+    key = keys.ipam_addr("LocalDefault", POOL, address["Address"].split("/")[0])
+    return app, deps.store, key
+
+
+def _wait_until(condition, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_create_app_starts_the_leak_check_against_its_docker_source():
+    asked = []
+
+    def docker_knows_nothing():
+        asked.append(time.monotonic())
+        return set()
+
+    app, store, key = _app(docker_knows_nothing)
+    background = app.extensions["pynet"]["background"]
+    try:
+        assert len(background.stops) == 1
+        assert _wait_until(lambda: store.get(key) is None), "the leak check never released the claim"
+        assert asked, "the leak check never asked its Docker source"
+    finally:
+        background.stop()
+
+
+def test_an_address_docker_lists_is_kept():
+    import ipaddress
+    seen: list[float] = []
+    holder: dict = {}
+
+    def docker_lists_it():
+        seen.append(time.monotonic())
+        return {ipaddress.ip_address(holder["key"].rsplit("/", 1)[1])} if "key" in holder else None
+
+    app, store, key = _app(docker_lists_it)
+    holder["key"] = key
+    background = app.extensions["pynet"]["background"]
+    try:
+        assert _wait_until(lambda: len(seen) >= 5), "the leak check did not run repeatedly"
+        assert store.get(key) is not None
+    finally:
+        background.stop()
+
+
+def test_no_docker_source_means_no_leak_check():
+    app, store, key = _app(None)
+    assert app.extensions["pynet"]["background"].stops == []
+
+
+def test_every_implemented_type_has_a_kind_and_no_more():
+    from driver.kinds import build_kinds
+    from driver.options import IMPLEMENTED_TYPES
+    assert sorted(build_kinds(FakeNetlink(), RecordingFirewall())) == sorted(IMPLEMENTED_TYPES)
