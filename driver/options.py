@@ -23,7 +23,10 @@ NETWORK_TYPES = ("bridge", "macvlan", "overlay")
 IMPLEMENTED_TYPES = ("bridge", "macvlan")
 
 IFNAMSIZ = 15
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+# What the kernel takes as a link name: ':' is refused (it meant an alias), '/' and
+# white space too; 'all' and 'default' name sysctl directories, not links.
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_RESERVED_IFNAMES = (".", "..", "all", "default")
 
 
 def parse_flag(key: str, value: str) -> bool:
@@ -44,9 +47,9 @@ def parse_mtu(key: str, value: str) -> int:
 
 
 def parse_ifname(key: str, value: str) -> str:
-    if not _IFNAME.match(value) or value in (".", ".."):
+    if not _IFNAME.fullmatch(value) or value in _RESERVED_IFNAMES:
         raise BadRequest(f"option {key}={value!r}: an interface name is 1-{IFNAMSIZ} characters "
-                         "of letters, digits and _ . : -")
+                         f"of letters, digits and _ . -, and not {' or '.join(_RESERVED_IFNAMES)}")
     return value
 
 
@@ -62,7 +65,7 @@ def parse_host_ipv4(key: str, value: str) -> str:
 
 def parse_prefix(key: str, value: str) -> str:
     # Docker appends an index (eth0, eth1...), so leave room for it within IFNAMSIZ.
-    if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,11}$", value):
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,11}", value):
         raise BadRequest(f"option {key}={value!r}: a container interface prefix is 1-12 letters, "
                          "digits, _ or -, starting with a letter")
     return value

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynet.errors import BadRequest
-from pynet.wire import Body
+from pynet.wire import Body, printable
 
 from .options import NetworkOptions, parse_network_options
 from .portmap import ANY_IPV4, PortRequest
@@ -54,11 +54,13 @@ def _ipam_data(entries: list) -> tuple[tuple[str, ...], tuple[str, ...]]:
             raise BadRequest(f"IPAM data entries must be objects, got {data!r}")
         pool = data.get("Pool") or ""
         gateway = data.get("Gateway") or ""
+        if not isinstance(pool, str) or not isinstance(gateway, str):
+            raise BadRequest(f"IPAM data {printable(data)}: Pool and Gateway must be strings")
         try:
             net = ipaddress.ip_network(pool, strict=False) if pool else None
             gw = ipaddress.ip_interface(gateway) if gateway else None
         except (ValueError, TypeError) as exc:
-            raise BadRequest(f"IPAM data {data!r} is not valid: {exc}") from None
+            raise BadRequest(f"IPAM data {printable(data)} is not valid: {exc}") from None
         if net is not None and net.prefixlen == 0:
             continue  # --ipam-driver null sends 0.0.0.0/0: there is no subnet to serve
         if net is not None:
@@ -104,25 +106,30 @@ class CreateEndpoint:
     def decode(cls, body: Body) -> "CreateEndpoint":
         network_id, endpoint_id = body.id("NetworkID"), body.id("EndpointID")
         interface = body.mapping("Interface")
-        address = _cidr(interface, "Address")
-        address_v6 = _cidr(interface, "AddressIPv6")
+        address = _cidr(interface, "Address", 4)
+        address_v6 = _cidr(interface, "AddressIPv6", 6)
         mac = interface.get("MacAddress") or ""
         if not isinstance(mac, str) or (mac and not _MAC.match(mac)):
-            raise BadRequest(f"Interface.MacAddress {mac!r} is not a MAC address "
+            raise BadRequest(f"Interface.MacAddress {printable(mac)} is not a MAC address "
                              "(six hex pairs separated by colons)")
         options = body.mapping("Options")
         keep = {k: options[k] for k in (PORTMAP, EXPOSED_PORTS) if k in options}
         return cls(network_id, endpoint_id, address, address_v6, mac, keep)
 
 
-def _cidr(interface: dict, field: str) -> str:
+def _cidr(interface: dict, field: str, version: int) -> str:
     value = interface.get(field) or ""
     if not value:
         return ""
     try:
-        ipaddress.ip_interface(value)
+        if not isinstance(value, str):  # ip_interface would take 7 for 0.0.0.7
+            raise TypeError
+        parsed = ipaddress.ip_interface(value)
     except (ValueError, TypeError):
-        raise BadRequest(f"Interface.{field} {value!r} is not an address in CIDR form") from None
+        raise BadRequest(f"Interface.{field} {printable(value)} is not an address in CIDR "
+                         "form") from None
+    if parsed.version != version:
+        raise BadRequest(f"Interface.{field} {value!r} is not an IPv{version} address")
     return value
 
 
@@ -219,7 +226,7 @@ def _portmap(options: dict, default_host_ip: str) -> tuple[PortRequest, ...]:
 
 def _port_entry(entry: Any, default_host_ip: str) -> PortRequest:
     if not isinstance(entry, dict):
-        raise BadRequest(f"{PORTMAP} entries must be objects, got {entry!r}")
+        raise BadRequest(f"{PORTMAP} entries must be objects, got {printable(entry)}")
     proto_number = entry.get("Proto", 6)
     if isinstance(proto_number, bool) or not isinstance(proto_number, int):
         raise BadRequest(f"{PORTMAP} entry {entry!r}: Proto must be a protocol number, "

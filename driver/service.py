@@ -12,7 +12,7 @@ from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import replace
 
-from pynet.errors import Conflict, NotFound
+from pynet.errors import BadRequest, Conflict, NotFound
 from pynet.store import keys, records
 from pynet.store.api import Store
 
@@ -150,7 +150,7 @@ class NetworkService:
         with self._locks[nid]:
             net = self._require_network(nid)
             ep = self._require_endpoint(nid, eid)
-            answer = self._kind(net).join(net, ep)
+            answer = self._kind(net).join(net, ep, req.sandbox_key)
             if ep.sandbox != req.sandbox_key:
                 _save(self.store, keys.endpoint(self.host, nid, eid),
                       replace(ep, sandbox=req.sandbox_key))
@@ -172,8 +172,13 @@ class NetworkService:
         whose kind publishes nothing answer at once."""
         nid, eid = req.network_id, req.endpoint_id
         with self._locks[nid]:
-            net = self._require_network(nid)
-            ep = self._require_endpoint(nid, eid)
+            try:
+                net = self._require_network(nid)
+                ep = self._require_endpoint(nid, eid)
+            except NotFound as exc:
+                # Never 404 here: Docker reads that as "not supported" and starts the
+                # container without its ports.
+                raise BadRequest(exc.message) from None
             kind = self._kind(net)
             if not kind.publishes(net):
                 return

@@ -18,13 +18,16 @@ from flask import Flask, Response, request
 from . import deadline
 from .errors import PynetError
 from .readiness import RestoreGate
-from .wire import Body
+from .wire import Body, printable
 
 log = logging.getLogger("pynet")
 
 Handler = Callable[[Body], dict]
 
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
+# Docker's largest requests (a CreateNetwork with many options, a long portmap) are a few
+# kilobytes; anything near this is not Docker, and must not cost memory or log space.
+MAX_BODY = 1 << 20
 # Calls answered without the store: they work before restore has run (see readiness.py).
 STATELESS = frozenset({"Plugin.Activate", "NetworkDriver.GetCapabilities",
                        "IpamDriver.GetCapabilities", "IpamDriver.GetDefaultAddressSpaces"})
@@ -32,6 +35,7 @@ STATELESS = frozenset({"Plugin.Activate", "NetworkDriver.GetCapabilities",
 
 def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
     app = Flask("pynet")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
 
     @app.post("/<method>")
     def call(method: str) -> Response:
@@ -39,7 +43,7 @@ def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
         handler = handlers.get(method)
         body: Body | None = None
         if handler is None:
-            status, answer = 404, {"Err": f"pynet does not implement {method}"}
+            status, answer = 404, {"Err": f"pynet does not implement {printable(method)}"}
         else:
             with deadline.budget():  # no chain of store calls may outlast dockerd's patience
                 try:
@@ -49,15 +53,33 @@ def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
                     status, answer = _invoke(method, handler, body)
                 except PynetError as exc:  # the body itself is malformed, or state not restored
                     status, answer = exc.status, {"Err": exc.message, "Error": exc.message}
-        log.info("%s %s -> %d %s(%.0f ms)", method, _ids(body), status,
-                 f"{answer['Err']} " if status != 200 else "", (time.monotonic() - started) * 1000)
+        log.info("%s %s -> %d %s(%.0f ms)", printable(method, 60)[1:-1], _ids(body), status,
+                 f"{_escaped(answer['Err'])} " if status != 200 else "",
+                 (time.monotonic() - started) * 1000)
         return Response(json.dumps(answer), status=status, content_type=CONTENT_TYPE)
 
     @app.errorhandler(404)
     @app.errorhandler(405)
     def not_found(exc) -> Response:
-        body = {"Err": f"pynet does not implement {request.method} {request.path}"}
-        return Response(json.dumps(body), status=404, content_type=CONTENT_TYPE)
+        message = f"pynet does not implement {request.method} {printable(request.path)}"
+        return Response(json.dumps({"Err": message}), status=404, content_type=CONTENT_TYPE)
+
+    @app.errorhandler(413)
+    def too_large(exc) -> Response:
+        message = f"request body is larger than {MAX_BODY} bytes: not a plugin request"
+        log.info("%s -> 413 %s", printable(request.path), message)
+        return Response(json.dumps({"Err": message, "Error": message}), status=413,
+                        content_type=CONTENT_TYPE)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc) -> Response:
+        # Flask would answer HTML; Docker must always get JSON with Err.
+        code = getattr(exc, "code", None) or 500
+        if code == 500:
+            log.exception("%s failed outside its handler", printable(request.path))
+        message = f"pynet could not serve {printable(request.path)}: {type(exc).__name__}"
+        return Response(json.dumps({"Err": message, "Error": message}), status=code,
+                        content_type=CONTENT_TYPE)
 
     return app
 
@@ -82,5 +104,11 @@ def _ids(body: Body | None) -> str:
     for key in ("NetworkID", "EndpointID", "PoolID", "Pool", "Address"):
         value = data.get(key)
         if isinstance(value, str) and value:
-            parts.append(f"{key}={value[:12] if key.endswith('ID') and '/' not in value else value}")
+            shown = value[:12] if key.endswith("ID") and "/" not in value else value
+            parts.append(f"{key}={_escaped(shown)}")
     return " ".join(parts)
+
+
+def _escaped(text: str, limit: int = 300) -> str:
+    """Client text as one log line: control characters escaped, length bounded."""
+    return printable(text, limit)[1:-1]

@@ -12,7 +12,7 @@ from typing import Any
 from .errors import BadRequest
 
 # Docker's IDs are 64 hex characters. IDs become store keys, so nothing path-like passes.
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class Body:
@@ -24,16 +24,22 @@ class Body:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BadRequest("request body is nested too deeply to be a plugin request") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
             raise BadRequest(f"request body must be a JSON object, got {type(data).__name__}")
+        _refuse_broken_text(data)
         self.data = data
 
     def id(self, name: str) -> str:
         value = self.data.get(name)
-        if not isinstance(value, str) or not _ID.match(value):
-            raise BadRequest(f"{name} must be an ID of 1-128 letters and digits, got {value!r}")
+        # fullmatch: `$` would let a trailing newline through, and kernel names are made
+        # of an ID's first characters.
+        if not isinstance(value, str) or not _ID.fullmatch(value):
+            raise BadRequest(f"{name} must be an ID of 1-128 letters and digits, got "
+                             f"{printable(value)}")
         return value
 
     def string(self, name: str, required: bool = False) -> str:
@@ -41,7 +47,8 @@ class Body:
         if value is None and not required:
             return ""
         if not isinstance(value, str) or (required and not value):
-            raise BadRequest(f"{name} must be a{' non-empty' if required else ''} string, got {value!r}")
+            raise BadRequest(f"{name} must be a{' non-empty' if required else ''} string, got "
+                             f"{printable(value)}")
         return value
 
     def mapping(self, name: str) -> dict:
@@ -56,7 +63,7 @@ class Body:
         value = self.mapping(name)
         for key, item in value.items():
             if not isinstance(item, str):
-                raise BadRequest(f"{name}[{key!r}] must be a string, got {item!r}")
+                raise BadRequest(f"{name}[{printable(key)}] must be a string, got {printable(item)}")
         return value
 
     def items(self, name: str) -> list:
@@ -70,5 +77,34 @@ class Body:
     def flag(self, name: str) -> bool:
         value = self.data.get(name, False)
         if not isinstance(value, bool):
-            raise BadRequest(f"{name} must be true or false, got {value!r}")
+            raise BadRequest(f"{name} must be true or false, got {printable(value)}")
         return value
+
+
+def printable(value: Any, limit: int = 80) -> str:
+    """repr() of a client's value for a message or a log line: escaped (no forged line),
+    and cut (a 5 MB ID must not come back as a 5 MB answer)."""
+    text = repr(value)
+    if not text.isascii():
+        text = ascii(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _refuse_broken_text(data: Any) -> None:
+    """JSON may carry lone surrogates (\\ud800), which no store, log or kernel name can hold:
+    refuse them here, once, instead of failing deep inside a call. Iterative, so a body
+    nested as deep as the JSON parser allows cannot exhaust the stack."""
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(f"request body holds text that is not valid Unicode: "
+                                 f"{printable(item)}") from None

@@ -37,9 +37,10 @@ class NetworkKind(Protocol):
         """Remove the endpoint's links (absent is fine); `net` is None when the network's
         record went first."""
 
-    def join(self, net: NetworkRecord, ep: EndpointRecord) -> JoinAnswer:
-        """Make sure ep.peer_if exists in the host namespace for Docker to move, and say
-        what the container gets (gateways, whether Docker may add docker_gwbridge)."""
+    def join(self, net: NetworkRecord, ep: EndpointRecord, sandbox: str) -> JoinAnswer:
+        """Make sure ep.peer_if exists for Docker to move into `sandbox` (it may be there
+        already: a repeated Join), and say what the container gets (gateways, whether
+        Docker may add docker_gwbridge). ep.sandbox is the sandbox of an earlier Join."""
 
     def publishes(self, net: NetworkRecord) -> bool:
         """Whether ProgramExternalConnectivity publishes ports on this network."""

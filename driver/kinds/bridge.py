@@ -69,12 +69,14 @@ class BridgeKind:
         undo.callback(self.netlink.remove_link, ep.host_if)
         return ep
 
-    def join(self, net: NetworkRecord, ep: EndpointRecord) -> JoinAnswer:
-        """The container end must exist in the host namespace for Docker to move it:
-        re-made if something removed the pair after CreateEndpoint."""
+    def join(self, net: NetworkRecord, ep: EndpointRecord, sandbox: str) -> JoinAnswer:
+        """The pair must exist for Docker to move the container end: re-made if something
+        removed it after CreateEndpoint. The host end tells: a veth goes as a pair, and the
+        container end alone is missing from this namespace once Docker has moved it (a
+        repeated Join), which must not cost the container its interface."""
         assert net.bridge is not None and ep.host_if is not None
-        if self.netlink.link(ep.peer_if) is None:
-            self.netlink.remove_link(ep.host_if)
+        if self.netlink.link(ep.host_if) is None:
+            self.netlink.remove_link(ep.peer_if)
             self.netlink.add_veth(ep.host_if, ep.peer_if, net.mtu, net.bridge, ep.mac)
         return gateway_answer(net, ep)
 

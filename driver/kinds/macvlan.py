@@ -149,11 +149,13 @@ class MacvlanKind:
         undo.callback(self.netlink.remove_link, ep.peer_if)
         return ep
 
-    def join(self, net: NetworkRecord, ep: EndpointRecord) -> JoinAnswer:
-        """Re-make the macvlan if something removed it since CreateEndpoint. The gateway is
-        a router on the parent's wire, or there is none (no parent): never Docker's
-        docker_gwbridge, which would give these containers a way out."""
-        if self.netlink.link(ep.peer_if) is None:
+    def join(self, net: NetworkRecord, ep: EndpointRecord, sandbox: str) -> JoinAnswer:
+        """Re-make the macvlan if something removed it since CreateEndpoint, unless this
+        Join repeats one whose link Docker has already moved into the sandbox (a second
+        link with the same MAC on the parent would steal the container's traffic). The
+        gateway is a router on the parent's wire, or there is none (no parent): never
+        Docker's docker_gwbridge, which would give these containers a way out."""
+        if ep.sandbox != sandbox and self.netlink.link(ep.peer_if) is None:
             lower = self._lower(net)
             self.netlink.add_macvlan(ep.peer_if, lower.name, net.options.macvlan_mode,
                                      net.options.mtu or lower.mtu, ep.mac)

@@ -62,6 +62,9 @@ class ConsulStore:
         )
         # py-consul lets CONSUL_HTTP_TOKEN override the token it is given; ours is explicit.
         self._c.token = token
+        # Never through HTTP(S)_PROXY from the environment (requests honours it by default):
+        # the ACL token would travel to the proxy. pynet talks to its agent directly.
+        self._c.http.session.trust_env = False
         # Inside a plugin call, no request may outlive the call's budget (driver/deadline.py).
         own_timeout = self._c.http.timeout
         self._c.http.timeout = lambda params: deadline.clamp(own_timeout(params))  # type: ignore[method-assign]

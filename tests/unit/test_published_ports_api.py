@@ -97,10 +97,14 @@ def test_internal_network_publishes_nothing(plugin_client, fake_deps):
     assert recorded(fake_deps) == [] and fake_deps.firewall.published == {}
 
 
-def test_unknown_network_or_endpoint_is_404(plugin_client):
-    assert program(plugin_client, [TCP])[0] == 404
+def test_unknown_network_or_endpoint_is_an_error_but_never_404(plugin_client):
+    # Docker takes a 404 from ProgramExternalConnectivity for "not supported" and would
+    # start the container without its ports.
+    status, answer = program(plugin_client, [TCP])
+    assert status == 400 and "is not a pynet network" in answer["Err"]
     setup_endpoint(plugin_client)
-    assert program(plugin_client, [TCP], eid="9" * 64)[0] == 404
+    status, answer = program(plugin_client, [TCP], eid="9" * 64)
+    assert status == 400 and "does not exist" in answer["Err"]
 
 
 def test_delete_without_revoke_unpublishes_first(plugin_client, fake_deps):

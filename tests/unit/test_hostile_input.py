@@ -1,0 +1,125 @@
+"""Input a hostile or broken client sends: every answer is JSON with Err, nothing changes,
+and no value reaches a log line unescaped (issue 9, H and G)."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+NID, EID = "a" * 64, "e" * 64
+GENERIC = "com.docker.network.generic"
+METHODS = ["NetworkDriver.CreateNetwork", "NetworkDriver.DeleteNetwork",
+           "NetworkDriver.CreateEndpoint", "NetworkDriver.DeleteEndpoint",
+           "NetworkDriver.EndpointOperInfo", "NetworkDriver.Join", "NetworkDriver.Leave",
+           "NetworkDriver.ProgramExternalConnectivity",
+           "NetworkDriver.RevokeExternalConnectivity", "IpamDriver.RequestPool",
+           "IpamDriver.ReleasePool", "IpamDriver.RequestAddress", "IpamDriver.ReleaseAddress"]
+
+
+def network(call, generic=None, nid=NID):
+    return call("NetworkDriver.CreateNetwork", {
+        "NetworkID": nid, "Options": {GENERIC: generic or {}},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.1.0.0/24",
+                      "Gateway": "10.1.0.1/24"}], "IPv6Data": []})
+
+
+def endpoint(call, interface, eid=EID):
+    return call("NetworkDriver.CreateEndpoint", {"NetworkID": NID, "EndpointID": eid,
+                                                 "Interface": interface, "Options": {}})
+
+
+def nothing_changed(fake_deps, before_links, before_keys):
+    return (set(fake_deps.netlink.state) == before_links
+            and [e.key for e in fake_deps.store.list("")] == before_keys)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_deep_json_is_a_json_400_on_every_method(plugin_client, method):
+    status, answer = plugin_client(method, raw=b"[" * 5000 + b"]" * 5000)
+    assert status == 400 and answer["Err"]
+    status, answer = plugin_client(method, raw=b'{"a":' * 3000 + b"1" + b"}" * 3000)
+    assert status == 400 and "nested too deeply" in answer["Err"]
+
+
+def test_a_body_over_a_megabyte_is_refused_as_json(plugin_client):
+    status, answer = plugin_client("NetworkDriver.CreateNetwork",
+                                   raw=json.dumps({"NetworkID": "a" * (5 << 20)}).encode())
+    assert status == 413 and "larger than" in answer["Err"]
+
+
+def test_a_long_bad_id_does_not_come_back_whole(plugin_client):
+    status, answer = plugin_client("NetworkDriver.DeleteNetwork", {"NetworkID": "/" * 500_000})
+    assert status == 400 and len(answer["Err"]) < 300
+
+
+def test_an_id_with_a_trailing_newline_is_refused(plugin_client, fake_deps):
+    assert network(plugin_client) == (200, {})
+    assert endpoint(plugin_client, {"Address": "10.1.0.2/24"}) == (
+        200, {"Interface": {"MacAddress": "02:42:0a:01:00:02"}})
+    links, keys = set(fake_deps.netlink.state), [e.key for e in fake_deps.store.list("")]
+    # Same first 12 characters: kernel names would collide with the live endpoint's.
+    status, answer = endpoint(plugin_client, {"Address": "10.1.0.3/24"}, eid=EID + "\n")
+    assert status == 400 and "EndpointID" in answer["Err"]
+    assert nothing_changed(fake_deps, links, keys)
+
+
+@pytest.mark.parametrize("interface, fragment", [
+    ({"Address": "10.1.0.2/24", "MacAddress": "zz:zz"}, "MacAddress"),
+    ({"Address": "10.1.0.2/24", "MacAddress": ["x"]}, "MacAddress"),
+    ({"Address": "fd00::2/64"}, "not an IPv4 address"),
+    ({"AddressIPv6": "10.1.0.2/24"}, "not an IPv6 address"),
+    ({"Address": 7}, "Interface.Address"),
+])
+def test_bad_interface_fields_are_400s_that_change_nothing(plugin_client, fake_deps, interface, fragment):
+    network(plugin_client)
+    links, keys = set(fake_deps.netlink.state), [e.key for e in fake_deps.store.list("")]
+    status, answer = endpoint(plugin_client, interface)
+    assert status == 400 and fragment in answer["Err"]
+    assert nothing_changed(fake_deps, links, keys)
+
+
+def test_a_list_as_portmap_proto_is_a_400(plugin_client):
+    network(plugin_client)
+    endpoint(plugin_client, {"Address": "10.1.0.2/24"})
+    status, answer = plugin_client("NetworkDriver.ProgramExternalConnectivity", {
+        "NetworkID": NID, "EndpointID": EID, "Options": {"com.docker.network.portmap": [
+            {"Proto": [6], "Port": 80, "HostPort": 8080}]}})
+    assert status == 400 and "Proto" in answer["Err"]
+
+
+def test_a_lone_surrogate_is_a_400(plugin_client, fake_deps):
+    status, answer = plugin_client("IpamDriver.RequestPool",
+                                   raw=b'{"AddressSpace": "LocalDefault", "Pool": "\\ud800"}')
+    assert status == 400 and "not valid Unicode" in answer["Err"]
+    assert fake_deps.store.list("") == []
+
+
+@pytest.mark.parametrize("name", ["br0\n", "x:y", "all", "default", "a b", "a/b"])
+def test_bad_bridge_names_are_400s(plugin_client, fake_deps, name):
+    status, answer = network(plugin_client, {"bridge_name": name})
+    assert status == 400 and "interface name" in answer["Err"]
+    assert fake_deps.netlink.state == {} and fake_deps.store.list("") == []
+
+
+def test_request_values_cannot_forge_log_lines(plugin_client, caplog):
+    with caplog.at_level(logging.INFO, logger="pynet"):
+        plugin_client("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault",
+                                                 "Pool": "10.0.0.0/24\n2026-01-01 FORGED"})
+        plugin_client("NetworkDriver.No\nSuch", {})
+    lines = [r.getMessage() for r in caplog.records if r.name == "pynet"]
+    assert len(lines) == 2 and all("\n" not in line for line in lines)
+    assert any("FORGED" in line for line in lines)
+
+
+def test_a_repeated_join_keeps_the_moved_interface(plugin_client, fake_deps):
+    kernel = fake_deps.netlink
+    network(plugin_client)
+    endpoint(plugin_client, {"Address": "10.1.0.2/24"})
+    join = {"NetworkID": NID, "EndpointID": EID, "SandboxKey": "/var/run/docker/netns/c1"}
+    assert plugin_client("NetworkDriver.Join", join)[0] == 200
+    host_if, peer = "pnv" + EID[:12], "pnc" + EID[:12]
+    del kernel.state[peer]  # Docker moved the container end into the sandbox
+    assert plugin_client("NetworkDriver.Join", join)[0] == 200
+    assert host_if in kernel.state and kernel.peers[host_if] == peer
+    assert peer not in kernel.state  # not re-made: the container's interface is that one
