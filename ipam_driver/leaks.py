@@ -25,8 +25,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from pynet.defaults import DEFAULT_LEAK_GRACE
-from pynet.store import keys, records
+from pynet.store import keys
 from pynet.store.api import Entry, Store
+
+from . import models
+from .models import AddressClaim
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +84,12 @@ class LeakCheck:
     def _own_claims(self, entries: Iterable[Entry]) -> Iterable[tuple[Entry, tuple[str, int]]]:
         for entry in entries:
             try:
-                value = records.load(entry)
-            except ValueError:
-                value = None
-            if not isinstance(value, dict):
-                log.error("ignoring unreadable address claim %s", entry.key)
+                claim = models.decode(AddressClaim, entry)
+            except ValueError as exc:
+                log.error("ignoring unreadable address claim %s: %s", entry.key, exc)
                 continue
-            if value.get("host") == self.host and value.get("kind") != "gateway":
-                yield entry, (str(value.get("claim", "")), entry.version)
+            if claim.host == self.host and not claim.gateway:
+                yield entry, (claim.claim or "", entry.version)
 
     def run(self, interval: float, stop: threading.Event) -> None:
         """Check every INTERVAL seconds until STOP is set; a failed check is logged, not fatal."""
