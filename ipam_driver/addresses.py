@@ -14,13 +14,13 @@ from pynet.store import keys, records
 from pynet.store.api import Entry, Store
 
 from . import allocator, blocks, models
-from .allocator import Network
+from .allocator import Address, Interface, Network
 from .claims import Claims, FencedCreates, claim_id
 from .hostblocks import HostBlocks, used_addresses
-from .models import AddressClaim
+from .models import AddressClaim, claimed_ip
 from .pool_id import PoolId
 from .pools import Pools
-from .protocol import Address, AddressRequest, Interface
+from .protocol import AddressRequest
 from .repair import RepairQueue
 
 
@@ -67,7 +67,7 @@ class Addresses:
             entries = self.store.list(keys.ipam_addrs(pool_id.space, str(pool_id.pool)))
             ip = _gateway_in(entries)
             if ip is None:
-                used = {int(_ip_of(e)) for e in entries}
+                used = {int(claimed_ip(e)) for e in entries}
                 free = allocator.first_free_address(pool_id.pool, pool_id.pool, used)
                 if free is None:
                     raise Exhausted(f"no free address left in {pool_id.pool} for its gateway")
@@ -167,11 +167,6 @@ class Addresses:
             raise BackendUnavailable(f"{key} changed while being released; trying again")
 
 
-def _ip_of(entry: Entry) -> Address:
-    """The address an address claim's key names (its last component)."""
-    return ipaddress.ip_address(keys.claimed_address(entry.key))
-
-
 def _gateway_in(entries: list[Entry]) -> Address | None:
     """The pool's gateway among its address claims, if one is claimed."""
-    return next((_ip_of(e) for e in entries if models.decode(AddressClaim, e).gateway), None)
+    return next((claimed_ip(e) for e in entries if models.decode(AddressClaim, e).gateway), None)

@@ -198,4 +198,4 @@ class HostBlocks:
 
 def used_addresses(store: Store, prefix: str) -> set[int]:
     """Every address claimed under prefix (a pool's ipam_addrs), as integers."""
-    return {int(ipaddress.ip_address(keys.claimed_address(e.key))) for e in store.list(prefix)}
+    return {int(models.claimed_ip(e)) for e in store.list(prefix)}

@@ -17,7 +17,6 @@ When dockerd cannot be asked, nothing is released.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -29,11 +28,10 @@ from pynet.store import keys
 from pynet.store.api import Entry, Store
 
 from . import models
-from .models import AddressClaim
+from .allocator import Address
+from .models import AddressClaim, claimed_ip
 
 log = logging.getLogger(__name__)
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +65,7 @@ class LeakCheck:
         suspects: dict[str, _Suspect] = {}
         released: list[str] = []
         for entry, identity in self._own_claims(entries):
-            if _address(entry) in in_use:
+            if claimed_ip(entry) in in_use:
                 continue
             seen = self._suspects.get(entry.key)
             since = seen.since if seen is not None and seen.identity == identity else now
@@ -105,6 +103,3 @@ class LeakCheck:
                          daemon=True).start()
         return stop
 
-
-def _address(entry: Entry) -> Address:
-    return ipaddress.ip_address(keys.claimed_address(entry.key))

@@ -17,10 +17,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, Self, TypeVar
 
 from pynet.errors import Conflict
-from pynet.store import records
+from pynet.store import keys, records
 from pynet.store.api import Entry, Store
 
-from .allocator import Network
+from .allocator import Address, Network
 
 GATEWAY, ENDPOINT, AUX = "gateway", "endpoint", "aux"  # what an address claim is for
 KINDS = (GATEWAY, ENDPOINT, AUX)
@@ -77,6 +77,11 @@ def update(store: Any, key: str, cls: type[R], mutate: Callable[[R | None], R | 
 
     written = records.update(store, key, step, what)
     return None if written is None else from_json(cls, written)
+
+
+def claimed_ip(entry: Entry) -> Address:
+    """The address an address claim's key names (its last level)."""
+    return ipaddress.ip_address(keys.claimed_address(entry.key))
 
 
 def _text(data: Mapping, name: str) -> str:

@@ -14,12 +14,9 @@ from typing import Any
 from pynet.errors import BadRequest
 from pynet.wire import Body
 
-from .allocator import Network
+from .allocator import Address, Interface, Network
 from .models import AUX, ENDPOINT, GATEWAY
 from .pool_id import PoolId
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 # RequestAddress options: what the address is for, and which container it goes to.
 REQUEST_TYPE = "RequestAddressType"

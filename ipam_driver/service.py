@@ -16,12 +16,12 @@ from pynet.defaults import DEFAULT_BLOCK_SIZE, DEFAULT_POOLS, DefaultPool
 from pynet.store.api import Entry, Store
 
 from .addresses import Addresses
-from .allocator import Network
+from .allocator import Address, Interface, Network
 from .claims import Claims
 from .hostblocks import HostBlocks
 from .pool_id import PoolId
 from .pools import GLOBAL_SPACE, LOCAL_SPACE, Pools
-from .protocol import Address, AddressRequest, Capabilities, DefaultSpaces, Interface, PoolRequest
+from .protocol import AddressRequest, Capabilities, DefaultSpaces, PoolRequest
 from .repair import RepairQueue
 
 __all__ = ["DefaultPool", "IpamService", "LOCAL_SPACE", "GLOBAL_SPACE"]
