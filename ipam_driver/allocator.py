@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
-Network = IPv4Network | IPv6Network
+from pynet.defaults import Network
+
+Address = IPv4Address | IPv6Address
+Interface = IPv4Interface | IPv6Interface  # an address with its pool's prefix length
 
 
 def next_free_subnet(base: Network, size: int, taken: list[Network]) -> Network | None:

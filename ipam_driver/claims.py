@@ -14,7 +14,6 @@ exactly the one written (every value holds a random claim id, so it is ours alon
 """
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
@@ -23,6 +22,8 @@ from pynet.errors import BackendUnavailable
 from pynet.store import keys
 from pynet.store.api import Entry, Op, Store
 
+from . import models
+from .models import Fence
 from .repair import RepairQueue
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class Claims:
     def _reread_fence(self) -> int:
         entry = self.store.get(self.fence_key)
         if entry is None:
-            self.store.create(self.fence_key, json.dumps({"host": self.host}))
+            self.store.create(self.fence_key, models.encode(Fence(self.host)))
             entry = self.store.get(self.fence_key)
             if entry is None:
                 raise BackendUnavailable(f"the store lost the fence key {self.fence_key} just written")
@@ -114,7 +115,7 @@ class Claims:
 
     def _move_fence(self) -> None:
         entry: Entry | None = self.store.get(self.fence_key)
-        value = json.dumps({"host": self.host, "moved": claim_id()})
+        value = models.encode(Fence(self.host, moved=claim_id()))
         if entry is None:
             moved = self.store.create(self.fence_key, value)
         else:

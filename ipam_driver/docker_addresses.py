@@ -15,9 +15,10 @@ from typing import Any, Iterable
 import docker
 import requests
 
+from .allocator import Address
+
 log = logging.getLogger(__name__)
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 TIMEOUT = 10
 
 

@@ -12,7 +12,6 @@ held in memory until its create has answered.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import threading
 import time
@@ -23,9 +22,10 @@ from pynet.errors import Exhausted, StoreContention
 from pynet.store import keys, records
 from pynet.store.api import Store
 
-from . import blocks
+from . import blocks, models
 from .allocator import Network
 from .claims import Claims, claim_id
+from .models import BlockClaim
 from .pool_id import PoolId
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class HostBlocks:
         self._recent: defaultdict[str, dict[int, float]] = defaultdict(dict)
 
     def allocate(self, pool_id: PoolId, within: Network, prefix: int, value: str):
-        """Claim a free address of `within` with `value` as its owner record."""
+        """Claim a free address of `within` with `value` (an encoded AddressClaim)."""
         addrs = keys.ipam_addrs(pool_id.space, str(pool_id.pool))
         reread, blocks_seen = False, 0
         for _ in range(records.MAX_ATTEMPTS):
@@ -177,13 +177,13 @@ class HostBlocks:
         for entry in self.store.list(keys.ipam_blocks(pool_id.space, str(pool_id.pool))):
             block = ipaddress.ip_network(entry.key.rsplit("/", 1)[1].replace("_", "/"))
             taken.append(block)
-            if records.load(entry).get("host") == self.host:
+            if models.decode(BlockClaim, entry).host == self.host:
                 mine.append(block)
         return mine, taken
 
     def _claim_block(self, pool_id: PoolId, block: Network) -> bool:
         key = keys.ipam_block(pool_id.space, str(pool_id.pool), str(block))
-        if not self.claims.create(key, json.dumps({"host": self.host, "claim": claim_id()})):
+        if not self.claims.create(key, models.encode(BlockClaim(self.host, claim_id()))):
             return False
         log.info("host %s claimed block %s of pool %s", self.host, block, pool_id)
         return True
@@ -191,11 +191,11 @@ class HostBlocks:
     def _drop(self, pool_id: PoolId, block: Network) -> None:
         key = keys.ipam_block(pool_id.space, str(pool_id.pool), str(block))
         entry = self.store.get(key)
-        if entry is not None and records.load(entry).get("host") == self.host:
+        if entry is not None and models.decode(BlockClaim, entry).host == self.host:
             if self.store.delete(key, entry.version):
                 log.info("host %s gave back block %s of pool %s", self.host, block, pool_id)
 
 
 def used_addresses(store: Store, prefix: str) -> set[int]:
     """Every address claimed under prefix (a pool's ipam_addrs), as integers."""
-    return {int(ipaddress.ip_address(keys.claimed_address(e.key))) for e in store.list(prefix)}
+    return {int(models.claimed_ip(e)) for e in store.list(prefix)}

@@ -17,7 +17,6 @@ When dockerd cannot be asked, nothing is released.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
@@ -25,12 +24,14 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from pynet.defaults import DEFAULT_LEAK_GRACE
-from pynet.store import keys, records
+from pynet.store import keys
 from pynet.store.api import Entry, Store
 
-log = logging.getLogger(__name__)
+from . import models
+from .allocator import Address
+from .models import AddressClaim, claimed_ip
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class LeakCheck:
         suspects: dict[str, _Suspect] = {}
         released: list[str] = []
         for entry, identity in self._own_claims(entries):
-            if _address(entry) in in_use:
+            if claimed_ip(entry) in in_use:
                 continue
             seen = self._suspects.get(entry.key)
             since = seen.since if seen is not None and seen.identity == identity else now
@@ -81,14 +82,12 @@ class LeakCheck:
     def _own_claims(self, entries: Iterable[Entry]) -> Iterable[tuple[Entry, tuple[str, int]]]:
         for entry in entries:
             try:
-                value = records.load(entry)
-            except ValueError:
-                value = None
-            if not isinstance(value, dict):
-                log.error("ignoring unreadable address claim %s", entry.key)
+                claim = models.decode(AddressClaim, entry)
+            except ValueError as exc:
+                log.error("ignoring unreadable address claim %s: %s", entry.key, exc)
                 continue
-            if value.get("host") == self.host and value.get("kind") != "gateway":
-                yield entry, (str(value.get("claim", "")), entry.version)
+            if claim.host == self.host and not claim.gateway:
+                yield entry, (claim.claim or "", entry.version)
 
     def run(self, interval: float, stop: threading.Event) -> None:
         """Check every INTERVAL seconds until STOP is set; a failed check is logged, not fatal."""
@@ -104,6 +103,3 @@ class LeakCheck:
                          daemon=True).start()
         return stop
 
-
-def _address(entry: Entry) -> Address:
-    return ipaddress.ip_address(keys.claimed_address(entry.key))

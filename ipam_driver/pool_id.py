@@ -1,6 +1,6 @@
-"""Self-describing PoolIDs: '<address space>/<pool cidr>[/<sub-range cidr>]'.
+"""Self-describing pool IDs: '<address space>/<pool cidr>[/<sub-range cidr>]'.
 
-Everything needed to interpret a PoolID is inside it, so ReleasePool and RequestAddress
+Everything needed to interpret a pool ID is inside it, so ReleasePool and RequestAddress
 never depend on an in-memory table that a restart would lose.
 """
 from __future__ import annotations
@@ -28,9 +28,7 @@ class PoolId:
         return self.subpool or self.pool
 
     @classmethod
-    def parse(cls, text: object) -> "PoolId":
-        if not isinstance(text, str) or not text:
-            raise BadRequest(f"PoolID must be a non-empty string, got {text!r}")
+    def parse(cls, text: str, what: str = "pool ID") -> "PoolId":
         parts = text.split("/")
         try:
             if len(parts) == 3:
@@ -43,4 +41,4 @@ class PoolId:
                 )
         except ValueError:
             pass
-        raise BadRequest(f"PoolID {text!r} was not issued by pynet (expected SPACE/CIDR[/RANGE])")
+        raise BadRequest(f"{what} {text!r} was not issued by pynet (expected SPACE/CIDR[/RANGE])")

@@ -1,37 +1,30 @@
-"""/IpamDriver.* calls: decode, hand to IpamService, answer."""
+"""/IpamDriver.* calls: decode the request (protocol.py), hand it to IpamService, encode."""
 from __future__ import annotations
+
+from typing import Any, Callable
 
 from pynet.wire import Body
 
-from .pool_id import PoolId
+from .protocol import AddressRelease, AddressReply, AddressRequest, PoolRelease, PoolReply, PoolRequest
 from .service import IpamService
 
 
-def ipam_handlers(service: IpamService) -> dict:
-    def request_pool(b: Body) -> dict:
-        pool_id, data = service.request_pool(
-            b.string("AddressSpace"), b.string("Pool"), b.string("SubPool"),
-            b.strings("Options"), b.flag("V6"))
-        return {"PoolID": str(pool_id), "Pool": str(pool_id.pool), "Data": data}
-
-    def request_address(b: Body) -> dict:
-        address = service.request_address(PoolId.parse(b.data.get("PoolID")),
-                                          b.string("Address"), b.strings("Options"))
-        return {"Address": address, "Data": {}}
-
-    def release_pool(b: Body) -> dict:
-        service.release_pool(PoolId.parse(b.data.get("PoolID")))
+def ipam_handlers(service: IpamService) -> dict[str, Callable[[Body], dict[str, Any]]]:
+    def release_pool(b: Body) -> dict[str, Any]:
+        service.release_pool(PoolRelease.decode(b).pool_id)
         return {}
 
-    def release_address(b: Body) -> dict:
-        service.release_address(PoolId.parse(b.data.get("PoolID")), b.string("Address", required=True))
+    def release_address(b: Body) -> dict[str, Any]:
+        req = AddressRelease.decode(b)
+        service.release_address(req.pool_id, req.address)
         return {}
 
     return {
-        "IpamDriver.GetCapabilities": lambda b: service.capabilities(),
-        "IpamDriver.GetDefaultAddressSpaces": lambda b: service.default_address_spaces(),
-        "IpamDriver.RequestPool": request_pool,
+        "IpamDriver.GetCapabilities": lambda b: service.capabilities().encode(),
+        "IpamDriver.GetDefaultAddressSpaces": lambda b: service.default_address_spaces().encode(),
+        "IpamDriver.RequestPool": lambda b: PoolReply(service.request_pool(PoolRequest.decode(b))).encode(),
         "IpamDriver.ReleasePool": release_pool,
-        "IpamDriver.RequestAddress": request_address,
+        "IpamDriver.RequestAddress":
+            lambda b: AddressReply(service.request_address(AddressRequest.decode(b))).encode(),
         "IpamDriver.ReleaseAddress": release_address,
     }

@@ -12,6 +12,7 @@ from pynet.errors import BackendUnavailable
 from pynet.store.consul import ConsulStore
 from ipam_driver.repair import RepairQueue
 from ipam_driver.service import IpamService
+from tests.fakes.ipam_client import DockerIpam
 from tests.harness.consul import ConsulAgent
 
 POLICY = Path(__file__).resolve().parents[2] / "docs" / "consul-policy.hcl"
@@ -31,7 +32,7 @@ def test_documented_policy_is_enough_for_ipam_and_no_more() -> None:
         _api(agent, "/v1/acl/policy", {"Name": "pynet", "Rules": POLICY.read_text()})
         token = _api(agent, "/v1/acl/token", {"Policies": [{"Name": "pynet"}]})["SecretID"]
         store = ConsulStore(agent.addr, token=token, prefix="pynet/")
-        ipam = IpamService(store, "h1", repairs=RepairQueue(background=False))
+        ipam = DockerIpam(IpamService(store, "h1", repairs=RepairQueue(background=False)))
         pool, _ = ipam.request_pool("LocalDefault", "10.9.0.0/24", "", {}, False)
         gateway = ipam.request_address(pool, "", {"RequestAddressType": "com.docker.network.gateway"})
         address = ipam.request_address(pool, "", {"com.docker.network.endpoint.name": "web"})

@@ -11,6 +11,7 @@ from pynet.store import keys
 from pynet.store.memory import MemoryStore
 from ipam_driver import blocks
 from ipam_driver.service import IpamService
+from tests.fakes.ipam_client import DockerIpam
 
 net = ipaddress.ip_network
 GW = {"RequestAddressType": "com.docker.network.gateway"}
@@ -21,7 +22,7 @@ def ep(name):
 
 
 def ipam(store, host, **kwargs):
-    return IpamService(store, host, **kwargs)
+    return DockerIpam(IpamService(store, host, **kwargs))
 
 
 def owners(store, pool="10.1.0.0/24"):

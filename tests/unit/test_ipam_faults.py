@@ -13,6 +13,7 @@ from pynet.store import keys
 from pynet.store.memory import MemoryStore
 from ipam_driver.repair import RepairQueue
 from ipam_driver.service import IpamService
+from tests.fakes.ipam_client import DockerIpam
 
 
 class FlakyStore:
@@ -67,7 +68,7 @@ EP = {"com.docker.network.endpoint.name": "web"}
 @pytest.fixture
 def setup():
     store = FlakyStore()
-    svc = IpamService(store, "h1", repairs=RepairQueue(background=False))
+    svc = DockerIpam(IpamService(store, "h1", repairs=RepairQueue(background=False)))
     pool, _ = svc.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
     return store, svc, pool
 

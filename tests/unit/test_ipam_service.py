@@ -7,6 +7,7 @@ from pynet.errors import BadRequest, Conflict, Exhausted, NotFound
 from pynet.store.memory import MemoryStore
 from ipam_driver.pool_id import PoolId
 from ipam_driver.service import DefaultPool, IpamService
+from tests.fakes.ipam_client import DockerIpam
 
 GW = {"RequestAddressType": "com.docker.network.gateway"}
 
@@ -22,7 +23,8 @@ def store():
 
 def ipam(store, host="h1", routes=(), pools=None):
     kwargs = {"default_pools": tuple(DefaultPool.parse(p) for p in pools)} if pools else {}
-    return IpamService(store, host, host_routes=lambda: [ipaddress.ip_network(r) for r in routes], **kwargs)
+    return DockerIpam(IpamService(store, host, host_routes=lambda: [ipaddress.ip_network(r) for r in routes],
+                                  **kwargs))
 
 
 def test_automatic_pools_do_not_overlap_each_other_or_routes(store):

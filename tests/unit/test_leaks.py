@@ -8,6 +8,7 @@ from pynet.store.memory import MemoryStore
 from ipam_driver.docker_addresses import DockerAddresses, _addresses
 from ipam_driver.leaks import LeakCheck
 from ipam_driver.service import IpamService
+from tests.fakes.ipam_client import DockerIpam
 
 GW = {"RequestAddressType": "com.docker.network.gateway"}
 GRACE = 300.0
@@ -26,8 +27,8 @@ class Bed:
 
     def __init__(self) -> None:
         self.store = MemoryStore()
-        self.h1 = IpamService(self.store, "h1", block_size=0)
-        self.h2 = IpamService(self.store, "h2", block_size=0)
+        self.h1 = DockerIpam(IpamService(self.store, "h1", block_size=0))
+        self.h2 = DockerIpam(IpamService(self.store, "h2", block_size=0))
         self.pool, _ = self.h1.request_pool("LocalDefault", "10.5.0.0/24", "", {}, False)
         self.h2.request_pool("LocalDefault", "10.5.0.0/24", "", {}, False)
         self.gateway = self.h1.request_address(self.pool, "", GW)
@@ -36,7 +37,7 @@ class Bed:
         self.check = LeakCheck(self.store, "h1", lambda: self.docker, self.h1.release_leaked,
                                grace=GRACE, clock=self.clock)
 
-    def claim(self, svc: IpamService, address: str = "") -> str:
+    def claim(self, svc: DockerIpam, address: str = "") -> str:
         return self.h1_ip(svc.request_address(self.pool, address, {}))
 
     @staticmethod

@@ -1,0 +1,297 @@
+"""What IPAM keeps in the store, typed, and the one way it becomes JSON and back.
+
+v1/ipam/spaces/<space>  AddressSpace  {"pools": {cidr: {"subpool", "holders", "block"}}, "chosen"}
+v1/ipam/addrs/...       AddressClaim  {"kind", "name", "host", "claim"} (+ "holders": gateways)
+v1/ipam/blocks/...      BlockClaim    {"host", "claim"}
+v1/ipam/fences/<host>   Fence         {"host"} (+ "moved" once moved on)
+
+Existing stores keep working: a field older pynet versions did not write ("block", "claim")
+is optional on read and is not written back when it was absent, so a record read and
+written again holds exactly the keys it held. Pure: no I/O besides the store passed in.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, Self, TypeVar
+
+from pynet.errors import Conflict
+from pynet.store import keys, records
+from pynet.store.api import Entry, Store
+
+from .allocator import Address, Network
+
+GATEWAY, ENDPOINT, AUX = "gateway", "endpoint", "aux"  # what an address claim is for
+KINDS = (GATEWAY, ENDPOINT, AUX)
+
+
+class Record(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Self: ...
+
+
+R = TypeVar("R", bound=Record)
+
+
+# --- the one serialisation path ---------------------------------------------------------
+def encode(record: Record) -> str:
+    """The stored text of a record: compact JSON with sorted keys (pynet.store.records.dump)."""
+    return records.dump(record.to_dict())
+
+
+def decode(cls: type[R], entry: Entry) -> R:
+    """The record stored at entry. ValueError names the key when the value is not a record
+    of that type."""
+    try:
+        return from_json(cls, records.load(entry))
+    except ValueError as exc:
+        raise ValueError(f"unreadable {cls.__name__} at {entry.key}: {exc}") from None
+
+
+def from_json(cls: type[R], data: Any) -> R:
+    """cls.from_dict, with any malformation reported as ValueError."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return cls.from_dict(data)
+    except KeyError as exc:
+        raise ValueError(f"missing field {exc}") from None
+    except (TypeError, AttributeError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+def read(store: Store, key: str, cls: type[R]) -> R | None:
+    entry = store.get(key)
+    return None if entry is None else decode(cls, entry)
+
+
+def update(store: Any, key: str, cls: type[R], mutate: Callable[[R | None], R | None],
+           what: str) -> R | None:
+    """records.update on typed records: mutate(current) -> new (None: delete the key)."""
+    def step(data: Any) -> dict | None:
+        new = mutate(None if data is None else from_json(cls, data))
+        return None if new is None else new.to_dict()
+
+    written = records.update(store, key, step, what)
+    return None if written is None else from_json(cls, written)
+
+
+def claimed_ip(entry: Entry) -> Address:
+    """The address an address claim's key names (its last level)."""
+    return ipaddress.ip_address(keys.claimed_address(entry.key))
+
+
+def _text(data: Mapping, name: str) -> str:
+    value = data[name]
+    if not isinstance(value, str):
+        raise TypeError(f"{name!r} must be a string, got {value!r}")
+    return value
+
+
+def _optional_text(data: Mapping, name: str) -> str | None:
+    return None if data.get(name) is None else _text(data, name)
+
+
+def _mapping(value: Any, name: str) -> Mapping:
+    if not isinstance(value, dict):
+        raise TypeError(f"{name!r} must be an object, got {value!r}")
+    return value
+
+
+# --- address spaces and their pools ---------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PoolEntry:
+    """One pool of an address space: its IP range, the hosts holding it (a host holds a
+    pool once per network using it) and the addresses per host block."""
+    subpool: Network | None
+    holders: Mapping[str, int]
+    # None: recorded before pools had a block size; the host's --ipam-block-size applies.
+    block: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"subpool": str(self.subpool) if self.subpool else None,
+                                "holders": dict(self.holders)}
+        if self.block is not None:
+            data["block"] = self.block
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "PoolEntry":
+        sub = _optional_text(data, "subpool")
+        holders = _mapping({} if data.get("holders") is None else data["holders"], "holders")
+        if not all(isinstance(h, str) and isinstance(n, int) for h, n in holders.items()):
+            raise TypeError(f"'holders' must map hosts to counts, got {holders!r}")
+        block = data.get("block")
+        if block is not None and not isinstance(block, int):
+            raise TypeError(f"'block' must be a number, got {block!r}")
+        return cls(ipaddress.ip_network(sub) if sub else None, dict(holders), block)
+
+    def held_by(self, host: str) -> bool:
+        return host in self.holders
+
+    def with_holder(self, host: str) -> "PoolEntry":
+        return replace(self, holders={**self.holders, host: self.holders.get(host, 0) + 1})
+
+    def without_holder(self, host: str) -> "PoolEntry | None":
+        """One hold of host fewer; None once nobody holds the pool."""
+        holders = dict(self.holders)
+        holders[host] = holders.get(host, 0) - 1
+        if holders[host] <= 0:
+            del holders[host]
+        return replace(self, holders=holders) if holders else None
+
+    def by(self) -> str:
+        """' on host a, b' naming the holders, for error texts."""
+        return f" on host {', '.join(sorted(self.holders))}" if self.holders else ""
+
+
+@dataclass(frozen=True, slots=True)
+class AddressSpace:
+    """The pools of one address space, as one CAS'd record keyed by pool CIDR."""
+    pools: Mapping[Network, PoolEntry]
+    # The pool the last RequestPool chose: it reads its answer back from the record it
+    # wrote. Existing stores hold it, so it stays; ReleasePool writes the record without it.
+    chosen: Network | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"pools": {str(n): p.to_dict() for n, p in self.pools.items()}}
+        if self.chosen is not None:
+            data["chosen"] = str(self.chosen)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "AddressSpace":
+        pools = {} if data.get("pools") is None else data["pools"]
+        chosen = _optional_text(data, "chosen")
+        return cls({ipaddress.ip_network(cidr): PoolEntry.from_dict(_mapping(p, cidr))
+                    for cidr, p in _mapping(pools, "pools").items()},
+                   ipaddress.ip_network(chosen) if chosen else None)
+
+    def holding(self, chosen: Network, sub: Network | None, host: str, block: int,
+                exclusive: bool) -> "AddressSpace":
+        """This space with host holding chosen (made with sub and block when new), which is
+        then the chosen pool. Conflict if that overlaps another pool or redefines this one,
+        or (exclusive) host holds it already."""
+        existing = self.pools.get(chosen)
+        if existing is None:
+            for other, entry in self.pools.items():
+                if other.overlaps(chosen):
+                    raise Conflict(f"subnet {chosen} overlaps pool {other}, already in use"
+                                   f"{entry.by()}")
+            # The block size is fixed when the pool is made, so every host cuts the same blocks.
+            existing = PoolEntry(sub, {}, block)
+        else:
+            if existing.subpool != sub:
+                raise Conflict(f"subnet {chosen} is already defined with IP range "
+                               f"{existing.subpool or 'the whole subnet'}; this request asks for "
+                               f"{sub or 'the whole subnet'}")
+            if exclusive and existing.held_by(host):
+                raise Conflict(f"subnet {chosen} is already used by another network on this host "
+                               f"({host})")
+        return AddressSpace({**self.pools, chosen: existing.with_holder(host)}, chosen)
+
+    def releasing(self, pool: Network, host: str) -> "AddressSpace":
+        """This space with one hold of host on pool fewer (the pool gone with its last)."""
+        pools = dict(self.pools)
+        entry = pools.pop(pool)
+        left = entry.without_holder(host)
+        if left is not None:
+            pools[pool] = left
+        return AddressSpace(pools)
+
+
+# --- claims -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AddressClaim:
+    """Who owns one address. A gateway is shared by every host on the pool: holders."""
+    kind: str
+    name: str
+    host: str
+    # A random id making every value unique, so a claim left in doubt is known for ours.
+    # None: claimed before pynet wrote ids.
+    claim: str | None = None
+    holders: tuple[str, ...] | None = None
+
+    @classmethod
+    def new(cls, kind: str, name: str, host: str, claim: str) -> "AddressClaim":
+        return cls(kind, name, host, claim, (host,) if kind == GATEWAY else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind, "name": self.name, "host": self.host}
+        if self.claim is not None:
+            data["claim"] = self.claim
+        if self.holders is not None:
+            data["holders"] = list(self.holders)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "AddressClaim":
+        kind = _text(data, "kind")
+        if kind not in KINDS:
+            raise TypeError(f"'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+        holders = data.get("holders")
+        if holders is not None and not (isinstance(holders, list)
+                                        and all(isinstance(h, str) for h in holders)):
+            raise TypeError(f"'holders' must be a list of hosts, got {holders!r}")
+        return cls(kind, _text(data, "name"), _text(data, "host"), _optional_text(data, "claim"),
+                   None if holders is None else tuple(holders))
+
+    @property
+    def gateway(self) -> bool:
+        return self.kind == GATEWAY
+
+    def same_owner(self, other: "AddressClaim") -> bool:
+        """Whether other is this claim asked for again (the same named container)."""
+        return bool(other.name) and (other.kind, other.name, other.host) == (
+            self.kind, self.name, self.host)
+
+    def joined_by(self, host: str) -> "AddressClaim":
+        """A gateway with host among its holders."""
+        return replace(self, holders=tuple(sorted(set(self.holders or ()) | {host})))
+
+    def freed_by(self, host: str) -> "AddressClaim | None":
+        """The claim once host lets go of it: None (delete it), or a gateway others hold."""
+        if not self.gateway:
+            return None
+        holders = tuple(h for h in self.holders or () if h != host)
+        return replace(self, holders=holders) if holders else None
+
+    def describe(self) -> str:
+        if self.kind == ENDPOINT:
+            return f"container {self.name!r} on host {self.host}"
+        if self.kind == GATEWAY:
+            return "the network's gateway"
+        return f"an auxiliary address reserved on host {self.host}"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockClaim:
+    """A host's address block in a pool (a hint; see blocks.py)."""
+    host: str
+    claim: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "claim": self.claim}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "BlockClaim":
+        return cls(_text(data, "host"), _text(data, "claim"))
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A host's claim fence (claims.py): only its version matters; moved makes each move a
+    new value."""
+    host: str
+    moved: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host} if self.moved is None else {"host": self.host, "moved": self.moved}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "Fence":
+        return cls(_text(data, "host"), _optional_text(data, "moved"))
+
