@@ -72,9 +72,7 @@ def test_networks_are_isolated_from_each_other_and_from_foreign_bridges(topo):
     sh("ip", "addr", "add", "198.18.102.1/24", "dev", "pnt-foreign", ns=topo.host)
     sh("ip", "link", "set", "pnt-foreign", "up", ns=topo.host)
     sh("iptables", "-A", "FORWARD", "-i", "pnt-foreign", "-j", "ACCEPT", ns=topo.host)  # as Docker's
-    foreign = f"pnt-f{topo.host[5:]}"
-    sh("ip", "netns", "add", foreign)
-    topo.namespaces.append(foreign)
+    foreign = topo.namespaces.make("f")
     sh("ip", "link", "add", "pnt-fv", "type", "veth", "peer", "name", "eth0", "netns", foreign, ns=topo.host)
     sh("ip", "link", "set", "pnt-fv", "master", "pnt-foreign", "up", ns=topo.host)
     for argv in (("ip", "addr", "add", "198.18.102.2/24", "dev", "eth0"), ("ip", "link", "set", "eth0", "up"),
