@@ -1,30 +1,44 @@
-"""Shared fixtures: a plugin app wired to in-memory fakes for fast tests."""
+"""Shared fixtures: a plugin app wired to in-memory fakes for fast tests, and throwaway
+network namespaces for the tiers that need a real kernel."""
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from pynet.app import Deps, create_app
-from pynet.settings import Settings
-from pynet.store.memory import MemoryStore
-from tests.fakes.firewall import RecordingFirewall
-from tests.fakes.netlink import FakeNetlink
+from pynet.app import Deps
+from tests.harness.app_client import AppClient, app_client, fake_deps as _fake_deps
+from tests.harness.netns import Namespaces, NetnsError, require_root
 
 
 @pytest.fixture
 def fake_deps() -> Deps:
-    return Deps(store=MemoryStore(), netlink=FakeNetlink(), firewall=RecordingFirewall())
+    return _fake_deps()
 
 
 @pytest.fixture
-def plugin_client(fake_deps):
-    app = create_app(Settings(host_id="test-host"), fake_deps)
-    client = app.test_client()
+def plugin_client(fake_deps) -> AppClient:
+    """`plugin_client(method, body=None, raw=None) -> (status, json)` over fake_deps."""
+    return app_client(fake_deps, host_id="test-host")
 
-    def call(method: str, body=None, raw: bytes | None = None):
-        import json
-        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-        # Like Docker: no Content-Type header.
-        resp = client.post(f"/{method}", data=data)
-        return resp.status_code, resp.get_json(force=True)
 
-    return call
+@pytest.fixture
+def make_netns() -> Iterator[Callable[..., str]]:
+    """`name = make_netns()` (or `make_netns("tag")`) creates a throwaway network namespace
+    `pnt-...`; all are deleted, after killing what runs inside, when the test ends. Needs
+    root: fails (never skips) without it."""
+    try:
+        require_root()
+    except NetnsError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    spaces = Namespaces()
+    yield spaces.make
+    left = spaces.close()
+    if left:
+        pytest.fail(f"could not delete network namespaces {left}", pytrace=False)
+
+
+@pytest.fixture
+def ns(make_netns) -> str:
+    """One throwaway network namespace (see make_netns)."""
+    return make_netns()

@@ -13,11 +13,11 @@ rule that another program owns.
 from __future__ import annotations
 
 import logging
-import shutil
-import subprocess
 
 from pynet.errors import PynetError
 from driver.models import NetworkRecord
+
+from . import commands
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,14 @@ class FirewallError(PynetError):
 
 class ForwardAccept:
     def __init__(self, binaries: tuple[str, ...] = ("iptables", "ip6tables"),
-                 netns: str | None = None) -> None:
+                 netns: str | None = None, *, run: commands.Runner | None = None,
+                 which: commands.Which | None = None) -> None:
         # netns: work in that network namespace (kernel tests) instead of this one.
+        # run, which: how commands are run and binaries found (commands.py; tests inject them).
         self._prefix = ["ip", "netns", "exec", netns] if netns else []
-        self._binaries = tuple(b for b in binaries if shutil.which(b))
+        self._command = run or commands.run_command
+        which = which or commands.which
+        self._binaries = tuple(b for b in binaries if which(b))
         if "iptables" not in self._binaries:
             raise FirewallError("iptables is not installed; pynet needs it to let bridge traffic "
                                 "past Docker's FORWARD policy")
@@ -62,22 +66,21 @@ class ForwardAccept:
     def _apply(self) -> None:
         script = "\n".join(["*filter", f":{CHAIN} - [0:0]", *self.rules(), "COMMIT", ""])
         for binary in self._binaries:
-            _run([*self._prefix, f"{binary}-restore", "-w", "5", "--noflush"], script)
+            self._run([*self._prefix, f"{binary}-restore", "-w", "5", "--noflush"], script)
             # The jump is added once, at the top, and never duplicated.
-            if _run([*self._prefix, binary, "-w", "5", "-C", "FORWARD", "-j", CHAIN], check=False) != 0:
-                _run([*self._prefix, binary, "-w", "5", "-I", "FORWARD", "1", "-j", CHAIN])
+            if self._run([*self._prefix, binary, "-w", "5", "-C", "FORWARD", "-j", CHAIN], check=False) != 0:
+                self._run([*self._prefix, binary, "-w", "5", "-I", "FORWARD", "1", "-j", CHAIN])
 
     def remove_all(self) -> None:
         """Take the chain and its jump away entirely (tests, uninstall)."""
         for binary in self._binaries:
-            while _run([*self._prefix, binary, "-w", "5", "-D", "FORWARD", "-j", CHAIN], check=False) == 0:
+            while self._run([*self._prefix, binary, "-w", "5", "-D", "FORWARD", "-j", CHAIN], check=False) == 0:
                 pass
-            _run([*self._prefix, binary, "-w", "5", "-F", CHAIN], check=False)
-            _run([*self._prefix, binary, "-w", "5", "-X", CHAIN], check=False)
+            self._run([*self._prefix, binary, "-w", "5", "-F", CHAIN], check=False)
+            self._run([*self._prefix, binary, "-w", "5", "-X", CHAIN], check=False)
 
-
-def _run(argv: list[str], stdin: str | None = None, check: bool = True) -> int:
-    proc = subprocess.run(argv, input=stdin, text=True, capture_output=True, timeout=15)
-    if check and proc.returncode != 0:
-        raise FirewallError(f"{' '.join(argv)} failed: {proc.stderr.strip() or proc.returncode}")
-    return proc.returncode
+    def _run(self, argv: list[str], stdin: str | None = None, check: bool = True) -> int:
+        proc = self._command(argv, stdin, commands.TIMEOUT)
+        if check and proc.returncode != 0:
+            raise FirewallError(f"{' '.join(argv)} failed: {proc.stderr.strip() or proc.returncode}")
+        return proc.returncode

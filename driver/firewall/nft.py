@@ -7,23 +7,26 @@ milliseconds per change, and a crash in it cannot take the plugin down.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from typing import Any
 
+from . import commands
 from .forward_accept import FirewallError
 from .nft_rules import FAMILY, TABLE
 
-TIMEOUT = 15
+TIMEOUT = commands.TIMEOUT
 
 
 class Nft:
-    def __init__(self, netns: str | None = None, binary: str = "nft") -> None:
-        if shutil.which(binary) is None:
+    def __init__(self, netns: str | None = None, binary: str = "nft", *,
+                 run: commands.Runner | None = None, which: commands.Which | None = None) -> None:
+        # run, which: how commands are run and binaries found (commands.py; tests inject them).
+        if (which or commands.which)(binary) is None:
             raise FirewallError(f"{binary} is not installed; pynet writes its NAT and isolation "
                                 "rules with nftables (Debian package nftables)")
         self._prefix = ["ip", "netns", "exec", netns] if netns else []
         self._binary = binary
+        self._command = run or commands.run_command
 
     def apply(self, doc: dict[str, Any]) -> None:
         """Run one transaction: all of it is applied, or none (nft's batches are atomic)."""
@@ -38,7 +41,6 @@ class Nft:
 
     def _run(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         try:
-            return subprocess.run([*self._prefix, self._binary, *args], input=stdin, text=True,
-                                  capture_output=True, timeout=TIMEOUT)
+            return self._command([*self._prefix, self._binary, *args], stdin, TIMEOUT)
         except subprocess.TimeoutExpired:
             raise FirewallError(f"nft {' '.join(args)} did not finish within {TIMEOUT} s") from None

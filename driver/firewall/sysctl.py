@@ -20,6 +20,7 @@ import logging
 import os
 import subprocess
 
+from . import commands
 from .forward_accept import FirewallError
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,10 @@ RTF_UP, RTF_REJECT = 0x0001, 0x0200
 
 
 class KernelKnobs:
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, *, run: commands.Runner | None = None) -> None:
+        # run: how `ip netns exec` commands are run (commands.py; tests inject it).
         self.netns = netns
+        self._command = run or commands.run_command
 
     def ensure_ip_forward(self) -> None:
         if self._read("/proc/sys/net/ipv4/ip_forward").strip() != "1":
@@ -100,5 +103,4 @@ class KernelKnobs:
         return self._ns(["test", "-e", path]).returncode == 0
 
     def _ns(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ip", "netns", "exec", self.netns, *argv], text=True,
-                              capture_output=True, timeout=15)
+        return self._command(["ip", "netns", "exec", self.netns, *argv], None, commands.TIMEOUT)

@@ -4,13 +4,11 @@ Every test in tests/e2e is marked `e2e`. Any test that uses `dockerd` (directly 
 another fixture) gets `cleanup_docker` automatically: the containers and networks it
 created (anything new since the test began, or named `pynet-t-*`) are removed afterwards,
 even when the test fails, while the plugin is still up to answer Leave/DeleteEndpoint.
+Throwaway network namespaces come from `make_netns` in tests/conftest.py.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -36,7 +34,6 @@ from tests.harness.dockerd import (  # noqa: E402
 from tests.harness.plugin import PluginProcess  # noqa: E402
 
 NAME_PREFIX = "pynet-t-"
-NETNS_PREFIX = "pnt-"
 _HERE = Path(__file__).resolve().parent
 # Session objects, so function-scoped fixtures can reach them without instantiating them.
 _session: dict[str, object] = {}
@@ -141,29 +138,6 @@ def _auto_cleanup_docker(request: pytest.FixtureRequest) -> None:
     # Tests that touch dockerd get cleanup_docker without asking for it.
     if "dockerd" in request.fixturenames:
         request.getfixturevalue("cleanup_docker")
-
-
-@pytest.fixture
-def make_netns() -> Iterator[Callable[[], str]]:
-    """`name = make_netns()` creates a throwaway network namespace `pnt-XXXXXX`; all are
-    deleted (after killing processes started in them) when the test ends."""
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"{NETNS_PREFIX}{secrets.token_hex(3)}"
-        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
-        for pid in pids:  # processes the test started inside this namespace
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def _remove_plugin_firewall() -> None:

@@ -3,40 +3,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import secrets
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.harness.dockerd import DockerDaemon
-
-DRIVER = ["-d", "pynet", "--ipam-driver", "pynet"]
-
-
-def name(kind: str) -> str:
-    return f"pynet-t-{kind}-{secrets.token_hex(3)}"
+from tests.harness.e2e_support import DRIVER, ip_of, name, ping, run
 
 
 def pynet_links() -> set[str]:
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
     return {line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": pn" in line}
-
-
-def run(dockerd: DockerDaemon, image: str, net: str, *extra: str, ctr: str | None = None) -> str:
-    ctr = ctr or name("c")
-    dockerd.cli("run", "-d", "--pull", "never", "--name", ctr, "--network", net, *extra, image, "sleep", "600")
-    return ctr
-
-
-def ip_of(dockerd: DockerDaemon, ctr: str) -> str:
-    return dockerd.cli("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                       ctr).stdout.strip()
-
-
-def ping(dockerd: DockerDaemon, ctr: str, target: str) -> subprocess.CompletedProcess:
-    return dockerd.cli("exec", ctr, "ping", "-c", "2", "-W", "2", target, check=False)
 
 
 def test_two_containers_talk_by_address_and_name(dockerd, busybox_image, plugin):

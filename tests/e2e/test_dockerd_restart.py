@@ -13,8 +13,7 @@ import time
 import pytest
 
 from pynet.store import keys
-from tests.e2e.test_bridge import DRIVER, ip_of, name, ping, run
-from tests.e2e.test_leaks import claimed
+from tests.harness.e2e_support import DRIVER, claimed, ip_of, name, ping, run
 
 GATEWAY_OF = {"198.19.220.0/28": "198.19.220.1", "198.19.221.0/28": "198.19.221.1"}
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import time
 
-from pynet.store import keys
-from tests.e2e.test_bridge import DRIVER, ip_of, name, run
+from tests.harness.e2e_support import DRIVER, claimed, ip_of, name, run
 
 SUBNET = "198.19.218.0/28"
 GATEWAY = "198.19.218.1"
@@ -19,11 +18,6 @@ AUX = "198.19.218.14"
 OTHER_SUBNET = "198.19.219.0/28"  # Docker's bridge driver, pynet's IPAM
 GRACE = 60  # the smallest grace pynet accepts
 INTERVAL = 2
-
-
-def claimed(plugin, subnet: str) -> set[str]:
-    """The addresses pynet's store holds for SUBNET."""
-    return {keys.claimed_address(e.key) for e in plugin.stored(keys.ipam_addrs("LocalDefault", subnet))}
 
 
 def in_use_error(dockerd, image: str, net: str, ip: str) -> str:

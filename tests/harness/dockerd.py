@@ -47,6 +47,8 @@ from types import TracebackType
 
 import docker
 
+from tests.harness.cgroups import kill_cgroup_procs, rmdir_cgroups
+
 RUN_DIR = Path("/run/pynet-test")  # short: unix socket paths are limited to 108 bytes
 PLUGINS_DIR = Path("/run/docker/plugins")
 # Hard-coded shared dirs dockerd/containerd create (containerd 1.6 shims put their sockets in
@@ -306,7 +308,7 @@ class DockerDaemon:
             self._proc = None
         # containerd (own session) and its shims carry our exec-root in their command lines.
         terminate_matching(str(self.exec_root))
-        _kill_cgroup_procs(CGROUP_PARENT)
+        kill_cgroup_procs(CGROUP_PARENT)
         _unmount_under(self.exec_root)
         _unmount_under(self.data_root)
         for br in sorted(bridges):
@@ -314,7 +316,7 @@ class DockerDaemon:
         if self._host_before is not None:
             _cleanup_firewall(bridges, self._host_before)
             remove_empty_shared_dirs(self._host_before.absent_dirs)
-        _rmdir_cgroups(CGROUP_PARENT)
+        rmdir_cgroups(CGROUP_PARENT)
         shutil.rmtree(self.exec_root, ignore_errors=True)
         for p in (self.socket, self.pidfile):
             p.unlink(missing_ok=True)
@@ -549,41 +551,6 @@ def _unmount_under(root: Path) -> None:
                 points.append(mp)
     for mp in sorted(points, key=len, reverse=True):  # children before parents
         subprocess.run(["umount", "-l", mp], capture_output=True)
-
-
-def _cgroup_dirs(parent: str) -> list[Path]:
-    base = Path("/sys/fs/cgroup")
-    return [d for d in base.glob(f"*/{parent}") if d.is_dir()] + ([base / parent] if (base / parent).is_dir() else [])
-
-
-def _kill_cgroup_procs(parent: str) -> None:
-    # Container processes live in cgroups under our private --cgroup-parent; none is someone else's.
-    pids: set[int] = set()
-    for d in _cgroup_dirs(parent):
-        for procs in d.glob("**/cgroup.procs"):
-            try:
-                pids |= {int(x) for x in procs.read_text().split()}
-            except OSError:
-                pass
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    wait_gone(sorted(pids), 5.0)
-
-
-def _rmdir_cgroups(parent: str) -> None:
-    for d in _cgroup_dirs(parent):
-        for sub in sorted((p for p in d.glob("**/") if p != d), key=lambda p: len(str(p)), reverse=True):
-            try:
-                sub.rmdir()
-            except OSError:
-                pass
-        try:
-            d.rmdir()
-        except OSError:
-            pass
 
 
 def _run(argv: list[str]) -> str:

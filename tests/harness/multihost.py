@@ -55,6 +55,7 @@ from types import TracebackType
 from typing import Any
 
 from tests.harness.busybox import IMAGE, build_rootfs_tar, find_busybox
+from tests.harness.cgroups import cgroup_dirs, kill_cgroup_procs, rmdir_cgroups
 from tests.harness.dockerd import (alive, cmdline, die_with_parent, pgid_members, signal_if, tail,
                                    wait_gone)
 from tests.harness.plugin import call_socket
@@ -510,14 +511,14 @@ class MultiHost:
         inodes = self._inodes | {i for h in self.hosts for i in h.ns_inodes()}
         _kill_in_namespaces(inodes)
         for h in self.hosts:
-            _kill_cgroup(h.cgroup_parent)
+            kill_cgroup_procs(h.cgroup_parent)
             for f in (h.mnt_file, h.uts_file):
                 subprocess.run(["umount", str(f)], capture_output=True)
             subprocess.run(["ip", "netns", "del", h.netns], capture_output=True)
         subprocess.run(["ip", "link", "del", self.root_link], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.switch_ns], capture_output=True)
         for h in self.hosts:
-            _rmdir_cgroup(h.cgroup_parent)
+            rmdir_cgroups(h.cgroup_parent)
         subprocess.run(["umount", str(self.run_dir)], capture_output=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         with contextlib.suppress(OSError):
@@ -548,7 +549,7 @@ class MultiHost:
         for pid in _pids_in_namespaces(inodes if inodes is not None else self._inodes):
             found.append(f"process {pid}: {cmdline(pid)[:100]}")
         for h in self.hosts:
-            found += [f"cgroup {d}" for d in _cgroup_dirs(h.cgroup_parent)]
+            found += [f"cgroup {d}" for d in cgroup_dirs(h.cgroup_parent)]
             for name, p in h.procs.items():
                 if p.running():
                     found.append(f"{name} of {h} (pid {p.pid})")
@@ -713,30 +714,3 @@ def _kill_in_namespaces(inodes: set[tuple[str, int]]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     wait_gone(pids, 5.0)
-
-
-def _cgroup_dirs(parent: str) -> list[Path]:
-    base = Path("/sys/fs/cgroup")
-    return sorted(d for d in base.glob(f"*/{parent}") if d.is_dir())
-
-
-def _kill_cgroup(parent: str) -> None:
-    """Container processes live in cgroups under the host's own --cgroup-parent."""
-    pids: set[int] = set()
-    for d in _cgroup_dirs(parent):
-        for procs in d.glob("**/cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                pids |= {int(x) for x in procs.read_text().split()}
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    wait_gone(sorted(pids), 5.0)
-
-
-def _rmdir_cgroup(parent: str) -> None:
-    for d in _cgroup_dirs(parent):
-        for sub in sorted((p for p in d.glob("**/") if p != d), key=lambda p: len(str(p)), reverse=True):
-            with contextlib.suppress(OSError):
-                sub.rmdir()
-        with contextlib.suppress(OSError):
-            d.rmdir()

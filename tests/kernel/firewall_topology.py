@@ -4,13 +4,13 @@ The "host" namespace runs the plugin (its app, wired to the real kernel in that 
 the "outside" is joined to it by a veth, and each "container" is a namespace that receives
 the endpoint's veth the way Docker would move it there. Addresses come from 198.18.0.0/15
 only. Docker's FORWARD policy DROP is reproduced in the host namespace. Everything is
-removed by close(), processes first (by PID).
+removed by close(), processes first (by PID). The namespaces come from
+tests/harness/netns.py, the app and its client from tests/harness/app_client.py.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -19,15 +19,16 @@ from pathlib import Path
 
 from pyroute2 import netns as pr_netns
 
-from pynet.app import Deps, create_app
+from pynet.app import Deps
 from driver.firewall.forward_accept import ForwardAccept
 from driver.firewall.nft import Nft
 from driver.firewall.nft_firewall import NftFirewall
 from driver.firewall.ports import HostPorts
 from driver.firewall.sysctl import KernelKnobs
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
-from pynet.settings import Settings
 from pynet.store.local import LocalStore
+from tests.harness.app_client import AppClient, app_client
+from tests.harness.netns import Namespaces
 from tests.harness.netprobe import CLIENT, PEER_SERVER
 
 OUTSIDE_HOST_IP = "198.18.50.1"
@@ -43,25 +44,26 @@ def sh(*argv: str, check: bool = True, ns: str | None = None) -> subprocess.Comp
 
 class Topology:
     def __init__(self, tmp: Path) -> None:
-        tag = secrets.token_hex(3)
-        self.host, self.outside = f"pnt-h{tag}", f"pnt-o{tag}"
         self.tmp = tmp
-        self.namespaces = [self.host, self.outside]
+        self.namespaces = Namespaces()
         self.procs: list[subprocess.Popen] = []
-        self.client = None
+        self.client: AppClient | None = None
         self.deps: Deps | None = None
-        for ns in self.namespaces:
-            sh("ip", "netns", "add", ns)
-        sh("ip", "link", "set", "lo", "up", ns=self.host)
-        sh("ip", "link", "set", "lo", "up", ns=self.outside)
-        # Docker sets FORWARD policy DROP; reproduce it in the host namespace.
-        sh("iptables", "-P", "FORWARD", "DROP", ns=self.host)
-        sh("ip", "link", "add", "pnt-up", "netns", self.host, "type", "veth", "peer", "name", "eth0",
-           "netns", self.outside)
-        sh("ip", "addr", "add", f"{OUTSIDE_HOST_IP}/24", "dev", "pnt-up", ns=self.host)
-        sh("ip", "link", "set", "pnt-up", "up", ns=self.host)
-        sh("ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0", ns=self.outside)
-        sh("ip", "link", "set", "eth0", "up", ns=self.outside)
+        try:
+            self.host, self.outside = self.namespaces.make("h"), self.namespaces.make("o")
+            sh("ip", "link", "set", "lo", "up", ns=self.host)
+            sh("ip", "link", "set", "lo", "up", ns=self.outside)
+            # Docker sets FORWARD policy DROP; reproduce it in the host namespace.
+            sh("iptables", "-P", "FORWARD", "DROP", ns=self.host)
+            sh("ip", "link", "add", "pnt-up", "netns", self.host, "type", "veth", "peer", "name", "eth0",
+               "netns", self.outside)
+            sh("ip", "addr", "add", f"{OUTSIDE_HOST_IP}/24", "dev", "pnt-up", ns=self.host)
+            sh("ip", "link", "set", "pnt-up", "up", ns=self.host)
+            sh("ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0", ns=self.outside)
+            sh("ip", "link", "set", "eth0", "up", ns=self.outside)
+        except BaseException:
+            self.namespaces.close()
+            raise
 
     # --- the plugin ----------------------------------------------------------------
     def firewall(self) -> NftFirewall:
@@ -76,15 +78,14 @@ class Topology:
             self.deps.firewall.ports.release_all()  # a dead process holds no sockets
         self.deps = Deps(store=LocalStore(str(self.tmp / "pynet.db")),
                          netlink=Pyroute2Netlink(self.host), firewall=self.firewall())
-        self.client = create_app(Settings(host_id="k"), self.deps).test_client()
+        self.client = app_client(self.deps, host_id="k")
 
     @property
     def service(self):
-        return self.client.application.extensions["pynet"]["network"]
+        return self.client.network
 
     def call(self, method: str, body: dict) -> tuple[int, dict]:
-        resp = self.client.post(f"/{method}", json=body)
-        return resp.status_code, resp.get_json(force=True)
+        return self.client.call(method, body)
 
     def socket(self, kind: int) -> socket.socket:
         """A socket in the host namespace (setns affects only the calling thread)."""
@@ -110,9 +111,7 @@ class Topology:
         status, answer = self.call("NetworkDriver.CreateEndpoint", {
             "NetworkID": nid, "EndpointID": eid, "Interface": {"Address": address}})
         assert status == 200, answer
-        ns = f"pnt-c{secrets.token_hex(3)}"
-        sh("ip", "netns", "add", ns)
-        self.namespaces.append(ns)
+        ns = self.namespaces.make("c")
         status, answer = self.call("NetworkDriver.Join", {"NetworkID": nid, "EndpointID": eid,
                                                           "SandboxKey": f"/run/netns/{ns}"})
         assert status == 200, answer
@@ -157,10 +156,6 @@ class Topology:
         if self.deps is not None:
             self.deps.firewall.ports.release_all()
             self.deps.store.close()
-        for ns in reversed(self.namespaces):
-            for pid in sh("ip", "netns", "pids", ns, check=False).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            sh("ip", "netns", "del", ns, check=False)
+        left = self.namespaces.close()
+        if left:
+            raise RuntimeError(f"could not delete network namespaces {left}")

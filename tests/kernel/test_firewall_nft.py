@@ -18,6 +18,14 @@ TCP80_8080 = {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, 
 UDP80_8080 = {**TCP80_8080, "Proto": 17}
 
 
+def forward_chain(ns: str, binary: str = "iptables") -> list[str]:
+    """What the kernel holds of PYNET-FORWARD in namespace NS, read back with iptables-save:
+    the chain's declaration, its rules and the jump to it (counters dropped)."""
+    saved = sh(f"{binary}-save", "-t", "filter", ns=ns).stdout.splitlines()
+    return [line.split(" [")[0] if line.startswith(":") else line
+            for line in saved if "PYNET-FORWARD" in line]
+
+
 @pytest.fixture
 def topo(tmp_path):
     t = Topology(tmp_path)
@@ -56,10 +64,33 @@ def test_rule_set_of_one_network_with_one_published_port_matches_golden(topo):
     gw = topo.network(NID_A, "198.18.100.0/24")
     topo.container(NID_A, EID_1, "198.18.100.2/24", gw, [TCP80_8080])
     assert topo.nft_text() == (GOLDEN / "one_network_one_port.nft").read_text()
-    assert ForwardAccept(netns=topo.host).rules() == []  # a fresh object knows no bridges
+    in_kernel = forward_chain(topo.host)
+    # A fresh object knows no bridges, and making one neither reads nor rewrites the kernel's chain.
+    assert ForwardAccept(netns=topo.host).rules() == [] and forward_chain(topo.host) == in_kernel
     chain = sh("iptables", "-S", "PYNET-FORWARD", ns=topo.host).stdout.splitlines()
     assert chain == ["-N PYNET-FORWARD", f"-A PYNET-FORWARD -i pn-{NID_A[:12]} -j ACCEPT",
                      f"-A PYNET-FORWARD -o pn-{NID_A[:12]} -j ACCEPT"]
+
+
+def test_forward_chain_is_emptied_with_the_last_network_and_gone_after_remove_all(topo):
+    bridge = f"pn-{NID_A[:12]}"
+    topo.network(NID_A, "198.18.100.0/24")
+    assert forward_chain(topo.host) == [":PYNET-FORWARD -", "-A FORWARD -j PYNET-FORWARD",
+                                        f"-A PYNET-FORWARD -i {bridge} -j ACCEPT",
+                                        f"-A PYNET-FORWARD -o {bridge} -j ACCEPT"]
+    assert forward_chain(topo.host, "ip6tables") == [":PYNET-FORWARD -", "-A FORWARD -j PYNET-FORWARD",
+                                                     f"-A PYNET-FORWARD -i {bridge} -j ACCEPT",
+                                                     f"-A PYNET-FORWARD -o {bridge} -j ACCEPT"]
+    assert topo.call("NetworkDriver.DeleteNetwork", {"NetworkID": NID_A})[0] == 200
+    # The last network gone: the chain stays (jumped to, first in FORWARD) but accepts nothing.
+    assert forward_chain(topo.host) == [":PYNET-FORWARD -", "-A FORWARD -j PYNET-FORWARD"]
+    assert sh("iptables", "-S", "FORWARD", ns=topo.host).stdout.splitlines()[:2] == [
+        "-P FORWARD DROP", "-A FORWARD -j PYNET-FORWARD"]
+    topo.deps.firewall.remove_all()
+    assert forward_chain(topo.host) == [] and forward_chain(topo.host, "ip6tables") == []
+    assert topo.nft_text() == ""
+    # Docker's policy, which pynet never owned, is still there.
+    assert sh("iptables", "-S", "FORWARD", ns=topo.host).stdout.splitlines() == ["-P FORWARD DROP"]
 
 
 def test_networks_are_isolated_from_each_other_and_from_foreign_bridges(topo):
@@ -72,9 +103,7 @@ def test_networks_are_isolated_from_each_other_and_from_foreign_bridges(topo):
     sh("ip", "addr", "add", "198.18.102.1/24", "dev", "pnt-foreign", ns=topo.host)
     sh("ip", "link", "set", "pnt-foreign", "up", ns=topo.host)
     sh("iptables", "-A", "FORWARD", "-i", "pnt-foreign", "-j", "ACCEPT", ns=topo.host)  # as Docker's
-    foreign = f"pnt-f{topo.host[5:]}"
-    sh("ip", "netns", "add", foreign)
-    topo.namespaces.append(foreign)
+    foreign = topo.namespaces.make("f")
     sh("ip", "link", "add", "pnt-fv", "type", "veth", "peer", "name", "eth0", "netns", foreign, ns=topo.host)
     sh("ip", "link", "set", "pnt-fv", "master", "pnt-foreign", "up", ns=topo.host)
     for argv in (("ip", "addr", "add", "198.18.102.2/24", "dev", "eth0"), ("ip", "link", "set", "eth0", "up"),

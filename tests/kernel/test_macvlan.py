@@ -7,41 +7,25 @@ whose peer sits in a "LAN host" namespace with 198.18.0.1. Endpoint macvlans are
 from __future__ import annotations
 
 import subprocess
-import uuid
 
 import pytest
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute
 
-from pynet.app import Deps, create_app
+from pynet.app import Deps
 from driver.netlink.api import NotSupported
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
-from pynet.settings import Settings
 from pynet.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
+from tests.harness.app_client import app_client
 
 GENERIC = "com.docker.network.generic"
 LAN_HOST = "198.18.0.1"
 
 
 @pytest.fixture
-def namespaces():
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"pnt-{uuid.uuid4().hex[:8]}"
-        netns.create(name)
-        made.append(name)
-        return name
-
-    yield make
-    for name in made:
-        netns.remove(name)
-
-
-@pytest.fixture
-def lan(ns, namespaces):
+def lan(ns, make_netns):
     """`lan0` in the host namespace, its peer `lan` in a LAN host namespace at 198.18.0.1/24."""
-    lan_ns = namespaces()
+    lan_ns = make_netns()
     with IPRoute(netns=ns, flags=0) as ipr:
         ipr.link("add", ifname="lan0", kind="veth", peer={"ifname": "lanpeer"})
         ipr.link("set", index=ipr.link_lookup(ifname="lanpeer")[0], net_ns_fd=lan_ns)
@@ -55,15 +39,9 @@ def lan(ns, namespaces):
 
 @pytest.fixture
 def plugin(ns):
+    """`plugin(method, body) -> (status, json)`; `plugin.deps` is what it was built on."""
     deps = Deps(store=MemoryStore(), netlink=Pyroute2Netlink(ns), firewall=RecordingFirewall())
-    client = create_app(Settings(host_id="k"), deps).test_client()
-
-    def call(method, body):
-        resp = client.post(f"/{method}", json=body)
-        return resp.status_code, resp.get_json()
-
-    call.deps = deps
-    return call
+    return app_client(deps, host_id="k")
 
 
 def network(call, nid, subnet="198.18.0.0/24", gateway="198.18.0.1/24", **generic):
@@ -72,7 +50,7 @@ def network(call, nid, subnet="198.18.0.0/24", gateway="198.18.0.1/24", **generi
         "IPv4Data": [{"Pool": subnet, "Gateway": gateway}]})
 
 
-def container(call, ns, namespaces, nid, eid, address):
+def container(call, ns, make_netns, nid, eid, address):
     """CreateEndpoint + Join, then what Docker does: move the link into a new namespace,
     rename it eth0, address it, bring it up. Returns the container namespace."""
     status, answer = call("NetworkDriver.CreateEndpoint", {
@@ -80,7 +58,7 @@ def container(call, ns, namespaces, nid, eid, address):
     assert status == 200, answer
     status, joined = call("NetworkDriver.Join", {"NetworkID": nid, "EndpointID": eid, "SandboxKey": "/x"})
     assert status == 200, joined
-    ctr = namespaces()
+    ctr = make_netns()
     src = joined["InterfaceName"]["SrcName"]
     with IPRoute(netns=ns, flags=0) as ipr:
         ipr.link("set", index=ipr.link_lookup(ifname=src)[0], net_ns_fd=ctr)
@@ -118,11 +96,11 @@ def test_link_reading_knows_loopback_and_macvlan(ns, lan):
     assert macvlan_mode(ns, "pnctest") == "vepa"
 
 
-def test_bridge_mode_containers_reach_each_other_and_the_lan(ns, lan, namespaces, plugin):
+def test_bridge_mode_containers_reach_each_other_and_the_lan(ns, lan, make_netns, plugin):
     nl = plugin.deps.netlink
     assert network(plugin, "1" * 64, parent="lan0") == (200, {})
-    a = container(plugin, ns, namespaces, "1" * 64, "a" * 64, "198.18.0.10/24")
-    b = container(plugin, ns, namespaces, "1" * 64, "b" * 64, "198.18.0.11/24")
+    a = container(plugin, ns, make_netns, "1" * 64, "a" * 64, "198.18.0.10/24")
+    b = container(plugin, ns, make_netns, "1" * 64, "b" * 64, "198.18.0.11/24")
     assert pings(a, "198.18.0.11") and pings(b, LAN_HOST) and pings(a, LAN_HOST)
     with IPRoute(netns=lan, flags=0) as ipr:
         neigh = {n.get("NDA_DST"): n.get("NDA_LLADDR") for n in ipr.get_neighbours()}
@@ -130,21 +108,21 @@ def test_bridge_mode_containers_reach_each_other_and_the_lan(ns, lan, namespaces
     assert pn_links(nl) == []  # both links live in the containers now; no bridge, no veth
 
 
-def test_private_mode_isolates_containers_but_not_the_lan(ns, lan, namespaces, plugin):
+def test_private_mode_isolates_containers_but_not_the_lan(ns, lan, make_netns, plugin):
     assert network(plugin, "1" * 64, parent="lan0", macvlan_mode="private")[0] == 200
-    a = container(plugin, ns, namespaces, "1" * 64, "a" * 64, "198.18.0.10/24")
-    b = container(plugin, ns, namespaces, "1" * 64, "b" * 64, "198.18.0.11/24")
+    a = container(plugin, ns, make_netns, "1" * 64, "a" * 64, "198.18.0.10/24")
+    b = container(plugin, ns, make_netns, "1" * 64, "b" * 64, "198.18.0.11/24")
     assert macvlan_mode(a, "eth0") == "private"
     assert pings(a, LAN_HOST) and pings(b, LAN_HOST)
     assert not pings(a, "198.18.0.11") and not pings(b, "198.18.0.10")
 
 
-def test_the_host_cannot_reach_its_macvlan_containers_over_the_parent(ns, lan, namespaces, plugin):
+def test_the_host_cannot_reach_its_macvlan_containers_over_the_parent(ns, lan, make_netns, plugin):
     # What the README warns about: the parent and its macvlans do not talk to each other.
     with IPRoute(netns=ns, flags=0) as ipr:
         ipr.addr("add", index=ipr.link_lookup(ifname="lan0")[0], address="198.18.0.2", prefixlen=24)
     assert network(plugin, "1" * 64, parent="lan0")[0] == 200
-    a = container(plugin, ns, namespaces, "1" * 64, "a" * 64, "198.18.0.10/24")
+    a = container(plugin, ns, make_netns, "1" * 64, "a" * 64, "198.18.0.10/24")
     assert pings(ns, LAN_HOST) and pings(a, LAN_HOST)
     assert not pings(ns, "198.18.0.10")
 
@@ -161,7 +139,7 @@ def test_mtu_follows_the_parent_and_cannot_exceed_it(ns, lan, plugin):
     assert pn_links(plugin.deps.netlink) == ["pnc" + "a" * 12]
 
 
-def test_passthru_takes_the_parent_alone(ns, lan, namespaces, plugin):
+def test_passthru_takes_the_parent_alone(ns, lan, make_netns, plugin):
     nl = plugin.deps.netlink
     parent_mac = nl.link("lan0").mac
     assert network(plugin, "1" * 64, parent="lan0", macvlan_mode="passthru")[0] == 200
@@ -188,13 +166,13 @@ def test_bad_parents_are_refused(ns, lan, plugin, parent, fragment):
     assert sorted(link.name for link in plugin.deps.netlink.links()) == before
 
 
-def test_no_parent_network_is_a_world_of_its_own(ns, lan, namespaces, plugin):
+def test_no_parent_network_is_a_world_of_its_own(ns, lan, make_netns, plugin):
     nl = plugin.deps.netlink
     assert network(plugin, "1" * 64)[0] == 200
     bridge = "pn-" + "1" * 12
     assert nl.link(bridge).kind == "bridge" and nl.link(bridge).up
-    a = container(plugin, ns, namespaces, "1" * 64, "a" * 64, "198.18.0.10/24")
-    b = container(plugin, ns, namespaces, "1" * 64, "b" * 64, "198.18.0.11/24")
+    a = container(plugin, ns, make_netns, "1" * 64, "a" * 64, "198.18.0.10/24")
+    b = container(plugin, ns, make_netns, "1" * 64, "b" * 64, "198.18.0.11/24")
     assert pings(a, "198.18.0.11") and pings(b, "198.18.0.10")
     assert not pings(a, LAN_HOST)
     with IPRoute(netns=a, flags=0) as ipr:
@@ -209,13 +187,13 @@ def test_restart_remakes_the_no_parent_bridge_and_spares_the_parent(ns, lan, tmp
 
     def start():
         deps = Deps(store=LocalStore(db), netlink=Pyroute2Netlink(ns), firewall=RecordingFirewall())
-        return deps, create_app(Settings(host_id="k"), deps).test_client()
+        return deps, app_client(deps, host_id="k")
 
     deps, client = start()
     for nid, generic in (("1" * 64, {}), ("2" * 64, {"parent": "lan0"})):
-        assert client.post("/NetworkDriver.CreateNetwork", json={
+        assert client.call("NetworkDriver.CreateNetwork", {
             "NetworkID": nid, "Options": {GENERIC: {"type": "macvlan", **generic}},
-            "IPv4Data": [{"Pool": "198.18.0.0/24", "Gateway": "198.18.0.1/24"}]}).status_code == 200
+            "IPv4Data": [{"Pool": "198.18.0.0/24", "Gateway": "198.18.0.1/24"}]})[0] == 200
     nl = deps.netlink
     nl.remove_link("pn-" + "1" * 12)
     deps.store.close()
@@ -223,7 +201,7 @@ def test_restart_remakes_the_no_parent_bridge_and_spares_the_parent(ns, lan, tmp
     assert nl.link("pn-" + "1" * 12).kind == "bridge"
     assert nl.link("lan0") is not None
     for nid in ("1" * 64, "2" * 64):
-        assert client.post("/NetworkDriver.DeleteNetwork", json={"NetworkID": nid}).status_code == 200
+        assert client.call("NetworkDriver.DeleteNetwork", {"NetworkID": nid})[0] == 200
     assert pn_links(nl) == [] and nl.link("lan0") is not None
     deps.store.close()
 
@@ -257,7 +235,7 @@ def test_vlan_parent_matches_what_the_kernel_can_do(ns, lan, plugin):
     assert sorted(link.name for link in nl.links()) == before
 
 
-def test_vlan_sub_interface_lifecycle_on_a_real_kernel(ns, lan, namespaces, plugin):
+def test_vlan_sub_interface_lifecycle_on_a_real_kernel(ns, lan, make_netns, plugin):
     """The one test allowed to skip: it needs a kernel with 802.1q (8021q)."""
     supported, reason = _kernel_has_8021q(ns)
     if not supported:
@@ -272,7 +250,7 @@ def test_vlan_sub_interface_lifecycle_on_a_real_kernel(ns, lan, namespaces, plug
     assert network(plugin, "2" * 64, subnet="198.18.43.0/24", gateway="198.18.43.1/24", parent="lan0.42")[0] == 200
     link = nl.link("lan0.42")
     assert (link.kind, link.parent, link.up) == ("vlan", "lan0", True)
-    a = container(plugin, ns, namespaces, "1" * 64, "a" * 64, "198.18.42.10/24")
+    a = container(plugin, ns, make_netns, "1" * 64, "a" * 64, "198.18.42.10/24")
     assert pings(a, "198.18.42.1")
     plugin("NetworkDriver.DeleteNetwork", {"NetworkID": "1" * 64})
     assert nl.link("lan0.42") is not None

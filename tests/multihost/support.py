@@ -154,15 +154,3 @@ class Storm:
 
 def duplicates(addresses: list[str]) -> dict[str, int]:
     return {a: n for a, n in Counter(addresses).items() if n > 1}
-
-
-def wait_until(check: Any, timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true after {timeout}s (last: {value!r})")
-        time.sleep(interval)
-

@@ -24,8 +24,8 @@ from tests.multihost.support import (
     release_address,
     request_address,
     run_container,
-    wait_until,
 )
+from tests.harness.wait import wait_until
 
 CALL_LIMIT = 5.0  # dockerd must get an answer within this, whatever Consul does
 CONSUL_ERR = "consul at 127.0.0.1:8500"
@@ -153,13 +153,20 @@ def test_consul_leader_killed_mid_storm(bed: MultiHost) -> None:
     assert leader is not None
     survivors = [h for h in bed.hosts if h is not leader]
     storm = Storm(bed, pool, threads_per_host=3).start()
-    time.sleep(3)
-    killed_at = time.monotonic()
-    bed.kill_consul(leader)
-    new_leader = bed.wait_for_leader(timeout=30, among=survivors)
-    elected_at = time.monotonic()
-    time.sleep(5)  # allocation goes on without anyone's help
-    storm.stop()
+    try:
+        # Windows defined by what happened, not by fixed sleeps: at least 10 allocations
+        # before the kill, and at least 10 on the survivors once a new leader is elected.
+        wait_until(lambda: len(storm.granted) >= 10, 60, "10 allocations before the leader is killed",
+                   interval=0.1)
+        killed_at = time.monotonic()
+        bed.kill_consul(leader)
+        new_leader = bed.wait_for_leader(timeout=30, among=survivors)
+        elected_at = time.monotonic()
+        wait_until(lambda: sum(1 for a in storm.granted if a.host != leader.name and a.started > elected_at)
+                   >= 10, 60, f"10 allocations on the surviving hosts after {new_leader} took over",
+                   interval=0.2)  # allocation goes on without anyone's help
+    finally:
+        storm.stop()
 
     granted, failed = storm.granted, storm.failed
     assert duplicates([a.address for a in granted]) == {}

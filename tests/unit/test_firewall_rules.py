@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -91,8 +92,10 @@ def test_internal_network_has_no_nat_and_no_way_out():
 
 
 def test_forward_shim_accepts_in_and_out_of_pynet_bridges_only():
-    shim = object.__new__(ForwardAccept)  # rules() needs no iptables binary
-    shim._bridges = {"pn-bbbbbbbbbbbb", "pn-aaaaaaaaaaaa"}
+    # Built without binaries: `which` and `run` injected, every command it runs discarded.
+    shim = ForwardAccept(which=lambda binary: f"/usr/sbin/{binary}",
+                         run=lambda argv, stdin, timeout: subprocess.CompletedProcess(argv, 0, "", ""))
+    shim.sync([network(B, ("198.18.101.0/24",)), network(A, ("198.18.100.0/24",))])
     golden("pynet_forward.rules", "\n".join(shim.rules()) + "\n")
 
 

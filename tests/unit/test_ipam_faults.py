@@ -145,12 +145,29 @@ def test_a_failed_pool_release_is_queued(setup):
     assert store.inner.get(keys.ipam_space("LocalDefault")).value == '{"pools":{}}'
 
 
-def test_call_budget_clamps_and_runs_out():
+class Clock:
+    """Stands in for the `time` module of pynet.deadline: time moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_call_budget_clamps_and_runs_out(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(deadline, "time", clock)
     assert deadline.clamp(3.0) == 3.0
     with deadline.budget(1.0):
         assert 0.9 < deadline.clamp(3.0) <= 1.0
         with deadline.budget(5.0):  # a nested budget never extends the outer one
             assert deadline.clamp(3.0) <= 1.0
+        clock.now += 0.75
+        assert deadline.clamp(3.0) == pytest.approx(0.25) and deadline.clamp(0.1) == 0.1
+        clock.now += 0.5  # spent: what is left is negative, a request still gets a sliver
+        assert deadline.remaining() == pytest.approx(-0.25) and deadline.clamp(3.0) == 0.001
+    assert deadline.remaining() is None and deadline.clamp(None) is None
     with deadline.budget(0):
         assert deadline.remaining() <= 0
 

@@ -6,8 +6,7 @@ exist, the records stored, the answers Docker gets.
 """
 import pytest
 
-from pynet.app import create_app
-from pynet.settings import Settings
+from tests.harness.app_client import app_client
 
 NID, NID2, NID3 = "a" * 64, "b" * 64, "c" * 64
 EID, EID2 = "e" * 64, "f" * 64
@@ -275,38 +274,37 @@ def test_create_network_replay_is_idempotent(plugin_client, fake_deps, kernel):
 
 
 def test_restart_restores_lower_devices_and_keeps_what_is_not_pynets(fake_deps, kernel):
-    first = create_app(Settings(host_id="test-host"), fake_deps).test_client()
-    call = lambda m, b: first.post(f"/{m}", json=b)  # noqa: E731
-    assert call("NetworkDriver.CreateNetwork", net_body(parent="lan0.42")).status_code == 200
-    assert call("NetworkDriver.CreateNetwork", net_body(nid=NID2)).status_code == 200
-    assert call("NetworkDriver.CreateNetwork", net_body(nid=NID3, parent="lan0")).status_code == 200
-    assert call("NetworkDriver.CreateEndpoint", ep_body(nid=NID3)).status_code == 200
+    call = app_client(fake_deps)
+    assert call("NetworkDriver.CreateNetwork", net_body(parent="lan0.42"))[0] == 200
+    assert call("NetworkDriver.CreateNetwork", net_body(nid=NID2))[0] == 200
+    assert call("NetworkDriver.CreateNetwork", net_body(nid=NID3, parent="lan0"))[0] == 200
+    assert call("NetworkDriver.CreateEndpoint", ep_body(nid=NID3))[0] == 200
     # The plugin is down; the sub-interface and the no-parent bridge vanish; leftovers appear.
     kernel.remove_link("lan0.42")
     kernel.remove_link("pn-" + NID2[:12])
     kernel.add_macvlan("pncdeadbeef0000", "lan0", "bridge", 1500, None)
     kernel.add_device("user0")
 
-    second = create_app(Settings(host_id="test-host"), fake_deps).test_client()
+    second = app_client(fake_deps)
     assert kernel.state["lan0.42"].kind == "vlan"
     assert kernel.state["pn-" + NID2[:12]].kind == "bridge"
     assert "pncdeadbeef0000" not in kernel.state  # an orphan of pynet's
     assert {"lan0", "lan1", "lo", "down0", "user0", "pnc" + EID[:12]} <= set(kernel.state)
     assert fake_deps.firewall.networks == {}
     # The restarted plugin still knows who uses which parent.
-    status = second.post("/NetworkDriver.CreateNetwork",
-                         json=net_body(nid="d" * 64, pool="10.5.0.0/25", gateway="10.5.0.1/25", parent="lan0"))
-    assert status.status_code == 409 and NID3[:12] in status.get_json()["Err"]
+    status, answer = second("NetworkDriver.CreateNetwork",
+                            net_body(nid="d" * 64, pool="10.5.0.0/25", gateway="10.5.0.1/25", parent="lan0"))
+    assert status == 409 and NID3[:12] in answer["Err"]
     for nid in (NID, NID2, NID3):
-        second.post("/NetworkDriver.DeleteNetwork", json={"NetworkID": nid})
+        second("NetworkDriver.DeleteNetwork", {"NetworkID": nid})
     assert "lan0.42" not in kernel.state and "pnc" + EID[:12] not in kernel.state
 
 
 def test_restart_without_8021q_still_starts(fake_deps, kernel):
-    first = create_app(Settings(host_id="test-host"), fake_deps).test_client()
-    assert first.post("/NetworkDriver.CreateNetwork", json=net_body(parent="lan0.42")).status_code == 200
+    first = app_client(fake_deps)
+    assert first("NetworkDriver.CreateNetwork", net_body(parent="lan0.42"))[0] == 200
     kernel.remove_link("lan0.42")
     kernel.vlan_supported = False
-    second = create_app(Settings(host_id="test-host"), fake_deps).test_client()  # logs, does not raise
+    second = app_client(fake_deps)  # logs, does not raise
     assert "lan0.42" not in kernel.state
-    assert second.post("/NetworkDriver.DeleteNetwork", json={"NetworkID": NID}).status_code == 200
+    assert second("NetworkDriver.DeleteNetwork", {"NetworkID": NID})[0] == 200

@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from pynet.app import create_app
-from pynet.settings import Settings
 from pynet.store import keys
 from tests.fakes.firewall import FirewallMisuse
+from tests.harness.app_client import app_client
 
 NID, EID, EID2 = "a" * 64, "e" * 64, "f" * 64
 PM = "com.docker.network.portmap"
@@ -142,7 +141,7 @@ def test_restart_hands_recorded_ports_to_the_firewall(plugin_client, fake_deps):
     program(plugin_client, [{**TCP, "HostPort": 0, "HostPortEnd": 0}])
     before = fake_deps.firewall.published[EID]
     fake_deps.firewall.published, fake_deps.firewall.networks = {}, {}  # a new process knows nothing
-    create_app(Settings(host_id="test-host"), fake_deps)  # restore -> sync
+    app_client(fake_deps)  # a new process: restore -> sync
     assert fake_deps.firewall.published == {EID: before} and set(fake_deps.firewall.networks) == {NID}
     # ...and a replay of the same request after the restart keeps the same port.
     assert program(plugin_client, [{**TCP, "HostPort": 0, "HostPortEnd": 0}]) == (200, {})

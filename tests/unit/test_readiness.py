@@ -1,7 +1,6 @@
 """The plugin starts while its store is down: calls that need no state answer, the others
 answer a clear 503 and change nothing, and restore runs exactly once, as soon as the store
 answers (from the next call or the background thread, never both at once)."""
-import json
 import threading
 import time
 
@@ -9,13 +8,14 @@ import pytest
 
 from pynet import app as app_module
 from pynet import deadline, readiness
-from pynet.app import Deps, create_app
+from pynet.app import Deps
 from pynet.errors import BackendUnavailable
 from pynet.readiness import RestoreGate
-from pynet.settings import Settings
 from pynet.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink, InjectedFailure
+from tests.harness.app_client import app_client
+from tests.harness.wait import wait_until
 
 OLD, NEW = "a" * 64, "b" * 64  # a network recorded before the "reboot", one created after
 ERR = "consul at 10.0.0.5:8500 could not be reached (listing prefix 'v1/hosts/h1/networks/')"
@@ -86,14 +86,9 @@ def make_app():
 
     def make(store, netlink=None, **kwargs):
         deps = Deps(store=store, netlink=netlink or FakeNetlink(), firewall=RecordingFirewall())
-        app = create_app(Settings(host_id="h1"), deps, **kwargs)
-        gates.append(app.extensions["pynet"]["gate"])
-        client = app.test_client()
-
-        def call(method, body=None):
-            resp = client.post(f"/{method}", data=b"" if body is None else json.dumps(body).encode())
-            return resp.status_code, resp.get_json(force=True)
-        return app, deps, call
+        client = app_client(deps, host_id="h1", **kwargs)
+        gates.append(client.gate)
+        return client.app, deps, client.call
 
     yield make
     for gate in gates:
@@ -160,11 +155,12 @@ def test_the_background_thread_restores_without_any_call(rebooted, make_app, res
     store = rebooted
     app, deps, call = make_app(store)
     gate = app.extensions["pynet"]["gate"]
-    _wait_until(lambda: restores.started >= 3)  # it keeps trying while the store is down
+    wait_until(lambda: restores.started >= 3, 10, "the background thread retried the restore 3 times",
+               interval=0.005)  # it keeps trying while the store is down
     assert not gate.restored and deps.netlink.state == {}
 
     store.down = False
-    _wait_until(lambda: gate.restored)
+    wait_until(lambda: gate.restored, 10, "the background thread restored", interval=0.005)
     gate._thread.join(timeout=5)
     assert not gate._thread.is_alive()
     assert "pn-" + OLD[:12] in deps.netlink.state  # restored with no call at all
@@ -181,7 +177,8 @@ def test_the_first_call_and_the_background_thread_never_restore_at_once(rebooted
     monkeypatch.setattr(readiness, "MAX_RETRY", 0.001)
     store = rebooted
     _, deps, call = make_app(store)
-    _wait_until(lambda: restores.started >= 2)
+    wait_until(lambda: restores.started >= 2, 10, "the background thread retried the restore",
+               interval=0.005)
     store.down = False
     answers = []
     threads = [threading.Thread(target=lambda: answers.append(
@@ -259,27 +256,70 @@ class SlowRestore:
             raise BackendUnavailable(f"{ERR} (attempt {self.attempts})")
 
 
+class WatchedLock:
+    """Stands in for the gate's lock and tells the test who waits for it, and how long each
+    asked to wait: events to wait on instead of sleeping and hoping the other thread got there."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen = threading.Condition()
+        self.waiting: set[str] = set()
+        self.asked: list[tuple[str, float]] = []  # (thread name, timeout) of every acquire
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        name = threading.current_thread().name
+        with self._seen:
+            self.waiting.add(name)
+            self.asked.append((name, timeout))
+            self._seen.notify_all()
+        try:
+            return self._lock.acquire(blocking, timeout)
+        finally:
+            with self._seen:
+                self.waiting.discard(name)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def wait_for_waiter(self, name: str, timeout: float = 10.0) -> None:
+        with self._seen:
+            assert self._seen.wait_for(lambda: name in self.waiting, timeout), \
+                f"thread {name!r} did not start waiting for the restore lock within {timeout}s"
+
+
 @pytest.fixture
 def slow_gate():
     restore = SlowRestore()
     gate = RestoreGate(restore, first_retry=0.01, max_retry=0.01)
+    gate._lock = WatchedLock()
     yield restore, gate
     restore.hold.set()
     gate.close()
+
+
+def _stuck_in_background(restore: SlowRestore) -> None:
+    """Hold the next attempt mid-way and wait until the background thread is inside it."""
+    restore.hold.clear()
+    assert restore.inside.wait(10), "the background thread did not retry the restore within 10s"
 
 
 def test_a_call_waits_for_a_running_restore_and_does_not_run_it_again(slow_gate):
     restore, gate = slow_gate
     gate.start()
     assert restore.attempts == 1 and not gate.restored
-    restore.hold.clear()
-    restore.inside.wait(5)  # the background thread is restoring, and stuck
+    _stuck_in_background(restore)  # the background thread is restoring, and stuck
     restore.down = False
     done = []
     caller = threading.Thread(target=lambda: (gate.ensure(), done.append(True)), name="caller")
     caller.start()
-    time.sleep(0.1)
-    assert not done  # the call waits for the restore in progress
+    gate._lock.wait_for_waiter("caller")
+    assert not done and caller.is_alive()  # the call waits for the restore in progress
     restore.hold.set()
     caller.join(5)
     assert done == [True] and gate.restored
@@ -289,12 +329,17 @@ def test_a_call_waits_for_a_running_restore_and_does_not_run_it_again(slow_gate)
 def test_a_call_does_not_wait_longer_than_its_budget(slow_gate):
     restore, gate = slow_gate
     gate.start()
-    restore.hold.clear()
-    restore.inside.wait(5)
+    _stuck_in_background(restore)
     started = time.monotonic()
     with deadline.budget(0.3), pytest.raises(BackendUnavailable) as exc:
         gate.ensure()
-    assert 0.25 < time.monotonic() - started < 1.5
+    waited = time.monotonic() - started
+    # It asked the lock for what was left of its 0.3 s, not for the whole call budget...
+    name, asked = gate._lock.asked[-1]
+    assert name == "MainThread" and 0.25 < asked <= 0.3
+    # ...and really waited that long (the bound above is the clock's lower limit; the upper
+    # one only rules out a wait of the full budget, however loaded the machine).
+    assert 0.25 < waited < deadline.CALL_BUDGET
     assert exc.value.message.startswith(NOT_YET) and "still running" in exc.value.message
     assert ERR in exc.value.message and restore.by == ["MainThread", "pynet-restore"]
 
@@ -302,8 +347,7 @@ def test_a_call_does_not_wait_longer_than_its_budget(slow_gate):
 def test_a_call_that_waited_reports_the_failure_it_waited_for(slow_gate):
     restore, gate = slow_gate
     gate.start()
-    restore.hold.clear()
-    restore.inside.wait(5)
+    _stuck_in_background(restore)
     errors = []
 
     def call():
@@ -313,15 +357,9 @@ def test_a_call_that_waited_reports_the_failure_it_waited_for(slow_gate):
             errors.append(e.message)
     caller = threading.Thread(target=call, name="caller")
     caller.start()
-    time.sleep(0.1)
+    gate._lock.wait_for_waiter("caller")  # it read the attempt count and waits for the lock
     restore.hold.set()  # the background attempt fails (the store is still down)
     caller.join(5)
     assert len(errors) == 1 and NOT_YET in errors[0] and ERR in errors[0]
     assert "caller" not in restore.by  # it reported that failure instead of trying again at once
 
-
-def _wait_until(check, timeout: float = 5.0) -> None:
-    deadline_at = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline_at, "condition not met in time"
-        time.sleep(0.005)

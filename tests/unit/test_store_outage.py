@@ -1,15 +1,13 @@
 """With the store unreachable, plugin calls fail at once with a clear Err and leave nothing
 half made; once it answers again they work (driver side and IPAM side, over fakes)."""
-import json
-
 import pytest
 
-from pynet.app import Deps, create_app
+from pynet.app import Deps
 from pynet.errors import BackendUnavailable
-from pynet.settings import Settings
 from pynet.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
+from tests.harness.app_client import app_client
 
 NID, EID = "a" * 64, "e" * 64
 ERR = "consul at 10.0.0.5:8500 did not answer within 3.0s"
@@ -43,12 +41,7 @@ class OutageStore(MemoryStore):
 def world():
     store = OutageStore()
     deps = Deps(store=store, netlink=FakeNetlink(), firewall=RecordingFirewall())
-    client = create_app(Settings(host_id="h1"), deps).test_client()
-
-    def call(method, body):
-        resp = client.post(f"/{method}", data=json.dumps(body))
-        return resp.status_code, resp.get_json(force=True)
-    return store, deps.netlink, call
+    return store, deps.netlink, app_client(deps, host_id="h1")
 
 
 def create_network(call):

@@ -1,0 +1,28 @@
+"""The commands the firewall runs (iptables, nft, `ip netns exec`): the one place in pynet
+that starts subprocesses.
+
+ForwardAccept, Nft and KernelKnobs take a `run` (and, where they look binaries up, a
+`which`) so that tests can build them without the binaries and see every command they
+would run. The defaults below are what the plugin uses.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+
+TIMEOUT = 15.0
+
+# run(argv, stdin, timeout) -> the finished process (text mode, output captured); it raises
+# subprocess.TimeoutExpired when the command outlives `timeout`.
+Runner = Callable[[Sequence[str], "str | None", float], "subprocess.CompletedProcess[str]"]
+Which = Callable[[str], "str | None"]
+
+
+def run_command(argv: Sequence[str], stdin: str | None = None,
+                timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), input=stdin, text=True, capture_output=True, timeout=timeout)
+
+
+def which(binary: str) -> str | None:
+    return shutil.which(binary)

@@ -1,0 +1,126 @@
+"""ForwardAccept, Nft and KernelKnobs built without their binaries: an injected `which` and
+`run` (driver/firewall/commands.py) show every command they would run, and how they read
+the answers."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from driver.firewall.forward_accept import CHAIN, FirewallError, ForwardAccept
+from driver.firewall.nft import Nft
+from driver.firewall.sysctl import KernelKnobs
+from driver.models import NetworkRecord
+from driver.options import parse_network_options
+
+
+class Commands:
+    """A fake runner: records (argv, stdin); answers from `answers` (argv prefix -> (rc, out, err))."""
+
+    def __init__(self, answers: dict[tuple[str, ...], tuple[int, str, str]] | None = None) -> None:
+        self.calls: list[tuple[list[str], str | None]] = []
+        self.answers = answers or {}
+        self.hang = False
+
+    def __call__(self, argv, stdin, timeout):
+        argv = list(argv)
+        self.calls.append((argv, stdin))
+        if self.hang:
+            raise subprocess.TimeoutExpired(argv, timeout)
+        for prefix, (rc, out, err) in self.answers.items():
+            if tuple(argv[:len(prefix)]) == prefix:
+                return subprocess.CompletedProcess(argv, rc, out, err)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    def argvs(self) -> list[list[str]]:
+        return [argv for argv, _ in self.calls]
+
+
+def installed(*names: str):
+    return lambda binary: f"/usr/sbin/{binary}" if binary in names else None
+
+
+def network(nid: str) -> NetworkRecord:
+    return NetworkRecord(id=nid, options=parse_network_options({}), bridge=f"pn-{nid[:12]}",
+                         bridge_created=True, gateways=(), subnets=("198.18.100.0/24",))
+
+
+def test_forward_accept_needs_iptables_and_runs_nothing_to_be_built():
+    with pytest.raises(FirewallError, match="iptables is not installed"):
+        ForwardAccept(which=installed("ip6tables"), run=Commands())
+    commands = Commands()
+    ForwardAccept(which=installed("iptables", "ip6tables"), run=commands)
+    assert commands.calls == []
+
+
+def test_forward_accept_rewrites_its_chain_and_adds_the_jump_once():
+    commands = Commands(answers={("iptables", "-w", "5", "-C"): (1, "", "no such rule")})
+    shim = ForwardAccept(which=installed("iptables"), run=commands)  # no ip6tables here: IPv4 only
+    shim.network_added(network("a" * 64))
+    script, = [stdin for argv, stdin in commands.calls if argv[0] == "iptables-restore"]
+    assert script == (f"*filter\n:{CHAIN} - [0:0]\n-A {CHAIN} -i pn-aaaaaaaaaaaa -j ACCEPT\n"
+                      f"-A {CHAIN} -o pn-aaaaaaaaaaaa -j ACCEPT\nCOMMIT\n")
+    assert commands.argvs() == [["iptables-restore", "-w", "5", "--noflush"],
+                                ["iptables", "-w", "5", "-C", "FORWARD", "-j", CHAIN],
+                                ["iptables", "-w", "5", "-I", "FORWARD", "1", "-j", CHAIN]]
+    commands.calls.clear()
+    commands.answers.clear()  # the jump is there now
+    shim.network_removed(network("a" * 64))
+    assert commands.argvs() == [["iptables-restore", "-w", "5", "--noflush"],
+                                ["iptables", "-w", "5", "-C", "FORWARD", "-j", CHAIN]]
+    assert commands.calls[0][1] == f"*filter\n:{CHAIN} - [0:0]\nCOMMIT\n"
+
+
+def test_forward_accept_in_a_namespace_and_a_refusal():
+    commands = Commands(answers={("ip", "netns", "exec", "pnt-x", "ip6tables-restore"): (2, "", "bad table")})
+    shim = ForwardAccept(netns="pnt-x", which=installed("iptables", "ip6tables"), run=commands)
+    with pytest.raises(FirewallError, match="ip netns exec pnt-x ip6tables-restore .* failed: bad table"):
+        shim.sync([network("b" * 64)])
+    assert all(argv[:4] == ["ip", "netns", "exec", "pnt-x"] for argv in commands.argvs())
+
+
+def test_forward_accept_remove_all_deletes_every_jump_then_the_chain():
+    class TwoJumps(Commands):
+        jumps = 2
+
+        def __call__(self, argv, stdin, timeout):
+            done = super().__call__(argv, stdin, timeout)
+            if "-D" in argv:
+                self.jumps -= 1
+                done.returncode = 0 if self.jumps >= 0 else 1  # "no such rule" once both are gone
+            return done
+
+    commands = TwoJumps()
+    ForwardAccept(which=installed("iptables"), run=commands).remove_all()
+    assert [argv[3:] for argv in commands.argvs()] == [["-D", "FORWARD", "-j", CHAIN]] * 3 + [
+        ["-F", CHAIN], ["-X", CHAIN]]
+
+
+def test_nft_needs_its_binary_sends_json_and_bounds_a_hang():
+    with pytest.raises(FirewallError, match="nft is not installed"):
+        Nft(which=installed(), run=Commands())
+    commands = Commands(answers={("nft", "list"): (1, "", "No such file or directory")})
+    nft = Nft(which=installed("nft"), run=commands)
+    nft.apply({"nftables": []})
+    assert commands.calls[0] == (["nft", "-j", "-f", "-"], '{"nftables": []}')
+    assert nft.text() == ""  # no table yet
+    commands.answers = {("nft", "-j"): (1, "", "syntax error")}
+    with pytest.raises(FirewallError, match="nft refused pynet's rules: syntax error"):
+        nft.apply({"nftables": []})
+    commands.hang = True
+    with pytest.raises(FirewallError, match="did not finish within"):
+        nft.apply({"nftables": []})
+    assert Nft("pnt-x", which=installed("nft"), run=commands)._prefix == ["ip", "netns", "exec", "pnt-x"]
+
+
+def test_kernel_knobs_in_a_namespace_go_through_the_runner():
+    commands = Commands(answers={("ip", "netns", "exec", "pnt-x", "cat"): (0, "0\n", "")})
+    KernelKnobs("pnt-x", run=commands).ensure_ip_forward()
+    assert commands.argvs() == [
+        ["ip", "netns", "exec", "pnt-x", "cat", "/proc/sys/net/ipv4/ip_forward"],
+        ["ip", "netns", "exec", "pnt-x", "sh", "-c", 'printf %s "$1" > "$2"', "sh", "1",
+         "/proc/sys/net/ipv4/ip_forward"]]
+    refused = Commands(answers={("ip", "netns", "exec", "pnt-x", "sh"): (1, "", "read-only file system")})
+    refused.answers[("ip", "netns", "exec", "pnt-x", "cat")] = (0, "0\n", "")
+    with pytest.raises(FirewallError, match="cannot set /proc/sys/net/ipv4/ip_forward to 1 in netns pnt-x"):
+        KernelKnobs("pnt-x", run=refused).ensure_ip_forward()
