@@ -2,15 +2,15 @@
 runs against the Docker source it is given."""
 from __future__ import annotations
 
-import json
 import time
 
-from pynet.app import Deps, create_app
+from pynet.app import Deps
 from pynet.settings import Settings
 from pynet.store import keys
 from pynet.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
+from tests.harness.app_client import app_client
 
 POOL = "10.9.0.0/24"
 
@@ -20,13 +20,13 @@ def _app(docker_addresses, interval: float = 0.02):
                 docker_addresses=docker_addresses)
     # leak_grace 0: a claim Docker does not list is released at the first check.
     settings = Settings(host_id="h1", leak_check_interval=interval, leak_grace=0.0)
-    app = create_app(settings, deps)
-    client = app.test_client()
+    client = app_client(deps, settings=settings)
+    app = client.app
 
     def call(method: str, body: dict) -> dict:
-        resp = client.post(f"/{method}", data=json.dumps(body))
-        assert resp.status_code == 200, resp.get_json(force=True)
-        return resp.get_json(force=True)
+        status, answer = client.call(method, body)
+        assert status == 200, answer
+        return answer
 
     pool_id = call("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": POOL})["PoolID"]
     address = call("IpamDriver.RequestAddress", {"PoolID": pool_id, "Address": "", "Options": {}})

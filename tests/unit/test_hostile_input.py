@@ -129,18 +129,17 @@ def test_concurrent_creates_with_one_bridge_name_make_one_network(fake_deps):
     """Six CreateNetwork calls naming the same bridge at once: one wins, five are refused,
     and deleting the winner leaves no other network without its bridge (issue 9, D)."""
     import concurrent.futures
-    from pynet.app import create_app
-    from pynet.settings import Settings
 
-    app = create_app(Settings(host_id="test-host"), fake_deps)
+    from tests.harness.app_client import AppClient, app_client
+
+    app = app_client(fake_deps).app
 
     def create(i: int):
-        client = app.test_client()
         nid = f"{i}" * 64
-        resp = client.post("/NetworkDriver.CreateNetwork", data=json.dumps({
+        status, answer = AppClient(app).call("NetworkDriver.CreateNetwork", {
             "NetworkID": nid, "Options": {GENERIC: {"bridge_name": "shared0"}},
-            "IPv4Data": [{"Pool": f"10.{i}.0.0/24", "Gateway": f"10.{i}.0.1/24"}]}))
-        return nid, resp.status_code, resp.get_json(force=True)
+            "IPv4Data": [{"Pool": f"10.{i}.0.0/24", "Gateway": f"10.{i}.0.1/24"}]})
+        return nid, status, answer
 
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         results = list(pool.map(create, range(1, 7)))
@@ -149,7 +148,5 @@ def test_concurrent_creates_with_one_bridge_name_make_one_network(fake_deps):
     assert all("already used by pynet network" in answer["Err"]
                for _, status, answer in results if status != 200)
     assert len(fake_deps.store.list("v1/hosts/test-host/networks/")) == 1
-    client = app.test_client()
-    assert client.post("/NetworkDriver.DeleteNetwork",
-                       data=json.dumps({"NetworkID": winners[0]})).status_code == 200
+    assert AppClient(app).call("NetworkDriver.DeleteNetwork", {"NetworkID": winners[0]})[0] == 200
     assert fake_deps.store.list("v1/hosts/test-host/networks/") == []
