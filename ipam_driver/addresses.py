@@ -15,17 +15,17 @@ from pynet.store.api import Entry, Store
 
 from . import allocator, blocks, models
 from .allocator import Address, Interface, Network
-from .claims import Claims, FencedCreates, claim_id
+from pynet.store.fenced import FencedCreates, FencedWrites, claim_id
 from .hostblocks import HostBlocks, used_addresses
 from .models import AddressClaim, claimed_ip
 from .pool_id import PoolId
 from .pools import Pools
 from .protocol import AddressRequest
-from .repair import RepairQueue
+from pynet.repair import RepairQueue
 
 
 class Addresses:
-    def __init__(self, store: Store, host: str, pools: Pools, claims: Claims,
+    def __init__(self, store: Store, host: str, pools: Pools, claims: FencedWrites,
                  blocks: HostBlocks, repairs: RepairQueue) -> None:
         self.store = store
         self.host = host

@@ -24,7 +24,7 @@ from pynet.store.api import Store
 
 from . import blocks, models
 from .allocator import Network
-from .claims import Claims, claim_id
+from pynet.store.fenced import FencedWrites, claim_id
 from .models import BlockClaim
 from .pool_id import PoolId
 
@@ -42,7 +42,7 @@ class _View:
 
 
 class HostBlocks:
-    def __init__(self, store: Store, host: str, claims: Claims) -> None:
+    def __init__(self, store: Store, host: str, claims: FencedWrites) -> None:
         self.store = store
         self.host = host
         self.claims = claims

@@ -3,7 +3,7 @@
 v1/ipam/spaces/<space>  AddressSpace  {"pools": {cidr: {"subpool", "holders", "block"}}, "chosen"}
 v1/ipam/addrs/...       AddressClaim  {"kind", "name", "host", "claim"} (+ "holders": gateways)
 v1/ipam/blocks/...      BlockClaim    {"host", "claim"}
-v1/ipam/fences/<host>   Fence         {"host"} (+ "moved" once moved on)
+(The host fence, v1/ipam/fences/<host>, is the core's: pynet/store/fenced.py.)
 
 Existing stores keep working: a field older pynet versions did not write ("block", "claim")
 is optional on read and is not written back when it was absent, so a record read and
@@ -279,19 +279,3 @@ class BlockClaim:
     @classmethod
     def from_dict(cls, data: Mapping) -> "BlockClaim":
         return cls(_text(data, "host"), _text(data, "claim"))
-
-
-@dataclass(frozen=True, slots=True)
-class Fence:
-    """A host's claim fence (claims.py): only its version matters; moved makes each move a
-    new value."""
-    host: str
-    moved: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host} if self.moved is None else {"host": self.host, "moved": self.moved}
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> "Fence":
-        return cls(_text(data, "host"), _optional_text(data, "moved"))
-

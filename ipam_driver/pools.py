@@ -22,7 +22,7 @@ from .models import AddressSpace, PoolEntry
 from .options import check_pool_options, pool_block_size
 from .pool_id import PoolId
 from .protocol import PoolRequest
-from .repair import RepairQueue
+from pynet.repair import RepairQueue
 
 LOCAL_SPACE = "LocalDefault"
 GLOBAL_SPACE = "GlobalDefault"

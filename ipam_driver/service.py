@@ -4,7 +4,7 @@ Uniqueness rests on the store alone: a pool set is one CAS'd record per address 
 (pools.py), and every claimed address is a create-if-absent key naming its owner
 (addresses.py). No lock; what a host remembers (its blocks, the pools it holds) only picks
 candidates, it never decides. With Consul, see docs/consul.md: per-host blocks
-(hostblocks.py), claims whose outcome is never left in doubt (claims.py), releases repeated
+(hostblocks.py), claims whose outcome is never left in doubt (pynet/store/fenced.py), releases repeated
 once the store answers (repair.py). Requests and replies are typed (protocol.py).
 """
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pynet.store.api import Entry, Store
 
 from .addresses import Addresses
 from .allocator import Address, Interface, Network
-from .claims import Claims
+from pynet.store.fenced import FencedWrites
 from .hostblocks import HostBlocks
 from .pool_id import PoolId
 from .pools import GLOBAL_SPACE, LOCAL_SPACE, Pools
 from .protocol import AddressRequest, Capabilities, DefaultSpaces, PoolRequest
-from .repair import RepairQueue
+from pynet.repair import RepairQueue
 
 __all__ = ["DefaultPool", "IpamService", "LOCAL_SPACE", "GLOBAL_SPACE"]
 
@@ -39,7 +39,7 @@ class IpamService:
     repairs: RepairQueue = field(default_factory=RepairQueue, repr=False)
 
     def __post_init__(self) -> None:
-        claims = Claims(self.store, self.host, self.repairs)
+        claims = FencedWrites(self.store, self.host, self.repairs)
         blocks = HostBlocks(self.store, self.host, claims)
         self._pools = Pools(self.store, self.host, self.default_pools, self.host_routes,
                             self.block_size, blocks, self.repairs)

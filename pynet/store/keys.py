@@ -3,7 +3,7 @@
 v1/ipam/spaces/<space>                       the pools of an address space (one CAS'd record)
 v1/ipam/addrs/<space>/<pool>/<ip>            one claimed address (create-if-absent)
 v1/ipam/blocks/<space>/<pool>/<block>        a host's address block in a pool: a hint only
-v1/ipam/fences/<host>                        the host's claim fence (ipam_driver/claims.py)
+v1/ipam/fences/<host>                        the host's write fence (pynet/store/fenced.py)
 v1/hosts/<host>/networks/<nid>               a network as this host's driver made it
 v1/hosts/<host>/endpoints/<nid>/<eid>        an endpoint on this host
 """
@@ -53,7 +53,8 @@ def ipam_block(space: str, pool: str, block: str) -> str:
     return ipam_blocks(space, pool) + _cidr(block)
 
 
-def ipam_fence(host: str) -> str:
+def fence(host: str) -> str:
+    """The host's write fence (pynet/store/fenced.py); at its historical path."""
     return f"{VERSION}/ipam/fences/{host}"
 
 

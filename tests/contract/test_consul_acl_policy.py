@@ -10,7 +10,7 @@ import pytest
 
 from pynet.errors import BackendUnavailable
 from pynet.store.consul import ConsulStore
-from ipam_driver.repair import RepairQueue
+from pynet.repair import RepairQueue
 from ipam_driver.service import IpamService
 from tests.fakes.ipam_client import DockerIpam
 from tests.harness.consul import ConsulAgent

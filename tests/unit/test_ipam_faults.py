@@ -11,7 +11,7 @@ from pynet import deadline
 from pynet.errors import BackendUnavailable
 from pynet.store import keys
 from pynet.store.memory import MemoryStore
-from ipam_driver.repair import RepairQueue
+from pynet.repair import RepairQueue
 from ipam_driver.service import IpamService
 from tests.fakes.ipam_client import DockerIpam
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from ipam_driver import models
-from ipam_driver.models import AddressClaim, AddressSpace, BlockClaim, Fence, PoolEntry
+from ipam_driver.models import AddressClaim, AddressSpace, BlockClaim, PoolEntry
 from pynet.errors import Conflict
 from pynet.store.api import Entry
 from pynet.store.memory import MemoryStore
@@ -31,8 +31,6 @@ STORED = [
     (AddressClaim, '{"host":"h1","kind":"endpoint","name":"old"}'),
     (AddressClaim, '{"holders":["h1"],"host":"h1","kind":"gateway","name":""}'),
     (BlockClaim, '{"claim":"a1b2c3d4e5f60718","host":"h1"}'),
-    (Fence, '{"host":"h1"}'),
-    (Fence, '{"host":"h1","moved":"a1b2c3d4e5f60718"}'),
 ]
 
 
@@ -43,8 +41,6 @@ def test_a_stored_record_is_written_back_byte_for_byte(cls, stored):
 
 @pytest.mark.parametrize("cls, stored", [
     (BlockClaim, '{"host": "h1", "claim": "a1b2c3d4e5f60718"}'),
-    (Fence, '{"host": "h1"}'),
-    (Fence, '{"host": "h1", "moved": "a1b2c3d4e5f60718"}'),
 ])
 def test_blocks_and_fences_written_with_json_dumps_read_back_to_the_same_keys(cls, stored):
     """Before one serialisation path, these were json.dumps'd (spaces, insertion order): the
