@@ -70,14 +70,17 @@ class BridgeKind:
         return ep
 
     def join(self, net: NetworkRecord, ep: EndpointRecord, sandbox: str) -> JoinAnswer:
-        """The pair must exist for Docker to move the container end: re-made if something
-        removed it after CreateEndpoint. The host end tells: a veth goes as a pair, and the
-        container end alone is missing from this namespace once Docker has moved it (a
-        repeated Join), which must not cost the container its interface."""
+        """The container end must be in the host namespace for Docker to move it: the pair
+        is re-made if something removed it after CreateEndpoint, or if the end went with an
+        earlier sandbox (a dying namespace takes its veths with it, a little later). But a
+        Join repeated for the sandbox the end is already in must not cost the container its
+        interface: with the host end still here, the pair is alive."""
         assert net.bridge is not None and ep.host_if is not None
-        if self.netlink.link(ep.host_if) is None:
-            self.netlink.remove_link(ep.peer_if)
-            self.netlink.add_veth(ep.host_if, ep.peer_if, net.mtu, net.bridge, ep.mac)
+        if self.netlink.link(ep.peer_if) is None:
+            repeated = ep.sandbox == sandbox and self.netlink.link(ep.host_if) is not None
+            if not repeated:
+                self.netlink.remove_link(ep.host_if)
+                self.netlink.add_veth(ep.host_if, ep.peer_if, net.mtu, net.bridge, ep.mac)
         return gateway_answer(net, ep)
 
     def delete_endpoint(self, net: NetworkRecord | None, ep: EndpointRecord) -> None:
