@@ -8,6 +8,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from pynet.errors import BadRequest, Conflict
+from pynet.wire import printable
 from driver.models import NetworkRecord
 
 VLAN_MIN, VLAN_MAX = 1, 4094
@@ -23,11 +24,11 @@ def split_vlan(parent: str) -> tuple[str, int] | None:
         return None
     base, _, vid = parent.partition(".")
     if not base or not vid.isdigit() or "." in vid:
-        raise BadRequest(f"macvlan parent {parent!r} does not exist, and it is not an 802.1q "
+        raise BadRequest(f"macvlan parent {printable(parent)} does not exist, and it is not an 802.1q "
                          "sub-interface name pynet could create (IFACE.VLAN, e.g. eth0.42)")
     vlan_id = int(vid)
     if not VLAN_MIN <= vlan_id <= VLAN_MAX:
-        raise BadRequest(f"macvlan parent {parent!r}: VLAN ID {vlan_id} is outside "
+        raise BadRequest(f"macvlan parent {printable(parent)}: VLAN ID {vlan_id} is outside "
                          f"{VLAN_MIN}-{VLAN_MAX}")
     return base, vlan_id
 

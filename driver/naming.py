@@ -10,19 +10,35 @@ import ipaddress
 BRIDGE_PREFIX = "pn-"
 HOST_VETH_PREFIX = "pnv"
 PEER_VETH_PREFIX = "pnc"
-PYNET_PREFIXES = (BRIDGE_PREFIX, HOST_VETH_PREFIX, PEER_VETH_PREFIX)
+# A macvlan network's test link (made and removed at CreateNetwork). Its own prefix: named
+# like an endpoint's link from a network ID, it would be the link of an endpoint whose ID
+# begins like that network's.
+PROBE_PREFIX = "pnp"
+PYNET_PREFIXES = (BRIDGE_PREFIX, HOST_VETH_PREFIX, PEER_VETH_PREFIX, PROBE_PREFIX)
+# Kernel names carry this many characters of an ID, so two networks (or two endpoints)
+# whose IDs share them would share links: NetworkService refuses the second (name_key).
+ID_CHARS = 12
+
+
+def name_key(object_id: str) -> str:
+    """The part of an ID that kernel names are made of."""
+    return object_id[:ID_CHARS]
 
 
 def bridge(network_id: str) -> str:
-    return BRIDGE_PREFIX + network_id[:12]
+    return BRIDGE_PREFIX + name_key(network_id)
 
 
 def host_veth(endpoint_id: str) -> str:
-    return HOST_VETH_PREFIX + endpoint_id[:12]
+    return HOST_VETH_PREFIX + name_key(endpoint_id)
 
 
 def peer_veth(endpoint_id: str) -> str:
-    return PEER_VETH_PREFIX + endpoint_id[:12]
+    return PEER_VETH_PREFIX + name_key(endpoint_id)
+
+
+def probe(network_id: str) -> str:
+    return PROBE_PREFIX + name_key(network_id)
 
 
 def is_pynet_link(name: str) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from pynet.defaults import parse_bool
 from pynet.errors import BadRequest
+from pynet.wire import printable
 
 GENERIC = "com.docker.network.generic"
 ENABLE_IPV6 = "com.docker.network.enable_ipv6"
@@ -32,7 +33,7 @@ _RESERVED_IFNAMES = (".", "..", "all", "default")
 def parse_flag(key: str, value: str) -> bool:
     flag = parse_bool(value)
     if flag is None:
-        raise BadRequest(f"option {key}={value!r}: expected true or false")
+        raise BadRequest(f"option {key}={printable(value)}: expected true or false")
     return flag
 
 
@@ -40,15 +41,15 @@ def parse_mtu(key: str, value: str) -> int:
     try:
         mtu = int(str(value).strip())
     except ValueError:
-        raise BadRequest(f"option {key}={value!r}: the MTU must be a whole number") from None
+        raise BadRequest(f"option {key}={printable(value)}: the MTU must be a whole number") from None
     if not 68 <= mtu <= 65535:
-        raise BadRequest(f"option {key}={value!r}: the MTU must be between 68 and 65535")
+        raise BadRequest(f"option {key}={printable(value)}: the MTU must be between 68 and 65535")
     return mtu
 
 
 def parse_ifname(key: str, value: str) -> str:
     if not _IFNAME.fullmatch(value) or value in _RESERVED_IFNAMES:
-        raise BadRequest(f"option {key}={value!r}: an interface name is 1-{IFNAMSIZ} characters "
+        raise BadRequest(f"option {key}={printable(value)}: an interface name is 1-{IFNAMSIZ} characters "
                          f"of letters, digits and _ . -, and not {' or '.join(_RESERVED_IFNAMES)}")
     return value
 
@@ -59,24 +60,24 @@ def parse_host_ipv4(key: str, value: str) -> str:
     except ValueError:
         address = None
     if address is None or address.version != 4:
-        raise BadRequest(f"option {key}={value!r}: expected an IPv4 address of this host")
+        raise BadRequest(f"option {key}={printable(value)}: expected an IPv4 address of this host")
     return str(address)
 
 
 def parse_prefix(key: str, value: str) -> str:
     # Docker appends an index (eth0, eth1...), so leave room for it within IFNAMSIZ.
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,11}", value):
-        raise BadRequest(f"option {key}={value!r}: a container interface prefix is 1-12 letters, "
+        raise BadRequest(f"option {key}={printable(value)}: a container interface prefix is 1-12 letters, "
                          "digits, _ or -, starting with a letter")
     return value
 
 
 def parse_type(key: str, value: str) -> str:
     if value not in NETWORK_TYPES:
-        raise BadRequest(f"option {key}={value!r}: the network type must be one of "
+        raise BadRequest(f"option {key}={printable(value)}: the network type must be one of "
                          f"{', '.join(NETWORK_TYPES)}")
     if value not in IMPLEMENTED_TYPES:
-        raise BadRequest(f"option {key}={value!r}: {value} networks are not available in this "
+        raise BadRequest(f"option {key}={printable(value)}: {value} networks are not available in this "
                          f"version of pynet (available: {', '.join(IMPLEMENTED_TYPES)})")
     return value
 
@@ -91,7 +92,7 @@ def parse_parent(key: str, value: str) -> str | None:
 
 def parse_macvlan_mode(key: str, value: str) -> str:
     if value not in MACVLAN_MODES:
-        raise BadRequest(f"option {key}={value!r}: the macvlan mode must be one of "
+        raise BadRequest(f"option {key}={printable(value)}: the macvlan mode must be one of "
                          f"{', '.join(MACVLAN_MODES)} (bridge is the default)")
     return value
 
@@ -157,23 +158,26 @@ def parse_network_options(options: dict) -> NetworkOptions:
     if not isinstance(generic, dict):
         raise BadRequest(f"{GENERIC} must be an object of strings, got {type(generic).__name__}")
     chosen_type = generic.get("type", "bridge")
+    if not isinstance(chosen_type, str):
+        raise BadRequest(f"option type: expected a string value, got {printable(chosen_type)}")
+    parse_type("type", chosen_type)  # the type names the options that apply: check it first
     values: dict[str, tuple[str, Any]] = {}
     for key, raw in sorted(generic.items()):
         spec = OPTIONS.get(key)
         if spec is None:
             accepted = sorted(k for k, s in OPTIONS.items() if chosen_type in s.types)
-            raise BadRequest(f"unknown option {key!r} for a {chosen_type} network; accepted "
+            raise BadRequest(f"unknown option {printable(key)} for a {chosen_type} network; accepted "
                              f"options: {', '.join(accepted)}")
         if not isinstance(raw, str):
-            raise BadRequest(f"option {key}: expected a string value, got {raw!r}")
+            raise BadRequest(f"option {printable(key)}: expected a string value, got {printable(raw)}")
         if chosen_type not in spec.types:
-            raise BadRequest(f"option {key!r} does not apply to {chosen_type} networks "
+            raise BadRequest(f"option {printable(key)} does not apply to {chosen_type} networks "
                              f"(only to {', '.join(spec.types)})")
         value = spec.parse(key, raw)
         if spec.field in values and values[spec.field][1] != value:
             other = values[spec.field][0]
             raise BadRequest(f"options {other} and {key} both set {spec.field} but disagree "
-                             f"({values[spec.field][1]!r} vs {value!r})")
+                             f"({values[spec.field][1]!r} vs {printable(value)})")
         values[spec.field] = (key, value)
     parsed = {name: value for name, (_, value) in values.items()}
     parsed["internal"] = _flag(options, INTERNAL)

@@ -51,7 +51,7 @@ def _ipam_data(entries: list) -> tuple[tuple[str, ...], tuple[str, ...]]:
     gateways, subnets = [], []
     for data in entries:
         if not isinstance(data, dict):
-            raise BadRequest(f"IPAM data entries must be objects, got {data!r}")
+            raise BadRequest(f"IPAM data entries must be objects, got {printable(data)}")
         pool = data.get("Pool") or ""
         gateway = data.get("Gateway") or ""
         if not isinstance(pool, str) or not isinstance(gateway, str):
@@ -129,7 +129,7 @@ def _cidr(interface: dict, field: str, version: int) -> str:
         raise BadRequest(f"Interface.{field} {printable(value)} is not an address in CIDR "
                          "form") from None
     if parsed.version != version:
-        raise BadRequest(f"Interface.{field} {value!r} is not an IPv{version} address")
+        raise BadRequest(f"Interface.{field} {printable(value)} is not an IPv{version} address")
     return value
 
 
@@ -229,29 +229,29 @@ def _port_entry(entry: Any, default_host_ip: str) -> PortRequest:
         raise BadRequest(f"{PORTMAP} entries must be objects, got {printable(entry)}")
     proto_number = entry.get("Proto", 6)
     if isinstance(proto_number, bool) or not isinstance(proto_number, int):
-        raise BadRequest(f"{PORTMAP} entry {entry!r}: Proto must be a protocol number, "
-                         f"got {proto_number!r}")
+        raise BadRequest(f"{PORTMAP} entry {printable(entry)}: Proto must be a protocol number, "
+                         f"got {printable(proto_number)}")
     if proto_number in _UNSUPPORTED:
         raise BadRequest(f"cannot publish {_UNSUPPORTED[proto_number]} port {entry.get('Port')}: "
                          "pynet publishes tcp and udp ports only")
     if proto_number not in PROTOCOLS:
-        raise BadRequest(f"{PORTMAP} entry {entry!r}: unknown protocol number {proto_number!r}")
+        raise BadRequest(f"{PORTMAP} entry {printable(entry)}: unknown protocol number {printable(proto_number)}")
     port = _port(entry, "Port", allow_zero=False)
     start = _port(entry, "HostPort", allow_zero=True)
     end = _port(entry, "HostPortEnd", allow_zero=True) or start
     if start == 0 and end != 0:
-        raise BadRequest(f"{PORTMAP} entry {entry!r}: HostPortEnd without HostPort")
+        raise BadRequest(f"{PORTMAP} entry {printable(entry)}: HostPortEnd without HostPort")
     if end < start:
-        raise BadRequest(f"{PORTMAP} entry {entry!r}: host port range {start}-{end} is reversed")
+        raise BadRequest(f"{PORTMAP} entry {printable(entry)}: host port range {start}-{end} is reversed")
     host_ip = entry.get("HostIP") or ""
     if not isinstance(host_ip, str):
-        raise BadRequest(f"{PORTMAP} entry {entry!r}: HostIP must be a string")
+        raise BadRequest(f"{PORTMAP} entry {printable(entry)}: HostIP must be a string")
     host_ip = host_ip or default_host_ip
     if host_ip:
         try:
             address = ipaddress.ip_address(host_ip)
         except ValueError:
-            raise BadRequest(f"cannot publish port {port}: host address {host_ip!r} is not an IP "
+            raise BadRequest(f"cannot publish port {port}: host address {printable(host_ip)} is not an IP "
                              "address") from None
         if address.version != 4:
             raise BadRequest(f"cannot publish port {port} on {host_ip}: pynet publishes ports on "
@@ -263,8 +263,8 @@ def _port_entry(entry: Any, default_host_ip: str) -> PortRequest:
 def _port(entry: dict, key: str, allow_zero: bool) -> int:
     value = entry.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, int) or not (0 if allow_zero else 1) <= value <= 65535:
-        raise BadRequest(f"{PORTMAP} entry {entry!r}: {key} must be a port number "
-                         f"({'0-' if allow_zero else '1-'}65535), got {value!r}")
+        raise BadRequest(f"{PORTMAP} entry {printable(entry)}: {key} must be a port number "
+                         f"({'0-' if allow_zero else '1-'}65535), got {printable(value)}")
     return value
 
 

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pynet.errors import BadRequest, Conflict, NotFound
 from pynet.store import keys, records
 from pynet.store.api import Store
+from pynet.wire import printable
 
 from . import naming
 from .kinds.base import NetworkKind
@@ -39,6 +40,10 @@ class NetworkService:
         # check must not race the record it protects. Network changes are rare; endpoint
         # calls never take this lock.
         self._topology = threading.Lock()
+        # Endpoint calls that make or remove an endpoint's links, one at a time per name key
+        # (naming.name_key): endpoints on two networks whose IDs begin alike would otherwise
+        # both pass the uniqueness check below, then share (and delete) one veth.
+        self._link_names: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
     # --- records -------------------------------------------------------------------
     def network(self, nid: str) -> NetworkRecord | None:
@@ -82,6 +87,7 @@ class NetworkService:
             net = NetworkRecord(id=nid, options=req.options, gateways=req.gateways,
                                 subnets=req.subnets)
             others = self.networks()
+            _refuse_name_twin("network", nid, [(o.id, o.id) for o in others], nid)
             with ExitStack() as undo:
                 net = self._kind(net).create_network(net, others, undo)
                 # Kernel first, record last: a crash in between leaves only a pn- link,
@@ -105,17 +111,22 @@ class NetworkService:
                 self.store.delete(keys.endpoint(self.host, nid, ep.id))
             self.store.delete(keys.network(self.host, nid))
             for ep in stale:
-                kind.delete_endpoint(net, ep)
+                with self._link_names[naming.name_key(ep.id)]:
+                    kind.delete_endpoint(net, ep)
             kind.delete_network(net, [o for o in self.networks() if o.id != nid])
         self._locks.pop(nid, None)
 
     # --- NetworkDriver.CreateEndpoint / DeleteEndpoint ------------------------------
     def create_endpoint(self, req: CreateEndpoint) -> CreateEndpointAnswer:
         nid, eid = req.network_id, req.endpoint_id
-        with self._locks[nid]:
+        with self._locks[nid], self._link_names[naming.name_key(eid)]:
             net = self._require_network(nid)
             ep = self._endpoint(nid, eid)
             if ep is None:
+                # Before any kernel work: the kind takes links of this endpoint's names for
+                # leftovers of its own.
+                _refuse_name_twin("endpoint", eid,
+                                  [(o.id, o.network_id) for o in self.endpoints()], nid)
                 ep = EndpointRecord(
                     network_id=nid, id=eid, host_if=None, peer_if=naming.peer_veth(eid),
                     addresses=tuple(a for a in (req.address, req.address_v6) if a),
@@ -131,7 +142,7 @@ class NetworkService:
 
     def delete_endpoint(self, req: EndpointCall) -> None:
         nid, eid = req.network_id, req.endpoint_id
-        with self._locks[nid]:
+        with self._locks[nid], self._link_names[naming.name_key(eid)]:
             ep = self._endpoint(nid, eid)
             if ep is None:
                 return
@@ -208,6 +219,22 @@ class NetworkService:
             # Record first: ports a crash leaves installed are dropped by the next sync.
             _save(self.store, keys.endpoint(self.host, nid, eid), replace(ep, published=()))
             self._kind(net).unpublish(net, ep)
+
+
+def _refuse_name_twin(what: str, object_id: str, recorded: list[tuple[str, str]],
+                      network_id: str) -> None:
+    """Kernel names carry only the first naming.ID_CHARS characters of an ID: a second
+    network or endpoint whose ID begins like a recorded one (or an endpoint ID recorded on
+    another network) would take over that one's links. RECORDED: (ID, its network ID)."""
+    key = naming.name_key(object_id)
+    twin = next(((other, on) for other, on in recorded
+                 if naming.name_key(other) == key and (other, on) != (object_id, network_id)), None)
+    if twin is not None:
+        where = "" if what == "network" else f" on network {twin[1][:12]}"
+        raise Conflict(f"{what} ID {printable(object_id, 24)} begins with the same "
+                       f"{naming.ID_CHARS} characters as pynet {what} {printable(twin[0], 24)}"
+                       f"{where}; pynet names kernel links after them, so the two would share "
+                       f"links")
 
 
 def _save(store: Store, key: str, ep: EndpointRecord) -> None:

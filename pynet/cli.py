@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 
+from .plugin_api import CONTENT_TYPE, failure
 from .settings import Settings, add_serve_arguments, settings_from_args
+from .wire import printable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +40,7 @@ def run_server(settings: Settings) -> int:
                 # One process: the embedded store and in-process locks assume it. Threads:
                 # Docker makes calls concurrently.
                 "workers": 1,
-                "worker_class": "gthread",
+                "worker_class": json_error_worker(),
                 "threads": settings.threads,
                 # Root-only socket (mode 0600): the plugin API has no authentication.
                 "umask": 0o177,
@@ -58,6 +61,58 @@ def run_server(settings: Settings) -> int:
 
     PluginServer().run()
     return 0
+
+
+def json_error_worker() -> type:
+    """gunicorn's threaded worker, answering the requests its HTTP parser refuses (a request
+    line that is not ASCII or too long, bad headers, a broken chunked body) in JSON with Err,
+    like every other answer, instead of gunicorn's HTML page."""
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class JsonErrorWorker(ThreadWorker):
+        def handle_error(self, req, client, addr, exc):
+            # gunicorn chooses the status and logs; only what it writes is replaced.
+            page = _Captured()
+            super().handle_error(req, page, addr, exc)
+            status, reason = page.status_line()
+            message = f"{reason}: {exc}" if str(exc) else reason
+            answer = json.dumps(failure(f"pynet could not read the request: "
+                                        f"{printable(message, 300)[1:-1]}")).encode()
+            head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+                    f"Content-Type: {CONTENT_TYPE}\r\nContent-Length: {len(answer)}\r\n\r\n")
+            try:
+                client.sendall(head.encode("latin-1", "replace") + answer)
+            except OSError:
+                pass  # the client has gone: nobody to answer
+
+    return JsonErrorWorker
+
+
+class _Captured:
+    """Stands in for the client socket while gunicorn writes its error page."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+    def send(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+    def status_line(self) -> tuple[int, str]:
+        """(status, reason) of what gunicorn wrote; 400 Bad Request if it wrote nothing."""
+        first = self.data.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+        if len(first) == 3 and first[1].isdigit():
+            return int(first[1]), first[2]
+        return 400, "Bad Request"
 
 
 if __name__ == "__main__":

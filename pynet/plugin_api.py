@@ -28,6 +28,9 @@ CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 # Docker's largest requests (a CreateNetwork with many options, a long portmap) are a few
 # kilobytes; anything near this is not Docker, and must not cost memory or log space.
 MAX_BODY = 1 << 20
+# An Err names the value and the reason in a sentence; a message built from a client's
+# value is cut here, whatever built it, so no answer echoes a large request back.
+MAX_MESSAGE = 1000
 # Calls answered without the store: they work before restore has run (see readiness.py).
 STATELESS = frozenset({"Plugin.Activate", "NetworkDriver.GetCapabilities",
                        "IpamDriver.GetCapabilities", "IpamDriver.GetDefaultAddressSpaces"})
@@ -37,7 +40,9 @@ def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
     app = Flask("pynet")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
 
-    @app.post("/<method>")
+    # No automatic OPTIONS answer (Flask would give an empty text/html 200): every method
+    # but POST is a JSON 404 (not_found below).
+    @app.post("/<method>", provide_automatic_options=False)
     def call(method: str) -> Response:
         started = time.monotonic()
         handler = handlers.get(method)
@@ -52,7 +57,7 @@ def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
                         gate.ensure()  # state restored, or a 503 saying why not
                     status, answer = _invoke(method, handler, body)
                 except PynetError as exc:  # the body itself is malformed, or state not restored
-                    status, answer = exc.status, {"Err": exc.message, "Error": exc.message}
+                    status, answer = exc.status, failure(exc.message)
         log.info("%s %s -> %d %s(%.0f ms)", printable(method, 60)[1:-1], _ids(body), status,
                  f"{_escaped(answer['Err'])} " if status != 200 else "",
                  (time.monotonic() - started) * 1000)
@@ -62,13 +67,13 @@ def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
     @app.errorhandler(405)
     def not_found(exc) -> Response:
         message = f"pynet does not implement {request.method} {printable(request.path)}"
-        return Response(json.dumps({"Err": message}), status=404, content_type=CONTENT_TYPE)
+        return Response(json.dumps({"Err": _cut(message)}), status=404, content_type=CONTENT_TYPE)
 
     @app.errorhandler(413)
     def too_large(exc) -> Response:
         message = f"request body is larger than {MAX_BODY} bytes: not a plugin request"
         log.info("%s -> 413 %s", printable(request.path), message)
-        return Response(json.dumps({"Err": message, "Error": message}), status=413,
+        return Response(json.dumps(failure(message)), status=413,
                         content_type=CONTENT_TYPE)
 
     @app.errorhandler(Exception)
@@ -78,7 +83,7 @@ def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
         if code == 500:
             log.exception("%s failed outside its handler", printable(request.path))
         message = f"pynet could not serve {printable(request.path)}: {type(exc).__name__}"
-        return Response(json.dumps({"Err": message, "Error": message}), status=code,
+        return Response(json.dumps(failure(message)), status=code,
                         content_type=CONTENT_TYPE)
 
     return app
@@ -88,11 +93,23 @@ def _invoke(method: str, handler: Handler, body: Body) -> tuple[int, dict[str, A
     try:
         return 200, handler(body)
     except PynetError as exc:
-        return exc.status, {"Err": exc.message, "Error": exc.message}
+        return exc.status, failure(exc.message)
     except Exception as exc:  # a bug: keep the traceback in the log, a sentence for Docker
         log.exception("%s failed unexpectedly", method)
         message = f"pynet hit an internal error in {method}: {type(exc).__name__}: {exc} (see the plugin log)"
-        return 500, {"Err": message, "Error": message}
+        return 500, failure(message)
+
+
+def failure(message: str) -> dict[str, str]:
+    """A failure's answer: Err for the network driver's client, Error for the IPAM one."""
+    message = _cut(message)
+    return {"Err": message, "Error": message}
+
+
+def _cut(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return f"{message[:MAX_MESSAGE]}... ({len(message)} characters in all)"
 
 
 def _ids(body: Body | None) -> str:

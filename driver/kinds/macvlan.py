@@ -98,7 +98,7 @@ class MacvlanKind:
         at `docker run`, if the lower device cannot carry them (a bridge port, a passthru
         macvlan of someone else's on it, an MTU above the parent's)."""
         assert net.lower is not None
-        name = naming.PEER_VETH_PREFIX + net.id[:12]  # pn-named: restore removes a leftover
+        name = naming.probe(net.id)  # pn-named: restore removes a leftover
         lower = self.netlink.link(net.lower)
         mtu = net.options.mtu or (lower.mtu if lower else DEFAULT_MTU)
         self.netlink.remove_link(name)

@@ -74,7 +74,8 @@ def call_socket(path: str | Path, method_path: str, body: Any = None,
 class PluginProcess:
     def __init__(self, state_dir: Path, *, socket_path: Path = DEFAULT_SOCKET, log_path: Path | None = None,
                  python: str = sys.executable, extra_args: tuple[str, ...] = (),
-                 extra_env: dict[str, str] | None = None, startup_timeout: float = 15.0) -> None:
+                 extra_env: dict[str, str] | None = None, startup_timeout: float = 15.0,
+                 command_prefix: tuple[str, ...] = ()) -> None:
         self.state_dir = Path(state_dir)
         self.socket_path = Path(socket_path)
         self.log_path = Path(log_path) if log_path else self.state_dir.parent / f"{self.state_dir.name}-plugin.log"
@@ -82,6 +83,10 @@ class PluginProcess:
         self.extra_args = extra_args
         self.extra_env = dict(extra_env or {})
         self.startup_timeout = startup_timeout
+        # Run the plugin under a command that then execs it, e.g. ("ip", "netns", "exec", NS)
+        # for a plugin whose links, nft table and iptables rules live in a private namespace.
+        # The prefix must exec (not fork) the plugin, so pid stays the plugin's own.
+        self.command_prefix = tuple(command_prefix)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -114,7 +119,7 @@ class PluginProcess:
             self.socket_path.unlink(missing_ok=True)
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [self.python, "-m", "pynet.cli", "serve", "--socket", str(self.socket_path),
+        cmd = [*self.command_prefix, self.python, "-m", "pynet.cli", "serve", "--socket", str(self.socket_path),
                "--state-dir", str(self.state_dir), *self.extra_args]
         # The leak check asks dockerd which addresses are in use: the harness's private dockerd,
         # never a system one that knows nothing of the test's containers.

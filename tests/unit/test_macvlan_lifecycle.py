@@ -11,7 +11,7 @@ from tests.harness.app_client import app_client
 NID, NID2, NID3 = "a" * 64, "b" * 64, "c" * 64
 EID, EID2 = "e" * 64, "f" * 64
 GENERIC = "com.docker.network.generic"
-PROBE = "pnc" + NID[:12]
+PROBE = "pnp" + NID[:12]  # the CreateNetwork test link: its own prefix (naming.probe)
 
 
 def net_body(nid=NID, pool="10.5.0.0/24", gateway="10.5.0.1/24", internal=False, **generic):
