@@ -8,6 +8,12 @@ from .portmap import PortBinding
 
 DEFAULT_MTU = 1500
 
+# A record's state. "creating" is written before any kernel work (the intent: restore knows
+# exactly what pynet may have made), "ready" once it is all made, "deleting" before the
+# kernel objects go. Restore finishes what a crash interrupted: a record that is not ready
+# has its kernel objects removed and goes.
+CREATING, READY, DELETING = "creating", "ready", "deleting"
+
 
 @dataclass(frozen=True, slots=True)
 class NetworkRecord:
@@ -24,6 +30,10 @@ class NetworkRecord:
     # or a bridge made for a network without parent), and whether pynet made that link.
     lower: str | None = None
     lower_created: bool = False
+    state: str = READY
+    # A random id per CreateNetwork attempt: what a late-landing write of a failed attempt
+    # is recognised by (pynet/store/fenced.py).
+    attempt: str = ""
 
     @property
     def mtu(self) -> int:
@@ -41,6 +51,7 @@ class NetworkRecord:
             bridge=data.get("bridge"), bridge_created=data.get("bridge_created", False),
             gateways=tuple(data.get("gateways", ())), subnets=tuple(data.get("subnets", ())),
             lower=data.get("lower"), lower_created=data.get("lower_created", False),
+            state=data.get("state", READY), attempt=data.get("attempt", ""),
         )
 
 
@@ -63,9 +74,15 @@ class EndpointRecord:
     # The network type that made the endpoint: its links are removed by that kind even
     # when the network's record went first.
     kind: str = "bridge"
+    state: str = READY
+    attempt: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def links(self) -> tuple[str, ...]:
+        """The links the endpoint's kind makes for it (host end first)."""
+        return tuple(name for name in (self.host_if, self.peer_if) if name)
 
     @classmethod
     def from_dict(cls, data: dict) -> "EndpointRecord":

@@ -1,39 +1,51 @@
-"""Plugin start: make the kernel and the firewall match the recorded state.
+"""Plugin start: finish what a crash interrupted, then make the kernel match the records.
 
 Docker never replays CreateNetwork, so after a crash or reboot pynet itself brings every
-recorded network back (each kind restores all of its networks at once, so it can also drop
-what it installed for networks no longer recorded), and removes pynet-named links and
-records that no network owns any more (leftovers of a call interrupted mid-way).
+ready network back (each kind restores all of its networks at once, so it can also drop what
+it installed for networks no longer recorded). A record that is not ready is the intent of a
+create or a deletion that never finished: what it names is removed, and so is the record. A
+link is removed only when a record names it as pynet's: one that merely looks like pynet's
+(a pn- name) is someone else's, perhaps another pynet's.
 """
 from __future__ import annotations
 
 import logging
 
 from . import naming
+from .models import READY
 from .netlink.api import Netlink
-from .protocol import EndpointCall
 from .service import NetworkService
 
 log = logging.getLogger(__name__)
 
 
 def restore(service: NetworkService, netlink: Netlink) -> None:
-    networks = {n.id: n for n in service.networks()}
-    by_network: dict[str, list] = {nid: [] for nid in networks}
-    for ep in service.endpoints():
-        if ep.network_id in by_network:
-            by_network[ep.network_id].append(ep)
-        else:
+    ledger = service.ledger
+    recorded = ledger.networks()
+    ready = {n.id: n for n in recorded if n.state == READY}
+    for net in recorded:
+        if net.state != READY:
+            log.warning("finishing network %s, interrupted while %s", net.id[:12], net.state)
+            service.remove_network(net, list(ready.values()))
+    by_network: dict[str, list] = {nid: [] for nid in ready}
+    for ep in ledger.endpoints():
+        if ep.network_id not in ready:
             log.warning("dropping endpoint %s: its network %s is gone", ep.id[:12], ep.network_id[:12])
-            service.delete_endpoint(EndpointCall(ep.network_id, ep.id))
+            service.remove_endpoint(None, ep)
+        elif ep.state != READY:
+            log.warning("finishing endpoint %s, interrupted while %s", ep.id[:12], ep.state)
+            service.remove_endpoint(ready[ep.network_id], ep)
+        else:
+            by_network[ep.network_id].append(ep)
     owned: set[str] = set()
     for type_name, kind in service.kinds.items():
-        mine = [n for n in networks.values() if n.options.type == type_name]
+        mine = [n for n in ready.values() if n.options.type == type_name]
         kind.restore(mine, {n.id: by_network[n.id] for n in mine})
         for net in mine:
             owned |= kind.owned_links(net, by_network[net.id])
+            ledger.ensure_names(net, by_network[net.id])
     for link in netlink.links():
         if naming.is_pynet_link(link.name) and link.name not in owned:
-            log.warning("removing orphaned link %s (no pynet network owns it)", link.name)
-            netlink.remove_link(link.name)
-    log.info("restored %d network(s)", len(networks))
+            log.warning("link %s is named like pynet's, but no record of this host names it: "
+                        "left in place (remove it by hand if it is a leftover)", link.name)
+    log.info("restored %d network(s)", len(ready))

@@ -20,18 +20,25 @@ from driver.protocol import JoinAnswer
 
 
 class NetworkKind(Protocol):
-    def create_network(self, net: NetworkRecord, others: Sequence[NetworkRecord],
-                       undo: ExitStack) -> NetworkRecord:
-        """Check `net` against `others`, make its kernel objects (an undo for each), and
-        return the record to store, with what the kind chose filled in."""
+    def plan_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> NetworkRecord:
+        """Check `net` against `others` and the kernel, and decide what to make (names, and
+        which objects pynet will make rather than find): the record, written as the intent
+        before any kernel work. No kernel change."""
+
+    def create_network(self, net: NetworkRecord, undo: ExitStack) -> NetworkRecord:
+        """Make the planned kernel objects (an undo for each); return the record to store."""
 
     def delete_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> None:
-        """Remove what create_network made (absent is fine); never what others still use."""
+        """Remove what the record says pynet made (absent is fine: the record may be the
+        intent of an interrupted create); never what others still use, never what pynet
+        found."""
+
+    def plan_endpoint(self, net: NetworkRecord, ep: EndpointRecord) -> EndpointRecord:
+        """Decide the endpoint's links (its host_if) and a MAC it must use: the intent."""
 
     def create_endpoint(self, net: NetworkRecord, ep: EndpointRecord,
                         undo: ExitStack) -> EndpointRecord:
-        """Make the endpoint's links; return the record to store (the kind fills in its
-        host_if, or a MAC it must use)."""
+        """Make the planned links (an undo for each); return the record to store."""
 
     def delete_endpoint(self, net: NetworkRecord | None, ep: EndpointRecord) -> None:
         """Remove the endpoint's links (absent is fine); `net` is None when the network's

@@ -14,7 +14,7 @@ from driver.models import EndpointRecord, NetworkRecord
 from driver.netlink.api import Netlink
 from driver.portmap import PortBinding, PortRequest
 from driver.protocol import JoinAnswer
-from pynet.errors import Conflict
+from pynet.errors import Conflict, PynetError
 
 from .base import gateway_answer
 
@@ -27,21 +27,23 @@ class BridgeKind:
         self.firewall = firewall
 
     # --- CreateNetwork / DeleteNetwork ---------------------------------------------
-    def create_network(self, net: NetworkRecord, others: Sequence[NetworkRecord],
-                       undo: ExitStack) -> NetworkRecord:
-        """Bridge, gateway addresses, MTU and forwarding rules; undo entries registered
-        for everything made, so a failure later in the call leaves nothing behind."""
+    def plan_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> NetworkRecord:
         bridge = net.options.bridge_name or naming.bridge(net.id)
         for other in others:
             if other.id != net.id and other.bridge == bridge:
                 raise Conflict(f"bridge name {bridge} is already used by pynet network "
                                f"{other.id[:12]}")
-        net = replace(net, bridge=bridge)
-        created = self._ensure_bridge(net)
-        if created:
-            undo.callback(self.netlink.remove_link, bridge)
-        # A bridge pynet names itself is pynet's even if a crashed attempt left it behind.
-        net = replace(net, bridge_created=created or net.options.bridge_name is None)
+        # pynet makes the bridge unless the user named one that exists; one pynet names
+        # itself is pynet's even if a crashed attempt left it behind.
+        made = net.options.bridge_name is None or self.netlink.link(bridge) is None
+        return replace(net, bridge=bridge, bridge_created=made)
+
+    def create_network(self, net: NetworkRecord, undo: ExitStack) -> NetworkRecord:
+        """Bridge, gateway addresses, MTU and forwarding rules; undo entries registered
+        for everything made, so a failure later in the call leaves nothing behind."""
+        assert net.bridge is not None
+        if self._ensure_bridge(net):
+            undo.callback(self.netlink.remove_link, net.bridge)
         self.firewall.network_added(net)
         undo.callback(self.firewall.network_removed, net)
         return net
@@ -53,14 +55,23 @@ class BridgeKind:
 
     def delete_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> None:
         self.firewall.network_removed(net)
-        if net.bridge_created and net.bridge is not None:
+        if not net.bridge_created or net.bridge is None:
+            return
+        link = self.netlink.link(net.bridge)
+        if link is not None and link.kind != "bridge":
+            # The name went to another link while the network was broken: not pynet's.
+            log.warning("not removing %s of network %s: it is a %s now, not pynet's bridge",
+                        net.bridge, net.id[:12], link.kind or "device")
+        elif link is not None:
             self.netlink.remove_link(net.bridge)
 
     # --- CreateEndpoint / Join / DeleteEndpoint ------------------------------------
+    def plan_endpoint(self, net: NetworkRecord, ep: EndpointRecord) -> EndpointRecord:
+        return replace(ep, host_if=naming.host_veth(ep.id))
+
     def create_endpoint(self, net: NetworkRecord, ep: EndpointRecord,
                         undo: ExitStack) -> EndpointRecord:
-        assert net.bridge is not None
-        ep = replace(ep, host_if=naming.host_veth(ep.id))
+        assert net.bridge is not None and ep.host_if is not None
         # A bridge lost since the plugin started (deleted by hand) is made again here.
         if self.netlink.link(net.bridge) is None:
             self._ensure_bridge(net)
@@ -108,10 +119,18 @@ class BridgeKind:
                 endpoints: dict[str, list[EndpointRecord]]) -> None:
         """Re-make bridges, re-attach surviving veths, then make the firewall exactly that
         of these networks and their recorded ports (rules of vanished networks go)."""
+        healthy = []
         for net in networks:
-            self._ensure_kernel(net, endpoints.get(net.id, []))
-        self.firewall.sync(list(networks), [ep for net in networks
-                                            for ep in endpoints.get(net.id, [])])
+            try:
+                self._ensure_kernel(net, endpoints.get(net.id, []))
+                healthy.append(net)
+            except Exception as exc:  # one network's trouble must not keep the others down
+                log.error("network %s cannot be restored: %s; its calls fail until the cause is "
+                          "fixed, and DeleteNetwork still removes it", net.id[:12],
+                          exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}")
+        # No rules for a network that did not come back: its bridge name may be another
+        # link's now, and without rules nothing reaches it past Docker's FORWARD policy.
+        self.firewall.sync(healthy, [ep for net in healthy for ep in endpoints.get(net.id, [])])
 
     def restore_network(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
         """A CreateNetwork replayed for a recorded network: its bridge, ports and rules."""
@@ -130,7 +149,8 @@ class BridgeKind:
                             ep.id[:12], net.id[:12], ep.host_if)
 
     def owned_links(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> set[str]:
-        names = {net.bridge} if net.bridge_created and net.bridge else set()
+        # The bridge even when pynet found it: a pn-named bridge of the user's is in use.
+        names = {net.bridge} if net.bridge else set()
         for ep in endpoints:
-            names |= {ep.peer_if} | ({ep.host_if} if ep.host_if else set())
+            names |= set(ep.links())
         return names

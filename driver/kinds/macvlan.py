@@ -42,44 +42,23 @@ class MacvlanKind:
         self.netlink = netlink
 
     # --- NetworkDriver.CreateNetwork / DeleteNetwork --------------------------------
-    def create_network(self, net: NetworkRecord, others: Sequence[NetworkRecord],
-                       undo: ExitStack) -> NetworkRecord:
-        """Find or make the lower device, check it may carry this network, and prove it
-        by creating (and removing) one macvlan link of the network's mode and MTU."""
+    def plan_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> NetworkRecord:
+        """Choose the lower device and check it may carry this network; whether pynet makes
+        it (its own bridge without a parent, a missing 802.1q sub-interface) or finds it."""
         if net.options.parent is None:
-            net = self._own_bridge(net, undo)
-        else:
-            net = self._parent(net, [o for o in others if o.id != net.id], undo)
-        self._probe(net)
-        log.info("macvlan network %s on %s (mode %s%s)", net.id[:12], net.lower,
-                 net.options.macvlan_mode, ", made by pynet" if net.lower_created else "")
-        return net
-
-    def _own_bridge(self, net: NetworkRecord, undo: ExitStack) -> NetworkRecord:
-        lower = naming.bridge(net.id)  # pn-<network id>: restore knows it as pynet's
-        if self.netlink.ensure_bridge(lower, net.options.mtu or DEFAULT_MTU, []):
-            undo.callback(self.netlink.remove_link, lower)
-        return replace(net, bridge=lower, lower=lower, lower_created=True, bridge_created=True)
-
-    def _parent(self, net: NetworkRecord, others: list[NetworkRecord],
-                undo: ExitStack) -> NetworkRecord:
+            lower = naming.bridge(net.id)  # pn-<network id>, pynet's own
+            return replace(net, bridge=lower, lower=lower, lower_created=True, bridge_created=True)
         parent = net.options.parent
-        assert parent is not None
+        others = [o for o in others if o.id != net.id]
         check_sharing(net, parent, others)
         link = self.netlink.link(parent)
         if link is None:
             vlan = split_vlan(parent)
             if vlan is None:
                 raise BadRequest(f"macvlan parent {parent} does not exist on this host")
-            base, vlan_id = vlan
-            _check_usable(self.netlink.link(base), base, f"the base of VLAN sub-interface {parent}")
-            _check_mtu(net, self.netlink.link(base), base)
-            try:
-                self.netlink.add_vlan(parent, base, vlan_id)
-            except NotSupported as exc:
-                raise NotSupported(f"macvlan parent {parent} cannot be made: {exc.message}; "
-                                   f"use an existing interface as parent") from None
-            undo.callback(self._remove_if_vlan_of, parent, base)
+            base = self.netlink.link(vlan[0])
+            _check_usable(base, vlan[0], f"the base of VLAN sub-interface {parent}")
+            _check_mtu(net, base, vlan[0])
             created = True
         else:
             if naming.is_pynet_link(parent):
@@ -92,6 +71,27 @@ class MacvlanKind:
             # it deletes it, whichever one that is.
             created = any(o.lower == parent and o.lower_created for o in others)
         return replace(net, bridge=None, lower=parent, lower_created=created, bridge_created=False)
+
+    def create_network(self, net: NetworkRecord, undo: ExitStack) -> NetworkRecord:
+        """Make the planned lower device, and prove it by creating (and removing) one
+        macvlan link of the network's mode and MTU."""
+        assert net.lower is not None
+        if net.options.parent is None:
+            if self.netlink.ensure_bridge(net.lower, net.options.mtu or DEFAULT_MTU, []):
+                undo.callback(self.netlink.remove_link, net.lower)
+        elif self.netlink.link(net.lower) is None:
+            base, vlan_id = split_vlan(net.lower) or (None, 0)
+            assert base is not None, "plan_network found a parent that is gone"
+            try:
+                self.netlink.add_vlan(net.lower, base, vlan_id)
+            except NotSupported as exc:
+                raise NotSupported(f"macvlan parent {net.lower} cannot be made: {exc.message}; "
+                                   f"use an existing interface as parent") from None
+            undo.callback(self._remove_if_vlan_of, net.lower, base)
+        self._probe(net)
+        log.info("macvlan network %s on %s (mode %s%s)", net.id[:12], net.lower,
+                 net.options.macvlan_mode, ", made by pynet" if net.lower_created else "")
+        return net
 
     def _probe(self, net: NetworkRecord) -> None:
         """Create and remove one macvlan like the endpoints' ones: the kernel says now, not
@@ -114,6 +114,7 @@ class MacvlanKind:
     def delete_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> None:
         """Remove the network's lower device if pynet made it and no other network uses
         it. Never removes an interface pynet did not make."""
+        self.netlink.remove_link(naming.probe(net.id))  # a crash may have left the test link
         if not net.lower_created or net.lower is None:
             return
         if lower_still_used(net, others):
@@ -136,13 +137,16 @@ class MacvlanKind:
             log.warning("not removing %s: it is no longer a VLAN sub-interface of %s", name, base)
 
     # --- NetworkDriver.CreateEndpoint / Join / DeleteEndpoint -----------------------
+    def plan_endpoint(self, net: NetworkRecord, ep: EndpointRecord) -> EndpointRecord:
+        if net.options.macvlan_mode == "passthru":
+            return self._passthru_mac(net, ep, self._lower(net))
+        return ep
+
     def create_endpoint(self, net: NetworkRecord, ep: EndpointRecord,
                         undo: ExitStack) -> EndpointRecord:
         """The endpoint's macvlan link (named ep.peer_if), down, in the host namespace;
         Docker moves it into the container at Join."""
         lower = self._lower(net)
-        if net.options.macvlan_mode == "passthru":
-            ep = self._passthru_mac(net, ep, lower)
         self.netlink.remove_link(ep.peer_if)  # a leftover of an interrupted earlier attempt
         self.netlink.add_macvlan(ep.peer_if, lower.name, net.options.macvlan_mode,
                                  net.options.mtu or lower.mtu, ep.mac)
@@ -224,9 +228,9 @@ class MacvlanKind:
         try:
             self._remake_lower(net)
             log.warning("re-created %s for macvlan network %s", net.lower, net.id[:12])
-        except PynetError as exc:
-            log.error("cannot re-create %s for macvlan network %s: %s",
-                      net.lower, net.id[:12], exc.message)
+        except Exception as exc:  # one network's trouble must not keep the others down
+            log.error("cannot re-create %s for macvlan network %s: %s", net.lower, net.id[:12],
+                      exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}")
 
     def _remake_lower(self, net: NetworkRecord) -> None:
         assert net.lower is not None

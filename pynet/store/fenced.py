@@ -51,10 +51,13 @@ def delete_if_unchanged(key: str, value: str) -> Settle:
 
 
 class FencedWrites:
-    def __init__(self, store: Store, host: str, repairs: RepairQueue) -> None:
+    def __init__(self, store: Store, host: str, repairs: RepairQueue,
+                 fence_key: str | None = None) -> None:
+        # One FencedWrites per fence key in a process: two would each cache the version and
+        # fail each other's checks.
         self.store = store
         self.host = host
-        self.fence_key = keys.fence(host)
+        self.fence_key = fence_key or keys.fence(host)
         self._repairs = repairs
         self._lock = threading.Lock()
         self._fence: int | None = None
@@ -113,6 +116,16 @@ class FencedWrites:
             self._doubtful[what] = settle
         self._repairs.add(f"settling writes of host {self.host} left in doubt", self.settle)
 
+    def retire(self) -> None:
+        """Delete the fence key while nothing is in doubt (a host with nothing recorded
+        leaves no key behind). As safe as moving it: a late write checks a version the
+        absent key no longer has, and the next write makes a new key at a higher version."""
+        with self._lock:
+            if self._doubtful:
+                return
+            self._fence = None
+        self.store.delete(self.fence_key)
+
     def in_doubt(self) -> int:
         with self._lock:
             return len(self._doubtful)
@@ -126,10 +139,15 @@ class FencedWrites:
             return
         self._move_fence()
         for what, settle in sorted(pending.items()):
-            settle(self.store)
             with self._lock:
                 if self._doubtful.get(what) is settle:
                     del self._doubtful[what]
+            try:
+                settle(self.store)
+            except BaseException:
+                with self._lock:
+                    self._doubtful.setdefault(what, settle)
+                raise
         with self._lock:
             left = bool(self._doubtful)
         if left:  # writes that fell in doubt while this ran need a fence move of their own

@@ -6,6 +6,8 @@ v1/ipam/blocks/<space>/<pool>/<block>        a host's address block in a pool: a
 v1/ipam/fences/<host>                        the host's write fence (pynet/store/fenced.py)
 v1/hosts/<host>/networks/<nid>               a network as this host's driver made it
 v1/hosts/<host>/endpoints/<nid>/<eid>        an endpoint on this host
+v1/hosts/<host>/names/<space>/<name>         a kernel name a network or endpoint holds
+v1/hosts/<host>/fence                        the network driver's write fence
 """
 from __future__ import annotations
 
@@ -73,3 +75,17 @@ def endpoints(host: str, nid: str | None = None) -> str:
 
 def endpoint(host: str, nid: str, eid: str) -> str:
     return endpoints(host, nid) + eid
+
+
+def host_name(host: str, space: str, name: str) -> str:
+    """A kernel name held on `host`: spaces "network" and "endpoint" (the ID characters
+    link names are made of), "bridge" (a bridge's whole name)."""
+    return f"{VERSION}/hosts/{host}/names/{space}/{name}"
+
+
+def host_names(host: str) -> str:
+    return f"{VERSION}/hosts/{host}/names/"
+
+
+def driver_fence(host: str) -> str:
+    return f"{VERSION}/hosts/{host}/fence"

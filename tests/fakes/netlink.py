@@ -36,6 +36,7 @@ class FakeNetlink:
         return self.state.get(name)
 
     def links(self):
+        self._maybe_fail("links")
         return list(self.state.values())
 
     def routes(self):

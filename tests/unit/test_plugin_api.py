@@ -77,7 +77,7 @@ def test_network_lifecycle(plugin_client, fake_deps):
 def test_create_network_replay_is_idempotent(plugin_client, fake_deps):
     assert create_network(plugin_client) == (200, {})
     assert create_network(plugin_client) == (200, {})
-    assert len(fake_deps.store.list("v1/hosts/")) == 1
+    assert len(fake_deps.store.list("v1/hosts/test-host/networks/")) == 1
 
 
 def test_mac_given_by_docker_is_used_and_not_echoed(plugin_client, fake_deps):

@@ -13,7 +13,7 @@ from pynet.errors import BackendUnavailable
 from pynet.readiness import RestoreGate
 from pynet.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
-from tests.fakes.netlink import FakeNetlink, InjectedFailure
+from tests.fakes.netlink import FakeNetlink
 from tests.harness.app_client import app_client
 from tests.harness.wait import wait_until
 
@@ -201,12 +201,19 @@ def test_a_bug_in_restore_still_stops_start_up(make_app):
     assert not [t for t in threading.enumerate() if t.name == "pynet-restore"]  # nor retries
 
 
-def test_a_kernel_refusal_in_restore_still_stops_start_up(rebooted, make_app):
+def test_a_kernel_refusal_for_one_network_does_not_stop_start_up(rebooted, make_app):
+    """Issue 9, B: one network the kernel refuses to bring back is logged; the plugin starts,
+    serves the others, and can still delete the broken one."""
     rebooted.down = False
     kernel = FakeNetlink()
     kernel.fail_on.add("ensure_bridge")
-    with pytest.raises(InjectedFailure, match="ensure_bridge"):
-        make_app(rebooted, kernel)
+    app, deps, call = make_app(rebooted, kernel)
+    assert app.extensions["pynet"]["gate"].restored
+    assert "pn-" + OLD[:12] not in kernel.state
+    kernel.fail_on.clear()
+    assert create_network(call, NEW, "10.2.0.0/24") == (200, {})
+    assert call("NetworkDriver.DeleteNetwork", {"NetworkID": OLD}) == (200, {})
+    assert [e.key for e in rebooted.list("v1/hosts/h1/networks/")] == ["v1/hosts/h1/networks/" + NEW]
 
 
 def test_a_late_restore_that_hits_a_bug_answers_a_clear_500(rebooted, make_app, restores):
@@ -214,10 +221,10 @@ def test_a_late_restore_that_hits_a_bug_answers_a_clear_500(rebooted, make_app, 
     kernel = FakeNetlink()
     app, _, call = make_app(store, kernel)
     store.down = False
-    kernel.fail_on.add("ensure_bridge")
+    kernel.fail_on.add("links")  # restore as a whole fails, not one network
     status, answer = create_network(call, NEW, "10.2.0.0/24")
     assert status == 500 and "could not restore its state" in answer["Err"]
-    assert "injected failure in ensure_bridge" in answer["Err"]
+    assert "injected failure in links" in answer["Err"]
     kernel.fail_on.clear()
     assert create_network(call, NEW, "10.2.0.0/24") == (200, {})
     assert app.extensions["pynet"]["gate"].restored and restores.succeeded == 1
