@@ -11,7 +11,11 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 
+from pynet import deadline
+
 TIMEOUT = 15.0
+# iptables waits this long (at most) for the xtables lock another program holds.
+LOCK_WAIT = 5
 
 # run(argv, stdin, timeout) -> the finished process (text mode, output captured); it raises
 # subprocess.TimeoutExpired when the command outlives `timeout`.
@@ -22,6 +26,18 @@ Which = Callable[[str], "str | None"]
 def run_command(argv: Sequence[str], stdin: str | None = None,
                 timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), input=stdin, text=True, capture_output=True, timeout=timeout)
+
+
+def timeout() -> float:
+    """How long a command started now may run: TIMEOUT, cut to what the plugin call's
+    budget has left (dockerd must get its answer in time even when nft or iptables stall)."""
+    return deadline.clamp(TIMEOUT) or TIMEOUT
+
+
+def lock_wait() -> str:
+    """iptables' -w: seconds to wait for the xtables lock, within the call's budget."""
+    left = deadline.remaining()
+    return str(LOCK_WAIT if left is None else max(1, min(LOCK_WAIT, int(left))))
 
 
 def which(binary: str) -> str | None:

@@ -13,6 +13,7 @@ rule that another program owns.
 from __future__ import annotations
 
 import logging
+import subprocess
 
 from pynet.errors import PynetError
 from driver.models import NetworkRecord
@@ -44,16 +45,23 @@ class ForwardAccept:
         self._bridges: set[str] = set()
 
     def network_added(self, network: NetworkRecord) -> None:
-        self._bridges.add(network.bridge)
-        self._apply()
+        self._change(self._bridges | {network.bridge})
 
     def network_removed(self, network: NetworkRecord) -> None:
-        self._bridges.discard(network.bridge)
-        self._apply()
+        self._change(self._bridges - {network.bridge})
 
     def sync(self, networks: list[NetworkRecord]) -> None:
-        self._bridges = {n.bridge for n in networks}
-        self._apply()
+        self._change({n.bridge for n in networks})
+
+    def _change(self, bridges: set) -> None:
+        """The chain for `bridges`; the state changes only once the kernel took it. Without
+        bridges the chain and its jump go: pynet leaves nothing in FORWARD it has no use for."""
+        before, self._bridges = self._bridges, set(bridges)
+        try:
+            self._apply() if self._bridges else self.remove_all()
+        except BaseException:
+            self._bridges = before
+            raise
 
     def rules(self) -> list[str]:
         """The PYNET-FORWARD chain as iptables-restore lines (golden-tested)."""
@@ -66,21 +74,27 @@ class ForwardAccept:
     def _apply(self) -> None:
         script = "\n".join(["*filter", f":{CHAIN} - [0:0]", *self.rules(), "COMMIT", ""])
         for binary in self._binaries:
-            self._run([*self._prefix, f"{binary}-restore", "-w", "5", "--noflush"], script)
+            self._run([*self._prefix, f"{binary}-restore", "-w", commands.lock_wait(), "--noflush"], script)
             # The jump is added once, at the top, and never duplicated.
-            if self._run([*self._prefix, binary, "-w", "5", "-C", "FORWARD", "-j", CHAIN], check=False) != 0:
-                self._run([*self._prefix, binary, "-w", "5", "-I", "FORWARD", "1", "-j", CHAIN])
+            if self._run([*self._prefix, binary, "-w", commands.lock_wait(), "-C", "FORWARD", "-j", CHAIN], check=False) != 0:
+                self._run([*self._prefix, binary, "-w", commands.lock_wait(), "-I", "FORWARD", "1", "-j", CHAIN])
 
     def remove_all(self) -> None:
         """Take the chain and its jump away entirely (tests, uninstall)."""
         for binary in self._binaries:
-            while self._run([*self._prefix, binary, "-w", "5", "-D", "FORWARD", "-j", CHAIN], check=False) == 0:
-                pass
-            self._run([*self._prefix, binary, "-w", "5", "-F", CHAIN], check=False)
-            self._run([*self._prefix, binary, "-w", "5", "-X", CHAIN], check=False)
+            for _ in range(16):  # the jump is added once; a few more copies were someone's
+                if self._run([*self._prefix, binary, "-w", commands.lock_wait(), "-D", "FORWARD",
+                              "-j", CHAIN], check=False) != 0:
+                    break
+            self._run([*self._prefix, binary, "-w", commands.lock_wait(), "-F", CHAIN], check=False)
+            self._run([*self._prefix, binary, "-w", commands.lock_wait(), "-X", CHAIN], check=False)
 
     def _run(self, argv: list[str], stdin: str | None = None, check: bool = True) -> int:
-        proc = self._command(argv, stdin, commands.TIMEOUT)
+        limit = commands.timeout()
+        try:
+            proc = self._command(argv, stdin, limit)
+        except subprocess.TimeoutExpired:
+            raise FirewallError(f"{' '.join(argv)} did not finish within {limit:.1f} s") from None
         if check and proc.returncode != 0:
             raise FirewallError(f"{' '.join(argv)} failed: {proc.stderr.strip() or proc.returncode}")
         return proc.returncode

@@ -40,7 +40,8 @@ class Nft:
         return proc.stdout if proc.returncode == 0 else ""
 
     def _run(self, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        limit = commands.timeout()
         try:
-            return self._command([*self._prefix, self._binary, *args], stdin, TIMEOUT)
+            return self._command([*self._prefix, self._binary, *args], stdin, limit)
         except subprocess.TimeoutExpired:
-            raise FirewallError(f"nft {' '.join(args)} did not finish within {TIMEOUT} s") from None
+            raise FirewallError(f"nft {' '.join(args)} did not finish within {limit:.1f} s") from None

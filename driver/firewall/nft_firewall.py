@@ -50,10 +50,18 @@ class NftFirewall:
         if network.options.type != "bridge":
             return
         with self._lock:
+            before = dict(self._networks)
             self._networks[network.id] = network
-            self._prepare_kernel(network)
-            self.forward.network_added(network)
-            self._apply()
+            try:
+                self._prepare_kernel(network)
+                self.forward.network_added(network)
+                self._apply()
+            except BaseException:
+                # The state follows the kernel, never runs ahead of it: a network whose rules
+                # did not go in leaves nothing (a retry on its bridge must not inherit it).
+                self._networks = before
+                self._try(self.forward.sync, list(before.values()))
+                raise
 
     def network_removed(self, network: NetworkRecord) -> None:
         if network.options.type != "bridge":

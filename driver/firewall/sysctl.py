@@ -103,4 +103,4 @@ class KernelKnobs:
         return self._ns(["test", "-e", path]).returncode == 0
 
     def _ns(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        return self._command(["ip", "netns", "exec", self.netns, *argv], None, commands.TIMEOUT)
+        return self._command(["ip", "netns", "exec", self.netns, *argv], None, commands.timeout())

@@ -63,12 +63,21 @@ def test_forward_accept_rewrites_its_chain_and_adds_the_jump_once():
     assert commands.argvs() == [["iptables-restore", "-w", "5", "--noflush"],
                                 ["iptables", "-w", "5", "-C", "FORWARD", "-j", CHAIN],
                                 ["iptables", "-w", "5", "-I", "FORWARD", "1", "-j", CHAIN]]
+    shim.network_added(network("b" * 64))
     commands.calls.clear()
     commands.answers.clear()  # the jump is there now
     shim.network_removed(network("a" * 64))
     assert commands.argvs() == [["iptables-restore", "-w", "5", "--noflush"],
                                 ["iptables", "-w", "5", "-C", "FORWARD", "-j", CHAIN]]
-    assert commands.calls[0][1] == f"*filter\n:{CHAIN} - [0:0]\nCOMMIT\n"
+    assert commands.calls[0][1] == (f"*filter\n:{CHAIN} - [0:0]\n-A {CHAIN} -i pn-bbbbbbbbbbbb -j ACCEPT\n"
+                                    f"-A {CHAIN} -o pn-bbbbbbbbbbbb -j ACCEPT\nCOMMIT\n")
+    # The last network gone: the jump and the chain go too (issue 9, F).
+    commands.calls.clear()
+    commands.answers[("iptables", "-w", "5", "-D")] = (1, "", "Bad rule (does a matching rule exist?)")
+    shim.network_removed(network("b" * 64))
+    assert commands.argvs() == [["iptables", "-w", "5", "-D", "FORWARD", "-j", CHAIN],
+                                ["iptables", "-w", "5", "-F", CHAIN],
+                                ["iptables", "-w", "5", "-X", CHAIN]]
 
 
 def test_forward_accept_in_a_namespace_and_a_refusal():
@@ -124,3 +133,27 @@ def test_kernel_knobs_in_a_namespace_go_through_the_runner():
     refused.answers[("ip", "netns", "exec", "pnt-x", "cat")] = (0, "0\n", "")
     with pytest.raises(FirewallError, match="cannot set /proc/sys/net/ipv4/ip_forward to 1 in netns pnt-x"):
         KernelKnobs("pnt-x", run=refused).ensure_ip_forward()
+
+
+def test_commands_run_within_the_plugin_calls_budget():
+    """Issue 9, F: nft and iptables may stall; inside a plugin call they get only what is left
+    of its budget, so dockerd still gets an answer in time."""
+    from pynet import deadline
+
+    seen: list[float] = []
+    commands = Commands()
+
+    def run(argv, stdin, timeout):
+        seen.append(timeout)
+        return commands(argv, stdin, timeout)
+
+    shim = ForwardAccept(which=installed("iptables"), run=run)
+    nft = Nft(which=installed("nft"), run=run)
+    with deadline.budget(0.5):
+        shim.network_added(network("a" * 64))
+        nft.apply({"nftables": []})
+    assert seen and all(0 < t <= 0.5 for t in seen)
+    assert all(argv[1:3] == ["-w", "1"] for argv in commands.argvs() if argv[0].startswith("iptables"))
+    seen.clear()
+    nft.apply({"nftables": []})  # outside a call: the commands' own limit
+    assert seen == [15.0]

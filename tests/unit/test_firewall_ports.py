@@ -2,13 +2,16 @@
 all-or-nothing bookkeeping over stand-ins for nft, iptables and the kernel knobs."""
 from __future__ import annotations
 
+import json
 import socket
+from dataclasses import replace
 
 import pytest
 
 from pynet.errors import BadRequest, Conflict
 from driver.firewall.forward_accept import FirewallError
 from driver.firewall.nft_firewall import NftFirewall
+from driver.firewall.nft_rules import NetworkPolicy
 from driver.firewall.ports import HostPorts
 from driver.models import EndpointRecord, NetworkRecord
 from driver.options import parse_network_options
@@ -266,3 +269,24 @@ def test_remove_all(fw):
     fw.remove_all()
     assert fw.ports.held() == set() and fw.forward.bridges == set()
     assert fw.nft.docs[-1]["nftables"][-1] == {"delete": {"table": {"family": "inet", "name": "pynet"}}}
+
+
+def test_a_network_whose_rules_failed_leaves_no_state_behind(fw):
+    """Issue 9, F: nft refused the first network's rules; a retry on the same bridge (another
+    network ID, not internal) must not inherit the failed network's internal drops."""
+    failed = replace(net("a" * 64, internal=True), bridge="pn-shared")
+    refusals = [FirewallError("nft refused pynet's rules: a test")]
+
+    def apply(doc):
+        if refusals:
+            raise refusals.pop()
+        fw.nft.docs.append(doc)
+
+    fw.nft.apply = apply
+    with pytest.raises(FirewallError):
+        fw.network_added(failed)
+    assert fw.forward.bridges == set() and "pn-shared" not in json.dumps(fw.rules())
+    retry = replace(net("b" * 64), bridge="pn-shared")
+    fw.network_added(retry)
+    assert [p.id for p in [NetworkPolicy.of(n) for n in fw._networks.values()]] == [retry.id]
+    assert not NetworkPolicy.of(retry).internal
