@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import sys
 
 from .plugin_api import CONTENT_TYPE, failure
@@ -25,11 +26,26 @@ def main(argv: list[str] | None = None) -> int:
     return run_server(settings)
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """Soft open-files limit up to the hard one, as dockerd and containerd do: every published
+    port holds a socket, and the usual soft limit of 1,024 is one port range away. Returns
+    (soft, hard) as now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            logging.getLogger("pynet").warning("cannot raise the open-files limit from %d to %d: %s",
+                                               soft, hard, exc)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
 def run_server(settings: Settings) -> int:
     from gunicorn.app.base import BaseApplication
 
     logging.basicConfig(stream=sys.stderr, level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise_open_files_limit()
     os.makedirs(os.path.dirname(settings.socket), mode=0o755, exist_ok=True)
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
 

@@ -32,6 +32,10 @@ from .sysctl import KernelKnobs
 
 log = logging.getLogger(__name__)
 
+# Re-taking host ports busy at restore: every RETAKE_INTERVAL s, RETAKE_ATTEMPTS times.
+RETAKE_INTERVAL = 0.2
+RETAKE_ATTEMPTS = 25
+
 
 class NftFirewall:
     def __init__(self, forward: ForwardAccept | None = None, nft: Nft | None = None,
@@ -43,6 +47,8 @@ class NftFirewall:
         self._networks: dict[str, NetworkRecord] = {}
         # endpoint id -> (network id, host interface, bindings)
         self._published: dict[str, tuple[str, str, tuple[PortBinding, ...]]] = {}
+        # Recorded ports a restore could not re-take yet (busy): retried in the background.
+        self._awaiting: dict[str, tuple[str, str, tuple[PortBinding, ...]]] = {}
         self._lock = threading.RLock()
 
     # --- networks ------------------------------------------------------------------
@@ -67,6 +73,7 @@ class NftFirewall:
         if network.options.type != "bridge":
             return
         with self._lock:
+            self._awaiting = {e: v for e, v in self._awaiting.items() if v[0] != network.id}
             for eid in [e for e, (nid, _, _) in self._published.items() if nid == network.id]:
                 log.warning("network %s removed with published ports of endpoint %s: removing "
                             "them too", network.id[:12], eid[:12])
@@ -86,6 +93,7 @@ class NftFirewall:
                 raise FirewallError(f"network {network.id[:12]} has no firewall rules to publish on")
             if endpoint.id in self._published:
                 raise FirewallError(f"endpoint {endpoint.id[:12]} already has published ports")
+            self._awaiting.pop(endpoint.id, None)
             container_ip = _ipv4_of(endpoint)
             bindings: list[PortBinding] = []
             try:
@@ -108,6 +116,7 @@ class NftFirewall:
     def unpublish(self, network: NetworkRecord, endpoint: EndpointRecord) -> None:
         """RevokeExternalConnectivity (and DeleteEndpoint): absent is fine."""
         with self._lock:
+            self._awaiting.pop(endpoint.id, None)
             entry = self._published.pop(endpoint.id, None)
             if entry is None:
                 return
@@ -133,44 +142,61 @@ class NftFirewall:
             for key in self.ports.held() - keep:
                 self.ports.release(*key)
             self._published = {}
+            busy: dict[str, tuple[str, str, tuple[PortBinding, ...]]] = {}
             for eid, (nid, host_if, bindings) in wanted.items():
                 if self._retake(eid, bindings):
                     self._published[eid] = (nid, host_if, bindings)
                     self._try(self.knobs.ensure_hairpin, host_if)
+                else:
+                    busy[eid] = (nid, host_if, bindings)
+            self._awaiting = busy
+            if busy:
+                self._retake_later()
             for net in self._networks.values():
                 self._try(self._prepare_kernel, net)
             self.forward.sync(list(self._networks.values()))
             self._apply()
 
-    def _retake(self, eid: str, bindings: tuple[PortBinding, ...]) -> bool:
+    def _retake(self, eid: str, bindings: tuple[PortBinding, ...], last_try: bool = False) -> bool:
         taken: list[PortBinding] = []
         for b in bindings:
             try:
-                self._hold(b)
+                self.ports.hold(b.proto, b.host_ip, b.host_port)
                 taken.append(b)
             except PynetError as exc:
-                log.error("endpoint %s: cannot publish %s again after restart: %s; its ports "
-                          "stay unpublished until the container is restarted",
-                          eid[:12], b.describe(), exc.message)
+                if last_try:
+                    log.error("endpoint %s: cannot publish %s again after restart: %s; its ports "
+                              "stay unpublished until the container is restarted",
+                              eid[:12], b.describe(), exc.message)
                 self._release(taken)
                 return False
         return True
 
-    def _hold(self, b: PortBinding, attempts: int = 5) -> None:
-        # A previous plugin process that is still exiting (a gunicorn worker being replaced)
-        # may hold the port for a moment.
-        for attempt in range(attempts):
-            try:
-                return self.ports.hold(b.proto, b.host_ip, b.host_port)
-            except Conflict:
-                if attempt == attempts - 1:
-                    raise
-                time.sleep(0.2)
+    def _retake_later(self) -> None:
+        """Ports still held by a previous plugin process that is exiting (a gunicorn worker
+        being replaced) are re-taken in the background for a while, so restore never sleeps
+        before the plugin answers. An endpoint unpublished or published anew meanwhile
+        leaves the list (unpublish, publish and network_removed take it out)."""
+        def retry() -> None:
+            for attempt in range(RETAKE_ATTEMPTS):
+                time.sleep(RETAKE_INTERVAL)
+                with self._lock:
+                    for eid, (nid, host_if, bindings) in list(self._awaiting.items()):
+                        if self._retake(eid, bindings, last_try=attempt == RETAKE_ATTEMPTS - 1):
+                            self._published[eid] = (nid, host_if, bindings)
+                            self._try(self.knobs.ensure_hairpin, host_if)
+                            self._try(self._apply)
+                            del self._awaiting[eid]
+                    if not self._awaiting:
+                        return
+            with self._lock:
+                self._awaiting = {}
+        threading.Thread(target=retry, name="pynet-retake-ports", daemon=True).start()
 
     def remove_all(self) -> None:
         """Take every pynet rule away (tests, uninstall): the table, the shim, the ports."""
         with self._lock:
-            self._networks, self._published = {}, {}
+            self._networks, self._published, self._awaiting = {}, {}, {}
             self.ports.release_all()
             self.nft.apply(delete_table())
             self.forward.remove_all()

@@ -20,7 +20,7 @@ import errno
 import socket
 from typing import Callable
 
-from pynet.errors import BadRequest, Conflict
+from pynet.errors import BadRequest, Conflict, Exhausted
 
 Key = tuple[str, str, int]  # proto, host_ip, host_port
 SocketFactory = Callable[[int], socket.socket]
@@ -70,7 +70,12 @@ class HostPorts:
 
     def _bind(self, proto: str, host_ip: str, port: int) -> int:
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-        sock = self._new(kind)
+        try:
+            sock = self._new(kind)
+        except OSError as exc:  # EMFILE/ENFILE: every held port costs a descriptor
+            raise Exhausted(f"cannot hold host port {port or 'any'}/{proto} on {host_ip}: {exc.strerror} "
+                            f"(pynet holds {len(self._held)} published ports, one descriptor each; "
+                            "raise the plugin's open-files limit, LimitNOFILE= in its unit)") from None
         try:
             if proto == "tcp":
                 # Like Go's listeners: a port with connections in TIME_WAIT is still free.

@@ -290,3 +290,26 @@ def test_a_network_whose_rules_failed_leaves_no_state_behind(fw):
     fw.network_added(retry)
     assert [p.id for p in [NetworkPolicy.of(n) for n in fw._networks.values()]] == [retry.id]
     assert not NetworkPolicy.of(retry).internal
+
+
+def test_restore_never_sleeps_on_busy_ports_and_retakes_them_later(fw, monkeypatch):
+    """Issue 9, I: 45 endpoints whose recorded ports are still busy at restore (an exiting
+    plugin holds them) cost no sleep before the plugin answers; they are published once free."""
+    import driver.firewall.nft_firewall as module
+    from tests.harness.wait import wait_until
+
+    slept: list[float] = []
+    real_sleep = module.time.sleep
+    monkeypatch.setattr(module, "RETAKE_INTERVAL", 0.01)
+    monkeypatch.setattr(module.time, "sleep", lambda s: (slept.append(s), real_sleep(s)))
+    endpoints = [ep(eid=f"{i:064x}", published=(
+        PortBinding("tcp", "198.18.100.2", 80, "0.0.0.0", 9000 + i, 9000 + i, 9000 + i),))
+        for i in range(45)]
+    fw.ports.busy = {("tcp", 9000 + i) for i in range(45)}
+    fw.sync([net()], endpoints)
+    assert fw.published() == {}
+    assert [s for s in slept if s >= 0.05] == []  # sync itself did not wait
+    fw.ports.busy = set()
+    wait_until(lambda: len(fw.published()) == 45, 10, "the busy ports to be re-taken", interval=0.02)
+    fw.unpublish(net(), endpoints[0])
+    assert endpoints[0].id not in fw.published()

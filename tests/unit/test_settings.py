@@ -97,3 +97,34 @@ def test_leak_check_environment_twins(monkeypatch):
 def test_bad_leak_check_values_are_refused_naming_them(argv, message):
     with pytest.raises(ValueError, match=message):
         parse(*argv)
+
+
+def test_serve_raises_the_open_files_limit_to_the_hard_limit():
+    """Issue 9, I: each published port holds a socket; 1,100 ports must not hit EMFILE at the
+    usual soft limit of 1,024."""
+    import resource
+
+    from pynet.cli import raise_open_files_limit
+
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, before[1]), before[1]))
+        soft, hard = raise_open_files_limit()
+        assert (soft, hard) == (before[1], before[1]) and soft > 1100
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+def test_running_out_of_descriptors_is_a_clear_error_not_a_traceback():
+    import errno
+
+    import pytest
+
+    from driver.firewall.ports import HostPorts
+    from pynet.errors import Exhausted
+
+    def no_more(kind):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    with pytest.raises(Exhausted, match="open-files limit"):
+        HostPorts(socket_factory=no_more).reserve("tcp", "127.0.0.1", 0, 0)
