@@ -89,7 +89,8 @@ class NetworkService:
                 self._kind(existing).restore_network(existing, self.ledger.endpoints(nid))
                 return
             draft = NetworkRecord(id=nid, options=req.options, gateways=req.gateways,
-                                  subnets=req.subnets, state=CREATING)
+                                  subnets=req.subnets, address_space=req.address_space,
+                                  state=CREATING)
             kind = self._kind(draft)
             net = self.ledger.begin_network(kind.plan_network(draft, others))
             try:
