@@ -195,7 +195,7 @@ def parse_network_options(options: dict, available: tuple[str, ...] = IMPLEMENTE
         if chosen_type not in spec.types:
             raise BadRequest(f"option {printable(key)} does not apply to {chosen_type} networks "
                              f"(only to {', '.join(spec.types)})")
-        value = spec.parse(key, raw)
+        value = raw if spec.field == "type" else spec.parse(key, raw)  # type: checked above
         if spec.field in values and values[spec.field][1] != value:
             other = values[spec.field][0]
             raise BadRequest(f"options {other} and {key} both set {spec.field} but disagree "

@@ -94,7 +94,7 @@ class Netlink(Protocol):
         """Destinations in the main routing table (no default route)."""
 
     # --- the underlay ------------------------------------------------------------------
-    def addresses(self) -> list[tuple[str, Interface]]:
+    def local_addresses(self) -> list[tuple[str, Interface]]:
         """(link name, address) of every address in this namespace."""
 
     def default_route_links(self) -> list[str]:

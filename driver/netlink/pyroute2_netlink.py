@@ -189,7 +189,7 @@ class Pyroute2Netlink:
                 raise _kernel(exc, f"bringing up {name}")
 
     # --- the underlay ------------------------------------------------------------------
-    def addresses(self) -> list[tuple[str, Interface]]:
+    def local_addresses(self) -> list[tuple[str, Interface]]:
         with self._ipr() as ipr:
             names = {m["index"]: m.get("IFLA_IFNAME") for m in ipr.link("dump")}
             return [(names.get(a["index"], "?"),

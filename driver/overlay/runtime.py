@@ -47,7 +47,7 @@ class OverlayRuntime:
     def underlay(self) -> tuple[str, Link]:
         """(this host's VTEP address, the link it is on), or BadRequest naming the flag."""
         links = {link.name: link for link in self.netlink.links()}
-        return underlay.choose(self.settings.data_path_addr, self.netlink.addresses(),
+        return underlay.choose(self.settings.data_path_addr, self.netlink.local_addresses(),
                                self.netlink.default_route_links(), links)
 
     def sync(self) -> None:

@@ -122,7 +122,7 @@ class FakeNetlink:
         self.state[name] = Link(name, "vlan", True, lower.mtu, None, base, lower.mac)
 
     # --- the underlay --------------------------------------------------------------------
-    def addresses(self):
+    def local_addresses(self):
         return list(self.addrs)
 
     def default_route_links(self):
