@@ -39,7 +39,7 @@ class Vxlan:
     local: str | None
     port: int
     learning: bool
-    proxy: bool
+    suppress_arp: bool  # neighbour suppression on its bridge port
     mtu: int
     master: str | None
 
@@ -115,11 +115,12 @@ class Netlink(Protocol):
     # --- VXLAN -------------------------------------------------------------------------
     def add_vxlan(self, name: str, vni: int, local: str, port: int, mtu: int, master: str,
                   netns: str | None = None) -> None:
-        """A VXLAN device: learning off, no multicast group (peers are static FDB entries),
-        ARP requests for known neighbours answered locally (proxy). Its UDP socket lives in
-        *this* namespace (on the underlay); the device itself is moved into `netns` when
-        given and made an up port of bridge `master` there. Conflict if `name` exists or
-        another device here already carries `vni` on `port`."""
+        """A VXLAN device: learning off, no multicast group (peers are static FDB entries).
+        Its UDP socket lives in *this* namespace (on the underlay); the device itself is
+        moved into `netns` when given and made an up port of bridge `master` there, with
+        neighbour suppression on: ARP for an address with a neighbour entry on `master` is
+        answered by the bridge, any other ARP request floods to every remote VTEP. Conflict
+        if `name` exists or another device here already carries `vni` on `port`."""
 
     def vxlan(self, name: str) -> Vxlan | None: ...
 
@@ -129,14 +130,16 @@ class Netlink(Protocol):
         one per VTEP)."""
 
     def ensure_fdb(self, dev: str, mac: str, dst: str) -> None:
-        """`mac` is sent to VTEP `dst`. A unicast MAC has one VTEP (replaced); FLOOD_MAC
-        gets `dst` appended beside the VTEPs it already lists."""
+        """`mac` is sent to VTEP `dst`. A unicast MAC has one VTEP (replaced), and a static
+        entry on the bridge pointing at the device; FLOOD_MAC gets `dst` appended beside the
+        VTEPs it already lists."""
 
     def remove_fdb(self, dev: str, mac: str, dst: str) -> bool:
         """Remove that one (mac, VTEP) entry; False if it was not there."""
 
     def neighbours(self, dev: str) -> list[Neighbour]:
-        """The device's permanent IPv4 neighbour entries."""
+        """The device's permanent IPv4 neighbour entries (overlays: on their bridge, where
+        neighbour suppression looks)."""
 
     def ensure_neighbour(self, dev: str, ip: str, mac: str) -> None:
         """A permanent entry `ip` at `mac` (replacing any other for `ip`)."""

@@ -239,10 +239,10 @@ class Pyroute2Netlink:
         with self._ipr() as ipr:
             try:
                 # No group and learning off: remote MACs are only ever what pynet programs,
-                # never learnt from whoever sends to UDP 4789. proxy: the device answers ARP
-                # for the neighbours pynet programs, so those requests never cross the underlay.
+                # never learnt from whoever sends to UDP 4789. No VXLAN proxy: it would drop
+                # every ARP request it cannot answer (see neigh_suppress below instead).
                 ipr.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=local,
-                         vxlan_port=port, vxlan_learning=0, vxlan_proxy=1, mtu=mtu)
+                         vxlan_port=port, vxlan_learning=0, vxlan_proxy=0, mtu=mtu)
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
                     raise Conflict(f"cannot create VXLAN device {name}: the name exists, or "
@@ -258,9 +258,20 @@ class Pyroute2Netlink:
                     raise _kernel(exc, f"moving VXLAN device {name} into {netns}")
         try:
             target.ensure_port(name, master)
+            target.suppress_neighbours(name)
         except (NetlinkError, PynetError):
             target.remove_link(name)
             raise
+
+    def suppress_neighbours(self, port: str) -> None:
+        """ARP suppression on a bridge port (EVPN's): a request for an address the bridge
+        has a neighbour entry for is answered by the bridge and not sent out of `port`; any
+        other request still floods out of it, to every remote VTEP."""
+        with self._ipr() as ipr:
+            try:
+                ipr.brport("set", index=_index(ipr, port), neigh_suppress=1)
+            except NetlinkError as exc:
+                raise _kernel(exc, f"turning on neighbour suppression on {port}")
 
     def vxlan(self, name: str) -> Vxlan | None:
         with self._ipr() as ipr:
@@ -268,9 +279,11 @@ class Pyroute2Netlink:
             if link is None or link.kind != "vxlan":
                 return None
             data = ipr.link("get", ifname=name)[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+            port = ipr.brport("show", index=_index(ipr, name))
+            suppress = bool(port and port[0].get_nested("IFLA_PROTINFO", "IFLA_BRPORT_NEIGH_SUPPRESS"))
             return Vxlan(name, data.get("IFLA_VXLAN_ID"), data.get("IFLA_VXLAN_LOCAL"),
                          data.get("IFLA_VXLAN_PORT"), bool(data.get("IFLA_VXLAN_LEARNING")),
-                         bool(data.get("IFLA_VXLAN_PROXY")), link.mtu, link.master)
+                         suppress, link.mtu, link.master)
 
     # --- peers on a VXLAN device -------------------------------------------------------
     def fdb_entries(self, dev: str) -> list[FdbEntry]:
@@ -290,13 +303,23 @@ class Pyroute2Netlink:
                 extra = {"state": NUD["permanent"] | NUD["noarp"], "flags": ND_FLAGS["self"]}
             try:
                 ipr.fdb(command, ifindex=idx, lladdr=mac, dst=dst, **extra)
+                if mac != FLOOD_MAC:
+                    # The bridge's own static entry for the MAC, on this port: unicast goes
+                    # straight here (no flood), and neighbour suppression can answer ARP for
+                    # it (it answers only for MACs behind a suppressing port).
+                    ipr.fdb("replace", ifindex=idx, lladdr=mac, state=NUD["noarp"],
+                            flags=ND_FLAGS["master"])
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
                     raise _kernel(exc, f"adding FDB entry {mac} -> {dst} on {dev}")
 
     def _fdb(self, ipr: IPRoute, idx: int) -> set[FdbEntry]:
-        return {FdbEntry(m.get("NDA_LLADDR"), m.get("NDA_DST")) for m in ipr.fdb("dump")
-                if m["ifindex"] == idx and m.get("NDA_DST")}
+        """The device's remote entries; a unicast one counts only with the bridge's entry
+        beside it (ensure_fdb makes both), so a half-made pair is made again."""
+        msgs = [m for m in ipr.fdb("dump") if m["ifindex"] == idx]
+        bridged = {m.get("NDA_LLADDR") for m in msgs if m.get("NDA_MASTER") and not m.get("NDA_DST")}
+        return {FdbEntry(m.get("NDA_LLADDR"), m.get("NDA_DST")) for m in msgs
+                if m.get("NDA_DST") and (m.get("NDA_LLADDR") == FLOOD_MAC or m.get("NDA_LLADDR") in bridged)}
 
     def remove_fdb(self, dev: str, mac: str, dst: str) -> bool:
         with self._ipr() as ipr:
@@ -306,11 +329,20 @@ class Pyroute2Netlink:
                 return False
             try:
                 ipr.fdb("del", ifindex=idx, lladdr=mac, dst=dst)
+                if mac != FLOOD_MAC:
+                    self._remove_bridge_entry(ipr, idx, mac)
                 return True
             except NetlinkError as exc:
                 if exc.code in (errno.ENOENT, errno.ENODEV):
                     return False
                 raise _kernel(exc, f"removing FDB entry {mac} -> {dst} on {dev}")
+
+    def _remove_bridge_entry(self, ipr: IPRoute, idx: int, mac: str) -> None:
+        try:
+            ipr.fdb("del", ifindex=idx, lladdr=mac, state=NUD["noarp"], flags=ND_FLAGS["master"])
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, errno.ENODEV):
+                raise _kernel(exc, f"removing the bridge's FDB entry {mac}")
 
     def neighbours(self, dev: str) -> list[Neighbour]:
         with self._ipr() as ipr:

@@ -23,26 +23,27 @@ class PeerApplier:
         self.netlink = netlink
         self._lock = threading.Lock()
 
-    def apply(self, netns: str, vxlan: str, want: Desired) -> Changes | None:
-        """Make `vxlan` (in namespace `netns`) hold exactly `want`; None when the device is
-        not there (yet, or any more): nothing to program."""
+    def apply(self, netns: str, vxlan: str, bridge: str, want: Desired) -> Changes | None:
+        """Make `vxlan` (in namespace `netns`) hold exactly the FDB entries of `want`, and its
+        `bridge` the neighbour entries (where neighbour suppression looks them up); None
+        when the device is not there (yet, or any more): nothing to program."""
         with self._lock:
             try:
                 inside = self.netlink.within(netns)
                 if inside.vxlan(vxlan) is None:
                     return None
-                changes = diff(want, inside.fdb_entries(vxlan), inside.neighbours(vxlan))
+                changes = diff(want, inside.fdb_entries(vxlan), inside.neighbours(bridge))
             except PynetError as exc:
                 log.debug("overlay device %s in %s not programmable: %s", vxlan, netns, exc.message)
                 return None
             for entry in changes.fdb_remove:
                 inside.remove_fdb(vxlan, entry.mac, entry.dst)
             for neighbour in changes.neigh_remove:
-                inside.remove_neighbour(vxlan, neighbour.ip)
+                inside.remove_neighbour(bridge, neighbour.ip)
             for entry in changes.fdb_add:
                 inside.ensure_fdb(vxlan, entry.mac, entry.dst)
             for neighbour in changes.neigh_add:
-                inside.ensure_neighbour(vxlan, neighbour.ip, neighbour.mac)
+                inside.ensure_neighbour(bridge, neighbour.ip, neighbour.mac)
             if changes:
                 log.info("overlay %s: %d peer entries changed (+%d fdb, -%d fdb, +%d neigh, -%d neigh)",
                          vxlan, changes.count(), len(changes.fdb_add), len(changes.fdb_remove),

@@ -4,7 +4,7 @@ For an overlay this host is a member of, every *other* member that is alive cont
 * a head-end replication entry: FLOOD_MAC -> its VTEP (broadcast, ARP for unknown
   addresses, unknown unicast reach every host);
 * for each of its endpoints, a static FDB entry MAC -> its VTEP and a permanent neighbour
-  entry IP -> MAC (the device answers ARP for it locally: proxy).
+  entry IP -> MAC (the bridge answers ARP for it locally: neighbour suppression).
 The entries of this host's own endpoints never appear: the local bridge knows them.
 """
 from __future__ import annotations

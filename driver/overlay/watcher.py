@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from driver import naming
 from pynet.errors import BackendUnavailable
 from pynet.store import keys
 from pynet.store.api import Store
@@ -63,7 +64,7 @@ class PeerWatcher:
                     continue
                 self._member = True
                 want = desired(view, self.host, lambda h: self.liveness.alive(h, now))
-                changes = self.applier.apply(mine.netns, mine.vxlan, want)
+                changes = self.applier.apply(mine.netns, mine.vxlan, naming.OVERLAY_BRIDGE, want)
                 if changes is not None:
                     done[oid] = changes
             self.syncs += 1

@@ -162,7 +162,7 @@ class FakeNetlink:
         target.state[name] = Link(name, "vxlan", True, mtu, master, None, "02:00:00:00:00:05")
         target.vxlans[name] = Vxlan(name, vni, local, port, False, True, mtu, master)
         target.far_peers[name] = (self, "")  # where its socket is: freed with the device
-        target.fdb[name], target.neigh[name] = set(), {}
+        target.fdb[name] = set()
 
     def vxlan(self, name):
         info = self.vxlans.get(name)
@@ -192,25 +192,30 @@ class FakeNetlink:
         entries.discard(FdbEntry(mac, dst))
         return True
 
+    def _neigh(self, dev):
+        if dev not in self.state:
+            raise BadRequest(f"interface {dev} does not exist on this host")
+        return self.neigh.setdefault(dev, {})
+
     def neighbours(self, dev):
-        return sorted(Neighbour(ip, mac) for ip, mac in self.neigh[self._vxlan_dev(dev)].items())
+        return sorted(Neighbour(ip, mac) for ip, mac in self._neigh(dev).items())
 
     def ensure_neighbour(self, dev, ip, mac):
         self._maybe_fail("ensure_neighbour")
-        self.neigh[self._vxlan_dev(dev)][ip] = mac
+        self._neigh(dev)[ip] = mac
 
     def remove_neighbour(self, dev, ip):
-        return self.neigh[self._vxlan_dev(dev)].pop(ip, None) is not None
+        return self._neigh(dev).pop(ip, None) is not None
 
     def remove_link(self, name):
         self._maybe_fail("remove_link")
         if name not in self.state:
             return False
         del self.state[name]
+        self.neigh.pop(name, None)
         if name in self.vxlans:
             info = self.vxlans.pop(name)
             self.fdb.pop(name, None)
-            self.neigh.pop(name, None)
             home, _ = self.far_peers.get(name, (self, ""))
             home.vxlan_sockets.pop((info.vni, info.port), None)
         far = self.far_peers.pop(name, None)

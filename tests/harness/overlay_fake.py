@@ -85,7 +85,7 @@ class FakeHost:
         return {(e.mac, e.dst) for e in self.inside(nid).fdb_entries(naming.vxlan(nid))}
 
     def neighbours(self, nid: str) -> set[tuple[str, str]]:
-        return {(n.ip, n.mac) for n in self.inside(nid).neighbours(naming.vxlan(nid))}
+        return {(n.ip, n.mac) for n in self.inside(nid).neighbours(naming.OVERLAY_BRIDGE)}
 
 
 class FakeOverlayHosts:

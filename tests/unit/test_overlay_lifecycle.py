@@ -83,7 +83,7 @@ def test_the_same_subnet_on_two_hosts_is_one_overlay_with_one_allocated_vni(host
     assert h2.create_network(N2, SUBNET)[0] == 200  # another NetworkID, the same overlay
     for host, nid in ((h1, N1), (h2, N2)):
         vx = host.vxlan(nid)
-        assert (vx.vni, vx.local, vx.port, vx.learning, vx.proxy, vx.mtu, vx.master) == \
+        assert (vx.vni, vx.local, vx.port, vx.learning, vx.suppress_arp, vx.mtu, vx.master) == \
             (4096, host.vtep, 4789, False, True, 1450, naming.OVERLAY_BRIDGE)
         assert host.netlink.link(naming.vxlan(nid)) is None  # moved into the network's namespace
     assert h1.create_network(N3, "10.51.0.0/24")[0] == 200
