@@ -24,8 +24,6 @@ STORED = [
     (AddressSpace, '{"chosen":"10.1.0.0/24","pools":{"10.1.0.0/24":{"block":64,"holders":{"h1":1,"h2":2},'
                    '"subpool":"10.1.0.0/25"},"fd00::/64":{"block":0,"holders":{"h1":1},"subpool":null}}}'),
     (AddressSpace, '{"pools":{}}'),
-    (AddressSpace, '{"pools":{"10.3.0.0/24":{"block":64,"holders":{"h1":2},"holds":{"0123456789abcdef":"h1"},'
-                   '"subpool":null}}}'),
     (AddressSpace, '{"pools":{"10.2.0.0/16":{"holders":{"h1":1},"subpool":null}}}'),
     (AddressClaim, '{"claim":"a1b2c3d4e5f60718","host":"h1","kind":"endpoint","name":"web"}'),
     (AddressClaim, '{"claim":"a1b2c3d4e5f60718","holders":["h1","h2"],"host":"h1","kind":"gateway","name":""}'),
@@ -33,6 +31,8 @@ STORED = [
     (AddressClaim, '{"host":"h1","kind":"endpoint","name":"old"}'),
     (AddressClaim, '{"holders":["h1"],"host":"h1","kind":"gateway","name":""}'),
     (BlockClaim, '{"claim":"a1b2c3d4e5f60718","host":"h1"}'),
+    (AddressSpace, '{"pools":{"10.3.0.0/24":{"block":64,"holders":{"h1":2},"holds":{"0123456789abcdef":"h1"},'
+                   '"subpool":null}}}'),
 ]
 
 
