@@ -192,8 +192,9 @@ class PoolEntry:
 class AddressSpace:
     """The pools of one address space, as one CAS'd record keyed by pool CIDR."""
     pools: Mapping[Network, PoolEntry]
-    # The pool the last RequestPool chose. Existing stores hold it, and older pynet versions
-    # read their answer back from it, so it stays; ReleasePool writes the record without it.
+    # The pool the last RequestPool chose, which older pynet versions read back from the
+    # record they had just written. Read from existing stores, never written any more: each
+    # hold is named now, and a late RequestPool undone must leave the record as it was.
     chosen: Network | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,7 +214,7 @@ class AddressSpace:
     def holding(self, chosen: Network, sub: Network | None, host: str, block: int,
                 exclusive: bool, hold: str) -> "AddressSpace":
         """This space with host holding chosen (made with sub and block when new) under the
-        hold id `hold`; chosen is then the chosen pool. Conflict if that overlaps another
+        hold id `hold`. Conflict if that overlaps another
         pool or redefines this one, or (exclusive) host holds it already."""
         existing = self.pools.get(chosen)
         if existing is None:
@@ -231,7 +232,7 @@ class AddressSpace:
             if exclusive and existing.held_by(host):
                 raise Conflict(f"subnet {chosen} is already used by another network on this host "
                                f"({host})")
-        return AddressSpace({**self.pools, chosen: existing.with_hold(host, hold)}, chosen)
+        return AddressSpace({**self.pools, chosen: existing.with_hold(host, hold)})
 
     def releasing(self, pool: Network, hold: str | None, host: str) -> "AddressSpace":
         """This space without the hold named `hold` on pool (hold None: one of host's holds
