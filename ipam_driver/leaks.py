@@ -86,6 +86,8 @@ class LeakCheck:
         view = self.docker()
         if view is None:
             return []  # no word from Docker: no judgement
+        if not held:
+            return []  # no pool of this host to prove the dockerd by: no judgement
         if not self._is_this_hosts(view, held):
             self._suspects = {}
             return []
