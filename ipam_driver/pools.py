@@ -98,7 +98,7 @@ class Pools:
                               f"writers changed {key} first")
 
     def _settle_hold(self, pool_id: PoolId, store: Store) -> None:
-        if self._drop(pool_id, None):
+        if self._drop(pool_id, None, settling=True):
             log.warning("released pool hold %s: its RequestPool failed but landed late", pool_id)
 
     def _automatic(self, current: AddressSpace, version: int) -> Network:
@@ -133,9 +133,11 @@ class Pools:
         go too: nothing of this host uses the pool any more (leaks.py proved it)."""
         return self._drop(PoolId(space, pool), (holds, unnamed))
 
-    def _drop(self, pool_id: PoolId, leaked: tuple[frozenset[str], int] | None) -> bool:
+    def _drop(self, pool_id: PoolId, leaked: tuple[frozenset[str], int] | None,
+              settling: bool = False) -> bool:
         """Release pool_id's hold (leaked: all of this host's, if as expected). Returns
-        whether a hold went."""
+        whether a hold went. settling: pool_id is this host's own write, named by its hold
+        id alone, so it is not checked as client input (a settle must never fail)."""
         pool = pool_id.pool
         self._held.pop((pool_id.space, pool), None)
         dropped = [False]
@@ -158,7 +160,11 @@ class Pools:
                     pools[pool] = left
                 dropped[0] = True
                 return AddressSpace(pools)
-            self._check_range(pool_id, entry)
+            if settling:
+                if pool_id.hold not in (entry.holds or {}):
+                    return current  # it never landed
+            else:
+                self._check_range(pool_id, entry)
             owner = (entry.holds or {}).get(pool_id.hold or "")
             if owner is not None and owner != self.host:
                 raise BadRequest(f"PoolID {pool_id} names a hold of host {owner}, not of this "
@@ -173,7 +179,7 @@ class Pools:
         if left is None:
             self._delete_contents(pool_id)
         elif not left.held_by(self.host):
-            if leaked is not None:
+            if leaked is not None and dropped[0]:
                 self._drop_own_claims(pool_id)
             self._blocks.give_back_all(pool_id)
         return dropped[0]

@@ -175,3 +175,17 @@ def test_a_held_pool_still_refuses_a_second_network_on_the_same_host():
     svc.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
     with pytest.raises(Conflict, match="already used by another network on this host"):
         svc.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
+
+
+def test_the_settle_of_a_hold_that_never_landed_leaves_another_hosts_definition_alone():
+    store = FlakyStore()
+    h1, h2 = ipam(store, "h1"), ipam(store, "h2")
+    store.writes_lost = True
+    with pytest.raises(BackendUnavailable):
+        h1.request_pool("LocalDefault", "10.9.0.0/24", "", {}, False)
+    store.writes_lost = False
+    store.held.clear()  # h1's write never lands; h2 defines the pool with a range meanwhile
+    theirs, _ = h2.request_pool("LocalDefault", "10.9.0.0/24", "10.9.0.0/25", {}, False)
+    assert h1.repairs.run_once() == 0  # settled, without tripping over h2's range
+    assert h1.service._pools._writes.in_doubt() == 0  # not given up half way
+    assert space(store, "LocalDefault")["10.9.0.0/24"]["holds"] == {theirs.hold: "h2"}
