@@ -110,10 +110,12 @@ class SlowConsul:
         with self._lock:
             return list(self._forwarded)
 
-    def release(self) -> int:
-        """Let every held request land now, in arrival order; returns how many."""
+    def release(self, count: int | None = None) -> int:
+        """Let the first `count` held requests (all by default) land now, in arrival order;
+        returns how many. The rest stay held (drop() forgets them)."""
         with self._lock:
-            held, self._held = self._held, []
+            cut = len(self._held) if count is None else count
+            held, self._held = self._held[:cut], self._held[cut:]
         for request in held:
             try:
                 self._forward(request.method, request.path, request.headers, request.body)
