@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from flask import Flask
@@ -20,7 +21,8 @@ from driver.overlay.runtime import OverlayRuntime, OverlaySettings
 from driver.restore import restore
 from driver.routes import network_handlers
 from driver.service import NetworkService
-from ipam_driver.leaks import Address, LeakCheck
+from ipam_driver.docker_addresses import DockerView
+from ipam_driver.leaks import LeakCheck
 from ipam_driver.routes import ipam_handlers
 from ipam_driver.service import IpamService
 
@@ -41,9 +43,9 @@ class Deps:
     store: Store
     netlink: Netlink
     firewall: Firewall
-    # Which addresses Docker uses (None: dockerd could not be asked), for the leak check;
+    # What dockerd says of its networks (None: it could not be asked), for the leak check;
     # None here: no leak check.
-    docker_addresses: Callable[[], set[Address] | None] | None = None
+    docker_addresses: Callable[[], DockerView | None] | None = None
 
 
 @dataclass
@@ -67,7 +69,8 @@ def build_deps(settings: Settings) -> Deps:
 
     store = open_store(settings)  # --store local (sqlite in --state-dir) or consul
     return Deps(store=store, netlink=Pyroute2Netlink(), firewall=NftFirewall(),
-                docker_addresses=DockerAddresses(settings.docker_host))
+                docker_addresses=DockerAddresses(settings.docker_host,
+                                                 ipam_driver=Path(settings.socket).stem))
 
 
 def overlay_settings(settings: Settings) -> OverlaySettings:
@@ -100,7 +103,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         log.info("overlay: peer watcher started (VXLAN port %d, peer timeout %g s)",
                  settings.vxlan_port, settings.overlay_peer_timeout)
     if deps.docker_addresses is not None and settings.leak_check_interval > 0:
-        check = LeakCheck(deps.store, settings.host, deps.docker_addresses, ipam.release_leaked,
+        check = LeakCheck(deps.store, settings.host, deps.docker_addresses, ipam,
                           grace=settings.leak_grace)
         background.stops.append(check.start(settings.leak_check_interval))
         log.info("leak check: every %g s against dockerd at %s, grace %g s",
