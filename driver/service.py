@@ -101,7 +101,7 @@ class NetworkService:
             except BaseException:
                 self._forget_network(net)
                 raise
-        log.info("network %s: %s on %s %s", nid[:12], net.options.type, net.bridge or net.lower,
+        log.info("network %s: %s on %s %s", nid[:12], net.options.type, net.bridge or net.lower or net.netns,
                  ",".join(net.gateways))
 
     def delete_network(self, req: NetworkCall) -> None:
