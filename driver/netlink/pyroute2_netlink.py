@@ -72,7 +72,7 @@ class Pyroute2Netlink:
             found = []
             for family in (2, 10):
                 for msg in ipr.route("dump", family=family):
-                    if msg_table(msg) != _MAIN_TABLE or msg["dst_len"] == 0:
+                    if _table(msg) != _MAIN_TABLE or msg["dst_len"] == 0:
                         continue
                     dst = msg.get("RTA_DST")
                     if dst:
@@ -192,38 +192,33 @@ class Pyroute2Netlink:
     def local_addresses(self) -> list[tuple[str, Interface]]:
         with self._ipr() as ipr:
             names = {m["index"]: m.get("IFLA_IFNAME") for m in ipr.link("dump")}
-            return [(names.get(a["index"], "?"),
-                     ipaddress.ip_interface(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"))
-                    for a in ipr.get_addr()]
+            return [(names.get(a["index"], "?"), ipaddress.ip_interface(
+                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")) for a in ipr.get_addr()]
 
     def default_route_links(self) -> list[str]:
         with self._ipr() as ipr:
             names = {m["index"]: m.get("IFLA_IFNAME") for m in ipr.link("dump")}
             return [names[m.get("RTA_OIF")] for m in ipr.route("dump", family=socket.AF_INET)
-                    if msg_table(m) == _MAIN_TABLE and m["dst_len"] == 0 and m.get("RTA_OIF") in names]
+                    if _table(m) == _MAIN_TABLE and m["dst_len"] == 0 and m.get("RTA_OIF") in names]
 
     # --- namespaces --------------------------------------------------------------------
     def ensure_netns(self, name: str) -> bool:
-        if name in pr_netns.listnetns():
-            return False
-        try:
-            pr_netns.create(name)
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:
-                raise KernelError(f"cannot create network namespace {name}: {exc}") from None
-            return False
-        return True
+        return self._netns_op(pr_netns.create, name, errno.EEXIST, "create") \
+            if name not in pr_netns.listnetns() else False
 
     def remove_netns(self, name: str) -> bool:
-        if name not in pr_netns.listnetns():
-            return False
+        return self._netns_op(pr_netns.remove, name, errno.ENOENT, "remove") \
+            if name in pr_netns.listnetns() else False
+
+    @staticmethod
+    def _netns_op(op, name: str, raced: int, doing: str) -> bool:
         try:
-            pr_netns.remove(name)
+            op(name)
+            return True
         except OSError as exc:
-            if exc.errno == errno.ENOENT:
+            if exc.errno == raced:  # another caller got there first
                 return False
-            raise KernelError(f"cannot remove network namespace {name}: {exc}") from None
-        return True
+            raise KernelError(f"cannot {doing} network namespace {name}: {exc}") from None
 
     def within(self, netns: str) -> "Pyroute2Netlink":
         if netns not in pr_netns.listnetns():
@@ -258,20 +253,16 @@ class Pyroute2Netlink:
                     raise _kernel(exc, f"moving VXLAN device {name} into {netns}")
         try:
             target.ensure_port(name, master)
-            target.suppress_neighbours(name)
-        except (NetlinkError, PynetError):
+            # ARP suppression (EVPN's): a request for an address the bridge has a neighbour
+            # entry for is answered by the bridge and not sent out of this port; any other
+            # request still floods out of it, to every remote VTEP.
+            with target._ipr() as ipr:
+                ipr.brport("set", index=_index(ipr, name), neigh_suppress=1)
+        except (NetlinkError, PynetError) as exc:
             target.remove_link(name)
+            if isinstance(exc, NetlinkError):
+                raise _kernel(exc, f"attaching VXLAN device {name} to {master}") from None
             raise
-
-    def suppress_neighbours(self, port: str) -> None:
-        """ARP suppression on a bridge port (EVPN's): a request for an address the bridge
-        has a neighbour entry for is answered by the bridge and not sent out of `port`; any
-        other request still floods out of it, to every remote VTEP."""
-        with self._ipr() as ipr:
-            try:
-                ipr.brport("set", index=_index(ipr, port), neigh_suppress=1)
-            except NetlinkError as exc:
-                raise _kernel(exc, f"turning on neighbour suppression on {port}")
 
     def vxlan(self, name: str) -> Vxlan | None:
         with self._ipr() as ipr:
@@ -288,7 +279,7 @@ class Pyroute2Netlink:
     # --- peers on a VXLAN device -------------------------------------------------------
     def fdb_entries(self, dev: str) -> list[FdbEntry]:
         with self._ipr() as ipr:
-            return sorted(self._fdb(ipr, _index(ipr, dev)))
+            return sorted(self._fdb(ipr, _index(ipr, dev), whole=False))
 
     def ensure_fdb(self, dev: str, mac: str, dst: str) -> None:
         with self._ipr() as ipr:
@@ -313,13 +304,13 @@ class Pyroute2Netlink:
                 if exc.code != errno.EEXIST:
                     raise _kernel(exc, f"adding FDB entry {mac} -> {dst} on {dev}")
 
-    def _fdb(self, ipr: IPRoute, idx: int) -> set[FdbEntry]:
-        """The device's remote entries; a unicast one counts only with the bridge's entry
-        beside it (ensure_fdb makes both), so a half-made pair is made again."""
+    def _fdb(self, ipr: IPRoute, idx: int, whole: bool = True) -> set[FdbEntry]:
+        """The device's remote entries. Unless `whole`, a unicast one counts only with the
+        bridge's entry beside it (ensure_fdb makes both), so a half-made pair is made again."""
         msgs = [m for m in ipr.fdb("dump") if m["ifindex"] == idx]
         bridged = {m.get("NDA_LLADDR") for m in msgs if m.get("NDA_MASTER") and not m.get("NDA_DST")}
-        return {FdbEntry(m.get("NDA_LLADDR"), m.get("NDA_DST")) for m in msgs
-                if m.get("NDA_DST") and (m.get("NDA_LLADDR") == FLOOD_MAC or m.get("NDA_LLADDR") in bridged)}
+        return {FdbEntry(m.get("NDA_LLADDR"), m.get("NDA_DST")) for m in msgs if m.get("NDA_DST") and
+                (whole or m.get("NDA_LLADDR") == FLOOD_MAC or m.get("NDA_LLADDR") in bridged)}
 
     def remove_fdb(self, dev: str, mac: str, dst: str) -> bool:
         with self._ipr() as ipr:
@@ -363,11 +354,11 @@ class Pyroute2Netlink:
         with self._ipr() as ipr:
             try:
                 ipr.neigh("del", ifindex=_index(ipr, dev), dst=ip, family=socket.AF_INET)
-                return True
             except NetlinkError as exc:
-                if exc.code in (errno.ENOENT, errno.ENODEV):
-                    return False
-                raise _kernel(exc, f"removing neighbour {ip} on {dev}")
+                if exc.code not in (errno.ENOENT, errno.ENODEV):
+                    raise _kernel(exc, f"removing neighbour {ip} on {dev}")
+                return False
+            return True
 
     # --- removal -----------------------------------------------------------------------
     def remove_link(self, name: str) -> bool:
@@ -385,7 +376,7 @@ def _netns_path(name: str) -> str:
     return f"{_NETNS_DIR}/{name}"
 
 
-def msg_table(msg) -> int:
+def _table(msg) -> int:
     return msg.get("RTA_TABLE", msg["table"])
 
 
