@@ -81,9 +81,10 @@ def overlay_settings(settings: Settings) -> OverlaySettings:
 
 
 def create_app(settings: Settings | None = None, deps: Deps | None = None,
-               restore_on_start: bool = True, overlay: bool = False) -> Flask:
-    """`overlay`: serve `-o type=overlay` and run its peer watcher. Off until issue 10 is
-    done (users keep the clear refusal); tests turn it on."""
+               restore_on_start: bool = True, overlay: bool = True) -> Flask:
+    """`overlay`: serve `-o type=overlay` (on by default). Its peer watcher runs only with a
+    shared store (--store consul); with the local store the overlay kind refuses the network,
+    naming --store consul. overlay=False: a plugin without the kind (some tests)."""
     settings = settings or Settings()
     deps = deps or build_deps(settings)
     repairs = RepairQueue()
@@ -98,7 +99,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     gate = RestoreGate(lambda: restore(network, deps.netlink), restored=not restore_on_start)
     gate.start()
     background = Background(gate)
-    if runtime is not None:
+    if runtime is not None and runtime.settings.shared_store:
         background.stops.append(runtime.watcher.start())
         log.info("overlay: peer watcher started (VXLAN port %d, peer timeout %g s)",
                  settings.vxlan_port, settings.overlay_peer_timeout)

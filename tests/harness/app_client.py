@@ -50,7 +50,7 @@ class AppClient:
 
     @property
     def overlay(self):
-        """The OverlayRuntime (None unless built with overlay=True)."""
+        """The OverlayRuntime (None when built with overlay=False)."""
         return self.services["overlay"]
 
     @property
@@ -68,9 +68,9 @@ class AppClient:
 
 
 def app_client(deps: Deps | None = None, *, host_id: str = "test-host", settings: Settings | None = None,
-               restore_on_start: bool = True, overlay: bool = False) -> AppClient:
+               restore_on_start: bool = True, overlay: bool = True) -> AppClient:
     """create_app over `deps` (fakes if None) for host `host_id`; restore runs as at start.
-    `overlay`: the app serves overlay networks (not yet in production, see pynet/app.py)."""
+    `overlay`: the app serves overlay networks (as in production; see pynet/app.py)."""
     app = create_app(settings or Settings(host_id=host_id), deps if deps is not None else fake_deps(),
                      restore_on_start=restore_on_start, overlay=overlay)
     return AppClient(app)

@@ -94,4 +94,7 @@ def test_no_docker_source_means_no_leak_check():
 def test_every_implemented_type_has_a_kind_and_no_more():
     from driver.kinds import build_kinds
     from driver.options import IMPLEMENTED_TYPES
-    assert sorted(build_kinds(FakeNetlink(), RecordingFirewall())) == sorted(IMPLEMENTED_TYPES)
+    from driver.overlay.runtime import OverlayRuntime, OverlaySettings
+    netlink = FakeNetlink()
+    runtime = OverlayRuntime(MemoryStore(), "h1", netlink, OverlaySettings(shared_store=True))
+    assert sorted(build_kinds(netlink, RecordingFirewall(), runtime)) == sorted(IMPLEMENTED_TYPES)

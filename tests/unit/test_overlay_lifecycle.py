@@ -37,8 +37,31 @@ def overlay_keys(store):
 
 
 # --- refusals ------------------------------------------------------------------------
-def test_the_released_plugin_still_refuses_overlay_networks():
+def test_the_released_plugin_serves_overlays_but_refuses_them_on_the_local_store():
+    # The composition root's defaults, as `pynet serve` builds it (--store local).
     client = app_client(host_id="h1")
+    assert client.overlay is not None
+    assert client.services["background"].stops == []  # no peer watcher on a private store
+    status, answer = client("NetworkDriver.CreateNetwork", {
+        "NetworkID": N1, "Options": {GENERIC: {"type": "overlay"}}, "IPv4Data": [{"Pool": SUBNET}]})
+    assert status == 400 and "overlay networks need --store consul" in answer["Err"]
+
+
+def test_the_consul_store_starts_the_peer_watcher_by_default():
+    from pynet.app import Deps
+    from pynet.settings import Settings
+    from tests.fakes.firewall import RecordingFirewall
+    from tests.fakes.netlink import FakeNetlink
+    deps = Deps(store=MemoryStore(), netlink=FakeNetlink(), firewall=RecordingFirewall())
+    client = app_client(deps, settings=Settings(host_id="h1", store="consul"))
+    try:
+        assert len(client.services["background"].stops) == 1
+    finally:
+        client.services["background"].stop()
+
+
+def test_a_plugin_built_without_the_overlay_kind_says_so():
+    client = app_client(host_id="h1", overlay=False)
     status, answer = client("NetworkDriver.CreateNetwork", {
         "NetworkID": N1, "Options": {GENERIC: {"type": "overlay"}}, "IPv4Data": [{"Pool": SUBNET}]})
     assert status == 400 and "overlay networks are not available" in answer["Err"]

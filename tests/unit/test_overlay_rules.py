@@ -21,9 +21,10 @@ ALL = ("bridge", "macvlan", "overlay")
 
 # --- options -------------------------------------------------------------------------
 def test_overlay_is_refused_unless_the_plugin_serves_it():
-    with pytest.raises(BadRequest, match="overlay networks are not available"):
-        parse_network_options({GENERIC: {"type": "overlay"}})
+    assert parse_network_options({GENERIC: {"type": "overlay"}}).type == "overlay"  # released
     assert parse_network_options({GENERIC: {"type": "overlay"}}, ALL).type == "overlay"
+    with pytest.raises(BadRequest, match="overlay networks are not available"):
+        parse_network_options({GENERIC: {"type": "overlay"}}, ("bridge", "macvlan"))
 
 
 @pytest.mark.parametrize("key", ["vni", "com.docker.network.driver.overlay.vxlanid_list"])
