@@ -57,7 +57,7 @@ class PeerWatcher:
             self.liveness.observe(beats, {h for v in views.values() for h in v.members}, now)
             self._report_deaths(now)
             done: dict[OverlayId, Changes] = {}
-            self._member = False
+            was_member, self._member = self._member, False
             for oid, view in views.items():
                 mine = view.members.get(self.host)
                 if mine is None:
@@ -67,8 +67,20 @@ class PeerWatcher:
                 changes = self.applier.apply(mine.netns, mine.vxlan, naming.OVERLAY_BRIDGE, want)
                 if changes is not None:
                     done[oid] = changes
+            if was_member and not self._member:
+                self._retire_beat()
             self.syncs += 1
             return done
+
+    def _retire_beat(self) -> None:
+        """This host left its last overlay: its heartbeat key goes too (nothing of pynet's
+        stays in the store after the last delete). The next membership beats at once."""
+        try:
+            self.registry.retire_beat()
+        except BackendUnavailable:
+            self._member = True  # retried at the next sync
+            return
+        self._last_beat = None
 
     def _report_deaths(self, now: float) -> None:
         dead = self.liveness.dead(now) - {self.host}

@@ -142,13 +142,28 @@ def test_one_host_joins_an_overlay_once(hosts):
 def test_the_last_host_to_delete_the_network_frees_the_vni_and_leaves_no_key(hosts, store):
     h1, h2 = hosts.add("h1", "198.18.0.11"), hosts.add("h2", "198.18.0.12")
     h1.create_network(N1, SUBNET), h2.create_network(N2, SUBNET)
+    _wait(lambda: all(store.get(keys.overlay_alive(h)) for h in ("h1", "h2")), "both heartbeats")
     h1.ok("NetworkDriver.DeleteNetwork", {"NetworkID": N1})
     assert store.get(keys.overlay_vni(4096)) is not None
     assert naming.overlay_netns(N1) not in h1.netlink.world
     h2.ok("NetworkDriver.DeleteNetwork", {"NetworkID": N2})
     assert [k for k in overlay_keys(store) if not k.startswith("v1/overlay-alive/")] == []
     assert h2.netlink.world == {}
-    assert h1.create_network(N3, "10.70.0.0/24")[0] == 200 and h1.vxlan(N3).vni == 4096
+    assert h1.create_network(N3, "10.70.0.0/24")[0] == 200 and h1.vxlan(N3).vni == 4096  # freed
+    h1.ok("NetworkDriver.DeleteNetwork", {"NetworkID": N3})
+    # The heartbeats go too, once each host's watcher has seen it left its last overlay
+    # (regression: they stayed in the store for good).
+    _wait(lambda: overlay_keys(store) == [], "the heartbeat keys gone")
+    # A host that joins again beats again at once.
+    assert h1.create_network(N1, SUBNET)[0] == 200
+    _wait(lambda: store.get(keys.overlay_alive("h1")) is not None, "h1's heartbeat back")
+
+
+def _wait(ready, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"not in {timeout}s: {what}"
+        time.sleep(0.02)
 
 
 def test_a_failed_kernel_step_leaves_no_membership_behind(hosts, store):
