@@ -240,12 +240,16 @@ class MultiHost:
     name: prefix of every namespace, link, cgroup and run directory (keep it <= 6
     characters, link names are limited to 15); underlay: a /24 of 198.18.0.0/15, distinct
     per bed running at the same time; plugin_args/plugin_env: extra `pynet serve` flags and
-    environment; docker=False: no dockerd (Consul and plugins only)."""
+    environment; docker=False: no dockerd (Consul and plugins only); docker_iptables: the
+    hosts (by name) whose dockerd writes its own iptables rules, masquerade and forwarding
+    (inside that host's network namespace only: docker_gwbridge egress and `-p`), the others
+    run with --iptables=false; dockerd_args: extra flags for every dockerd."""
 
     def __init__(self, base_dir: Path, *, hosts: int = 3, name: str = "pnm",
                  underlay: str = "198.18.0.0/24", plugin_args: tuple[str, ...] = (),
                  plugin_env: dict[str, str] | None = None, docker: bool = True,
-                 startup_timeout: float = 60.0) -> None:
+                 startup_timeout: float = 60.0, docker_iptables: tuple[str, ...] = (),
+                 dockerd_args: tuple[str, ...] = ()) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.name = name
         self.network = ipaddress.ip_network(underlay)
@@ -261,6 +265,8 @@ class MultiHost:
         self.plugin_args = plugin_args
         self.plugin_env = dict(plugin_env or {})
         self.with_docker = docker
+        self.docker_iptables = tuple(docker_iptables)
+        self.dockerd_args = tuple(dockerd_args)
         self.startup_timeout = startup_timeout
         self.hosts = [Host(self, i, self.base_dir / f"h{i}") for i in range(1, hosts + 1)]
         self._inodes: set[tuple[str, int]] = set()
@@ -372,8 +378,10 @@ class MultiHost:
                    "--config-file", str(h.dir / "daemon.json"),
                    "--bip", f"198.19.{240 + h.index}.1/24",
                    "--default-address-pool", f"base=198.19.{248 - h.index}.0/24,size=26",
-                   "--cgroup-parent", h.cgroup_parent, "--iptables=false", "--ip-forward=false",
-                   "--ip-masq=false", "--userland-proxy=false", "--shutdown-timeout", "3"]
+                   "--cgroup-parent", h.cgroup_parent, "--userland-proxy=false", "--shutdown-timeout", "3",
+                   *(["--iptables=true", "--ip-forward=true", "--ip-masq=true"] if h.name in self.docker_iptables
+                     else ["--iptables=false", "--ip-forward=false", "--ip-masq=false"]),
+                   *self.dockerd_args]
         h.procs["dockerd"] = HostProcess(h, "dockerd", dockerd)
         plugin = [sys.executable, "-m", "pynet.cli", "serve", "--socket", PLUGIN_SOCKET_IN_HOST,
                   "--state-dir", str(h.dir / "pynet"), "--store", "consul",
@@ -392,6 +400,14 @@ class MultiHost:
         self.wait_plugin(h, deadline - time.monotonic())
         if self.with_docker:
             h.docker("import", "--change", 'CMD ["sh"]', "-", IMAGE, input=_busybox_tar())
+
+    def restart_dockerd(self, h: Host, timeout: float = 60.0) -> None:
+        """Stop the host's dockerd (SIGTERM) and start it again; back when it answers."""
+        h.dockerd.stop()
+        h.dockerd.start()
+        _poll(lambda: h.docker("version", "--format", "{{.Server.Version}}", check=False,
+                               timeout=10).returncode == 0,
+              time.monotonic() + timeout, f"dockerd on {h}", h.dockerd)
 
     def wait_plugin(self, h: Host, timeout: float = 30.0) -> None:
         def ready() -> bool:

@@ -4,6 +4,8 @@ state straight from Consul (the tests trust Consul, not what the plugins say).""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -154,3 +156,121 @@ class Storm:
 
 def duplicates(addresses: list[str]) -> dict[str, int]:
     return {a: n for a, n in Counter(addresses).items() if n > 1}
+
+
+# --- overlay networks (tests/multihost/test_overlay.py, bench/overlay.py) ---------------
+def overlay_create(host: Host, name: str, subnet: str, *extra: str, check: bool = True):
+    return network_create(host, name, subnet, "-o", "type=overlay", *extra, check=check)
+
+
+def network_id(host: Host, name: str) -> str:
+    return host.docker("network", "inspect", "-f", "{{.Id}}", name).stdout.strip()
+
+
+@dataclass(frozen=True)
+class Ctr:
+    """A container on a host, as the tests address it."""
+    host: Host
+    name: str
+    network: str
+    ip: str
+    mac: str
+    pid: int
+
+
+def run_on(host: Host, name: str, network: str, *extra: str, timeout: float = 60) -> Ctr:
+    """`docker run -d` a sleeping busybox container on `network`; its address, MAC and PID."""
+    host.docker("run", "-d", "--pull", "never", "--network", network, "--name", name, *extra,
+                IMAGE, "sleep", "3600", timeout=timeout)
+    return inspect_ctr(host, name, network)
+
+
+def inspect_ctr(host: Host, name: str, network: str) -> Ctr:
+    fmt = (f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}} '
+           f'{{{{(index .NetworkSettings.Networks "{network}").MacAddress}}}} {{{{.State.Pid}}}}')
+    ip, mac, pid = host.docker("inspect", "-f", fmt, name).stdout.split()
+    return Ctr(host, name, network, ip, mac.lower(), int(pid))
+
+
+def in_netns_of(pid: int, *argv: str, timeout: float = 20,
+                input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run argv (a program of the test machine) in the network namespace of process pid."""
+    return subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", *argv], capture_output=True,
+                          text=True, timeout=timeout, input=input)
+
+
+def ctr_python(ctr: Ctr, script: str, *args: str, timeout: float = 20) -> str:
+    return in_netns_of(ctr.pid, sys.executable, "-c", script, *args, timeout=timeout).stdout.strip()
+
+
+def pings(ctr: Ctr, address: str, wait: int = 1) -> bool:
+    return in_netns_of(ctr.pid, "busybox", "ping", "-c", "1", "-W", str(wait), address).returncode == 0
+
+
+def start_server(pid: int, port: int = 7000) -> subprocess.Popen[str]:
+    """netprobe's PEER_SERVER in the namespace of pid, ready (kill it when done)."""
+    from tests.harness.netprobe import PEER_SERVER
+    proc = subprocess.Popen(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", PEER_SERVER,
+                             str(port)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def fdb(host: Host, nid: str) -> set[tuple[str, str]]:
+    """(MAC, remote VTEP) of the network's VXLAN device on host (entries with a dst only)."""
+    from driver import naming
+    out = host.run("bridge", "-n", naming.overlay_netns(nid), "-j", "fdb", "show", "dev",
+                   naming.vxlan(nid)).stdout
+    return {(e["mac"], e["dst"]) for e in json.loads(out or "[]") if "dst" in e}
+
+
+def neighbours(host: Host, nid: str) -> set[tuple[str, str]]:
+    """(IP, MAC) of the permanent neighbour entries on the network's bridge on host."""
+    from driver import naming
+    out = host.run("ip", "-n", naming.overlay_netns(nid), "-j", "neigh", "show", "dev",
+                   naming.OVERLAY_BRIDGE).stdout
+    return {(e["dst"], e["lladdr"]) for e in json.loads(out or "[]")
+            if "PERMANENT" in e.get("state", []) and "lladdr" in e}
+
+
+def vxlan_vni(host: Host, nid: str) -> int:
+    from driver import naming
+    out = host.run("ip", "-n", naming.overlay_netns(nid), "-d", "-j", "link", "show",
+                   naming.vxlan(nid)).stdout
+    return int(json.loads(out)[0]["linkinfo"]["info_data"]["id"])
+
+
+class Outside:
+    """A namespace on the bed's underlay standing for the world outside the hosts
+    (<bed>-out, the address .250 of the underlay; no route anywhere else)."""
+
+    def __init__(self, bed: MultiHost, index: int = 250) -> None:
+        self.bed = bed
+        self.netns = f"{bed.name}-out"
+        self.address = str(bed.network.network_address + index)
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
+        for argv in (["ip", "netns", "add", self.netns],
+                     ["ip", "-n", bed.switch_ns, "link", "add", "vout", "type", "veth", "peer", "name",
+                      "eth0", "netns", self.netns],
+                     ["ip", "-n", bed.switch_ns, "link", "set", "vout", "master", "ul", "up"],
+                     ["ip", "-n", self.netns, "link", "set", "lo", "up"],
+                     ["ip", "-n", self.netns, "addr", "add", f"{self.address}/24", "dev", "eth0"],
+                     ["ip", "-n", self.netns, "link", "set", "eth0", "up"]):
+            subprocess.run(argv, check=True, capture_output=True, timeout=20)
+
+    def run(self, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", self.netns, *argv], capture_output=True,
+                              text=True, timeout=timeout)
+
+    def python(self, script: str, *args: str) -> str:
+        return self.run(sys.executable, "-c", script, *args).stdout.strip()
+
+    def server(self, port: int = 7000) -> subprocess.Popen[str]:
+        from tests.harness.netprobe import PEER_SERVER
+        proc = subprocess.Popen(["ip", "netns", "exec", self.netns, sys.executable, "-c", PEER_SERVER,
+                                 str(port)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        return proc
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
