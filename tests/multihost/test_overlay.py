@@ -291,8 +291,12 @@ def test_an_internal_overlay_has_no_egress(obed: MultiHost) -> None:
 
 # --- faults ----------------------------------------------------------------------------------
 def _changes_meanwhile(peer: Host, gone: Ctr, name: str) -> Ctr:
+    """A new endpoint on peer, then one removed (in that order, so the new one does not
+    take the removed one's address, and with it its MAC)."""
+    new = run_on(peer, name, gone.network)
     peer.docker("rm", "-f", gone.name)
-    return run_on(peer, name, gone.network)
+    assert new.ip != gone.ip and new.mac != gone.mac
+    return new
 
 
 def test_plugin_kill_keeps_traffic_and_its_restart_reconciles_entries(obed: MultiHost) -> None:
