@@ -253,7 +253,7 @@ def main() -> None:
             convergence(bed, nets, f"{args.containers} containers on h1, pinged from h2 and h3",
                         [(h1, f"one{i}", f"10.70.1.{10 + i}") for i in range(args.containers)], parallel=False)
             convergence(bed, nets, f"3 hosts x {args.per_host} containers at once",
-                        [(h, f"many{h.index}-{i}", f"10.70.{1 + h.index}.{10 + i}")
+                        [(h, f"many{h.index}-{i}", f"10.70.{h.index}.{100 + i}")
                          for h in bed.hosts for i in range(args.per_host)], parallel=True)
             for h in bed.hosts:
                 h.docker("network", "rm", "ov")
