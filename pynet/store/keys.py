@@ -8,6 +8,7 @@ v1/hosts/<host>/networks/<nid>               a network as this host's driver mad
 v1/hosts/<host>/endpoints/<nid>/<eid>        an endpoint on this host
 v1/hosts/<host>/names/<space>/<name>         a kernel name a network or endpoint holds
 v1/hosts/<host>/fence                        the network driver's write fence
+v1/hosts/<host>/docker                       the engine ID of the dockerd proven this host's
 """
 from __future__ import annotations
 
@@ -89,3 +90,8 @@ def host_names(host: str) -> str:
 
 def driver_fence(host: str) -> str:
     return f"{VERSION}/hosts/{host}/fence"
+
+
+def docker_engine(host: str) -> str:
+    """The dockerd seen knowing this host's networks (driver/stale.py)."""
+    return f"{VERSION}/hosts/{host}/docker"
