@@ -6,7 +6,7 @@ Needs root and docker.io; fails, never skips, without them. Shares the host fire
 /run/docker/plugins with tests/e2e and tests/multihost: run it under the machine-wide lock.
 
     PYNET_STORM_SEED=N      replay a run (the seed is printed in the header and in the result)
-    PYNET_STORM_CYCLES=N    docker run/rm cycles (default 35, the CI size; 500 is the full run)
+    PYNET_STORM_CYCLES=N    docker run/rm cycles (default 40, the CI size; 500 is the full run)
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from tests.harness.plugin import DEFAULT_SOCKET, PluginProcess  # noqa: E402
 from tests.harness.plugin_proxy import KillProxy, PassThrough  # noqa: E402
 from tests.storm import checks, storm  # noqa: E402
 
-DEFAULT_CYCLES = 35
+DEFAULT_CYCLES = 40
 HOST_ID = "storm-host"
 LEAK_INTERVAL = 2
 LEAK_GRACE = 60  # the smallest grace pynet accepts
