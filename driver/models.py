@@ -34,10 +34,18 @@ class NetworkRecord:
     # A random id per CreateNetwork attempt: what a late-landing write of a failed attempt
     # is recognised by (pynet/store/fenced.py).
     attempt: str = ""
+    # The IPv4 pool's address space (Docker's IPAM data): an overlay is one (space, subnet).
+    address_space: str = ""
+    # overlay: the network's own namespace (its bridge and VXLAN device live there), the
+    # VNI, the local VTEP address, and the MTU its links get (the underlay's minus VXLAN's).
+    netns: str | None = None
+    vni: int | None = None
+    vtep: str | None = None
+    link_mtu: int | None = None
 
     @property
     def mtu(self) -> int:
-        return self.options.mtu or DEFAULT_MTU
+        return self.link_mtu or self.options.mtu or DEFAULT_MTU
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -52,6 +60,8 @@ class NetworkRecord:
             gateways=tuple(data.get("gateways", ())), subnets=tuple(data.get("subnets", ())),
             lower=data.get("lower"), lower_created=data.get("lower_created", False),
             state=data.get("state", READY), attempt=data.get("attempt", ""),
+            address_space=data.get("address_space", ""), netns=data.get("netns"),
+            vni=data.get("vni"), vtep=data.get("vtep"), link_mtu=data.get("link_mtu"),
         )
 
 

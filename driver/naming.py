@@ -14,7 +14,13 @@ PEER_VETH_PREFIX = "pnc"
 # like an endpoint's link from a network ID, it would be the link of an endpoint whose ID
 # begins like that network's.
 PROBE_PREFIX = "pnp"
-PYNET_PREFIXES = (BRIDGE_PREFIX, HOST_VETH_PREFIX, PEER_VETH_PREFIX, PROBE_PREFIX)
+# An overlay network's VXLAN device: made in the host namespace (its UDP socket stays there)
+# and moved at once into the network's own namespace.
+VXLAN_PREFIX = "pnx"
+PYNET_PREFIXES = (BRIDGE_PREFIX, HOST_VETH_PREFIX, PEER_VETH_PREFIX, PROBE_PREFIX, VXLAN_PREFIX)
+# An overlay network's namespace (/run/netns/pno-<network id>), and its bridge in there.
+OVERLAY_NETNS_PREFIX = "pno-"
+OVERLAY_BRIDGE = "br0"
 # Kernel names carry this many characters of an ID, so two networks (or two endpoints)
 # whose IDs share them would share links: NetworkService refuses the second (name_key).
 ID_CHARS = 12
@@ -39,6 +45,14 @@ def peer_veth(endpoint_id: str) -> str:
 
 def probe(network_id: str) -> str:
     return PROBE_PREFIX + name_key(network_id)
+
+
+def vxlan(network_id: str) -> str:
+    return VXLAN_PREFIX + name_key(network_id)
+
+
+def overlay_netns(network_id: str) -> str:
+    return OVERLAY_NETNS_PREFIX + name_key(network_id)
 
 
 def is_pynet_link(name: str) -> bool:

@@ -37,13 +37,32 @@ class CreateNetwork:
     options: NetworkOptions
     gateways: tuple[str, ...]  # CIDR, e.g. "10.1.0.1/24"
     subnets: tuple[str, ...]
+    address_space: str = ""  # the IPv4 pool's address space ("" when Docker sent none)
 
     @classmethod
-    def decode(cls, body: Body) -> "CreateNetwork":
+    def decode(cls, body: Body, available: tuple[str, ...] | None = None) -> "CreateNetwork":
+        """`available`: the network types the plugin serves (default: every implemented one)."""
         network_id = body.id("NetworkID")
-        options = parse_network_options(body.mapping("Options"))
-        gateways, subnets = _ipam_data(body.items("IPv4Data") + body.items("IPv6Data"))
-        return cls(network_id, options, gateways, subnets)
+        mapping = body.mapping("Options")
+        options = parse_network_options(mapping) if available is None else \
+            parse_network_options(mapping, available)
+        v4 = body.items("IPv4Data")
+        gateways, subnets = _ipam_data(v4 + body.items("IPv6Data"))
+        return cls(network_id, options, gateways, subnets, _address_space(v4))
+
+
+def _address_space(entries: list) -> str:
+    spaces = set()
+    for entry in entries:
+        space = entry.get("AddressSpace") if isinstance(entry, dict) else None
+        if space is not None and not isinstance(space, str):
+            raise BadRequest(f"IPv4Data AddressSpace must be a string, got {printable(space)}")
+        if space:
+            spaces.add(space)
+    if len(spaces) > 1:
+        raise BadRequest("IPv4Data names more than one address space: "
+                         f"{printable(', '.join(sorted(spaces)))}")
+    return next(iter(spaces), "")
 
 
 def _ipam_data(entries: list) -> tuple[tuple[str, ...], tuple[str, ...]]:

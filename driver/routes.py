@@ -18,7 +18,8 @@ def network_handlers(service: NetworkService) -> dict[str, Handler]:
 
     return {
         "NetworkDriver.GetCapabilities": lambda b: dict(CAPABILITIES),
-        "NetworkDriver.CreateNetwork": lambda b: done(service.create_network(CreateNetwork.decode(b))),
+        "NetworkDriver.CreateNetwork": lambda b: done(service.create_network(
+            CreateNetwork.decode(b, tuple(service.kinds)))),
         "NetworkDriver.DeleteNetwork": lambda b: done(service.delete_network(NetworkCall.decode(b))),
         "NetworkDriver.CreateEndpoint": lambda b: service.create_endpoint(
             CreateEndpoint.decode(b)).to_wire(),

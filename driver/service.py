@@ -89,7 +89,8 @@ class NetworkService:
                 self._kind(existing).restore_network(existing, self.ledger.endpoints(nid))
                 return
             draft = NetworkRecord(id=nid, options=req.options, gateways=req.gateways,
-                                  subnets=req.subnets, state=CREATING)
+                                  subnets=req.subnets, address_space=req.address_space,
+                                  state=CREATING)
             kind = self._kind(draft)
             net = self.ledger.begin_network(kind.plan_network(draft, others))
             try:
@@ -100,7 +101,7 @@ class NetworkService:
             except BaseException:
                 self._forget_network(net)
                 raise
-        log.info("network %s: %s on %s %s", nid[:12], net.options.type, net.bridge or net.lower,
+        log.info("network %s: %s on %s %s", nid[:12], net.options.type, net.bridge or net.lower or net.netns,
                  ",".join(net.gateways))
 
     def delete_network(self, req: NetworkCall) -> None:

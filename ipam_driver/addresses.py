@@ -140,9 +140,15 @@ class Addresses:
                 pass  # blocks are hints: an idle one left with this host costs nothing
 
     def release_leaked(self, entry: Entry) -> bool:
-        """Delete an address claim exactly as read (leaks.py decided nobody uses it)."""
-        if not self.store.delete(entry.key, entry.version):
+        """Free an address claim exactly as read (leaks.py decided nothing of this host uses
+        it): delete it, or for a gateway other hosts hold, drop this host from its holders."""
+        rest = models.decode(AddressClaim, entry).freed_by(self.host)
+        done = (self.store.delete(entry.key, entry.version) if rest is None
+                else self.store.cas(entry.key, models.encode(rest), entry.version))
+        if not done:
             return False  # changed or gone since it was read: not ours to judge any more
+        if rest is not None:
+            return True
         space, pool, ip = keys.claimed_address_parts(entry.key)
         try:
             self._blocks.released(PoolId(space, ipaddress.ip_network(pool)),

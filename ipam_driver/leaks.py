@@ -1,93 +1,181 @@
-"""Give back addresses that Docker no longer uses: the leaks a crash leaves behind.
+"""Give back what Docker no longer uses: the address claims, pool holds and gateway holds a
+crash leaves behind.
 
-Docker returns an address with ReleaseAddress and ignores a failure. If pynet is down at that
-moment (killed between Docker's RequestAddress and CreateEndpoint, or between DeleteEndpoint
-and ReleaseAddress), nothing would ever free the claim. Docker itself knows which addresses
-its containers and networks use, so this host's claims are compared with what its dockerd
-reports (docker_addresses.py).
+Docker sends ReleaseAddress and ReleasePool once and ignores a failure. If pynet is down at
+that moment (killed between Docker's RequestAddress and CreateEndpoint, or during a
+`docker network rm`), nothing would ever free the claim. Docker itself knows which networks
+and addresses it uses, so this host's claims are compared with what a dockerd reports
+(docker_addresses.DockerView) -- but only with evidence that is there, never with evidence
+that is merely absent:
 
-A claim is released only when all of these hold:
-- it was made by this host and is not a gateway (gateways go with their pool);
-- this host's dockerd did not list its address in any check for at least GRACE seconds,
-  longer than Docker's own retry window, so a CreateEndpoint that reaches pynet late still
-  finds its address claimed;
-- it is still exactly the claim first seen (same claim id and store version): the delete is
-  conditional on the version, so a claim made again meanwhile is never touched.
-When dockerd cannot be asked, nothing is released.
+- The dockerd must be provably this host's: it knows at least one pool this host holds,
+  through a network with pynet as its IPAM driver. A dockerd that knows none (pynet pointed
+  at the wrong or an empty dockerd, or one just reset) releases nothing, and the log says
+  so, once per change, naming the dockerd.
+- An address claim of a pool this host holds is judged only against a pynet network on
+  that pool whose container list was read completely this round: "unknown to Docker" means
+  "Docker knows this network and not this address".
+- A pool hold is judged leaked only when no network of that dockerd (whatever its drivers)
+  lists or overlaps the pool, and none could not be read. Reclaiming it takes every hold of
+  this host on the pool, with its claims there (gateway hold included).
+- A claim of this host on a pool it no longer holds (a ReleaseAddress lost after the
+  ReleasePool went through; a gateway this host still holds) follows the pool rule.
+
+And for everything: it stayed so in every check for at least GRACE seconds (longer than
+Docker's own retry window, so a CreateEndpoint that reaches pynet late still finds its
+address claimed), and the release only touches exactly what was first seen (claim id and
+store version; the pool's hold ids of this host), so anything made again meanwhile is
+never touched. When dockerd cannot be asked, nothing is released.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Hashable, Protocol
 
 from pynet.defaults import DEFAULT_LEAK_GRACE
 from pynet.store import keys
 from pynet.store.api import Entry, Store
 
 from . import models
-from .allocator import Address
-from .models import AddressClaim, claimed_ip
+from .allocator import Network
+from .docker_addresses import DockerView
+from .models import AddressClaim, AddressSpace, claimed_ip
 
 log = logging.getLogger(__name__)
+
+SPACES_PREFIX = keys.ipam_space("")
+
+
+class Releases(Protocol):
+    def release_leaked(self, entry: Entry) -> bool: ...
+
+    def release_leaked_pool(self, space: str, pool: Network, holds: frozenset[str],
+                            unnamed: int) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
 class _Suspect:
-    identity: tuple[str, int]  # (claim id, store version): the claim exactly as first seen
+    identity: Hashable  # the thing exactly as first seen
     since: float
 
 
 class LeakCheck:
-    def __init__(self, store: Store, host: str,
-                 docker_addresses: Callable[[], set[Address] | None],
-                 release: Callable[[Entry], bool], *, grace: float = DEFAULT_LEAK_GRACE,
+    def __init__(self, store: Store, host: str, docker: Callable[[], DockerView | None],
+                 ipam: Releases, *, grace: float = DEFAULT_LEAK_GRACE,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.host = host
-        self.docker_addresses = docker_addresses
-        self.release = release
+        self.docker = docker
+        self.ipam = ipam
         self.grace = grace
         self.clock = clock
         self._suspects: dict[str, _Suspect] = {}
+        self._next: dict[str, _Suspect] = {}
+        self._proven: bool | None = None  # last state logged
 
     def check_once(self) -> list[str]:
-        """One comparison; returns the keys of the claims released."""
-        # The store first, Docker second: an address Docker reports was claimed before it was
+        """One comparison; returns what was released (address claim keys, 'pool SPACE/CIDR')."""
+        # The store first, Docker second: whatever Docker reports was claimed before it was
         # reported, so a claim listed here cannot be missed for a container Docker lists.
-        entries = self.store.list(keys.ipam_addrs_all())
-        in_use = self.docker_addresses()
-        if in_use is None:
+        claims = self.store.list(keys.ipam_addrs_all())
+        held = self._held_pools()
+        view = self.docker()
+        if view is None:
             return []  # no word from Docker: no judgement
-        now = self.clock()
-        suspects: dict[str, _Suspect] = {}
+        if not held:
+            return []  # no pool of this host to prove the dockerd by: no judgement
+        if not self._is_this_hosts(view, held):
+            self._suspects = {}
+            return []
+        self._next = {}
         released: list[str] = []
-        for entry, identity in self._own_claims(entries):
-            if claimed_ip(entry) in in_use:
+        pools_released: set[tuple[str, str]] = set()
+        for (space, pool), (holds, unnamed) in sorted(held.items(), key=str):
+            if view.knows(pool):
                 continue
-            seen = self._suspects.get(entry.key)
-            since = seen.since if seen is not None and seen.identity == identity else now
-            if now - since < self.grace:
-                suspects[entry.key] = _Suspect(identity, since)
-            elif self.release(entry):
+            if self._overdue(f"pool {space}/{pool}", (holds, unnamed)) and \
+                    self.ipam.release_leaked_pool(space, pool, holds, unnamed):
+                released.append(f"pool {space}/{pool}")
+                pools_released.add((space, str(pool)))
+                log.warning("released pool %s/%s held by this host (%s): no network of dockerd "
+                            "at %s has used it for %.0f s (a ReleasePool Docker sent while pynet "
+                            "was down)", space, pool, self.host, view.docker_host, self.grace)
+        for entry in claims:
+            claim = self._own(entry)
+            if claim is None:
+                continue
+            space, cidr, _ = keys.claimed_address_parts(entry.key)
+            if (space, cidr) in pools_released:
+                continue  # went with its pool
+            pool = ipaddress.ip_network(cidr)
+            if (space, pool) in held:
+                if claim.gateway or not view.judges(pool) or claimed_ip(entry) in view.in_use:
+                    continue  # a gateway goes with its pool; no evidence; or in use
+            elif view.knows(pool):
+                continue
+            if self._overdue(entry.key, (claim.claim or "", entry.version)) and \
+                    self.ipam.release_leaked(entry):
                 released.append(entry.key)
-                log.warning("released address %s: claimed by this host (%s) but unknown to Docker "
-                            "for %.0f s (a release Docker sent while pynet was down)",
-                            keys.claimed_address(entry.key), self.host, now - since)
-        self._suspects = suspects
+                log.warning("released %s %s: claimed by this host (%s) but unknown to dockerd at "
+                            "%s for %.0f s (a release Docker sent while pynet was down)",
+                            claim.kind, keys.claimed_address(entry.key), self.host,
+                            view.docker_host, self.grace)
+        self._suspects = self._next
         return released
 
-    def _own_claims(self, entries: Iterable[Entry]) -> Iterable[tuple[Entry, tuple[str, int]]]:
-        for entry in entries:
+    def _overdue(self, what: str, identity: Hashable) -> bool:
+        """Note `what` as unused now; True once it has been so, unchanged, for the grace."""
+        now = self.clock()
+        seen = self._suspects.get(what)
+        since = seen.since if seen is not None and seen.identity == identity else now
+        if now - since >= self.grace:
+            return True
+        self._next[what] = _Suspect(identity, since)
+        return False
+
+    def _is_this_hosts(self, view: DockerView, held: dict) -> bool:
+        proven = view.knows_pynet_pool(pool for _, pool in held)
+        if proven != self._proven:
+            if proven:
+                log.info("leak check: dockerd at %s knows this host's (%s) pynet pools; "
+                         "checking for leaks", view.docker_host, self.host)
+            else:
+                log.warning("leak check: dockerd at %s knows none of the %d pynet pools this host "
+                            "(%s) holds: it may not be the dockerd using pynet here (see "
+                            "--docker-host); nothing is released until it does",
+                            view.docker_host, len(held), self.host)
+            self._proven = proven
+        return proven
+
+    def _held_pools(self) -> dict[tuple[str, Network], tuple[frozenset[str], int]]:
+        """(space, pool) -> (this host's hold ids, its holds without an id), for every pool
+        this host holds."""
+        held = {}
+        for entry in self.store.list(SPACES_PREFIX):
+            space = entry.key[len(SPACES_PREFIX):]
             try:
-                claim = models.decode(AddressClaim, entry)
+                record = models.decode(AddressSpace, entry)
             except ValueError as exc:
-                log.error("ignoring unreadable address claim %s: %s", entry.key, exc)
+                log.error("leak check: ignoring unreadable address space %s: %s", entry.key, exc)
                 continue
-            if claim.host == self.host and not claim.gateway:
-                yield entry, (claim.claim or "", entry.version)
+            for pool, pool_entry in record.pools.items():
+                if pool_entry.held_by(self.host):
+                    held[(space, pool)] = (pool_entry.hold_ids(self.host),
+                                           pool_entry.unnamed_holds(self.host))
+        return held
+
+    def _own(self, entry: Entry) -> AddressClaim | None:
+        try:
+            claim = models.decode(AddressClaim, entry)
+        except ValueError as exc:
+            log.error("ignoring unreadable address claim %s: %s", entry.key, exc)
+            return None
+        mine = self.host in (claim.holders or ()) if claim.gateway else claim.host == self.host
+        return claim if mine else None
 
     def run(self, interval: float, stop: threading.Event) -> None:
         """Check every INTERVAL seconds until STOP is set; a failed check is logged, not fatal."""
@@ -102,4 +190,3 @@ class LeakCheck:
         threading.Thread(target=self.run, args=(interval, stop), name="pynet-leak-check",
                          daemon=True).start()
         return stop
-

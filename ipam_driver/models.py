@@ -1,11 +1,11 @@
 """What IPAM keeps in the store, typed, and the one way it becomes JSON and back.
 
-v1/ipam/spaces/<space>  AddressSpace  {"pools": {cidr: {"subpool", "holders", "block"}}, "chosen"}
+v1/ipam/spaces/<space>  AddressSpace  {"pools": {cidr: {"subpool", "holders", "holds", "block"}}, "chosen"}
 v1/ipam/addrs/...       AddressClaim  {"kind", "name", "host", "claim"} (+ "holders": gateways)
 v1/ipam/blocks/...      BlockClaim    {"host", "claim"}
 (The host fence, v1/ipam/fences/<host>, is the core's: pynet/store/fenced.py.)
 
-Existing stores keep working: a field older pynet versions did not write ("block", "claim")
+Existing stores keep working: a field older pynet versions did not write ("block", "claim", "holds")
 is optional on read and is not written back when it was absent, so a record read and
 written again holds exactly the keys it held. Pure: no I/O besides the store passed in.
 """
@@ -104,18 +104,27 @@ def _mapping(value: Any, name: str) -> Mapping:
 # --- address spaces and their pools ---------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class PoolEntry:
-    """One pool of an address space: its IP range, the hosts holding it (a host holds a
-    pool once per network using it) and the addresses per host block."""
+    """One pool of an address space: its IP range, the hosts holding it and the addresses
+    per host block. A host holds a pool once per network using it.
+
+    holders counts every hold per host (what older pynet versions read and write); holds
+    names each hold made since hold ids exist (hold id -> host), so a release removes
+    exactly its own hold and a repeated release removes nothing. A host's holds without an
+    id (made before) are its count minus its named holds."""
     subpool: Network | None
     holders: Mapping[str, int]
     # None: recorded before pools had a block size; the host's --ipam-block-size applies.
     block: int | None = None
+    # None: recorded before hold ids (and not written back, so the record stays as it was).
+    holds: Mapping[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"subpool": str(self.subpool) if self.subpool else None,
                                 "holders": dict(self.holders)}
         if self.block is not None:
             data["block"] = self.block
+        if self.holds is not None:
+            data["holds"] = dict(self.holds)
         return data
 
     @classmethod
@@ -127,33 +136,65 @@ class PoolEntry:
         block = data.get("block")
         if block is not None and not isinstance(block, int):
             raise TypeError(f"'block' must be a number, got {block!r}")
-        return cls(ipaddress.ip_network(sub) if sub else None, dict(holders), block)
+        holds = data.get("holds")
+        if holds is not None and not (isinstance(holds, dict) and all(
+                isinstance(i, str) and isinstance(h, str) for i, h in holds.items())):
+            raise TypeError(f"'holds' must map hold ids to hosts, got {holds!r}")
+        return cls(ipaddress.ip_network(sub) if sub else None, dict(holders), block,
+                   None if holds is None else dict(holds))
 
     def held_by(self, host: str) -> bool:
-        return host in self.holders
+        return self.holders.get(host, 0) > 0 or host in (self.holds or {}).values()
 
-    def with_holder(self, host: str) -> "PoolEntry":
-        return replace(self, holders={**self.holders, host: self.holders.get(host, 0) + 1})
+    def hold_ids(self, host: str) -> frozenset[str]:
+        """The named holds of host."""
+        return frozenset(i for i, h in (self.holds or {}).items() if h == host)
 
-    def without_holder(self, host: str) -> "PoolEntry | None":
-        """One hold of host fewer; None once nobody holds the pool."""
+    def unnamed_holds(self, host: str) -> int:
+        """How many of host's holds were made before hold ids (they have no name)."""
+        return max(0, self.holders.get(host, 0) - len(self.hold_ids(host)))
+
+    def with_hold(self, host: str, hold: str) -> "PoolEntry":
+        return replace(self, holders={**self.holders, host: self.holders.get(host, 0) + 1},
+                       holds={**(self.holds or {}), hold: host})
+
+    def without_hold(self, hold: str) -> "PoolEntry | None":
+        """This pool without the named hold (unchanged if it has no such hold: a replay);
+        None once nobody holds the pool."""
+        holds = dict(self.holds or {})
+        host = holds.pop(hold, None)
+        if host is None:
+            return self
+        return self._counted_down(host, holds)
+
+    def without_unnamed_hold(self, host: str) -> "PoolEntry | None":
+        """One of host's holds made before hold ids fewer (unchanged if it has none left)."""
+        if self.unnamed_holds(host) == 0:
+            return self
+        return self._counted_down(host, dict(self.holds or {}) if self.holds is not None else None)
+
+    def _counted_down(self, host: str, holds: dict[str, str] | None) -> "PoolEntry | None":
         holders = dict(self.holders)
         holders[host] = holders.get(host, 0) - 1
         if holders[host] <= 0:
             del holders[host]
-        return replace(self, holders=holders) if holders else None
+        if not holders and not holds:
+            return None
+        return replace(self, holders=holders, holds=holds)
 
     def by(self) -> str:
         """' on host a, b' naming the holders, for error texts."""
-        return f" on host {', '.join(sorted(self.holders))}" if self.holders else ""
+        hosts = set(self.holders) | set((self.holds or {}).values())
+        return f" on host {', '.join(sorted(hosts))}" if hosts else ""
 
 
 @dataclass(frozen=True, slots=True)
 class AddressSpace:
     """The pools of one address space, as one CAS'd record keyed by pool CIDR."""
     pools: Mapping[Network, PoolEntry]
-    # The pool the last RequestPool chose: it reads its answer back from the record it
-    # wrote. Existing stores hold it, so it stays; ReleasePool writes the record without it.
+    # The pool the last RequestPool chose, which older pynet versions read back from the
+    # record they had just written. Read from existing stores, never written any more: each
+    # hold is named now, and a late RequestPool undone must leave the record as it was.
     chosen: Network | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,10 +212,10 @@ class AddressSpace:
                    ipaddress.ip_network(chosen) if chosen else None)
 
     def holding(self, chosen: Network, sub: Network | None, host: str, block: int,
-                exclusive: bool) -> "AddressSpace":
-        """This space with host holding chosen (made with sub and block when new), which is
-        then the chosen pool. Conflict if that overlaps another pool or redefines this one,
-        or (exclusive) host holds it already."""
+                exclusive: bool, hold: str) -> "AddressSpace":
+        """This space with host holding chosen (made with sub and block when new) under the
+        hold id `hold`. Conflict if that overlaps another
+        pool or redefines this one, or (exclusive) host holds it already."""
         existing = self.pools.get(chosen)
         if existing is None:
             for other, entry in self.pools.items():
@@ -191,13 +232,15 @@ class AddressSpace:
             if exclusive and existing.held_by(host):
                 raise Conflict(f"subnet {chosen} is already used by another network on this host "
                                f"({host})")
-        return AddressSpace({**self.pools, chosen: existing.with_holder(host)}, chosen)
+        return AddressSpace({**self.pools, chosen: existing.with_hold(host, hold)})
 
-    def releasing(self, pool: Network, host: str) -> "AddressSpace":
-        """This space with one hold of host on pool fewer (the pool gone with its last)."""
+    def releasing(self, pool: Network, hold: str | None, host: str) -> "AddressSpace":
+        """This space without the hold named `hold` on pool (hold None: one of host's holds
+        made before hold ids); the pool goes with its last hold. Unchanged holds (a replay)
+        leave the pool as it is."""
         pools = dict(self.pools)
         entry = pools.pop(pool)
-        left = entry.without_holder(host)
+        left = entry.without_hold(hold) if hold is not None else entry.without_unnamed_hold(host)
         if left is not None:
             pools[pool] = left
         return AddressSpace(pools)

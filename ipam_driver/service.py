@@ -42,7 +42,7 @@ class IpamService:
         claims = FencedWrites(self.store, self.host, self.repairs)
         blocks = HostBlocks(self.store, self.host, claims)
         self._pools = Pools(self.store, self.host, self.default_pools, self.host_routes,
-                            self.block_size, blocks, self.repairs)
+                            self.block_size, blocks, self.repairs, claims)
         self._addresses = Addresses(self.store, self.host, self._pools, claims, blocks,
                                     self.repairs)
 
@@ -68,3 +68,9 @@ class IpamService:
     def release_leaked(self, entry: Entry) -> bool:
         """Delete an address claim exactly as read (the leak check decided nobody uses it)."""
         return self._addresses.release_leaked(entry)
+
+    def release_leaked_pool(self, space: str, pool: Network, holds: frozenset[str],
+                            unnamed: int) -> bool:
+        """Drop this host's holds on pool if still exactly these (the leak check decided
+        nothing of this host uses the pool), with this host's claims on it."""
+        return self._pools.release_leaked(space, pool, holds, unnamed)

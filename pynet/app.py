@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from flask import Flask
@@ -16,16 +17,19 @@ from flask import Flask
 from driver.firewall.api import Firewall
 from driver.kinds import build_kinds
 from driver.netlink.api import Netlink
+from driver.overlay.runtime import OverlayRuntime, OverlaySettings
 from driver.restore import restore
 from driver.routes import network_handlers
 from driver.service import NetworkService
 from driver.stale import DockerNetworks, StaleCheck
-from ipam_driver.leaks import Address, LeakCheck
+from ipam_driver.docker_addresses import DockerView
+from ipam_driver.leaks import LeakCheck
 from ipam_driver.routes import ipam_handlers
 from ipam_driver.service import IpamService
 
 from .plugin_api import plugin_app
 from .readiness import RestoreGate
+from .repair import RepairQueue
 from .settings import Settings
 from .store.api import Store
 
@@ -40,9 +44,9 @@ class Deps:
     store: Store
     netlink: Netlink
     firewall: Firewall
-    # Which addresses Docker uses (None: dockerd could not be asked), for the leak check;
+    # What dockerd says of its networks (None: it could not be asked), for the leak check;
     # None here: no leak check.
-    docker_addresses: Callable[[], set[Address] | None] | None = None
+    docker_addresses: Callable[[], DockerView | None] | None = None
     # Which networks and endpoints Docker has (None: dockerd could not be asked), for the
     # stale network check; None here: no such check.
     docker_networks: Callable[[], DockerNetworks | None] | None = None
@@ -70,15 +74,29 @@ def build_deps(settings: Settings) -> Deps:
 
     store = open_store(settings)  # --store local (sqlite in --state-dir) or consul
     return Deps(store=store, netlink=Pyroute2Netlink(), firewall=NftFirewall(),
-                docker_addresses=DockerAddresses(settings.docker_host),
+                docker_addresses=DockerAddresses(settings.docker_host,
+                                                 ipam_driver=Path(settings.socket).stem),
                 docker_networks=DockerNetworkList(settings.docker_host))
 
 
+def overlay_settings(settings: Settings) -> OverlaySettings:
+    # Only Consul is shared by every host; the local store (sqlite) is this host's alone.
+    return OverlaySettings(shared_store=settings.store == "consul",
+                           data_path_addr=settings.data_path_addr, port=settings.vxlan_port,
+                           peer_timeout=settings.overlay_peer_timeout)
+
+
 def create_app(settings: Settings | None = None, deps: Deps | None = None,
-               restore_on_start: bool = True) -> Flask:
+               restore_on_start: bool = True, overlay: bool = False) -> Flask:
+    """`overlay`: serve `-o type=overlay` and run its peer watcher. Off until issue 10 is
+    done (users keep the clear refusal); tests turn it on."""
     settings = settings or Settings()
     deps = deps or build_deps(settings)
-    network = NetworkService(deps.store, settings.host, build_kinds(deps.netlink, deps.firewall))
+    repairs = RepairQueue()
+    runtime = OverlayRuntime(deps.store, settings.host, deps.netlink, overlay_settings(settings),
+                             repairs) if overlay else None
+    network = NetworkService(deps.store, settings.host,
+                             build_kinds(deps.netlink, deps.firewall, runtime), repairs)
     ipam = IpamService(deps.store, settings.host, settings.default_pools,
                        block_size=settings.ipam_block_size,
                        host_routes=deps.netlink.routes)
@@ -86,8 +104,12 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     gate = RestoreGate(lambda: restore(network, deps.netlink), restored=not restore_on_start)
     gate.start()
     background = Background(gate)
+    if runtime is not None:
+        background.stops.append(runtime.watcher.start())
+        log.info("overlay: peer watcher started (VXLAN port %d, peer timeout %g s)",
+                 settings.vxlan_port, settings.overlay_peer_timeout)
     if deps.docker_addresses is not None and settings.leak_check_interval > 0:
-        check = LeakCheck(deps.store, settings.host, deps.docker_addresses, ipam.release_leaked,
+        check = LeakCheck(deps.store, settings.host, deps.docker_addresses, ipam,
                           grace=settings.leak_grace)
         background.stops.append(check.start(settings.leak_check_interval))
         log.info("leak check: every %g s against dockerd at %s, grace %g s",
@@ -101,5 +123,5 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                 **network_handlers(network), **ipam_handlers(ipam)}
     app = plugin_app(handlers, gate)
     app.extensions["pynet"] = {"network": network, "ipam": ipam, "deps": deps, "gate": gate,
-                               "background": background}
+                               "background": background, "overlay": runtime}
     return app

@@ -34,6 +34,9 @@ class RepairQueue:
         self.background = background  # unit tests call run_once() themselves
         self._tasks: list[_Task] = []
         self._lock = threading.Lock()
+        # One run at a time (the background loop, or a caller's run_once): a task is never
+        # run twice at once, and only the run that ran it removes it.
+        self._running = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def add(self, what: str, run: Callable[[], None]) -> None:
@@ -53,6 +56,10 @@ class RepairQueue:
 
     def run_once(self) -> int:
         """Try every queued task once; returns how many are left."""
+        with self._running:
+            return self._run_once()
+
+    def _run_once(self) -> int:
         with self._lock:
             tasks = list(self._tasks)
         for task in tasks:

@@ -14,6 +14,8 @@ DEFAULT_STATE_DIR = "/var/lib/pynet"
 DEFAULT_CONSUL_ADDR = "127.0.0.1:8500"
 DEFAULT_CONSUL_PREFIX = "pynet/"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_VXLAN_PORT = 4789
+DEFAULT_OVERLAY_PEER_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,12 @@ class Settings:
     docker_host: str = DEFAULT_DOCKER_HOST
     leak_check_interval: float = DEFAULT_LEAK_CHECK_INTERVAL  # 0: off
     leak_grace: float = DEFAULT_LEAK_GRACE
+    # Overlay networks (docs/overlay.md): this host's VTEP address (None: see
+    # driver/overlay/underlay.py for the default), the VXLAN UDP port, and how long a host's
+    # heartbeat may stand still before its peers' entries are withdrawn.
+    data_path_addr: str | None = None
+    vxlan_port: int = DEFAULT_VXLAN_PORT
+    overlay_peer_timeout: float = DEFAULT_OVERLAY_PEER_TIMEOUT
 
     @property
     def host(self) -> str:
@@ -91,6 +99,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--leak-grace", type=float, default=_env("LEAK_GRACE", str(DEFAULT_LEAK_GRACE)),
                         help="seconds an address must stay unknown to Docker before it is released "
                              "[PYNET_LEAK_GRACE] (default 300)")
+    parser.add_argument("--data-path-addr", default=_env("DATA_PATH_ADDR", "") or None,
+                        help="this host's address for overlay (VXLAN) traffic, reached by the other "
+                             "hosts [PYNET_DATA_PATH_ADDR] (default: the address on the default "
+                             "route's link, else the host's only global IPv4 address)")
+    parser.add_argument("--vxlan-port", type=int, default=_env("VXLAN_PORT", str(DEFAULT_VXLAN_PORT)),
+                        help="UDP port of overlay traffic, the same on every host [PYNET_VXLAN_PORT] "
+                             f"(default {DEFAULT_VXLAN_PORT})")
+    parser.add_argument("--overlay-peer-timeout", type=float,
+                        default=_env("OVERLAY_PEER_TIMEOUT", str(DEFAULT_OVERLAY_PEER_TIMEOUT)),
+                        help="seconds a host's heartbeat may stand still before the other hosts "
+                             "withdraw its overlay entries [PYNET_OVERLAY_PEER_TIMEOUT] (default 30)")
     parser.add_argument("--threads", type=int, default=int(_env("THREADS", "16")),
                         help="concurrent plugin calls served [PYNET_THREADS] (default 16)")
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
@@ -160,10 +179,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.leak_grace < MIN_LEAK_GRACE:
         raise ValueError(f"--leak-grace {args.leak_grace:g}: expected at least "
                          f"{MIN_LEAK_GRACE:g} seconds (Docker retries a plugin call for 30 s)")
+    if not 1 <= args.vxlan_port <= 65535:
+        raise ValueError(f"--vxlan-port {args.vxlan_port}: expected a UDP port (1-65535)")
+    if args.overlay_peer_timeout < 3:
+        raise ValueError(f"--overlay-peer-timeout {args.overlay_peer_timeout:g}: expected at least "
+                         "3 seconds (hosts beat three times per timeout)")
     settings = Settings(socket=args.socket, state_dir=args.state_dir, store=args.store,
                         host_id=args.host_id, default_pools=pools, threads=args.threads,
                         log_level=args.log_level, docker_host=args.docker_host,
                         leak_check_interval=args.leak_check_interval, leak_grace=args.leak_grace,
+                        data_path_addr=args.data_path_addr, vxlan_port=args.vxlan_port,
+                        overlay_peer_timeout=args.overlay_peer_timeout,
                         **_consul_settings(args))
     settings.consul_endpoint  # noqa: B018 - refuses a malformed --consul-addr before serving
     return settings

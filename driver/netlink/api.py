@@ -26,6 +26,38 @@ class Link:
     loopback: bool = False
 
 
+# The all-zero MAC of a VXLAN device's head-end replication entries: broadcast, multicast
+# and unknown unicast go to every remote VTEP listed under it (one entry per VTEP).
+FLOOD_MAC = "00:00:00:00:00:00"
+
+
+@dataclass(frozen=True, slots=True)
+class Vxlan:
+    """What a VXLAN device was made with (read back to verify, e.g. after a restart)."""
+    name: str
+    vni: int
+    local: str | None
+    port: int
+    learning: bool
+    suppress_arp: bool  # neighbour suppression on its bridge port
+    mtu: int
+    master: str | None
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class FdbEntry:
+    """A static forwarding entry of a VXLAN device: frames to `mac` go to VTEP `dst`."""
+    mac: str
+    dst: str
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Neighbour:
+    """A permanent neighbour (ARP) entry: `ip` is at `mac`."""
+    ip: str
+    mac: str
+
+
 class NotSupported(PynetError):
     """The kernel lacks a feature pynet needs (e.g. no 802.1q VLAN support)."""
 
@@ -41,8 +73,10 @@ class Netlink(Protocol):
         """Bridge up with this MTU and these addresses; True if it had to be created.
         Raises if `name` exists but is not a bridge."""
 
-    def add_veth(self, host: str, peer: str, mtu: int, master: str, peer_mac: str | None) -> None:
-        """A new veth pair: `host` up on bridge `master`, `peer` down (Docker moves it)."""
+    def add_veth(self, host: str, peer: str, mtu: int, master: str, peer_mac: str | None,
+                 netns: str | None = None) -> None:
+        """A new veth pair: `host` up on bridge `master`, `peer` down (Docker moves it).
+        With `netns`, the `host` end and `master` are in that namespace, `peer` here."""
 
     def ensure_port(self, name: str, master: str) -> None:
         """Link `name` is an up port of bridge `master`."""
@@ -58,3 +92,57 @@ class Netlink(Protocol):
 
     def routes(self) -> list[IPv4Network | IPv6Network]:
         """Destinations in the main routing table (no default route)."""
+
+    # --- the underlay ------------------------------------------------------------------
+    def local_addresses(self) -> list[tuple[str, Interface]]:
+        """(link name, address) of every address in this namespace."""
+
+    def default_route_links(self) -> list[str]:
+        """Links the main table's default routes leave by (IPv4)."""
+
+    # --- namespaces (overlay networks keep their bridge in one of their own) ----------
+    def ensure_netns(self, name: str) -> bool:
+        """A named network namespace (/run/netns/NAME); True if it had to be created."""
+
+    def remove_netns(self, name: str) -> bool:
+        """Delete the named namespace; False if absent. The kernel removes the links inside
+        (and the far ends of their veths) a moment later, asynchronously: remove first what
+        must be gone at once (a VXLAN device whose VNI may be reused)."""
+
+    def within(self, netns: str) -> "Netlink":
+        """These same operations inside the named namespace, which must exist."""
+
+    # --- VXLAN -------------------------------------------------------------------------
+    def add_vxlan(self, name: str, vni: int, local: str, port: int, mtu: int, master: str,
+                  netns: str | None = None) -> None:
+        """A VXLAN device: learning off, no multicast group (peers are static FDB entries).
+        Its UDP socket lives in *this* namespace (on the underlay); the device itself is
+        moved into `netns` when given and made an up port of bridge `master` there, with
+        neighbour suppression on: ARP for an address with a neighbour entry on `master` is
+        answered by the bridge, any other ARP request floods to every remote VTEP. Conflict
+        if `name` exists or another device here already carries `vni` on `port`."""
+
+    def vxlan(self, name: str) -> Vxlan | None: ...
+
+    # --- peers on a VXLAN device (all idempotent) --------------------------------------
+    def fdb_entries(self, dev: str) -> list[FdbEntry]:
+        """The device's static entries that name a remote VTEP (FLOOD_MAC ones included,
+        one per VTEP)."""
+
+    def ensure_fdb(self, dev: str, mac: str, dst: str) -> None:
+        """`mac` is sent to VTEP `dst`. A unicast MAC has one VTEP (replaced), and a static
+        entry on the bridge pointing at the device; FLOOD_MAC gets `dst` appended beside the
+        VTEPs it already lists."""
+
+    def remove_fdb(self, dev: str, mac: str, dst: str) -> bool:
+        """Remove that one (mac, VTEP) entry; False if it was not there."""
+
+    def neighbours(self, dev: str) -> list[Neighbour]:
+        """The device's permanent IPv4 neighbour entries (overlays: on their bridge, where
+        neighbour suppression looks)."""
+
+    def ensure_neighbour(self, dev: str, ip: str, mac: str) -> None:
+        """A permanent entry `ip` at `mac` (replacing any other for `ip`)."""
+
+    def remove_neighbour(self, dev: str, ip: str) -> bool:
+        """False if there was no entry for `ip`."""

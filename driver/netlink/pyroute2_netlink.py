@@ -5,16 +5,22 @@ import errno
 import ipaddress
 import logging
 
+import socket
+
 from pyroute2 import IPRoute
+from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl.ndmsg import flags as ND_FLAGS
+from pyroute2.netlink.rtnl.ndmsg import states as NUD
 
 from pynet.errors import BadRequest, Conflict, PynetError
 
-from .api import Interface, Link, NotSupported
+from .api import FLOOD_MAC, FdbEntry, Interface, Link, Neighbour, NotSupported, Vxlan
 
 log = logging.getLogger(__name__)
 
 _MAIN_TABLE = 254
+_NETNS_DIR = "/run/netns"
 
 
 class KernelError(PynetError):
@@ -52,7 +58,10 @@ class Pyroute2Netlink:
                 return None
             raise
         names = {}
-        for attr in ("IFLA_MASTER", "IFLA_LINK"):
+        # A link whose lower end is in another namespace (a veth with its peer moved away)
+        # names an index of that namespace: not one of ours.
+        attrs = ("IFLA_MASTER",) if msg.get("IFLA_LINK_NETNSID") is not None else ("IFLA_MASTER", "IFLA_LINK")
+        for attr in attrs:
             idx = msg.get(attr)
             if idx:
                 names[idx] = _name_of(ipr, idx)
@@ -63,7 +72,7 @@ class Pyroute2Netlink:
             found = []
             for family in (2, 10):
                 for msg in ipr.route("dump", family=family):
-                    if msg.get("RTA_TABLE", msg["table"]) != _MAIN_TABLE or msg["dst_len"] == 0:
+                    if _table(msg) != _MAIN_TABLE or msg["dst_len"] == 0:
                         continue
                     dst = msg.get("RTA_DST")
                     if dst:
@@ -102,7 +111,10 @@ class Pyroute2Netlink:
             ipr.link("set", index=idx, state="up")
             return created
 
-    def add_veth(self, host: str, peer: str, mtu: int, master: str, peer_mac: str | None) -> None:
+    def add_veth(self, host: str, peer: str, mtu: int, master: str, peer_mac: str | None,
+                 netns: str | None = None) -> None:
+        if netns is not None:
+            return self._add_veth_into(host, peer, mtu, master, peer_mac, netns)
         with self._ipr() as ipr:
             master_idx = _index(ipr, master)
             try:
@@ -117,6 +129,30 @@ class Pyroute2Netlink:
             except NetlinkError as exc:
                 ipr.link("del", ifname=host)
                 raise _kernel(exc, f"attaching {host} to bridge {master}")
+
+    def _add_veth_into(self, host: str, peer: str, mtu: int, master: str,
+                       peer_mac: str | None, netns: str) -> None:
+        """The pair made here with its `host` end created right inside `netns` (the kernel
+        does both in one request), then that end put on `master` there."""
+        inside = self.within(netns)
+        if inside.link(master) is None:
+            raise BadRequest(f"bridge {master} does not exist in namespace {netns}")
+        with self._ipr() as ipr:
+            spec = {"ifname": peer, "kind": "veth", "mtu": mtu,
+                    "peer": {"ifname": host, "mtu": mtu, "net_ns_fd": _netns_path(netns)}}
+            if peer_mac:
+                spec["address"] = peer_mac
+            try:
+                ipr.link("add", **spec)
+            except NetlinkError as exc:
+                if exc.code == errno.EEXIST:
+                    raise Conflict(f"interface {host} or {peer} already exists") from None
+                raise _kernel(exc, f"creating veth pair {host}/{peer} into {netns}")
+        try:
+            inside.ensure_port(host, master)
+        except (NetlinkError, PynetError):
+            self.remove_link(peer)
+            raise
 
     def ensure_port(self, name: str, master: str) -> None:
         with self._ipr() as ipr:
@@ -152,6 +188,178 @@ class Pyroute2Netlink:
                 ipr.link("del", ifname=name)
                 raise _kernel(exc, f"bringing up {name}")
 
+    # --- the underlay ------------------------------------------------------------------
+    def local_addresses(self) -> list[tuple[str, Interface]]:
+        with self._ipr() as ipr:
+            names = {m["index"]: m.get("IFLA_IFNAME") for m in ipr.link("dump")}
+            return [(names.get(a["index"], "?"), ipaddress.ip_interface(
+                f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")) for a in ipr.get_addr()]
+
+    def default_route_links(self) -> list[str]:
+        with self._ipr() as ipr:
+            names = {m["index"]: m.get("IFLA_IFNAME") for m in ipr.link("dump")}
+            return [names[m.get("RTA_OIF")] for m in ipr.route("dump", family=socket.AF_INET)
+                    if _table(m) == _MAIN_TABLE and m["dst_len"] == 0 and m.get("RTA_OIF") in names]
+
+    # --- namespaces --------------------------------------------------------------------
+    def ensure_netns(self, name: str) -> bool:
+        return self._netns_op(pr_netns.create, name, errno.EEXIST, "create") \
+            if name not in pr_netns.listnetns() else False
+
+    def remove_netns(self, name: str) -> bool:
+        return self._netns_op(pr_netns.remove, name, errno.ENOENT, "remove") \
+            if name in pr_netns.listnetns() else False
+
+    @staticmethod
+    def _netns_op(op, name: str, raced: int, doing: str) -> bool:
+        try:
+            op(name)
+            return True
+        except OSError as exc:
+            if exc.errno == raced:  # another caller got there first
+                return False
+            raise KernelError(f"cannot {doing} network namespace {name}: {exc}") from None
+
+    def within(self, netns: str) -> "Pyroute2Netlink":
+        if netns not in pr_netns.listnetns():
+            raise KernelError(f"network namespace {netns} does not exist")
+        return Pyroute2Netlink(netns)
+
+    # --- VXLAN -------------------------------------------------------------------------
+    def add_vxlan(self, name: str, vni: int, local: str, port: int, mtu: int, master: str,
+                  netns: str | None = None) -> None:
+        target = self.within(netns) if netns else self
+        if target.link(master) is None:
+            raise BadRequest(f"bridge {master} does not exist" + (f" in namespace {netns}" if netns else ""))
+        with self._ipr() as ipr:
+            try:
+                # No group and learning off: remote MACs are only ever what pynet programs,
+                # never learnt from whoever sends to UDP 4789. No VXLAN proxy: it would drop
+                # every ARP request it cannot answer (see neigh_suppress below instead).
+                ipr.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=local,
+                         vxlan_port=port, vxlan_learning=0, vxlan_proxy=0, mtu=mtu)
+            except NetlinkError as exc:
+                if exc.code == errno.EEXIST:
+                    raise Conflict(f"cannot create VXLAN device {name}: the name exists, or "
+                                   f"another VXLAN device on this host already carries VNI "
+                                   f"{vni} on UDP port {port}") from None
+                raise _kernel(exc, f"creating VXLAN device {name} (VNI {vni})")
+            if netns:
+                try:
+                    # The UDP socket stays in this namespace, on the underlay.
+                    ipr.link("set", index=_index(ipr, name), net_ns_fd=_netns_path(netns))
+                except NetlinkError as exc:
+                    ipr.link("del", ifname=name)
+                    raise _kernel(exc, f"moving VXLAN device {name} into {netns}")
+        try:
+            target.ensure_port(name, master)
+            # ARP suppression (EVPN's): a request for an address the bridge has a neighbour
+            # entry for is answered by the bridge and not sent out of this port; any other
+            # request still floods out of it, to every remote VTEP.
+            with target._ipr() as ipr:
+                ipr.brport("set", index=_index(ipr, name), neigh_suppress=1)
+        except (NetlinkError, PynetError) as exc:
+            target.remove_link(name)
+            if isinstance(exc, NetlinkError):
+                raise _kernel(exc, f"attaching VXLAN device {name} to {master}") from None
+            raise
+
+    def vxlan(self, name: str) -> Vxlan | None:
+        with self._ipr() as ipr:
+            link = self._link(ipr, name)
+            if link is None or link.kind != "vxlan":
+                return None
+            data = ipr.link("get", ifname=name)[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA")
+            port = ipr.brport("show", index=_index(ipr, name))
+            suppress = bool(port and port[0].get_nested("IFLA_PROTINFO", "IFLA_BRPORT_NEIGH_SUPPRESS"))
+            return Vxlan(name, data.get("IFLA_VXLAN_ID"), data.get("IFLA_VXLAN_LOCAL"),
+                         data.get("IFLA_VXLAN_PORT"), bool(data.get("IFLA_VXLAN_LEARNING")),
+                         suppress, link.mtu, link.master)
+
+    # --- peers on a VXLAN device -------------------------------------------------------
+    def fdb_entries(self, dev: str) -> list[FdbEntry]:
+        with self._ipr() as ipr:
+            return sorted(self._fdb(ipr, _index(ipr, dev), whole=False))
+
+    def ensure_fdb(self, dev: str, mac: str, dst: str) -> None:
+        with self._ipr() as ipr:
+            idx = _index(ipr, dev)
+            if mac == FLOOD_MAC:
+                # One entry per remote VTEP under the all-zero MAC: head-end replication.
+                if FdbEntry(mac, dst) in self._fdb(ipr, idx):
+                    return
+                command, extra = "append", {}
+            else:
+                command = "replace"
+                extra = {"state": NUD["permanent"] | NUD["noarp"], "flags": ND_FLAGS["self"]}
+            try:
+                ipr.fdb(command, ifindex=idx, lladdr=mac, dst=dst, **extra)
+                if mac != FLOOD_MAC:
+                    # The bridge's own static entry for the MAC, on this port: unicast goes
+                    # straight here (no flood), and neighbour suppression can answer ARP for
+                    # it (it answers only for MACs behind a suppressing port).
+                    ipr.fdb("replace", ifindex=idx, lladdr=mac, state=NUD["noarp"],
+                            flags=ND_FLAGS["master"])
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise _kernel(exc, f"adding FDB entry {mac} -> {dst} on {dev}")
+
+    def _fdb(self, ipr: IPRoute, idx: int, whole: bool = True) -> set[FdbEntry]:
+        """The device's remote entries. Unless `whole`, a unicast one counts only with the
+        bridge's entry beside it (ensure_fdb makes both), so a half-made pair is made again."""
+        msgs = [m for m in ipr.fdb("dump") if m["ifindex"] == idx]
+        bridged = {m.get("NDA_LLADDR") for m in msgs if m.get("NDA_MASTER") and not m.get("NDA_DST")}
+        return {FdbEntry(m.get("NDA_LLADDR"), m.get("NDA_DST")) for m in msgs if m.get("NDA_DST") and
+                (whole or m.get("NDA_LLADDR") == FLOOD_MAC or m.get("NDA_LLADDR") in bridged)}
+
+    def remove_fdb(self, dev: str, mac: str, dst: str) -> bool:
+        with self._ipr() as ipr:
+            idx = _index(ipr, dev)
+            # The kernel answers a delete of an absent remote with success: look first.
+            if FdbEntry(mac, dst) not in self._fdb(ipr, idx):
+                return False
+            try:
+                ipr.fdb("del", ifindex=idx, lladdr=mac, dst=dst)
+                if mac != FLOOD_MAC:
+                    self._remove_bridge_entry(ipr, idx, mac)
+                return True
+            except NetlinkError as exc:
+                if exc.code in (errno.ENOENT, errno.ENODEV):
+                    return False
+                raise _kernel(exc, f"removing FDB entry {mac} -> {dst} on {dev}")
+
+    def _remove_bridge_entry(self, ipr: IPRoute, idx: int, mac: str) -> None:
+        try:
+            ipr.fdb("del", ifindex=idx, lladdr=mac, state=NUD["noarp"], flags=ND_FLAGS["master"])
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, errno.ENODEV):
+                raise _kernel(exc, f"removing the bridge's FDB entry {mac}")
+
+    def neighbours(self, dev: str) -> list[Neighbour]:
+        with self._ipr() as ipr:
+            idx = _index(ipr, dev)
+            return sorted(Neighbour(m.get("NDA_DST"), m.get("NDA_LLADDR"))
+                          for m in ipr.neigh("dump", ifindex=idx, family=socket.AF_INET)
+                          if m["ifindex"] == idx and m["state"] & NUD["permanent"])
+
+    def ensure_neighbour(self, dev: str, ip: str, mac: str) -> None:
+        with self._ipr() as ipr:
+            try:
+                ipr.neigh("replace", ifindex=_index(ipr, dev), dst=ip, lladdr=mac,
+                          state=NUD["permanent"], family=socket.AF_INET)
+            except NetlinkError as exc:
+                raise _kernel(exc, f"adding neighbour {ip} at {mac} on {dev}")
+
+    def remove_neighbour(self, dev: str, ip: str) -> bool:
+        with self._ipr() as ipr:
+            try:
+                ipr.neigh("del", ifindex=_index(ipr, dev), dst=ip, family=socket.AF_INET)
+            except NetlinkError as exc:
+                if exc.code not in (errno.ENOENT, errno.ENODEV):
+                    raise _kernel(exc, f"removing neighbour {ip} on {dev}")
+                return False
+            return True
+
     # --- removal -----------------------------------------------------------------------
     def remove_link(self, name: str) -> bool:
         with self._ipr() as ipr:
@@ -162,6 +370,14 @@ class Pyroute2Netlink:
                 if exc.code == errno.ENODEV:
                     return False
                 raise _kernel(exc, f"deleting {name}")
+
+
+def _netns_path(name: str) -> str:
+    return f"{_NETNS_DIR}/{name}"
+
+
+def _table(msg) -> int:
+    return msg.get("RTA_TABLE", msg["table"])
 
 
 def _index(ipr: IPRoute, name: str) -> int:

@@ -9,6 +9,12 @@ v1/hosts/<host>/endpoints/<nid>/<eid>        an endpoint on this host
 v1/hosts/<host>/names/<space>/<name>         a kernel name a network or endpoint holds
 v1/hosts/<host>/fence                        the network driver's write fence
 v1/hosts/<host>/docker                       the engine ID of the dockerd proven this host's
+v1/hosts/<host>/overlay-fence                the overlay's write fence
+v1/overlay/nets/<space>/<subnet>/def         an overlay's definition (VNI, MTU, UDP port)
+v1/overlay/nets/<space>/<subnet>/members/<host>         a host that has the overlay, its VTEP
+v1/overlay/nets/<space>/<subnet>/peers/<host>/<eid>     an endpoint on it (IP, MAC, VTEP)
+v1/overlay/vnis/<vni>                        a VNI taken cluster-wide (create-if-absent)
+v1/overlay-alive/<host>                      a host's heartbeat (outside the watched prefix)
 """
 from __future__ import annotations
 
@@ -95,3 +101,55 @@ def driver_fence(host: str) -> str:
 def docker_engine(host: str) -> str:
     """The dockerd seen knowing this host's networks (driver/stale.py)."""
     return f"{VERSION}/hosts/{host}/docker"
+
+
+def overlay_fence(host: str) -> str:
+    return f"{VERSION}/hosts/{host}/overlay-fence"
+
+
+def overlay_nets() -> str:
+    """The prefix every host's overlay watcher watches."""
+    return f"{VERSION}/overlay/nets/"
+
+
+def overlay_net(space: str, subnet: str) -> str:
+    return f"{overlay_nets()}{space}/{_cidr(subnet)}/"
+
+
+def overlay_def(space: str, subnet: str) -> str:
+    return overlay_net(space, subnet) + "def"
+
+
+def overlay_member(space: str, subnet: str, host: str) -> str:
+    return overlay_net(space, subnet) + f"members/{host}"
+
+
+def overlay_peer(space: str, subnet: str, host: str, eid: str) -> str:
+    return overlay_net(space, subnet) + f"peers/{host}/{eid}"
+
+
+def parse_overlay_key(key: str) -> tuple[str, str, tuple[str, ...]] | None:
+    """(space, subnet CIDR, the rest: ("def",), ("members", host), ("peers", host, eid)) of
+    a key under overlay_nets(); None for anything else."""
+    if not key.startswith(overlay_nets()):
+        return None
+    parts = key[len(overlay_nets()):].split("/")
+    if len(parts) < 3:
+        return None
+    return parts[0], parts[1].replace("_", "/"), tuple(parts[2:])
+
+
+def overlay_vnis() -> str:
+    return f"{VERSION}/overlay/vnis/"
+
+
+def overlay_vni(vni: int) -> str:
+    return f"{overlay_vnis()}{vni}"
+
+
+def overlay_alive_all() -> str:
+    return f"{VERSION}/overlay-alive/"
+
+
+def overlay_alive(host: str) -> str:
+    return overlay_alive_all() + host

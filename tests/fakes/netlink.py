@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pynet.errors import BadRequest, Conflict, PynetError
-from driver.netlink.api import Link, NotSupported
+from driver.netlink.api import FLOOD_MAC, FdbEntry, Link, Neighbour, NotSupported, Vxlan
 
 
 class InjectedFailure(PynetError):
@@ -15,7 +15,11 @@ class InjectedFailure(PynetError):
 
 
 class FakeNetlink:
-    def __init__(self, routes=None) -> None:
+    """One namespace of a fake machine. Named namespaces (ensure_netns) are FakeNetlinks
+    sharing `world`, as /run/netns names are global on a real one."""
+
+    def __init__(self, routes=None, world: dict | None = None) -> None:
+        self.world: dict[str, "FakeNetlink"] = {} if world is None else world
         self.state: dict[str, Link] = {}
         self.addresses: dict[str, set[str]] = {}
         self.peers: dict[str, str] = {}
@@ -23,6 +27,15 @@ class FakeNetlink:
         self.fail_on: set[str] = set()  # method names that raise, to test rollback
         self.vlan_supported = True  # False: like a kernel without 8021q
         self.macvlan_modes: dict[str, str] = {}
+        self.vxlans: dict[str, Vxlan] = {}  # by name, in the namespace the device is in
+        self.fdb: dict[str, set[FdbEntry]] = {}
+        self.neigh: dict[str, dict[str, str]] = {}
+        # Veths whose other end is in another namespace: name -> (that namespace, its name).
+        self.far_peers: dict[str, tuple["FakeNetlink", str]] = {}
+        # VXLAN sockets opened in this namespace: (vni, port) -> device name.
+        self.vxlan_sockets: dict[tuple[int, int], str] = {}
+        self.addrs: list[tuple[str, object]] = []  # test setup: (link, ip_interface)
+        self.default_links: list[str] = []
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.fail_on:
@@ -52,8 +65,19 @@ class FakeNetlink:
         self.addresses.setdefault(name, set()).update(str(a) for a in addresses)
         return created
 
-    def add_veth(self, host, peer, mtu, master, peer_mac):
+    def add_veth(self, host, peer, mtu, master, peer_mac, netns=None):
         self._maybe_fail("add_veth")
+        if netns is not None:
+            inside = self.within(netns)
+            if peer in self.state or host in inside.state:
+                raise Conflict(f"interface {host} or {peer} already exists")
+            if master not in inside.state:
+                raise BadRequest(f"bridge {master} does not exist in namespace {netns}")
+            inside.state[host] = Link(host, "veth", True, mtu, master, None, "02:00:00:00:00:02")
+            self.state[peer] = Link(peer, "veth", False, mtu, None, None, peer_mac or "02:00:00:00:00:03")
+            inside.far_peers[host] = (self, peer)
+            self.far_peers[peer] = (inside, host)
+            return
         if host in self.state or peer in self.state:
             raise Conflict(f"interface {host} or {peer} already exists")
         if master not in self.state:
@@ -97,11 +121,107 @@ class FakeNetlink:
         lower = self.state[base]
         self.state[name] = Link(name, "vlan", True, lower.mtu, None, base, lower.mac)
 
+    # --- the underlay --------------------------------------------------------------------
+    def local_addresses(self):
+        return list(self.addrs)
+
+    def default_route_links(self):
+        return list(self.default_links)
+
+    # --- namespaces --------------------------------------------------------------------
+    def ensure_netns(self, name):
+        self._maybe_fail("ensure_netns")
+        if name in self.world:
+            return False
+        self.world[name] = FakeNetlink(world=self.world)
+        return True
+
+    def remove_netns(self, name):
+        inside = self.world.pop(name, None)
+        if inside is None:
+            return False
+        for link in list(inside.state):
+            inside.remove_link(link)
+        return True
+
+    def within(self, netns):
+        if netns not in self.world:
+            raise InjectedFailure(f"network namespace {netns} does not exist")
+        return self.world[netns]
+
+    # --- VXLAN -------------------------------------------------------------------------
+    def add_vxlan(self, name, vni, local, port, mtu, master, netns=None):
+        self._maybe_fail("add_vxlan")
+        target = self.within(netns) if netns else self
+        if master not in target.state or target.state[master].kind != "bridge":
+            raise BadRequest(f"bridge {master} does not exist")
+        if name in self.state or name in target.state or (vni, port) in self.vxlan_sockets:
+            raise Conflict(f"cannot create VXLAN device {name}: the name exists, or another "
+                           f"VXLAN device on this host already carries VNI {vni} on UDP port {port}")
+        self.vxlan_sockets[(vni, port)] = name
+        target.state[name] = Link(name, "vxlan", True, mtu, master, None, "02:00:00:00:00:05")
+        target.vxlans[name] = Vxlan(name, vni, local, port, False, True, mtu, master)
+        target.far_peers[name] = (self, "")  # where its socket is: freed with the device
+        target.fdb[name] = set()
+
+    def vxlan(self, name):
+        info = self.vxlans.get(name)
+        link = self.state.get(name)
+        return None if info is None or link is None else replace(info, master=link.master, mtu=link.mtu)
+
+    # --- peers -------------------------------------------------------------------------
+    def _vxlan_dev(self, dev):
+        if dev not in self.vxlans:
+            raise BadRequest(f"interface {dev} does not exist on this host")
+        return dev
+
+    def fdb_entries(self, dev):
+        return sorted(self.fdb[self._vxlan_dev(dev)])
+
+    def ensure_fdb(self, dev, mac, dst):
+        self._maybe_fail("ensure_fdb")
+        entries = self.fdb[self._vxlan_dev(dev)]
+        if mac != FLOOD_MAC:  # one VTEP per unicast MAC: replaced
+            entries -= {e for e in entries if e.mac == mac}
+        entries.add(FdbEntry(mac, dst))
+
+    def remove_fdb(self, dev, mac, dst):
+        entries = self.fdb[self._vxlan_dev(dev)]
+        if FdbEntry(mac, dst) not in entries:
+            return False
+        entries.discard(FdbEntry(mac, dst))
+        return True
+
+    def _neigh(self, dev):
+        if dev not in self.state:
+            raise BadRequest(f"interface {dev} does not exist on this host")
+        return self.neigh.setdefault(dev, {})
+
+    def neighbours(self, dev):
+        return sorted(Neighbour(ip, mac) for ip, mac in self._neigh(dev).items())
+
+    def ensure_neighbour(self, dev, ip, mac):
+        self._maybe_fail("ensure_neighbour")
+        self._neigh(dev)[ip] = mac
+
+    def remove_neighbour(self, dev, ip):
+        return self._neigh(dev).pop(ip, None) is not None
+
     def remove_link(self, name):
         self._maybe_fail("remove_link")
         if name not in self.state:
             return False
         del self.state[name]
+        self.neigh.pop(name, None)
+        if name in self.vxlans:
+            info = self.vxlans.pop(name)
+            self.fdb.pop(name, None)
+            home, _ = self.far_peers.get(name, (self, ""))
+            home.vxlan_sockets.pop((info.vni, info.port), None)
+        far = self.far_peers.pop(name, None)
+        if far is not None and far[1]:
+            far[0].state.pop(far[1], None)
+            far[0].far_peers.pop(far[1], None)
         self.addresses.pop(name, None)
         self.macvlan_modes.pop(name, None)
         gone = {name}

@@ -30,7 +30,10 @@ MAX_BODY = 1 << 20
 LIVE_NID = "a1" * 32
 LIVE_EID = "e1" * 32
 LIVE_POOL = "10.250.0.0/24"
+# Replaced by the PoolID the live RequestPool answers (it names that request's hold); the
+# old, hold-less spelling stays among the mutations.
 LIVE_POOL_ID = f"LocalDefault/{LIVE_POOL}"
+OLD_LIVE_POOL_ID = LIVE_POOL_ID
 LIVE_GATEWAY = "10.250.0.1"
 LIVE_ADDRESS = "10.250.0.2"
 LIVE_ADDRESSES = frozenset({ipaddress.ip_address(LIVE_GATEWAY), ipaddress.ip_address(LIVE_ADDRESS)})
@@ -130,14 +133,16 @@ class Generator:
 
     def _pool_id(self) -> str:
         r = self.rng.random()
-        if r < 0.25:
+        if r < 0.22:
             return LIVE_POOL_ID
+        if r < 0.25:
+            return OLD_LIVE_POOL_ID
         if r < 0.35:
             return f"LocalDefault/{self.rng.choice(FUZZ_POOLS_V6)}"
         return f"{self.rng.choice(SPACES) if r < 0.45 else 'LocalDefault'}/{self.rng.choice(FUZZ_POOLS)}"
 
     def _host_in(self, pool: str) -> str:
-        net = ipaddress.ip_network(pool)
+        net = ipaddress.ip_network(pool.split("@", 1)[0])  # a PoolID's hold id is not the pool
         return str(net[self.rng.randrange(1, min(net.num_addresses - 1, 40))])
 
     def _generic(self) -> dict:
@@ -491,8 +496,6 @@ class Generator:
                     raw, mutation = _dump(mutated), f"{mutation}; {second}"
             if names_live(method, raw):
                 continue  # Docker's own way of deleting a live object: not a fuzz case
-            if known_ipam_finding(method, raw):
-                continue  # see known_ipam_finding: reported, to be fixed in ipam_driver
             http_method, path = extra.get("http", ("POST", ""))
             request = Request(self.index, method, raw, mutation, path=path, http_method=http_method,
                               headers=extra.get("headers", {}))
@@ -533,52 +536,3 @@ def names_live(method: str, raw: bytes) -> bool:
         return ipaddress.ip_interface(address).ip in LIVE_ADDRESSES
     except ValueError:
         return False
-
-
-def _parsed_like_pynet(text: Any) -> tuple[str, Any, Any] | None:
-    """(space, pool, sub-range) as ipam_driver/pool_id.py's PoolId.parse reads TEXT today
-    (3 or 5 '/'-separated parts, ipaddress.ip_network), or None when it refuses it."""
-    if not isinstance(text, str) or not text:
-        return None
-    parts = text.split("/")
-    try:
-        if len(parts) == 3:
-            return parts[0], ipaddress.ip_network(f"{parts[1]}/{parts[2]}"), None
-        if len(parts) == 5:
-            return (parts[0], ipaddress.ip_network(f"{parts[1]}/{parts[2]}"),
-                    ipaddress.ip_network(f"{parts[3]}/{parts[4]}"))
-    except ValueError:
-        return None
-    return None
-
-
-def known_ipam_finding(method: str, raw: bytes) -> bool:
-    """Requests that hit a defect of ipam_driver/ the fuzzer found, which is being rewritten
-    by someone else: reported (see the fuzz tier's findings in the closing note), not fixed
-    here. Left out of the run so CI stays green; remove each case once it is fixed.
-
-    IPAM-1: a PoolID pynet never issued, which its parser maps to a live pool (a sub-range
-      appended, "LocalDefault/10.250.0.0/24/10.250.0.0/25"; a netmask,
-      "LocalDefault/10.250.0.0/255.255.255.0"; "/024"), is taken for that pool:
-      ReleasePool with it deletes the live pool and every address claim in it, and
-      ReleaseAddress with it frees the live pool's addresses.
-    IPAM-2: RequestAddress with a PoolID whose sub-range lies outside its pool
-      ("LocalDefault/10.251.2.0/24/10.9.0.0/24") grants an address outside the pool.
-    """
-    if method not in ("IpamDriver.ReleasePool", "IpamDriver.ReleaseAddress",
-                      "IpamDriver.RequestAddress"):
-        return False
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        return False
-    if not isinstance(data, dict):
-        return False
-    parsed = _parsed_like_pynet(data.get("PoolID"))
-    if parsed is None:
-        return False
-    space, pool, sub = parsed
-    if method == "IpamDriver.RequestAddress":
-        return sub is not None and (sub.version != pool.version or not sub.subnet_of(pool))
-    return (data["PoolID"] != LIVE_POOL_ID and space == "LocalDefault"
-            and str(pool) == LIVE_POOL)

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from tests.fuzz.conftest import HOST_ID
+from tests.fuzz import generator
 from tests.fuzz.generator import (GATEWAY_OPTS, GENERIC, LIVE_ADDRESS, LIVE_EID, LIVE_GATEWAY,
-                                  LIVE_NID, LIVE_POOL, LIVE_POOL_ID, Generator, Request)
+                                  LIVE_NID, LIVE_POOL, Generator, Request)
 from tests.harness.plugin import PLUGIN_HEADERS, PLUGIN_HOST
 
 CALL_TIMEOUT = 10.0
@@ -109,7 +110,7 @@ def _outside_pool(req: Request, answer: dict) -> str | None:
     if req.method != "IpamDriver.RequestAddress":
         return None
     try:
-        parts = json.loads(req.body)["PoolID"].split("/")
+        parts = json.loads(req.body)["PoolID"].split("@", 1)[0].split("/")  # "@HOLD": the hold
         pool = ipaddress.ip_network(f"{parts[1]}/{parts[2]}")
         granted = ipaddress.ip_interface(answer["Address"])
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
@@ -144,14 +145,14 @@ def make_live(plugin) -> None:
     steps = [
         ("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": LIVE_POOL,
                                     "SubPool": "", "Options": {}, "V6": False}),
-        ("IpamDriver.RequestAddress", {"PoolID": LIVE_POOL_ID, "Address": LIVE_GATEWAY,
+        ("IpamDriver.RequestAddress", {"PoolID": None, "Address": LIVE_GATEWAY,
                                        "Options": dict(GATEWAY_OPTS)}),
         ("NetworkDriver.CreateNetwork", {
             "NetworkID": LIVE_NID,
             "Options": {"com.docker.network.enable_ipv6": False, GENERIC: {}},
             "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": LIVE_POOL,
                           "Gateway": LIVE_GATEWAY + "/24"}], "IPv6Data": []}),
-        ("IpamDriver.RequestAddress", {"PoolID": LIVE_POOL_ID, "Address": LIVE_ADDRESS,
+        ("IpamDriver.RequestAddress", {"PoolID": None, "Address": LIVE_ADDRESS,
                                        "Options": {"com.docker.network.endpoint.name": "fuzz-live"}}),
         ("NetworkDriver.CreateEndpoint", {
             "NetworkID": LIVE_NID, "EndpointID": LIVE_EID,
@@ -159,8 +160,13 @@ def make_live(plugin) -> None:
             "Options": {}}),
     ]
     for method, body in steps:
+        if "PoolID" in body:
+            body = {**body, "PoolID": generator.LIVE_POOL_ID}
         status, answer = call(plugin, method, body)
         assert status == 200, (method, status, answer)
+        if method == "IpamDriver.RequestPool":
+            # The PoolID names this request's hold: the fuzzer aims at the one Docker holds.
+            generator.LIVE_POOL_ID = answer["PoolID"]
 
 
 def kernel_links(netns: str) -> dict[str, dict]:
@@ -213,12 +219,12 @@ def live_damage(plugin) -> list[str]:
         damage.append("live endpoint record is gone")
 
     status, answer = call(plugin, "IpamDriver.RequestAddress",
-                          {"PoolID": LIVE_POOL_ID, "Address": LIVE_ADDRESS, "Options": {}})
+                          {"PoolID": generator.LIVE_POOL_ID, "Address": LIVE_ADDRESS, "Options": {}})
     if status != 409:
         damage.append(f"RequestAddress of the live address {LIVE_ADDRESS} answered {status} "
                       f"{answer!r}, not 409 (in use)")
         if status == 200:  # it claimed it: give it back so later checks see the real state
-            call(plugin, "IpamDriver.ReleaseAddress", {"PoolID": LIVE_POOL_ID, "Address": LIVE_ADDRESS})
+            call(plugin, "IpamDriver.ReleaseAddress", {"PoolID": generator.LIVE_POOL_ID, "Address": LIVE_ADDRESS})
     status, answer = call(plugin, "NetworkDriver.EndpointOperInfo",
                           {"NetworkID": LIVE_NID, "EndpointID": LIVE_EID})
     if status != 200 or answer != {"Value": {"interface": LIVE_PEER, "mac": LIVE_MAC}}:
@@ -355,10 +361,10 @@ def test_fuzz_the_plugin(fuzz_plugin, fuzz_config, capsys):
     # The live objects still go away with Docker's own calls, leaving nothing.
     for method, body in [
         ("NetworkDriver.DeleteEndpoint", {"NetworkID": LIVE_NID, "EndpointID": LIVE_EID}),
-        ("IpamDriver.ReleaseAddress", {"PoolID": LIVE_POOL_ID, "Address": LIVE_ADDRESS}),
+        ("IpamDriver.ReleaseAddress", {"PoolID": generator.LIVE_POOL_ID, "Address": LIVE_ADDRESS}),
         ("NetworkDriver.DeleteNetwork", {"NetworkID": LIVE_NID}),
-        ("IpamDriver.ReleaseAddress", {"PoolID": LIVE_POOL_ID, "Address": LIVE_GATEWAY}),
-        ("IpamDriver.ReleasePool", {"PoolID": LIVE_POOL_ID}),
+        ("IpamDriver.ReleaseAddress", {"PoolID": generator.LIVE_POOL_ID, "Address": LIVE_GATEWAY}),
+        ("IpamDriver.ReleasePool", {"PoolID": generator.LIVE_POOL_ID}),
     ]:
         status, answer = call(plugin, method, body)
         assert status == 200, f"seed {seed}: {method} of a live object: {status} {answer}"

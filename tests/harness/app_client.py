@@ -49,6 +49,11 @@ class AppClient:
         return self.services["ipam"]
 
     @property
+    def overlay(self):
+        """The OverlayRuntime (None unless built with overlay=True)."""
+        return self.services["overlay"]
+
+    @property
     def gate(self):
         return self.services["gate"]
 
@@ -63,8 +68,9 @@ class AppClient:
 
 
 def app_client(deps: Deps | None = None, *, host_id: str = "test-host", settings: Settings | None = None,
-               restore_on_start: bool = True) -> AppClient:
-    """create_app over `deps` (fakes if None) for host `host_id`; restore runs as at start."""
+               restore_on_start: bool = True, overlay: bool = False) -> AppClient:
+    """create_app over `deps` (fakes if None) for host `host_id`; restore runs as at start.
+    `overlay`: the app serves overlay networks (not yet in production, see pynet/app.py)."""
     app = create_app(settings or Settings(host_id=host_id), deps if deps is not None else fake_deps(),
-                     restore_on_start=restore_on_start)
+                     restore_on_start=restore_on_start, overlay=overlay)
     return AppClient(app)

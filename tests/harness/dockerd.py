@@ -60,6 +60,23 @@ GWBRIDGE = "pnt-gwbridge"
 GWBRIDGE_SUBNET = "198.19.201.0/24"
 ADDRESS_POOL = "base=198.19.0.0/17,size=24"
 CGROUP_PARENT = "pynet-test"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one test dockerd owns on the host. The default is the suite's one daemon;
+    SECOND is a second daemon that can run next to it (its own bridge, cgroup parent and
+    run dir; no docker_gwbridge of its own), e.g. a dockerd pynet must not trust."""
+    run_dir: Path = RUN_DIR
+    bridge: str = BRIDGE
+    bridge_cidr: str = BRIDGE_CIDR
+    gwbridge: str | None = GWBRIDGE  # None: none pre-created
+    address_pool: str = ADDRESS_POOL
+    cgroup_parent: str = CGROUP_PARENT
+
+
+SECOND = Layout(run_dir=Path("/run/pynet-test2"), bridge="pnt-docker1", bridge_cidr="198.19.202.1/24",
+                gwbridge=None, address_pool="base=198.19.128.0/20,size=24", cgroup_parent="pynet-test2")
 TEST_RANGE = ipaddress.ip_network("198.19.0.0/16")  # benchmark range: every test network lives here
 BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "docker_gwbridge"})
 _PR_SET_PDEATHSIG = 1
@@ -87,8 +104,11 @@ class Snapshot:
 
 
 class DockerDaemon:
-    def __init__(self, base_dir: Path | None = None, *, run_dir: Path = RUN_DIR,
-                 startup_timeout: float = 30.0, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, base_dir: Path | None = None, *, run_dir: Path | None = None,
+                 startup_timeout: float = 30.0, extra_args: tuple[str, ...] = (),
+                 layout: Layout = Layout()) -> None:
+        run_dir = run_dir or layout.run_dir
+        self.layout = layout
         self._own_base = base_dir is None
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="pynet-dockerd-"))
         self.data_root = self.base_dir / "data"
@@ -166,7 +186,7 @@ class DockerDaemon:
         try:
             self._prepare_dirs()
             _reap_stale_bridges()
-            _make_bridge(BRIDGE, BRIDGE_CIDR)
+            _make_bridge(self.layout.bridge, self.layout.bridge_cidr)
             self._spawn(binary)
             self._wait_ready()
             _restore_rules(foreign)
@@ -217,9 +237,9 @@ class DockerDaemon:
                "-H", self.base_url, "--pidfile", str(self.pidfile),
                "--config-file", str(self.base_dir / "daemon.json"),
                "--ip-masq=false",  # no route out through Docker's NAT for test containers
-               "--bridge", BRIDGE,  # instead of --bip, see the module docstring
-               "--default-address-pool", ADDRESS_POOL,
-               "--cgroup-parent", CGROUP_PARENT,  # lets stop() find our containers' processes
+               "--bridge", self.layout.bridge,  # instead of --bip, see the module docstring
+               "--default-address-pool", self.layout.address_pool,
+               "--cgroup-parent", self.layout.cgroup_parent,  # lets stop() find our containers' processes
                "--shutdown-timeout", "3",
                *self.extra_args]
         with open(self.log_path, "ab") as log:
@@ -244,10 +264,12 @@ class DockerDaemon:
         raise RuntimeError(f"dockerd not ready after {self.startup_timeout}s (last error: {last})")
 
     def _make_gwbridge(self) -> None:
+        if self.layout.gwbridge is None:
+            return
         # Pre-create docker_gwbridge: libnetwork uses an existing network of that name, so its
         # Linux bridge gets our name and our subnet instead of clashing with a system dockerd.
         self.cli("network", "create", "--driver", "bridge", "--subnet", GWBRIDGE_SUBNET,
-                 "-o", f"com.docker.network.bridge.name={GWBRIDGE}",
+                 "-o", f"com.docker.network.bridge.name={self.layout.gwbridge}",
                  "-o", "com.docker.network.bridge.enable_icc=false",
                  "-o", "com.docker.network.bridge.enable_ip_masquerade=false",
                  "docker_gwbridge")
@@ -289,7 +311,7 @@ class DockerDaemon:
         """Stop dockerd and undo everything it did to the host. Safe to call twice."""
         if not self._started:
             return  # e.g. start() refused: the paths belong to another session
-        bridges = {BRIDGE, GWBRIDGE}
+        bridges = {self.layout.bridge} | ({self.layout.gwbridge} if self.layout.gwbridge else set())
         if self.running():
             bridges |= self._our_bridges()
             self._kill_containers()
@@ -308,7 +330,7 @@ class DockerDaemon:
             self._proc = None
         # containerd (own session) and its shims carry our exec-root in their command lines.
         terminate_matching(str(self.exec_root))
-        kill_cgroup_procs(CGROUP_PARENT)
+        kill_cgroup_procs(self.layout.cgroup_parent)
         _unmount_under(self.exec_root)
         _unmount_under(self.data_root)
         for br in sorted(bridges):
@@ -316,7 +338,7 @@ class DockerDaemon:
         if self._host_before is not None:
             _cleanup_firewall(bridges, self._host_before)
             remove_empty_shared_dirs(self._host_before.absent_dirs)
-        rmdir_cgroups(CGROUP_PARENT)
+        rmdir_cgroups(self.layout.cgroup_parent)
         shutil.rmtree(self.exec_root, ignore_errors=True)
         for p in (self.socket, self.pidfile):
             p.unlink(missing_ok=True)

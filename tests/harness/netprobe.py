@@ -38,3 +38,60 @@ try:
 except OSError as e:
     print("fail", type(e).__name__)
 """
+
+# An ICMP echo with the don't-fragment bit forced on (IP_PMTUDISC_DO): larger than the
+# route's MTU fails locally with EMSGSIZE instead of being fragmented. Prints "ok", or
+# "fail <reason>". Args: HOST PAYLOAD_BYTES.
+PING_DF = r"""
+import os, socket, struct, sys, time
+host, size = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+s.settimeout(1.5)
+def checksum(data):
+    if len(data) % 2: data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xffff); total += total >> 16
+    return ~total & 0xffff
+ident = os.getpid() & 0xffff
+payload = b"x" * size
+for seq in range(3):
+    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    packet = struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, seq) + payload
+    try:
+        s.sendto(packet, (host, 0))
+    except OSError as e:
+        print("fail", e.strerror); sys.exit(0)
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        try:
+            data, peer = s.recvfrom(65535)
+        except socket.timeout:
+            break
+        ihl = (data[0] & 0x0f) * 4
+        kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
+        if kind == 0 and rid == ident and peer[0] == host:
+            print("ok", len(data) - ihl - 8); sys.exit(0)
+print("fail timeout")
+"""
+
+# Waits for an ARP request asking for TARGET on eth0 and prints "seen <sender ip>", or
+# "none" after SECONDS. Args: TARGET SECONDS. Started before the request is sent: prints
+# "ready" once listening.
+ARP_WATCH = r"""
+import socket, sys, time
+target, seconds = socket.inet_aton(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind(("eth0", 0)); s.settimeout(0.2)
+print("ready", flush=True)
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    try:
+        frame = s.recv(2048)
+    except socket.timeout:
+        continue
+    arp = frame[14:]
+    if arp[6:8] == b"\x00\x01" and arp[24:28] == target:
+        print("seen", socket.inet_ntoa(arp[14:18]), flush=True); sys.exit(0)
+print("none", flush=True)
+"""

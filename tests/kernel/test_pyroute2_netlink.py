@@ -60,3 +60,58 @@ def test_ensure_port_reattaches_after_the_bridge_was_recreated(ns):
     nl.ensure_bridge("pn-br", 1500, [])
     nl.ensure_port("pnvhost", "pn-br")
     assert nl.link("pnvhost").master == "pn-br"
+
+
+def test_overlay_primitives_are_idempotent(ns):
+    """Namespace, VXLAN device moved into it, FDB (unicast, head-end replication) and
+    neighbour entries: each ensure repeatable, each remove absent-ok."""
+    import secrets
+    import subprocess
+
+    from driver.netlink.api import FLOOD_MAC, FdbEntry, Neighbour
+    nl = Pyroute2Netlink(ns)
+    with IPRoute(netns=ns, flags=0) as ipr:
+        ipr.link("add", ifname="ul0", kind="veth", peer={"ifname": "ul1"})
+        ipr.addr("add", index=ipr.link_lookup(ifname="ul0")[0], address="198.18.0.11", prefixlen=24)
+        ipr.link("set", index=ipr.link_lookup(ifname="ul0")[0], state="up")
+    inner_name = f"pnt-ov{secrets.token_hex(4)}"
+    try:
+        assert nl.ensure_netns(inner_name) is True and nl.ensure_netns(inner_name) is False
+        inner = nl.within(inner_name)
+        inner.ensure_bridge("br0", 1450, [])
+        nl.add_vxlan("pnxtest", 4242, "198.18.0.11", 4789, 1450, "br0", netns=inner_name)
+        assert nl.link("pnxtest") is None  # moved; its socket stays here
+        vx = inner.vxlan("pnxtest")
+        assert (vx.vni, vx.local, vx.port, vx.learning, vx.suppress_arp, vx.mtu, vx.master) == \
+            (4242, "198.18.0.11", 4789, False, True, 1450, "br0")
+        with pytest.raises(Conflict, match="VNI 4242"):
+            nl.add_vxlan("pnxother", 4242, "198.18.0.11", 4789, 1450, "br0", netns=inner_name)
+        nl.add_veth("pnvhost", "pncpeer", 1450, "br0", "02:42:0a:00:00:02", netns=inner_name)
+        assert inner.link("pnvhost").master == "br0" and nl.link("pncpeer").mtu == 1450
+        mac = "02:42:0a:00:00:03"
+        for _ in range(2):
+            inner.ensure_fdb("pnxtest", mac, "198.18.0.12")
+            inner.ensure_fdb("pnxtest", FLOOD_MAC, "198.18.0.12")
+            inner.ensure_fdb("pnxtest", FLOOD_MAC, "198.18.0.13")
+            inner.ensure_neighbour("br0", "10.0.0.3", mac)
+        inner.ensure_fdb("pnxtest", mac, "198.18.0.13")  # a MAC that moved host: replaced
+        assert inner.fdb_entries("pnxtest") == [FdbEntry(FLOOD_MAC, "198.18.0.12"),
+                                                FdbEntry(FLOOD_MAC, "198.18.0.13"), FdbEntry(mac, "198.18.0.13")]
+        assert inner.neighbours("br0") == [Neighbour("10.0.0.3", mac)]
+        # The bridge's static entry for the MAC, on the VXLAN port, beside the device's own.
+        shown = subprocess.run(["ip", "netns", "exec", inner_name, "bridge", "fdb", "show", "br", "br0"],
+                               capture_output=True, text=True).stdout
+        assert f"{mac} dev pnxtest master br0 static" in shown
+        assert inner.remove_fdb("pnxtest", FLOOD_MAC, "198.18.0.12") is True
+        assert inner.remove_fdb("pnxtest", FLOOD_MAC, "198.18.0.12") is False
+        assert inner.remove_fdb("pnxtest", mac, "198.18.0.13") is True
+        assert inner.fdb_entries("pnxtest") == [FdbEntry(FLOOD_MAC, "198.18.0.13")]
+        assert f"{mac} dev pnxtest" not in subprocess.run(
+            ["ip", "netns", "exec", inner_name, "bridge", "fdb", "show", "br", "br0"],
+            capture_output=True, text=True).stdout
+        assert inner.remove_neighbour("br0", "10.0.0.3") is True
+        assert inner.remove_neighbour("br0", "10.0.0.3") is False and inner.neighbours("br0") == []
+        assert nl.local_addresses() and ("ul0", iface("198.18.0.11/24")) in nl.local_addresses()
+    finally:
+        assert nl.remove_netns(inner_name) is True
+    assert nl.remove_netns(inner_name) is False

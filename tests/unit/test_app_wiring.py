@@ -2,8 +2,10 @@
 runs against the Docker source it is given."""
 from __future__ import annotations
 
+import ipaddress
 import time
 
+from ipam_driver.docker_addresses import DockerView
 from pynet.app import Deps
 from pynet.settings import Settings
 from pynet.store import keys
@@ -13,6 +15,12 @@ from tests.fakes.netlink import FakeNetlink
 from tests.harness.app_client import app_client
 
 POOL = "10.9.0.0/24"
+
+
+def _knows_pool(*addresses) -> DockerView:
+    """A dockerd with one pynet network on POOL, using `addresses`."""
+    pools = frozenset({ipaddress.ip_network(POOL)})
+    return DockerView("unix:///fake.sock", frozenset(addresses), pools, frozenset(), pools, pools)
 
 
 def _app(docker_addresses, interval: float = 0.02):
@@ -46,11 +54,11 @@ def _wait_until(condition, timeout: float = 5.0) -> bool:
 def test_create_app_starts_the_leak_check_against_its_docker_source():
     asked = []
 
-    def docker_knows_nothing():
+    def docker_knows_the_network_not_the_address():
         asked.append(time.monotonic())
-        return set()
+        return _knows_pool()
 
-    app, store, key = _app(docker_knows_nothing)
+    app, store, key = _app(docker_knows_the_network_not_the_address)
     background = app.extensions["pynet"]["background"]
     try:
         assert len(background.stops) == 1
@@ -61,13 +69,12 @@ def test_create_app_starts_the_leak_check_against_its_docker_source():
 
 
 def test_an_address_docker_lists_is_kept():
-    import ipaddress
     seen: list[float] = []
     holder: dict = {}
 
     def docker_lists_it():
         seen.append(time.monotonic())
-        return {ipaddress.ip_address(holder["key"].rsplit("/", 1)[1])} if "key" in holder else None
+        return _knows_pool(ipaddress.ip_address(holder["key"].rsplit("/", 1)[1])) if "key" in holder else None
 
     app, store, key = _app(docker_lists_it)
     holder["key"] = key

@@ -117,17 +117,17 @@ def test_a_full_host_claims_another_block_then_borrows():
 def test_idle_blocks_go_back_on_release_and_all_of_them_when_the_host_leaves():
     store = MemoryStore()
     a, b = ipam(store, "h1", block_size=4), ipam(store, "h2", block_size=4)
-    for h in (a, b):
-        pool, _ = h.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
+    pool, _ = a.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
+    theirs, _ = b.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
     addrs = [a.request_address(pool, "", ep(f"a{i}")).split("/")[0] for i in range(7)]
     assert len(owners(store)) == 2  # .0/30 (3 usable) and .4/30
     for ip in addrs[3:]:
         a.release_address(pool, ip)
     assert set(owners(store)) == {"10.1.0.0_30"}  # .4/30 emptied and went back; one stays
-    b.request_address(pool, "", ep("b"))
+    b.request_address(theirs, "", ep("b"))
     a.release_pool(pool)
     assert [json.loads(e.value)["host"] for e in owners(store).values()] == ["h2"]
-    b.release_pool(pool)
+    b.release_pool(theirs)
     assert store.list("v1/ipam/blocks/") == [] and store.list("v1/ipam/addrs/") == []
 
 

@@ -193,3 +193,38 @@ def test_the_same_address_tried_twice_in_doubt_is_settled_whichever_lands(setup)
     assert addrs(store)["10.1.0.2"]["name"] == "first"
     assert svc.repairs.run_once() == 0
     assert list(addrs(store)) == ["10.1.0.1"]
+
+
+def test_repairs_run_from_two_threads_run_each_task_once():
+    """A caller's run_once() beside the background loop: a task is never run twice at once,
+    and never removed twice (that raised ValueError in the loser)."""
+    import threading
+
+    from pynet.repair import RepairQueue
+
+    queue = RepairQueue(background=False)
+    started, go, runs = threading.Event(), threading.Event(), []
+
+    def slow_task():
+        runs.append(1)
+        started.set()
+        go.wait(5)
+
+    queue.add("a slow task", slow_task)
+    results: list[object] = []
+
+    def run():
+        try:
+            results.append(queue.run_once())
+        except Exception as exc:  # the defect: the second remove raised
+            results.append(exc)
+
+    first = threading.Thread(target=run)
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=run)
+    second.start()
+    go.set()
+    first.join(5)
+    second.join(5)
+    assert results == [0, 0] and runs == [1]

@@ -31,6 +31,8 @@ STORED = [
     (AddressClaim, '{"host":"h1","kind":"endpoint","name":"old"}'),
     (AddressClaim, '{"holders":["h1"],"host":"h1","kind":"gateway","name":""}'),
     (BlockClaim, '{"claim":"a1b2c3d4e5f60718","host":"h1"}'),
+    (AddressSpace, '{"pools":{"10.3.0.0/24":{"block":64,"holders":{"h1":2},"holds":{"0123456789abcdef":"h1"},'
+                   '"subpool":null}}}'),
 ]
 
 
@@ -81,18 +83,31 @@ def test_an_unreadable_record_is_a_value_error_naming_key_and_field(cls, stored,
 
 
 def test_holding_and_releasing_a_pool():
-    space = AddressSpace({}).holding(net("10.1.0.0/24"), None, "h1", 64, exclusive=False)
-    space = space.holding(net("10.1.0.0/24"), None, "h1", 0, exclusive=False)  # block fixed at first
-    assert space.pools[net("10.1.0.0/24")] == PoolEntry(None, {"h1": 2}, 64)
+    space = AddressSpace({}).holding(net("10.1.0.0/24"), None, "h1", 64, exclusive=False, hold="a")
+    space = space.holding(net("10.1.0.0/24"), None, "h1", 0, exclusive=False, hold="b")  # block fixed at first
+    assert space.pools[net("10.1.0.0/24")] == PoolEntry(None, {"h1": 2}, 64, {"a": "h1", "b": "h1"})
     with pytest.raises(Conflict, match="already used by another network on this host"):
-        space.holding(net("10.1.0.0/24"), None, "h1", 64, exclusive=True)
+        space.holding(net("10.1.0.0/24"), None, "h1", 64, exclusive=True, hold="c")
     with pytest.raises(Conflict, match="overlaps pool 10.1.0.0/24, already in use on host h1"):
-        space.holding(net("10.1.0.0/16"), None, "h2", 64, exclusive=False)
+        space.holding(net("10.1.0.0/16"), None, "h2", 64, exclusive=False, hold="c")
     with pytest.raises(Conflict, match="already defined with IP range the whole subnet"):
-        space.holding(net("10.1.0.0/24"), net("10.1.0.0/25"), "h2", 64, exclusive=False)
-    once = space.releasing(net("10.1.0.0/24"), "h1")
+        space.holding(net("10.1.0.0/24"), net("10.1.0.0/25"), "h2", 64, exclusive=False, hold="c")
+    once = space.releasing(net("10.1.0.0/24"), "a", "h1")
     assert once.chosen is None and once.pools[net("10.1.0.0/24")].holders == {"h1": 1}
-    assert once.releasing(net("10.1.0.0/24"), "h1") == AddressSpace({})
+    assert once.releasing(net("10.1.0.0/24"), "a", "h1") == once  # a replay releases nothing
+    assert once.releasing(net("10.1.0.0/24"), None, "h1") == once  # no hold without an id left
+    assert once.releasing(net("10.1.0.0/24"), "b", "h1") == AddressSpace({})
+
+
+def test_holds_made_before_hold_ids_are_counted_apart_from_named_ones():
+    old = AddressSpace.from_dict(json.loads(STORED[2][1]))  # h1 holds once, without an id
+    both = old.holding(net("10.2.0.0/16"), None, "h1", 64, exclusive=False, hold="n")
+    entry = both.pools[net("10.2.0.0/16")]
+    assert (entry.holders, entry.holds, entry.unnamed_holds("h1")) == ({"h1": 2}, {"n": "h1"}, 1)
+    unnamed_gone = both.releasing(net("10.2.0.0/16"), None, "h1")
+    assert unnamed_gone.pools[net("10.2.0.0/16")].holds == {"n": "h1"}
+    # An old PoolID's release repeated can no longer eat the named hold.
+    assert unnamed_gone.releasing(net("10.2.0.0/16"), None, "h1").pools == unnamed_gone.pools
 
 
 def test_a_gateway_is_held_until_its_last_host_lets_go():
@@ -108,9 +123,9 @@ def test_update_reads_and_writes_typed_records_through_the_store():
     key = "v1/ipam/spaces/LocalDefault"
     store.create(key, STORED[2][1])
     written = models.update(store, key, AddressSpace,
-                            lambda s: s.holding(net("10.2.0.0/16"), None, "h2", 64, exclusive=False), "test")
+                            lambda s: s.holding(net("10.2.0.0/16"), None, "h2", 64, exclusive=False, hold="x"), "test")
     assert written.pools[net("10.2.0.0/16")].holders == {"h1": 1, "h2": 1}
-    assert store.get(key).value == ('{"chosen":"10.2.0.0/16","pools":{"10.2.0.0/16":'
-                                    '{"holders":{"h1":1,"h2":1},"subpool":null}}}')
+    assert store.get(key).value == ('{"pools":{"10.2.0.0/16":'
+                                    '{"holders":{"h1":1,"h2":1},"holds":{"x":"h2"},"subpool":null}}}')
     assert models.update(store, key, AddressSpace, lambda s: None, "test") is None
     assert models.read(store, key, AddressSpace) is None

@@ -90,7 +90,8 @@ def test_the_service_takes_and_returns_typed_values():
 
     svc = IpamService(MemoryStore(), "h1")
     pool_id = svc.request_pool(PoolRequest("LocalDefault", ipaddress.ip_network("10.1.0.0/24")))
-    assert pool_id == PoolId("LocalDefault", ipaddress.ip_network("10.1.0.0/24"))
+    assert pool_id == PoolId("LocalDefault", ipaddress.ip_network("10.1.0.0/24"), None, pool_id.hold)
+    assert pool_id.hold is not None
     gateway = svc.request_address(AddressRequest(pool_id, kind="gateway"))
     web = svc.request_address(AddressRequest(pool_id, kind="endpoint", name="web"))
     assert (gateway, web) == (ipaddress.ip_interface("10.1.0.1/24"), ipaddress.ip_interface("10.1.0.2/24"))

@@ -316,3 +316,24 @@ def test_restart_without_8021q_still_starts(fake_deps, kernel):
     second = app_client(fake_deps)  # logs, does not raise
     assert "lan0.42" not in kernel.state
     assert second("NetworkDriver.DeleteNetwork", {"NetworkID": NID})[0] == 200
+
+
+def test_a_vlan_sub_interface_made_by_an_interrupted_create_goes_at_restart(fake_deps, kernel):
+    """Issue 9, E: kill -9 inside CreateNetwork after pynet made parent lan0.42: the intent
+    record names it as pynet's, so the restarted plugin removes it (and lan0 stays)."""
+    from contextlib import ExitStack
+
+    from driver.models import CREATING, NetworkRecord
+    from driver.options import parse_network_options
+
+    svc = app_client(fake_deps).network
+    kind = svc.kinds["macvlan"]
+    options = parse_network_options({GENERIC: {"type": "macvlan", "parent": "lan0.42"}})
+    draft = NetworkRecord(id=NID, options=options, gateways=("10.5.0.1/24",),
+                          subnets=("10.5.0.0/24",), state=CREATING)
+    net = svc.ledger.begin_network(kind.plan_network(draft, []))
+    kind.create_network(net, ExitStack())  # the process dies here: no undo runs
+    assert kernel.state["lan0.42"].kind == "vlan"
+    app_client(fake_deps)  # the restart
+    assert "lan0.42" not in kernel.state and "lan0" in kernel.state
+    assert records(fake_deps) == [] and fake_deps.store.list("v1/hosts/") == []

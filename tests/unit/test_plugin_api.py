@@ -1,4 +1,5 @@
 """The plugin's HTTP contract with Docker, over in-memory fakes."""
+import re
 import pytest
 
 NID = "a" * 64
@@ -142,7 +143,7 @@ def test_ipam_errors_carry_both_err_and_error(plugin_client):
 def test_ipam_round_trip(plugin_client):
     status, pool = plugin_client("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": "",
                                                             "SubPool": "", "Options": {}, "V6": False})
-    assert status == 200 and pool["Pool"] == "10.192.0.0/24" and pool["PoolID"] == "LocalDefault/10.192.0.0/24"
+    assert status == 200 and pool["Pool"] == "10.192.0.0/24" and re.fullmatch(r"LocalDefault/10\.192\.0\.0/24@[0-9a-f]{16}", pool["PoolID"])
     status, addr = plugin_client("IpamDriver.RequestAddress", {
         "PoolID": pool["PoolID"], "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}})
     assert addr == {"Address": "10.192.0.1/24", "Data": {}}

@@ -1,0 +1,255 @@
+"""Overlay networks: one L2 segment across hosts, carried in VXLAN over the underlay.
+
+On each host the network has a namespace of its own (/run/netns/pno-<network id>) holding
+a bridge and a VXLAN device; each endpoint is a veth pair with one end on that bridge and
+the other in the host namespace for Docker to move into the container. The VXLAN device is
+made in the host namespace and moved in, so its UDP socket stays on the underlay. Why a
+namespace rather than a host bridge: docs/overlay.md.
+
+Which hosts share the overlay, its VNI and MTU, and every endpoint's IP, MAC and VTEP are in
+the shared store (driver/overlay/registry.py); each host's watcher programs the remote ones
+into the VXLAN device (driver/overlay/watcher.py -> applier.py). There is no gateway: Docker
+attaches the containers to its docker_gwbridge for outbound traffic and published ports.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import replace
+
+from driver import naming
+from driver.models import EndpointRecord, NetworkRecord
+from driver.netlink.api import Netlink
+from driver.overlay.model import LOCAL_SPACE, Member, OverlayId, Peer, link_mtu, max_mtu
+from driver.overlay.runtime import OverlayRuntime
+from driver.portmap import PortBinding, PortRequest
+from driver.protocol import JoinAnswer
+from pynet.errors import BadRequest, Conflict, PynetError
+
+log = logging.getLogger(__name__)
+
+BRIDGE = naming.OVERLAY_BRIDGE
+
+
+def overlay_id(net: NetworkRecord) -> OverlayId:
+    v4 = [s for s in net.subnets if ipaddress.ip_network(s).version == 4]
+    return OverlayId(net.address_space or LOCAL_SPACE, v4[0])
+
+
+class OverlayKind:
+    def __init__(self, netlink: Netlink, runtime: OverlayRuntime) -> None:
+        self.netlink = netlink
+        self.runtime = runtime
+        self.registry = runtime.registry
+
+    # --- CreateNetwork / DeleteNetwork ---------------------------------------------
+    def plan_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> NetworkRecord:
+        """The checks that need no store write: a shared store, one IPv4 subnet, the VTEP
+        and the MTU it allows, one local network per overlay."""
+        self.runtime.require_shared_store()
+        if net.options.ipv6 or any(ipaddress.ip_network(s).version == 6 for s in net.subnets):
+            raise BadRequest("overlay networks are IPv4 only in this version of pynet; drop --ipv6")
+        v4 = [s for s in net.subnets if ipaddress.ip_network(s).version == 4]
+        if len(v4) != 1:
+            raise BadRequest("an overlay network needs exactly one --subnet: the same subnet on "
+                             "every host is what makes their networks one overlay"
+                             + (f" (got {', '.join(v4)})" if v4 else ""))
+        oid = OverlayId(net.address_space or LOCAL_SPACE, v4[0])
+        for other in others:
+            if other.id != net.id and other.options.type == "overlay" and overlay_id(other) == oid:
+                raise Conflict(f"overlay {oid} already has pynet network {other.id[:12]} on this "
+                               "host; a host joins an overlay once")
+        vtep, link = self.runtime.underlay()
+        mtu = link_mtu(link.mtu, net.options.mtu, link.name)
+        return replace(net, bridge=None, netns=naming.overlay_netns(net.id), vtep=vtep,
+                       link_mtu=mtu, vni=net.options.vni, address_space=oid.space)
+
+    def create_network(self, net: NetworkRecord, undo: ExitStack) -> NetworkRecord:
+        """Join the overlay in the store (defining it, VNI and all, if first), then make the
+        namespace, bridge and VXLAN device, and program the peers known so far."""
+        assert net.netns is not None and net.vtep is not None and net.link_mtu is not None
+        oid = overlay_id(net)
+        _, link = self.runtime.underlay()
+        definition = self.registry.join(
+            oid, self._member(net), vni=net.options.vni, mtu=net.options.mtu,
+            default_mtu=net.link_mtu, mtu_limit=max_mtu(link.mtu), port=self.runtime.settings.port)
+        undo.callback(self.registry.leave, oid, net.id)
+        net = replace(net, vni=definition.vni, link_mtu=definition.mtu)
+        if self.netlink.ensure_netns(net.netns):
+            undo.callback(self.netlink.remove_netns, net.netns)
+        self._ensure_devices(net)
+        undo.callback(self._remove_vxlan, net)
+        self.runtime.sync()
+        log.info("overlay network %s: %s, VNI %d, MTU %d, VTEP %s", net.id[:12], oid,
+                 definition.vni, definition.mtu, net.vtep)
+        return net
+
+    def _member(self, net: NetworkRecord) -> Member:
+        assert net.netns is not None and net.vtep is not None
+        return Member(self.runtime.host, net.id, net.vtep, net.netns, naming.vxlan(net.id))
+
+    def _ensure_devices(self, net: NetworkRecord) -> None:
+        """The bridge and the VXLAN device in the network's namespace, as recorded; a VXLAN
+        device that differs (another VNI, VTEP or port) is made again."""
+        assert net.netns is not None and net.vni is not None and net.vtep is not None
+        inside = self.netlink.within(net.netns)
+        inside.ensure_bridge(BRIDGE, net.mtu, [])
+        name, port = naming.vxlan(net.id), self.runtime.settings.port
+        found = inside.vxlan(name)
+        if found is not None and (found.vni, found.local, found.port, found.master) == \
+                (net.vni, net.vtep, port, BRIDGE):
+            return
+        inside.remove_link(name)
+        self.netlink.remove_link(name)  # a leftover of a create interrupted before the move
+        self.netlink.add_vxlan(name, net.vni, net.vtep, port, net.mtu, BRIDGE, netns=net.netns)
+
+    def _remove_vxlan(self, net: NetworkRecord) -> None:
+        self.netlink.remove_link(naming.vxlan(net.id))
+        if net.netns is not None:
+            try:
+                self.netlink.within(net.netns).remove_link(naming.vxlan(net.id))
+            except PynetError:
+                pass  # no namespace: nothing in it
+
+    def delete_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> None:
+        """The VXLAN device first (namespaces are torn down asynchronously, and its VNI may
+        be taken again at once), then the namespace, then this host's part in the store."""
+        self._remove_vxlan(net)
+        if net.netns is not None:
+            self.netlink.remove_netns(net.netns)
+        if any(ipaddress.ip_network(s).version == 4 for s in net.subnets):
+            self.registry.leave(overlay_id(net), net.id)
+
+    # --- CreateEndpoint / Join / DeleteEndpoint ------------------------------------
+    def plan_endpoint(self, net: NetworkRecord, ep: EndpointRecord) -> EndpointRecord:
+        if _ipv4(ep) is None:
+            raise BadRequest(f"endpoint {ep.id[:12]} on overlay network {net.id[:12]} has no IPv4 "
+                             "address: an overlay endpoint needs one for the other hosts")
+        return replace(ep, host_if=naming.host_veth(ep.id))
+
+    def create_endpoint(self, net: NetworkRecord, ep: EndpointRecord,
+                        undo: ExitStack) -> EndpointRecord:
+        """The veth pair (bridge end in the network's namespace), then the endpoint published
+        for the other hosts: the write fails fast, naming the store, when it is unreachable."""
+        assert net.netns is not None and ep.host_if is not None
+        self._ensure_kernel(net)  # a namespace lost since the plugin started is made again
+        inside = self.netlink.within(net.netns)
+        inside.remove_link(ep.host_if)  # a leftover of an interrupted earlier attempt
+        self.netlink.remove_link(ep.peer_if)
+        self.netlink.add_veth(ep.host_if, ep.peer_if, net.mtu, BRIDGE, ep.mac, netns=net.netns)
+        undo.callback(self._remove_links, net, ep)
+        oid = overlay_id(net)
+        self.registry.publish(oid, self._peer(net, ep))
+        undo.callback(self.registry.withdraw, oid, ep.id)
+        return ep
+
+    def _peer(self, net: NetworkRecord, ep: EndpointRecord) -> Peer:
+        assert net.vtep is not None
+        return Peer(self.runtime.host, ep.id, net.id, str(_ipv4(ep)), ep.mac.lower(), net.vtep)
+
+    def join(self, net: NetworkRecord, ep: EndpointRecord, sandbox: str) -> JoinAnswer:
+        """Re-make the pair if its container end is gone, unless this Join repeats one for the
+        sandbox that end is already in (then the pair is alive). No gateway: Docker adds its
+        docker_gwbridge for the way out and for -p (none on an --internal network)."""
+        assert net.netns is not None and ep.host_if is not None
+        if self.netlink.link(ep.peer_if) is None:
+            inside = self.netlink.within(net.netns)
+            repeated = ep.sandbox == sandbox and inside.link(ep.host_if) is not None
+            if not repeated:
+                inside.remove_link(ep.host_if)
+                self.netlink.add_veth(ep.host_if, ep.peer_if, net.mtu, BRIDGE, ep.mac, netns=net.netns)
+        return JoinAnswer(ep.peer_if, net.options.iface_prefix, None, None, False)
+
+    def delete_endpoint(self, net: NetworkRecord | None, ep: EndpointRecord) -> None:
+        """The peer record first (the other hosts stop sending here), then the links."""
+        if net is not None and any(ipaddress.ip_network(s).version == 4 for s in net.subnets):
+            self.registry.withdraw(overlay_id(net), ep.id)
+        else:
+            self.registry.withdraw_everywhere(ep.id)
+        self._remove_links(net, ep)
+
+    def _remove_links(self, net: NetworkRecord | None, ep: EndpointRecord) -> None:
+        # Docker moves the container end back to the host namespace when the container goes.
+        self.netlink.remove_link(ep.peer_if)
+        netns = net.netns if net is not None else naming.overlay_netns(ep.network_id)
+        try:
+            self.netlink.within(netns).remove_link(ep.host_if or naming.host_veth(ep.id))
+        except PynetError:
+            pass  # the namespace went with its network
+
+    # --- ProgramExternalConnectivity: docker_gwbridge publishes, not pynet ----------
+    def publishes(self, net: NetworkRecord) -> bool:
+        return False
+
+    def publish(self, net: NetworkRecord, ep: EndpointRecord,
+                requests: tuple[PortRequest, ...]) -> tuple[PortBinding, ...]:
+        return ()
+
+    def unpublish(self, net: NetworkRecord, ep: EndpointRecord) -> None:
+        pass
+
+    # --- plugin start --------------------------------------------------------------
+    def restore(self, networks: Sequence[NetworkRecord],
+                endpoints: dict[str, list[EndpointRecord]]) -> None:
+        for net in networks:
+            try:
+                self._restore(net, endpoints.get(net.id, []))
+            except Exception as exc:  # one network's trouble must not keep the others down
+                log.error("overlay network %s cannot be restored: %s", net.id[:12],
+                          exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}")
+        if networks:
+            self.runtime.sync()
+
+    def restore_network(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
+        self._restore(net, endpoints)
+        self.runtime.sync()
+
+    def _restore(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
+        """Kernel objects as recorded, this host's member and peer records exactly its
+        recorded endpoints (ones removed while pynet was down go, missing ones come back)."""
+        self._ensure_kernel(net)
+        inside = self.netlink.within(net.netns or "")
+        oid = overlay_id(net)
+        view = self.registry.view(oid)
+        mine = view.members.get(self.runtime.host)
+        if mine is None or mine.network != net.id:
+            _, link = self.runtime.underlay()
+            self.registry.join(oid, self._member(net), vni=net.vni, mtu=net.mtu, default_mtu=net.mtu,
+                               mtu_limit=max_mtu(link.mtu), port=self.runtime.settings.port)
+        recorded = {ep.id: ep for ep in endpoints}
+        for peer in view.peers:
+            if peer.host == self.runtime.host and peer.endpoint not in recorded:
+                log.warning("overlay %s: withdrawing endpoint %s, removed while pynet was down",
+                            oid, peer.endpoint[:12])
+                self.registry.withdraw(oid, peer.endpoint)
+        published = {p.endpoint: p for p in view.peers if p.host == self.runtime.host}
+        for ep in endpoints:
+            if ep.host_if is not None and inside.link(ep.host_if) is not None:
+                inside.ensure_port(ep.host_if, BRIDGE)
+            else:
+                log.warning("endpoint %s on overlay network %s has lost its veth %s; its container "
+                            "must be restarted to regain connectivity", ep.id[:12], net.id[:12], ep.host_if)
+            peer = self._peer(net, ep)
+            known = published.get(ep.id)
+            if known is None or replace(known, attempt="") != peer:
+                self.registry.publish(oid, peer)
+
+    def _ensure_kernel(self, net: NetworkRecord) -> None:
+        assert net.netns is not None
+        if self.netlink.ensure_netns(net.netns):
+            log.warning("re-created namespace %s for overlay network %s", net.netns, net.id[:12])
+        self._ensure_devices(net)
+
+    def owned_links(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> set[str]:
+        # In the host namespace: the container ends not yet moved (the rest is in net.netns).
+        return {naming.vxlan(net.id)} | {ep.peer_if for ep in endpoints}
+
+
+def _ipv4(ep: EndpointRecord) -> ipaddress.IPv4Address | None:
+    for address in ep.addresses:
+        iface = ipaddress.ip_interface(address)
+        if iface.version == 4:
+            return iface.ip
+    return None

@@ -1,0 +1,219 @@
+"""The overlays in the shared store: definitions, the cluster-wide VNI allocator, members,
+peers and heartbeats (key schema: pynet/store/keys.py).
+
+Every write that could land after pynet gave up (a join, a peer) goes through this host's
+FencedWrites, so a late one is undone once the store answers (pynet/store/fenced.py).
+Deletes name the version they delete, so a late delete can only hit what it meant to.
+
+Joining and the last host leaving race safely: a join re-writes the definition (moving its
+version) in the transaction that adds its member, and the last member's leave deletes the
+definition only at the version it read. One of the two transactions fails and is retried.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from pynet.errors import Conflict, StoreContention
+from pynet.repair import RepairQueue
+from pynet.store import keys, records
+from pynet.store.api import Entry, Op, Store
+from pynet.store.fenced import FencedWrites, claim_id, delete_if_unchanged
+
+from .model import Definition, Member, OverlayId, OverlayView, Peer, agreed, lowest_free_vni
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 32
+
+
+def parse_views(entries: list[Entry]) -> dict[OverlayId, OverlayView]:
+    """Every overlay under keys.overlay_nets() in a listing of it."""
+    found: dict[OverlayId, dict] = {}
+    for entry in entries:
+        parsed = keys.parse_overlay_key(entry.key)
+        if parsed is None:
+            continue
+        space, subnet, rest = parsed
+        parts = found.setdefault(OverlayId(space, subnet), {"def": None, "members": {}, "peers": []})
+        try:
+            data = records.load(entry)
+            if rest == ("def",):
+                parts["def"] = Definition.from_dict(data)
+            elif len(rest) == 2 and rest[0] == "members":
+                parts["members"][rest[1]] = Member.from_dict(data)
+            elif len(rest) == 3 and rest[0] == "peers":
+                parts["peers"].append(Peer.from_dict(data))
+        except (KeyError, TypeError, ValueError) as exc:  # one bad record must not blind a host
+            log.error("ignoring malformed overlay record %s: %s", entry.key, exc)
+    return {oid: OverlayView(oid, p["def"], p["members"], tuple(p["peers"]))
+            for oid, p in found.items()}
+
+
+class Registry:
+    def __init__(self, store: Store, host: str, repairs: RepairQueue) -> None:
+        self.store = store
+        self.host = host
+        self.writes = FencedWrites(store, host, repairs, keys.overlay_fence(host))
+
+    # --- reading -------------------------------------------------------------------
+    def views(self) -> dict[OverlayId, OverlayView]:
+        return parse_views(self.store.list(keys.overlay_nets()))
+
+    def view(self, oid: OverlayId) -> OverlayView:
+        return self._read(oid)[0]
+
+    def _read(self, oid: OverlayId) -> tuple[OverlayView, dict[str, Entry]]:
+        entries = self.store.list(keys.overlay_net(oid.space, oid.subnet))
+        view = parse_views(entries).get(oid) or OverlayView(oid, None, {}, ())
+        return view, {e.key: e for e in entries}
+
+    def beats(self) -> dict[str, int]:
+        prefix = keys.overlay_alive_all()
+        return {e.key[len(prefix):]: e.version for e in self.store.list(prefix)}
+
+    # --- membership ----------------------------------------------------------------
+    def join(self, oid: OverlayId, member: Member, *, vni: int | None, mtu: int | None,
+             default_mtu: int, mtu_limit: int, port: int) -> Definition:
+        """Record this host as a member, defining the overlay (and taking a VNI) if it is
+        the first; the definition every host follows, or Conflict naming the holders."""
+        for _ in range(MAX_ATTEMPTS):
+            view, entries = self._read(oid)
+            mine = replace(member, attempt=claim_id())
+            member_key = keys.overlay_member(oid.space, oid.subnet, self.host)
+            value = records.dump(mine.to_dict())
+            held = entries.get(member_key)
+            member_op = Op("cas", member_key, value, held.version) if held else Op("create", member_key, value)
+            def_key = keys.overlay_def(oid.space, oid.subnet)
+            others = sorted(h for h in view.members if h != self.host)
+            if view.definition is not None and not others:
+                self._drop_stale_definition(oid, view.definition, entries[def_key])
+                continue
+            if view.definition is None:
+                ops, definition = self._define(oid, mine, vni=vni, mtu=mtu if mtu is not None else default_mtu,
+                                               port=port)
+                if ops is None:
+                    continue
+                ops.append(member_op)
+                settle = self._undo_join(oid, mine)
+            else:
+                definition = agreed(view.definition, others, oid, vni=vni, mtu=mtu,
+                                    mtu_limit=mtu_limit, port=port)
+                current = entries[def_key]
+                ops = [Op("cas", def_key, current.value, current.version), member_op]
+                settle = delete_if_unchanged(member_key, value)
+            if self.writes.transaction(ops, settle, f"joining overlay {oid} ({mine.attempt})"):
+                log.info("overlay %s: joined with VNI %d, MTU %d (other hosts: %s)", oid,
+                         definition.vni, definition.mtu, ", ".join(others) or "none")
+                return definition
+        raise StoreContention(f"joining overlay {oid}: its records kept changing")
+
+    def _define(self, oid: OverlayId, mine: Member, *, vni: int | None, mtu: int,
+                port: int) -> tuple[list[Op] | None, Definition]:
+        """The ops that define the overlay and take its VNI (None: the VNI chosen was taken
+        meanwhile, choose again)."""
+        chosen = vni if vni is not None else lowest_free_vni(self._taken_vnis())
+        definition = Definition(chosen, mtu, port, attempt=mine.attempt)
+        vni_key = keys.overlay_vni(chosen)
+        held = self.store.get(vni_key)
+        if held is not None:
+            holder = records.load(held) or {}
+            if vni is None:
+                return None, definition  # taken since the listing: choose again
+            if not _holds(held, oid):
+                raise Conflict(f"VNI {vni} is already used by overlay {holder.get('subnet')} "
+                               f"({holder.get('space')}); choose another -o vni, or none")
+            # This overlay's own claim without a definition: left by a crash. Removed only
+            # while there is still no definition (another host may be defining it now).
+            self.store.transaction([Op("check_absent", keys.overlay_def(oid.space, oid.subnet)),
+                                    Op("delete", vni_key, version=held.version)])
+            return None, definition
+        claim = records.dump({"space": oid.space, "subnet": oid.subnet, "attempt": mine.attempt})
+        ops = [Op("create", keys.overlay_def(oid.space, oid.subnet), records.dump(definition.to_dict())),
+               Op("create", vni_key, claim)]
+        return ops, definition
+
+    def _taken_vnis(self) -> list[int]:
+        prefix = keys.overlay_vnis()
+        return [int(e.key[len(prefix):]) for e in self.store.list(prefix) if e.key[len(prefix):].isdigit()]
+
+    def _drop_stale_definition(self, oid: OverlayId, definition: Definition, entry: Entry) -> None:
+        """A definition no host holds (the last one crashed while leaving): it and its VNI
+        go, and the joining host defines the overlay afresh."""
+        log.warning("overlay %s: removing its definition, which no host holds any more", oid)
+        ops = [Op("delete", entry.key, version=entry.version)]
+        vni_entry = self.store.get(keys.overlay_vni(definition.vni))
+        if vni_entry is not None and _holds(vni_entry, oid):
+            ops.append(Op("delete", vni_entry.key, version=vni_entry.version))
+        self.store.transaction(ops)
+
+    def _undo_join(self, oid: OverlayId, mine: Member):
+        member_key = keys.overlay_member(oid.space, oid.subnet, self.host)
+
+        def settle(store: Store) -> None:
+            delete_if_unchanged(member_key, records.dump(mine.to_dict()))(store)
+            view, entries = self._read(oid)
+            if not view.members and view.definition is not None and view.definition.attempt == mine.attempt:
+                self._drop_stale_definition(oid, view.definition, entries[keys.overlay_def(oid.space, oid.subnet)])
+        return settle
+
+    def leave(self, oid: OverlayId, network: str) -> None:
+        """Remove this host's member record for `network` and its peers; the last host
+        takes the definition and the VNI with it. Absent is fine."""
+        for _ in range(MAX_ATTEMPTS):
+            view, entries = self._read(oid)
+            ops = [Op("delete", keys.overlay_peer(oid.space, oid.subnet, p.host, p.endpoint),
+                      version=entries[keys.overlay_peer(oid.space, oid.subnet, p.host, p.endpoint)].version)
+                   for p in view.peers if p.host == self.host and p.network == network]
+            mine = view.members.get(self.host)
+            if mine is not None and mine.network == network:
+                member_key = keys.overlay_member(oid.space, oid.subnet, self.host)
+                ops.append(Op("delete", member_key, version=entries[member_key].version))
+                def_key = keys.overlay_def(oid.space, oid.subnet)
+                if len(view.members) == 1 and def_key in entries:
+                    ops.append(Op("delete", def_key, version=entries[def_key].version))
+                    assert view.definition is not None
+                    vni_entry = self.store.get(keys.overlay_vni(view.definition.vni))
+                    if vni_entry is not None and _holds(vni_entry, oid):
+                        ops.append(Op("delete", vni_entry.key, version=vni_entry.version))
+            if not ops or self.store.transaction(ops):
+                return
+        raise StoreContention(f"leaving overlay {oid}: its records kept changing")
+
+    # --- peers ---------------------------------------------------------------------
+    def publish(self, oid: OverlayId, peer: Peer) -> None:
+        """Record one of this host's endpoints (its IP, MAC and VTEP) for the other hosts."""
+        key = keys.overlay_peer(oid.space, oid.subnet, self.host, peer.endpoint)
+        for _ in range(MAX_ATTEMPTS):
+            value = records.dump(replace(peer, attempt=claim_id()).to_dict())
+            entry = self.store.get(key)
+            op = Op("cas", key, value, entry.version) if entry else Op("create", key, value)
+            if self.writes.transaction([op], delete_if_unchanged(key, value),
+                                       f"publishing endpoint {peer.endpoint[:12]} on {oid}"):
+                return
+        raise StoreContention(f"publishing endpoint {peer.endpoint[:12]} on overlay {oid}")
+
+    def withdraw(self, oid: OverlayId, endpoint: str) -> bool:
+        key = keys.overlay_peer(oid.space, oid.subnet, self.host, endpoint)
+        entry = self.store.get(key)
+        return entry is not None and self.store.delete(key, entry.version)
+
+    def withdraw_everywhere(self, endpoint: str) -> None:
+        """The endpoint's peer records in whatever overlay (its network's record is gone)."""
+        for oid, view in self.views().items():
+            if any(p.host == self.host and p.endpoint == endpoint for p in view.peers):
+                self.withdraw(oid, endpoint)
+
+    # --- liveness ------------------------------------------------------------------
+    def beat(self) -> None:
+        """Move this host's heartbeat on (only its version matters to the others)."""
+        records.update(self.store, keys.overlay_alive(self.host),
+                       lambda _: {"host": self.host, "beat": claim_id()}, "overlay heartbeat")
+
+    def retire_beat(self) -> None:
+        self.store.delete(keys.overlay_alive(self.host))
+
+
+def _holds(vni_entry: Entry, oid: OverlayId) -> bool:
+    holder = records.load(vni_entry) or {}
+    return (holder.get("space"), holder.get("subnet")) == (oid.space, oid.subnet)

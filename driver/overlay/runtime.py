@@ -1,0 +1,55 @@
+"""What the overlay kind and the composition root share: the settings, the registry, the
+applier and the watcher of this host."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pynet.errors import BadRequest
+from pynet.repair import RepairQueue
+from pynet.store.api import Store
+
+from driver.netlink.api import Link, Netlink
+
+from . import underlay
+from .applier import PeerApplier
+from .model import DEFAULT_PORT
+from .registry import Registry
+from .watcher import PeerWatcher
+
+DEFAULT_PEER_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class OverlaySettings:
+    # Whether the store is shared by every host (--store consul): an overlay needs it.
+    shared_store: bool
+    data_path_addr: str | None = None
+    port: int = DEFAULT_PORT
+    peer_timeout: float = DEFAULT_PEER_TIMEOUT
+
+
+class OverlayRuntime:
+    def __init__(self, store: Store, host: str, netlink: Netlink, settings: OverlaySettings,
+                 repairs: RepairQueue | None = None) -> None:
+        self.settings = settings
+        self.host = host
+        self.netlink = netlink
+        self.registry = Registry(store, host, repairs or RepairQueue())
+        self.applier = PeerApplier(netlink)
+        self.watcher = PeerWatcher(store, self.registry, self.applier, host, settings.peer_timeout)
+
+    def require_shared_store(self) -> None:
+        if not self.settings.shared_store:
+            raise BadRequest("overlay networks need --store consul: their hosts agree on the "
+                             "VNI and learn each other's endpoints through the shared store, and "
+                             "this plugin runs with its local store")
+
+    def underlay(self) -> tuple[str, Link]:
+        """(this host's VTEP address, the link it is on), or BadRequest naming the flag."""
+        links = {link.name: link for link in self.netlink.links()}
+        return underlay.choose(self.settings.data_path_addr, self.netlink.local_addresses(),
+                               self.netlink.default_route_links(), links)
+
+    def sync(self) -> None:
+        """Program every local overlay's peers now (after CreateNetwork, restore)."""
+        self.watcher.sync()

@@ -1,0 +1,116 @@
+"""The background job that keeps this host's VXLAN devices in step with the store.
+
+One thread per host, started by the composition root: a blocking `store.watch` on every
+overlay's records (Consul: a blocking query, so a change anywhere wakes every host at
+once), then one sync: read the view, judge liveness, and hand each local overlay's desired
+entries to the applier. The watch times out every `interval` even when nothing changed, so
+this host's heartbeat moves on and dead hosts are noticed. With the store unreachable the
+kernel is left as it is (traffic keeps flowing) and the watcher retries; after such an
+outage every host gets a fresh liveness timeout before anyone is judged dead.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from driver import naming
+from pynet.errors import BackendUnavailable
+from pynet.store import keys
+from pynet.store.api import Store
+
+from .applier import PeerApplier
+from .liveness import Liveness
+from .model import OverlayId
+from .peers import Changes, desired
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class PeerWatcher:
+    def __init__(self, store: Store, registry: Registry, applier: PeerApplier, host: str,
+                 peer_timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.registry = registry
+        self.applier = applier
+        self.host = host
+        # Three heartbeats per timeout: one lost write does not make a host look dead.
+        self.interval = peer_timeout / 3
+        self.liveness = Liveness(peer_timeout)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._dead: set[str] = set()
+        self._member = False
+        self._last_beat: float | None = None
+        self.syncs = 0  # completed syncs (tests wait on it)
+
+    def sync(self) -> dict[OverlayId, Changes]:
+        """Bring every overlay this host is a member of to the store's current view. Reading
+        and applying happen under one lock, so what the kernel gets is never older than what
+        an earlier sync applied."""
+        with self._lock:
+            views = self.registry.views()
+            beats = self.registry.beats()
+            now = self.clock()
+            self.liveness.observe(beats, {h for v in views.values() for h in v.members}, now)
+            self._report_deaths(now)
+            done: dict[OverlayId, Changes] = {}
+            self._member = False
+            for oid, view in views.items():
+                mine = view.members.get(self.host)
+                if mine is None:
+                    continue
+                self._member = True
+                want = desired(view, self.host, lambda h: self.liveness.alive(h, now))
+                changes = self.applier.apply(mine.netns, mine.vxlan, naming.OVERLAY_BRIDGE, want)
+                if changes is not None:
+                    done[oid] = changes
+            self.syncs += 1
+            return done
+
+    def _report_deaths(self, now: float) -> None:
+        dead = self.liveness.dead(now) - {self.host}
+        for host in sorted(dead - self._dead):
+            log.warning("overlay peer host %s has not moved its heartbeat for %g s: its entries "
+                        "are withdrawn (its address claims stay)", host, self.liveness.timeout)
+        for host in sorted(self._dead - dead):
+            log.info("overlay peer host %s is back", host)
+        self._dead = dead
+
+    def beat_if_due(self) -> None:
+        now = self.clock()
+        if self._member and (self._last_beat is None or now - self._last_beat >= self.interval):
+            self.registry.beat()
+            self._last_beat = now
+
+    def run(self, stop: threading.Event) -> None:
+        index, failing = 0, False
+        while not stop.is_set():
+            try:
+                self.beat_if_due()
+                index = self.store.watch(keys.overlay_nets(), index, self.interval)
+                if stop.is_set():
+                    return
+                if failing:
+                    self.liveness.forgive(self.clock())
+                    log.info("overlay watcher: the store answers again; catching up")
+                    failing = False
+                self.sync()
+                self.beat_if_due()  # a first membership beats at once
+            except BackendUnavailable as exc:
+                if not failing:
+                    log.warning("overlay watcher: %s; the kernel keeps its entries meanwhile", exc.message)
+                failing = True
+                index = 0  # a fresh read once the store is back
+                stop.wait(min(self.interval, 1.0))
+            except Exception:  # a bug must not end the thread for good
+                log.exception("overlay watcher failed; trying again")
+                stop.wait(1.0)
+
+    def start(self) -> threading.Event:
+        stop = threading.Event()
+        threading.Thread(target=self.run, args=(stop,), name="pynet-overlay-watcher",
+                         daemon=True).start()
+        return stop
