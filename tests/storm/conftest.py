@@ -116,7 +116,9 @@ def storm_plugin(tmp_path, dockerd: DockerDaemon) -> Iterator[tuple[PluginProces
     if socket_answers(DEFAULT_SOCKET):
         pytest.fail(f"something already serves {DEFAULT_SOCKET}: another pynet or test session",
                     pytrace=False)
-    plugin = PluginProcess(tmp_path / "state", socket_path=tmp_path / "real.sock",
+    # The real socket keeps the name pynet.sock: pynet takes the driver name Docker knows it
+    # by from its socket's file name (the leak check looks for networks of that IPAM driver).
+    plugin = PluginProcess(tmp_path / "state", socket_path=tmp_path / "real" / "pynet.sock",
                            log_path=tmp_path / "plugin.log",
                            extra_args=("--host-id", HOST_ID),
                            extra_env={"PYNET_DEFAULT_ADDRESS_POOLS": storm.AUTO_POOL,
