@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from pynet.store import keys, records
+from pynet import docker_proof
 
 from .models import READY
 
@@ -89,13 +89,8 @@ class StaleCheck:
         return removed
 
     def _proven(self, view: DockerNetworks, recorded: set[str]) -> bool:
-        key = keys.docker_engine(self.service.host)
-        if recorded & set(view.networks):
-            if records.read(self.service.store, key) != {"engine": view.engine}:
-                records.update(self.service.store, key, lambda _: {"engine": view.engine},
-                               "recording the dockerd's engine ID")
-            return True
-        return records.read(self.service.store, key) == {"engine": view.engine}
+        return docker_proof.proven(self.service.store, self.service.host, view.engine,
+                                   bool(recorded & set(view.networks)))
 
     def run(self, interval: float, stop: threading.Event) -> None:
         while not stop.wait(interval):
