@@ -7,15 +7,32 @@ with the engine ID once seen knowing this host's pools (pynet/docker_proof.py); 
 empty dockerd still proves nothing."""
 from __future__ import annotations
 
-from dataclasses import replace
+import ipaddress
 
+from ipam_driver.docker_addresses import DockerView
 from ipam_driver.leaks import LeakCheck
 from ipam_driver.service import IpamService
 from pynet.store.memory import MemoryStore
 from tests.fakes.ipam_client import DockerIpam
-from tests.unit.test_leaks import GRACE, GW, SUBNET, Clock, view
 
-LEAKED = "10.6.0.0/24"
+GW = {"RequestAddressType": "com.docker.network.gateway"}
+GRACE = 300.0
+SUBNET, LEAKED = "10.5.0.0/24", "10.6.0.0/24"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def view(in_use=(), pynet=(SUBNET,), engine="engine-1") -> DockerView:
+    """A dockerd with pynet networks on `pynet`, read completely, using `in_use`."""
+    nets = frozenset(ipaddress.ip_network(s) for s in pynet)
+    return DockerView("unix:///run/docker.sock", frozenset(ipaddress.ip_address(a) for a in in_use),
+                      nets, frozenset(), nets, nets, engine=engine)
 
 
 def bed():
@@ -24,7 +41,7 @@ def bed():
     pool, _ = ipam.request_pool("LocalDefault", SUBNET, "", {}, False)
     ipam.request_address(pool, "", GW)
     leaked, _ = ipam.request_pool("LocalDefault", LEAKED, "", {}, False)  # its answer lost
-    says = [replace(view(["10.5.0.1"]), engine="engine-1")]
+    says = [view(["10.5.0.1"])]
     clock = Clock()
     check = LeakCheck(store, "h1", lambda: says[0], ipam.service, grace=GRACE, clock=clock)
     return check, says, clock
@@ -33,7 +50,7 @@ def bed():
 def test_a_pool_leaked_after_the_last_network_went_is_reclaimed_by_the_same_dockerd():
     check, says, clock = bed()
     assert check.check_once() == []  # proven: it knows SUBNET; the clock starts for LEAKED
-    says[0] = replace(view(pynet=()), engine="engine-1")  # `docker network rm` of the last one
+    says[0] = view(pynet=())  # `docker network rm` of the last one
     clock.now += GRACE
     assert check.check_once() == [f"pool LocalDefault/{LEAKED}"]
     clock.now += GRACE  # the network's own pool, unknown since its `docker network rm` went astray
@@ -43,7 +60,7 @@ def test_a_pool_leaked_after_the_last_network_went_is_reclaimed_by_the_same_dock
 def test_another_or_an_empty_dockerd_still_proves_nothing():
     check, says, clock = bed()
     for engine in ("engine-2", ""):
-        says[0] = replace(view(pynet=()), engine=engine)
+        says[0] = view(pynet=(), engine=engine)
         for _ in range(3):
             assert check.check_once() == []
             clock.now += GRACE
