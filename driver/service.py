@@ -116,6 +116,15 @@ class NetworkService:
             self.remove_network(net, [o for o in self.ledger.networks() if o.id != nid])
         self._locks.pop(nid, None)
 
+    def reclaim_network(self, nid: str, attempt: str) -> bool:
+        """DeleteNetwork for a network Docker abandoned (driver/stale.py), if its record is
+        still that attempt's."""
+        net = self.ledger.network(nid)
+        if net is None or net.attempt != attempt:
+            return False
+        self.delete_network(NetworkCall(nid))
+        return True
+
     def remove_network(self, net: NetworkRecord, others: list[NetworkRecord]) -> None:
         """Remove what the record says pynet made for the network and its endpoints, then
         the records (a deletion, or an attempt a crash interrupted)."""
@@ -175,6 +184,15 @@ class NetworkService:
                 ep = replace(ep, state=DELETING)
                 self.ledger.save_endpoint(ep)  # the intent first: restore finishes a crash
             self.remove_endpoint(self.ledger.network(nid), ep)
+
+    def reclaim_endpoint(self, nid: str, eid: str, attempt: str) -> bool:
+        """DeleteEndpoint for an endpoint Docker abandoned (driver/stale.py)."""
+        with self._locks[nid], self._link_names[naming.name_key(eid)]:
+            ep = self.ledger.endpoint(nid, eid)
+            if ep is None or ep.attempt != attempt:
+                return False
+        self.delete_endpoint(EndpointCall(nid, eid))
+        return True
 
     def remove_endpoint(self, net: NetworkRecord | None, ep: EndpointRecord) -> None:
         # The endpoint's own kind removes its links, even when the network went first.

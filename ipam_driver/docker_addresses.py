@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
 import docker
@@ -46,6 +46,8 @@ class DockerView:
     pynet_subnets: frozenset[Network] = frozenset()
     # A network listed whose subnets are not known either: no pool can be judged this round.
     blind: bool = False
+    # The dockerd's engine ID (pynet/docker_proof.py): "" when unknown.
+    engine: str = ""
 
     def judges(self, pool: Network) -> bool:
         """Whether an address of pool missing from `in_use` is evidence that it is unused."""
@@ -80,7 +82,8 @@ class DockerAddresses:
             # version="auto" asks dockerd for its API version, so connect per check: a
             # dockerd that was down when pynet started is found once it is up.
             with docker.APIClient(base_url=self.base_url, version="auto", timeout=TIMEOUT) as api:
-                view = self._read(api)
+                engine = api.info().get("ID") or ""
+                view = replace(self._read(api), engine=str(engine))
         except (docker.errors.DockerException, requests.RequestException, OSError, ValueError) as exc:
             if not self._unreachable_logged:
                 log.warning("leak check: cannot ask dockerd at %s (%s); nothing is released "

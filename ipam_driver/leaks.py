@@ -9,7 +9,8 @@ and addresses it uses, so this host's claims are compared with what a dockerd re
 that is merely absent:
 
 - The dockerd must be provably this host's: it knows at least one pool this host holds,
-  through a network with pynet as its IPAM driver. A dockerd that knows none (pynet pointed
+  through a network with pynet as its IPAM driver, or it has the engine ID of a dockerd that
+  once did (pynet/docker_proof.py). A dockerd that knows none (pynet pointed
   at the wrong or an empty dockerd, or one just reset) releases nothing, and the log says
   so, once per change, naming the dockerd.
 - An address claim of a pool this host holds is judged only against a pynet network on
@@ -36,6 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Hashable, Protocol
 
+from pynet import docker_proof
 from pynet.defaults import DEFAULT_LEAK_GRACE
 from pynet.store import keys
 from pynet.store.api import Entry, Store
@@ -138,7 +140,10 @@ class LeakCheck:
         return False
 
     def _is_this_hosts(self, view: DockerView, held: dict) -> bool:
-        proven = view.knows_pynet_pool(pool for _, pool in held)
+        # Or a dockerd with the engine ID once seen knowing them: a pool a crash leaked after
+        # the last pynet network went would otherwise never be judged, its subnet taken for good.
+        proven = docker_proof.proven(self.store, self.host, view.engine,
+                                     view.knows_pynet_pool(pool for _, pool in held))
         if proven != self._proven:
             if proven:
                 log.info("leak check: dockerd at %s knows this host's (%s) pynet pools; "

@@ -21,6 +21,7 @@ from driver.overlay.runtime import OverlayRuntime, OverlaySettings
 from driver.restore import restore
 from driver.routes import network_handlers
 from driver.service import NetworkService
+from driver.stale import DockerNetworks, StaleCheck
 from ipam_driver.docker_addresses import DockerView
 from ipam_driver.leaks import LeakCheck
 from ipam_driver.routes import ipam_handlers
@@ -46,6 +47,9 @@ class Deps:
     # What dockerd says of its networks (None: it could not be asked), for the leak check;
     # None here: no leak check.
     docker_addresses: Callable[[], DockerView | None] | None = None
+    # Which networks and endpoints Docker has (None: dockerd could not be asked), for the
+    # stale network check; None here: no such check.
+    docker_networks: Callable[[], DockerNetworks | None] | None = None
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Background:
 
 def build_deps(settings: Settings) -> Deps:
     from driver.firewall.nft_firewall import NftFirewall
+    from driver.docker_networks import DockerNetworkList
     from driver.netlink.pyroute2_netlink import Pyroute2Netlink
     from ipam_driver.docker_addresses import DockerAddresses
 
@@ -70,7 +75,8 @@ def build_deps(settings: Settings) -> Deps:
     store = open_store(settings)  # --store local (sqlite in --state-dir) or consul
     return Deps(store=store, netlink=Pyroute2Netlink(), firewall=NftFirewall(),
                 docker_addresses=DockerAddresses(settings.docker_host,
-                                                 ipam_driver=Path(settings.socket).stem))
+                                                 ipam_driver=Path(settings.socket).stem),
+                docker_networks=DockerNetworkList(settings.docker_host))
 
 
 def overlay_settings(settings: Settings) -> OverlaySettings:
@@ -109,6 +115,10 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         background.stops.append(check.start(settings.leak_check_interval))
         log.info("leak check: every %g s against dockerd at %s, grace %g s",
                  settings.leak_check_interval, settings.docker_host, settings.leak_grace)
+    if deps.docker_networks is not None and settings.leak_check_interval > 0:
+        # The same schedule and grace: a network or endpoint Docker abandoned is a leak too.
+        stale = StaleCheck(network, deps.docker_networks, grace=settings.leak_grace)
+        background.stops.append(stale.start(settings.leak_check_interval))
 
     handlers = {"Plugin.Activate": lambda b: ACTIVATE,
                 **network_handlers(network), **ipam_handlers(ipam)}

@@ -8,6 +8,7 @@ v1/hosts/<host>/networks/<nid>               a network as this host's driver mad
 v1/hosts/<host>/endpoints/<nid>/<eid>        an endpoint on this host
 v1/hosts/<host>/names/<space>/<name>         a kernel name a network or endpoint holds
 v1/hosts/<host>/fence                        the network driver's write fence
+v1/hosts/<host>/docker                       the engine ID of the dockerd proven this host's
 v1/hosts/<host>/overlay-fence                the overlay's write fence
 v1/overlay/nets/<space>/<subnet>/def         an overlay's definition (VNI, MTU, UDP port)
 v1/overlay/nets/<space>/<subnet>/members/<host>         a host that has the overlay, its VTEP
@@ -95,6 +96,11 @@ def host_names(host: str) -> str:
 
 def driver_fence(host: str) -> str:
     return f"{VERSION}/hosts/{host}/fence"
+
+
+def docker_engine(host: str) -> str:
+    """The dockerd seen knowing this host's networks (driver/stale.py)."""
+    return f"{VERSION}/hosts/{host}/docker"
 
 
 def overlay_fence(host: str) -> str:
