@@ -45,7 +45,8 @@ from tests.multihost.support import (
 
 FLOOD = "00:00:00:00:00:00"
 CONVERGE = 10.0  # seconds a change may take to reach another host in these tests
-FENCES = ("/fence", "/overlay-fence")
+# Per-host keys (not per network) that stay: the write fences and the dockerd engine proof.
+HOST_KEYS = ("/fence", "/overlay-fence", "/docker")
 
 
 @pytest.fixture(scope="module")
@@ -404,9 +405,9 @@ def test_the_last_delete_frees_the_vni_and_pool_and_nothing_is_left_behind(obed:
     assert pool_record(obed, "10.60.14.0/24") is None
     assert obed.kv("pynet/v1/ipam/addrs/") == {} and obed.kv("pynet/v1/ipam/blocks/") == {}
     # The heartbeats go once each watcher has seen its host leave its last overlay; what
-    # stays under pynet's prefix are the hosts' fences (one key per host, not per network).
+    # stays under pynet's prefix are per-host keys (fences, the engine proof), none per network.
     wait_until(lambda: obed.kv("pynet/v1/overlay-alive/") == {}, 15, "the heartbeat keys gone")
-    left = [k for k in obed.kv("pynet/") if not k.endswith(FENCES) and "/ipam/fences/" not in k
+    left = [k for k in obed.kv("pynet/") if not k.endswith(HOST_KEYS) and "/ipam/fences/" not in k
             and not k.startswith("pynet/v1/ipam/spaces/")]
     assert left == [], left
     for h in obed.hosts:
