@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def _host_baseline() -> Iterator[None]:
     # Set up before, torn down after, every other e2e fixture: iptables-nft leaves empty
     # "ip filter"/"ip6 filter" tables behind once dockerd and the plugin removed their chains,
@@ -61,7 +61,7 @@ def _host_baseline() -> Iterator[None]:
     restore_ip_forward(ip_forward)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
     daemon = DockerDaemon(tmp_path_factory.mktemp("dockerd"))
     daemon.start()
@@ -73,23 +73,23 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
         daemon.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def docker_cli(dockerd: DockerDaemon) -> Callable[..., subprocess.CompletedProcess[str]]:
     """`docker_cli("run", "--rm", ...)`: dockerd.cli bound to the session daemon."""
     return dockerd.cli
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def busybox_image(dockerd: DockerDaemon) -> str:
     return ensure_busybox_image(dockerd)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def plugin_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pynet-state")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _plugin_session(plugin_state_dir: Path) -> Iterator[PluginProcess]:
     # Automatic subnets from the benchmark range too, like every address the suite uses.
     proc = PluginProcess(plugin_state_dir,

@@ -58,12 +58,14 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.timeout(600 + 10 * CYCLES))
 
 
-@pytest.fixture(scope="session")
+# Package scope, like the e2e tier's: one pytest session runs both, and each tier's dockerd
+# and plugin socket must be gone before the other's start.
+@pytest.fixture(scope="package")
 def storm_config() -> dict:
     return {"seed": SEED, "cycles": CYCLES, "host": HOST_ID, "grace": LEAK_GRACE}
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def _host_baseline() -> Iterator[None]:
     tables = nft_tables()
     absent = {d for d in SHARED_DIRS if not d.exists()}
@@ -74,7 +76,7 @@ def _host_baseline() -> Iterator[None]:
     restore_ip_forward(ip_forward)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dockerd(tmp_path_factory) -> Iterator[DockerDaemon]:
     daemon = DockerDaemon(tmp_path_factory.mktemp("dockerd"))
     daemon.start()
@@ -84,7 +86,7 @@ def dockerd(tmp_path_factory) -> Iterator[DockerDaemon]:
         daemon.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def busybox_image(dockerd: DockerDaemon) -> str:
     return ensure_busybox_image(dockerd)
 
