@@ -530,7 +530,9 @@ def names_live(method: str, raw: bytes) -> bool:
     if method == "IpamDriver.ReleasePool":
         return data.get("PoolID") == LIVE_POOL_ID
     address = data.get("Address")
-    if data.get("PoolID") != LIVE_POOL_ID or not isinstance(address, str):
+    # An address is released by any PoolID of its pool, the hold-less spelling of older
+    # pynet versions included (address claims belong to the pool, not to a hold).
+    if data.get("PoolID") not in (LIVE_POOL_ID, OLD_LIVE_POOL_ID) or not isinstance(address, str):
         return False
     try:
         return ipaddress.ip_interface(address).ip in LIVE_ADDRESSES
