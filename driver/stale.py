@@ -24,7 +24,6 @@ When dockerd cannot be asked, nothing is removed.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -91,16 +90,3 @@ class StaleCheck:
     def _proven(self, view: DockerNetworks, recorded: set[str]) -> bool:
         return docker_proof.proven(self.service.store, self.service.host, view.engine,
                                    bool(recorded & set(view.networks)))
-
-    def run(self, interval: float, stop: threading.Event) -> None:
-        while not stop.wait(interval):
-            try:
-                self.check_once()
-            except Exception as exc:  # the store or Docker away: try again next time
-                log.warning("stale network check failed, retrying in %.0f s: %s", interval, exc)
-
-    def start(self, interval: float) -> threading.Event:
-        stop = threading.Event()
-        threading.Thread(target=self.run, args=(interval, stop), name="pynet-stale-check",
-                         daemon=True).start()
-        return stop

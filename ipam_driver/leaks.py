@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Hashable, Protocol
@@ -181,17 +180,3 @@ class LeakCheck:
             return None
         mine = self.host in (claim.holders or ()) if claim.gateway else claim.host == self.host
         return claim if mine else None
-
-    def run(self, interval: float, stop: threading.Event) -> None:
-        """Check every INTERVAL seconds until STOP is set; a failed check is logged, not fatal."""
-        while not stop.wait(interval):
-            try:
-                self.check_once()
-            except Exception as exc:  # the store or Docker away: try again next time
-                log.warning("leak check failed, retrying in %.0f s: %s", interval, exc)
-
-    def start(self, interval: float) -> threading.Event:
-        stop = threading.Event()
-        threading.Thread(target=self.run, args=(interval, stop), name="pynet-leak-check",
-                         daemon=True).start()
-        return stop

@@ -27,6 +27,7 @@ from ipam_driver.leaks import LeakCheck
 from ipam_driver.routes import ipam_handlers
 from ipam_driver.service import IpamService
 
+from .jobs import every
 from .plugin_api import plugin_app
 from .readiness import RestoreGate
 from .repair import RepairQueue
@@ -112,13 +113,14 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     if deps.docker_addresses is not None and settings.leak_check_interval > 0:
         check = LeakCheck(deps.store, settings.host, deps.docker_addresses, ipam,
                           grace=settings.leak_grace)
-        background.stops.append(check.start(settings.leak_check_interval))
+        background.stops.append(every(settings.leak_check_interval, check.check_once, "leak check"))
         log.info("leak check: every %g s against dockerd at %s, grace %g s",
                  settings.leak_check_interval, settings.docker_host, settings.leak_grace)
     if deps.docker_networks is not None and settings.leak_check_interval > 0:
         # The same schedule and grace: a network or endpoint Docker abandoned is a leak too.
         stale = StaleCheck(network, deps.docker_networks, grace=settings.leak_grace)
-        background.stops.append(stale.start(settings.leak_check_interval))
+        background.stops.append(every(settings.leak_check_interval, stale.check_once,
+                                      "stale network check"))
 
     handlers = {"Plugin.Activate": lambda b: ACTIVATE,
                 **network_handlers(network), **ipam_handlers(ipam)}
