@@ -82,3 +82,18 @@ def gateway_answer(net: NetworkRecord, ep: EndpointRecord, *,
             gateways[ip.version] = str(ip)
     return JoinAnswer(ep.peer_if, net.options.iface_prefix, gateways.get(4), gateways.get(6),
                       disable_gateway_service)
+
+
+class PublishesNothing:
+    """For kinds whose containers are reached without published ports (macvlan: addresses
+    of their own on the wire; overlay: Docker's docker_gwbridge publishes)."""
+
+    def publishes(self, net: NetworkRecord) -> bool:
+        return False
+
+    def publish(self, net: NetworkRecord, ep: EndpointRecord,
+                requests: tuple[PortRequest, ...]) -> tuple[PortBinding, ...]:
+        return ()
+
+    def unpublish(self, net: NetworkRecord, ep: EndpointRecord) -> None:
+        pass

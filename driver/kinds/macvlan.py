@@ -30,14 +30,13 @@ from pynet.errors import BadRequest, Conflict, PynetError
 from driver.macvlan_parents import check_sharing, lower_still_used, split_vlan
 from driver.netlink.api import Link, Netlink, NotSupported
 from driver.protocol import JoinAnswer
-from driver.portmap import PortBinding, PortRequest
 
-from .base import gateway_answer
+from .base import PublishesNothing, gateway_answer
 
 log = logging.getLogger(__name__)
 
 
-class MacvlanKind:
+class MacvlanKind(PublishesNothing):
     def __init__(self, netlink: Netlink) -> None:
         self.netlink = netlink
 
@@ -164,17 +163,6 @@ class MacvlanKind:
             self.netlink.add_macvlan(ep.peer_if, lower.name, net.options.macvlan_mode,
                                      net.options.mtu or lower.mtu, ep.mac)
         return gateway_answer(net, ep, disable_gateway_service=True)
-
-    # Containers sit on the parent's wire with addresses of their own: nothing to publish.
-    def publishes(self, net: NetworkRecord) -> bool:
-        return False
-
-    def publish(self, net: NetworkRecord, ep: EndpointRecord,
-                requests: tuple[PortRequest, ...]) -> tuple[PortBinding, ...]:
-        return ()
-
-    def unpublish(self, net: NetworkRecord, ep: EndpointRecord) -> None:
-        pass
 
     def delete_endpoint(self, net: NetworkRecord | None, ep: EndpointRecord) -> None:
         # Docker moves the link back to the host namespace when the container goes.

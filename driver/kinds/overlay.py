@@ -24,9 +24,10 @@ from driver.models import EndpointRecord, NetworkRecord
 from driver.netlink.api import Netlink
 from driver.overlay.model import LOCAL_SPACE, Member, OverlayId, Peer, link_mtu, max_mtu
 from driver.overlay.runtime import OverlayRuntime
-from driver.portmap import PortBinding, PortRequest
 from driver.protocol import JoinAnswer
 from pynet.errors import BadRequest, Conflict, PynetError
+
+from .base import PublishesNothing
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def overlay_id(net: NetworkRecord) -> OverlayId:
     return OverlayId(net.address_space or LOCAL_SPACE, v4[0])
 
 
-class OverlayKind:
+class OverlayKind(PublishesNothing):
     def __init__(self, netlink: Netlink, runtime: OverlayRuntime) -> None:
         self.netlink = netlink
         self.runtime = runtime
@@ -178,17 +179,6 @@ class OverlayKind:
             self.netlink.within(netns).remove_link(ep.host_if or naming.host_veth(ep.id))
         except PynetError:
             pass  # the namespace went with its network
-
-    # --- ProgramExternalConnectivity: docker_gwbridge publishes, not pynet ----------
-    def publishes(self, net: NetworkRecord) -> bool:
-        return False
-
-    def publish(self, net: NetworkRecord, ep: EndpointRecord,
-                requests: tuple[PortRequest, ...]) -> tuple[PortBinding, ...]:
-        return ()
-
-    def unpublish(self, net: NetworkRecord, ep: EndpointRecord) -> None:
-        pass
 
     # --- plugin start --------------------------------------------------------------
     def restore(self, networks: Sequence[NetworkRecord],
