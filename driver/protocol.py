@@ -25,9 +25,17 @@ PROTOCOLS = {6: "tcp", 17: "udp"}
 _UNSUPPORTED = {1: "icmp", 132: "sctp"}
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
-# The driver's capabilities: a network is made per host (Scope local), and its containers
-# may reach beyond the host (ConnectivityScope global).
-CAPABILITIES = {"Scope": "local", "ConnectivityScope": "global"}
+# Where the data of a network lives (Scope): "local", each host makes its own networks;
+# "global", a Swarm manager allocates the network (AllocateNetwork, and every address through
+# the IPAM) and the nodes create it with what it returned (docs/swarm.md). Containers may
+# reach beyond the host either way (ConnectivityScope global).
+SCOPES = ("local", "global")
+
+
+def capabilities(scope: str = "local") -> dict:
+    if scope not in SCOPES:
+        raise ValueError(f"scope {scope!r}: expected one of {', '.join(SCOPES)}")
+    return {"Scope": scope, "ConnectivityScope": "global"}
 
 
 # --- CreateNetwork -------------------------------------------------------------------
@@ -87,6 +95,37 @@ def _ipam_data(entries: list) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if gw is not None and gw.network.prefixlen > 0:
             gateways.append(str(gw))
     return tuple(gateways), tuple(subnets)
+
+
+# --- AllocateNetwork / FreeNetwork (Swarm managers, global scope) ----------------------
+@dataclass(frozen=True, slots=True)
+class AllocateNetwork:
+    """A Swarm manager allocating a network: the driver options of `docker network create`
+    (a flat map of strings, not CreateNetwork's generic object) and the pools Swarm's IPAM
+    allocation gave it."""
+    network_id: str
+    options: dict[str, str]
+    gateways: tuple[str, ...]
+    subnets: tuple[str, ...]
+    address_space: str = ""
+
+    @classmethod
+    def decode(cls, body: Body) -> "AllocateNetwork":
+        network_id = body.id("NetworkID")
+        options = body.strings("Options")
+        v4 = body.items("IPv4Data")
+        gateways, subnets = _ipam_data(v4 + body.items("IPv6Data"))
+        return cls(network_id, dict(options), gateways, subnets, _address_space(v4))
+
+
+@dataclass(frozen=True, slots=True)
+class AllocateNetworkAnswer:
+    """What Swarm keeps as the network's driver state and hands, as the generic options of
+    CreateNetwork, to every node that gets a task on it."""
+    options: dict[str, str]
+
+    def to_wire(self) -> dict:
+        return {"Options": dict(self.options)}
 
 
 @dataclass(frozen=True, slots=True)

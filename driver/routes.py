@@ -5,19 +5,26 @@ from typing import Callable
 
 from pynet.wire import Body
 
-from .protocol import (CAPABILITIES, CreateEndpoint, CreateNetwork, EndpointCall, Join,
-                       NetworkCall, ProgramExternal)
+from .protocol import (AllocateNetwork, CreateEndpoint, CreateNetwork, EndpointCall, Join,
+                       NetworkCall, ProgramExternal, capabilities)
 from .service import NetworkService
+from .swarm import SwarmNetworks
 
 Handler = Callable[[Body], dict]
 
 
-def network_handlers(service: NetworkService) -> dict[str, Handler]:
+def network_handlers(service: NetworkService, scope: str = "local",
+                     swarm: SwarmNetworks | None = None) -> dict[str, Handler]:
     def done(_result: None) -> dict:
         return {}
 
+    caps = capabilities(scope)
+    swarm = swarm or SwarmNetworks(tuple(service.kinds), None)
     return {
-        "NetworkDriver.GetCapabilities": lambda b: dict(CAPABILITIES),
+        "NetworkDriver.GetCapabilities": lambda b: dict(caps),
+        # Swarm managers call these for global-scope drivers only (driver/swarm.py).
+        "NetworkDriver.AllocateNetwork": lambda b: swarm.allocate(AllocateNetwork.decode(b)).to_wire(),
+        "NetworkDriver.FreeNetwork": lambda b: done(swarm.free(NetworkCall.decode(b))),
         "NetworkDriver.CreateNetwork": lambda b: done(service.create_network(
             CreateNetwork.decode(b, tuple(service.kinds)))),
         "NetworkDriver.DeleteNetwork": lambda b: done(service.delete_network(NetworkCall.decode(b))),

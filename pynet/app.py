@@ -22,6 +22,7 @@ from driver.restore import restore
 from driver.routes import network_handlers
 from driver.service import NetworkService
 from driver.stale import DockerNetworks, StaleCheck
+from driver.swarm import SwarmNetworks
 from ipam_driver.docker_addresses import DockerView
 from ipam_driver.leaks import LeakCheck
 from ipam_driver.routes import ipam_handlers
@@ -123,7 +124,9 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                                       "stale network check"))
 
     handlers = {"Plugin.Activate": lambda b: ACTIVATE,
-                **network_handlers(network), **ipam_handlers(ipam)}
+                **network_handlers(network, settings.scope,
+                                   SwarmNetworks(tuple(network.kinds), runtime)),
+                **ipam_handlers(ipam)}
     app = plugin_app(handlers, gate)
     app.extensions["pynet"] = {"network": network, "ipam": ipam, "deps": deps, "gate": gate,
                                "background": background, "overlay": runtime}

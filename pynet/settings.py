@@ -47,6 +47,9 @@ class Settings:
     data_path_addr: str | None = None
     vxlan_port: int = DEFAULT_VXLAN_PORT
     overlay_peer_timeout: float = DEFAULT_OVERLAY_PEER_TIMEOUT
+    # The network driver's Scope (docs/swarm.md): "local" (networks made per host) or
+    # "global" (Swarm managers allocate them; the managed plugin's default).
+    scope: str = "local"
 
     @property
     def host(self) -> str:
@@ -110,6 +113,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         default=_env("OVERLAY_PEER_TIMEOUT", str(DEFAULT_OVERLAY_PEER_TIMEOUT)),
                         help="seconds a host's heartbeat may stand still before the other hosts "
                              "withdraw its overlay entries [PYNET_OVERLAY_PEER_TIMEOUT] (default 30)")
+    parser.add_argument("--scope", choices=["local", "global"], default=_env("SCOPE", "local"),
+                        help="the network driver's scope: 'global' for Swarm services on pynet "
+                             "networks (managers allocate them), 'local' for networks made on "
+                             "each host [PYNET_SCOPE] (default local; docs/swarm.md)")
     parser.add_argument("--threads", type=int, default=int(_env("THREADS", "16")),
                         help="concurrent plugin calls served [PYNET_THREADS] (default 16)")
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
@@ -189,7 +196,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                         log_level=args.log_level, docker_host=args.docker_host,
                         leak_check_interval=args.leak_check_interval, leak_grace=args.leak_grace,
                         data_path_addr=args.data_path_addr, vxlan_port=args.vxlan_port,
-                        overlay_peer_timeout=args.overlay_peer_timeout,
+                        overlay_peer_timeout=args.overlay_peer_timeout, scope=args.scope,
                         **_consul_settings(args))
     settings.consul_endpoint  # noqa: B018 - refuses a malformed --consul-addr before serving
     return settings

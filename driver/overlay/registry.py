@@ -118,6 +118,13 @@ class Registry:
         held = self.store.get(vni_key)
         if held is not None:
             holder = records.load(held) or {}
+            if vni is not None and holder.get("network") == mine.network:
+                # Allocated by a Swarm manager for this very network (allocate_swarm_vni):
+                # the claim stays that allocation's, freed by FreeNetwork alone.
+                ops = [Op("create", keys.overlay_def(oid.space, oid.subnet),
+                          records.dump(definition.to_dict())),
+                       Op("cas", vni_key, held.value, held.version)]
+                return ops, definition
             if vni is None:
                 return None, definition  # taken since the listing: choose again
             if not _holds(held, oid):
@@ -180,6 +187,60 @@ class Registry:
                 return
         raise StoreContention(f"leaving overlay {oid}: its records kept changing")
 
+    # --- Swarm: VNIs allocated by a manager (AllocateNetwork / FreeNetwork) ----------
+    def swarm_vni(self, network: str) -> int | None:
+        """The VNI allocated for Swarm network `network`, if any."""
+        return next((vni for vni, holder in self._vni_claims() if holder.get("network") == network), None)
+
+    def allocate_swarm_vni(self, network: str, oid: OverlayId, vni: int | None) -> int:
+        """The VNI of Swarm network `network`, claimed cluster-wide (create-if-absent, so
+        two managers never get one VNI): the one it already has (a retry, or a new leader
+        allocating again), else `vni`, else the lowest free from FIRST_AUTO_VNI. A claim
+        that lands after the call gave up is removed once the store answers (fenced)."""
+        for _ in range(MAX_ATTEMPTS):
+            claims = self._vni_claims()
+            mine = next((v for v, holder in claims if holder.get("network") == network), None)
+            if mine is not None:
+                if vni is not None and vni != mine:
+                    raise Conflict(f"Swarm network {network[:12]} already has VNI {mine}; it asks "
+                                   f"for VNI {vni}")
+                return mine
+            chosen = vni if vni is not None else lowest_free_vni(v for v, _ in claims)
+            key = keys.overlay_vni(chosen)
+            value = records.dump({"space": oid.space, "subnet": oid.subnet, "network": network,
+                                  "attempt": claim_id()})
+            if self.writes.transaction([Op("create", key, value)], delete_if_unchanged(key, value),
+                                       f"allocating VNI {chosen} to Swarm network {network[:12]}"):
+                log.info("overlay %s: VNI %d allocated to Swarm network %s", oid, chosen, network[:12])
+                return chosen
+            if vni is not None:
+                holder = records.load(self.store.get(key)) if self.store.get(key) else {}
+                raise Conflict(f"VNI {vni} is already used by overlay {(holder or {}).get('subnet')} "
+                               f"({(holder or {}).get('space')}); choose another -o vni, or none")
+        raise StoreContention(f"allocating a VNI to Swarm network {network[:12]}: other hosts "
+                              "kept taking the free one first")
+
+    def free_swarm_vni(self, network: str) -> int | None:
+        """Give back the VNI claim of Swarm network `network` (only that network's claim,
+        at the version read). Absent is fine: FreeNetwork may be repeated."""
+        for _ in range(MAX_ATTEMPTS):
+            entry = next((e for e in self.store.list(keys.overlay_vnis())
+                          if (records.load(e) or {}).get("network") == network), None)
+            if entry is None:
+                return None
+            if self.store.delete(entry.key, entry.version):
+                return int(entry.key[len(keys.overlay_vnis()):])
+        raise StoreContention(f"freeing the VNI of Swarm network {network[:12]}: its claim kept changing")
+
+    def _vni_claims(self) -> list[tuple[int, dict]]:
+        prefix = keys.overlay_vnis()
+        found = []
+        for entry in self.store.list(prefix):
+            name = entry.key[len(prefix):]
+            if name.isdigit():
+                found.append((int(name), records.load(entry) or {}))
+        return found
+
     # --- peers ---------------------------------------------------------------------
     def publish(self, oid: OverlayId, peer: Peer) -> None:
         """Record one of this host's endpoints (its IP, MAC and VTEP) for the other hosts."""
@@ -215,5 +276,7 @@ class Registry:
 
 
 def _holds(vni_entry: Entry, oid: OverlayId) -> bool:
+    """Whether the VNI claim is the overlay's own (made by its first host's join). A Swarm
+    manager's claim (it names its network) is never: FreeNetwork alone gives it back."""
     holder = records.load(vni_entry) or {}
-    return (holder.get("space"), holder.get("subnet")) == (oid.space, oid.subnet)
+    return "network" not in holder and (holder.get("space"), holder.get("subnet")) == (oid.space, oid.subnet)

@@ -1,0 +1,62 @@
+"""AllocateNetwork and FreeNetwork: what a Swarm manager asks of a global-scope driver.
+
+The leader manager calls AllocateNetwork once per Swarm network (again after a leader change,
+with the options it got the first time merged in) and keeps the options answered as the
+network's driver state; every node that gets a task on the network then receives them as
+CreateNetwork's generic options, with the manager's NetworkID. So the answer carries the
+user's options back (Swarm passes on nothing else) plus, for an overlay, the VNI allocated
+cluster-wide here, as Docker's overlay manager does. FreeNetwork gives that VNI back.
+Nothing is made in the kernel: nodes do that in CreateNetwork. docs/swarm.md.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from pynet.errors import BadRequest
+
+from .options import GENERIC, parse_network_options
+from .overlay.model import OverlayId
+from .overlay.runtime import OverlayRuntime
+from .protocol import AllocateNetwork, AllocateNetworkAnswer, NetworkCall
+
+log = logging.getLogger(__name__)
+
+VXLANID_LIST = "com.docker.network.driver.overlay.vxlanid_list"
+# A global-scope network's pools are in the IPAM's global address space; Swarm's
+# AllocateNetwork does not name it.
+GLOBAL_SPACE = "GlobalDefault"
+
+
+class SwarmNetworks:
+    def __init__(self, available: tuple[str, ...], overlay: OverlayRuntime | None) -> None:
+        self.available = available
+        self.overlay = overlay
+
+    def allocate(self, req: AllocateNetwork) -> AllocateNetworkAnswer:
+        # The options are checked as CreateNetwork will check them on every node: a typo
+        # fails `docker network create` on the manager, not each task later.
+        options = parse_network_options({GENERIC: req.options}, self.available)
+        if options.type != "overlay":
+            return AllocateNetworkAnswer(dict(req.options))
+        if self.overlay is None:
+            raise BadRequest("overlay networks are not served by this plugin")
+        self.overlay.require_shared_store()
+        v4 = [s for s in req.subnets if ipaddress.ip_network(s).version == 4]
+        if len(v4) != 1:
+            raise BadRequest("an overlay network needs exactly one IPv4 --subnet"
+                             + (f" (got {', '.join(v4)})" if v4 else ""))
+        oid = OverlayId(req.address_space or GLOBAL_SPACE, v4[0])
+        vni = self.overlay.registry.allocate_swarm_vni(req.network_id, oid, options.vni)
+        answer = dict(req.options)
+        if options.vni is None:
+            answer[VXLANID_LIST] = str(vni)
+        log.info("swarm network %s: overlay %s, VNI %d", req.network_id[:12], oid, vni)
+        return AllocateNetworkAnswer(answer)
+
+    def free(self, req: NetworkCall) -> None:
+        if self.overlay is None:
+            return
+        vni = self.overlay.registry.free_swarm_vni(req.network_id)
+        if vni is not None:
+            log.info("swarm network %s: VNI %d freed", req.network_id[:12], vni)
