@@ -22,6 +22,14 @@ that is merely absent:
 - A claim of this host on a pool it no longer holds (a ReleaseAddress lost after the
   ReleasePool went through; a gateway this host still holds) follows the pool rule.
 
+Swarm's claims are never judged: pools and addresses in the global address space
+(GLOBAL_SPACE) are a Swarm manager's allocations for tasks, VIPs and load-balancer addresses
+on every node of the cluster (a global-scope driver's networks; docs/swarm.md). This host's
+dockerd sees only its own node's containers, and after a leader change the allocations of a
+former leader's pynet, so its silence about them proves nothing. Swarm gives them back with
+ReleaseAddress and ReleasePool; the nodes' own claims for the same tasks are in the local
+space and judged as usual.
+
 And for everything: it stayed so in every check for at least GRACE seconds (longer than
 Docker's own retry window, so a CreateEndpoint that reaches pynet late still finds its
 address claimed), and the release only touches exactly what was first seen (claim id and
@@ -49,6 +57,8 @@ from .models import AddressClaim, AddressSpace, claimed_ip
 log = logging.getLogger(__name__)
 
 SPACES_PREFIX = keys.ipam_space("")
+# The address space of global-scope (Swarm) networks: never judged against this dockerd.
+GLOBAL_SPACE = "GlobalDefault"
 
 
 class Releases(Protocol):
@@ -106,10 +116,12 @@ class LeakCheck:
                             "at %s has used it for %.0f s (a ReleasePool Docker sent while pynet "
                             "was down)", space, pool, self.host, view.docker_host, self.grace)
         for entry in claims:
+            space, cidr, _ = keys.claimed_address_parts(entry.key)
+            if space == GLOBAL_SPACE:
+                continue  # Swarm's allocation (module docstring)
             claim = self._own(entry)
             if claim is None:
                 continue
-            space, cidr, _ = keys.claimed_address_parts(entry.key)
             if (space, cidr) in pools_released:
                 continue  # went with its pool
             pool = ipaddress.ip_network(cidr)
@@ -161,6 +173,8 @@ class LeakCheck:
         held = {}
         for entry in self.store.list(SPACES_PREFIX):
             space = entry.key[len(SPACES_PREFIX):]
+            if space == GLOBAL_SPACE:
+                continue  # Swarm's pools (module docstring)
             try:
                 record = models.decode(AddressSpace, entry)
             except ValueError as exc:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import ipaddress
 import logging
 
@@ -203,8 +204,12 @@ class Pyroute2Netlink:
 
     # --- namespaces --------------------------------------------------------------------
     def ensure_netns(self, name: str) -> bool:
-        return self._netns_op(pr_netns.create, name, errno.EEXIST, "create") \
-            if name not in pr_netns.listnetns() else False
+        if name in pr_netns.listnetns():
+            return False
+        # A fresh root filesystem (the managed plugin's) may lack the directory of the
+        # namespace files; pyroute2 expects it.
+        os.makedirs(pr_netns.NETNS_RUN_DIR, exist_ok=True)
+        return self._netns_op(pr_netns.create, name, errno.EEXIST, "create")
 
     def remove_netns(self, name: str) -> bool:
         return self._netns_op(pr_netns.remove, name, errno.ENOENT, "remove") \

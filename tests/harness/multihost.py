@@ -243,13 +243,16 @@ class MultiHost:
     environment; docker=False: no dockerd (Consul and plugins only); docker_iptables: the
     hosts (by name) whose dockerd writes its own iptables rules, masquerade and forwarding
     (inside that host's network namespace only: docker_gwbridge egress and `-p`), the others
-    run with --iptables=false; dockerd_args: extra flags for every dockerd."""
+    run with --iptables=false; dockerd_args: extra flags for every dockerd;
+    legacy_plugin=False: no `pynet serve` of the bed's own (tests/harness/swarm.py installs
+    the managed plugin in each dockerd instead)."""
 
     def __init__(self, base_dir: Path, *, hosts: int = 3, name: str = "pnm",
                  underlay: str = "198.18.0.0/24", plugin_args: tuple[str, ...] = (),
                  plugin_env: dict[str, str] | None = None, docker: bool = True,
                  startup_timeout: float = 60.0, docker_iptables: tuple[str, ...] = (),
-                 dockerd_args: tuple[str, ...] = ()) -> None:
+                 dockerd_args: tuple[str, ...] = (), legacy_plugin: bool = True) -> None:
+        self.legacy_plugin = legacy_plugin
         self.base_dir = Path(base_dir).resolve()
         self.name = name
         self.network = ipaddress.ip_network(underlay)
@@ -317,7 +320,8 @@ class MultiHost:
                     h.dockerd.start()
             self.wait_for_cluster()
             for h in self.hosts:
-                h.plugin.start()
+                if self.legacy_plugin:
+                    h.plugin.start()
             with concurrent.futures.ThreadPoolExecutor(len(self.hosts)) as pool:
                 list(pool.map(self._wait_host_ready, self.hosts))
         except BaseException as exc:
@@ -397,7 +401,8 @@ class MultiHost:
             _poll(lambda: h.docker("version", "--format", "{{.Server.Version}}", check=False,
                                    timeout=10).returncode == 0,
                   deadline, f"dockerd on {h}", h.dockerd)
-        self.wait_plugin(h, deadline - time.monotonic())
+        if self.legacy_plugin:
+            self.wait_plugin(h, deadline - time.monotonic())
         if self.with_docker:
             h.docker("import", "--change", 'CMD ["sh"]', "-", IMAGE, input=_busybox_tar())
 

@@ -316,3 +316,32 @@ def test_a_network_whose_pools_are_unknown_and_unread_blinds_the_whole_round():
                   fail={"b"})
     seen = DockerAddresses("unix:///x.sock")._read(api)
     assert not seen.judges(net("10.1.0.0/24")) and seen.knows(net("10.9.0.0/24"))
+
+
+# --- Swarm: the global address space ----------------------------------------------------
+def test_swarm_claims_in_the_global_space_are_never_judged_against_this_dockerd():
+    """A Swarm manager's pynet claims every task, VIP and load-balancer address of a
+    swarm network in GlobalDefault, for tasks on every node; its dockerd lists only its own
+    node's containers, so neither the addresses nor the pool may be taken for leaked. The
+    same network's claims on this node (the local space) are judged as usual."""
+    store = MemoryStore()
+    manager = DockerIpam(IpamService(store, "h1", block_size=0))
+    swarm_pool, _ = manager.request_pool("GlobalDefault", "10.60.0.0/24", "", {}, False)
+    swarm_gw = Bed.h1_ip(manager.request_address(swarm_pool, "", GW))
+    tasks = {Bed.h1_ip(manager.request_address(swarm_pool, "", {})) for _ in range(3)}
+    node_pool, _ = manager.request_pool("LocalDefault", SUBNET, "", {}, False)
+    node_gw = Bed.h1_ip(manager.request_address(node_pool, "", GW))
+    stray = Bed.h1_ip(manager.request_address(node_pool, "", {}))
+    clock = Clock()
+    # The dockerd knows the local pool (the proof) and nothing of the swarm's addresses;
+    # as a manager after the network's removal it would not even list the swarm subnet.
+    docker = view(in_use=(node_gw,), pynet=(SUBNET,))
+    check = LeakCheck(store, "h1", lambda: docker, manager.service, grace=GRACE, clock=clock)
+    released = []
+    for _ in range(3):
+        released += check.check_once()
+        clock.now += GRACE
+    swarm_claims = {keys.claimed_address(e.key) for e in store.list(keys.ipam_addrs("GlobalDefault", "10.60.0.0/24"))}
+    assert swarm_claims == tasks | {swarm_gw}
+    assert "10.60.0.0/24" in json.loads(store.get(keys.ipam_space("GlobalDefault")).value)["pools"]
+    assert [keys.claimed_address(k) for k in released] == [stray]
