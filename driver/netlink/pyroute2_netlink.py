@@ -37,8 +37,15 @@ class Pyroute2Netlink:
         self._netns = netns
 
     def _ipr(self) -> IPRoute:
-        # flags=0: never create a namespace that is missing (pyroute2 defaults to O_CREAT).
-        return IPRoute(netns=self._netns, flags=0) if self._netns else IPRoute()
+        if not self._netns:
+            return IPRoute()
+        try:
+            # flags=0: never create a namespace that is missing (pyroute2 defaults to O_CREAT).
+            return IPRoute(netns=self._netns, flags=0)
+        except OSError as exc:
+            # Gone since it was listed, or listed before it was mounted (another thread is
+            # creating it: pyroute2 makes the file, then mounts the namespace on it).
+            raise KernelError(f"cannot enter network namespace {self._netns}: {exc}") from None
 
     # --- reading ---------------------------------------------------------------------
     def links(self) -> list[Link]:
