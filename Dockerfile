@@ -1,15 +1,31 @@
-# Root filesystem of the managed plugin (see plugin/config.json and the README's
-# "Managed plugin" section; nothing builds it automatically yet).
-FROM python:3.11-slim-bookworm
-# iptables: the FORWARD shim past Docker's DROP policy; nftables: pynet's own rules.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables nftables \
- && rm -rf /var/lib/apt/lists/*
+# The root filesystem of pynet's managed plugin: the one description of it.
+#
+# Without an image registry, scripts/build-plugin.sh builds it: it makes BASE itself (debootstrap
+# minbase of the suite BASE names, with DEBIAN_PACKAGES included) and replays the instructions
+# below in a chroot. It understands exactly ARG, FROM, WORKDIR, COPY and RUN (shell form), and an
+# ENTRYPOINT that must equal plugin/config.json's; it refuses anything else, so keep to those.
+# With a registry, `docker build -t pynet-rootfs .` makes the same tree from debian:bookworm-slim;
+# see the README's "Managed plugin" section for turning either into a plugin.
+ARG BASE=debian:bookworm-slim
+# python3-nftables: the official libnftables binding, imported from the venv (system site packages).
+ARG DEBIAN_PACKAGES="python3 python3-venv python3-nftables nftables iptables"
+
+FROM ${BASE}
+ARG DEBIAN_PACKAGES
+# A base made with these packages already has them: then apt is not asked at all.
+RUN dpkg-query -W $DEBIAN_PACKAGES >/dev/null 2>&1 \
+ || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $DEBIAN_PACKAGES; } \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/*
+RUN python3 -m venv --system-site-packages /opt/pynet
+COPY pyproject.toml README.md /src/
+COPY pynet /src/pynet
+COPY driver /src/driver
+COPY ipam_driver /src/ipam_driver
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY pynet ./pynet
-COPY driver ./driver
-COPY ipam_driver ./ipam_driver
-RUN pip install --no-cache-dir . && rm -rf /src
+# No --no-cache-dir: the build script gives pip a cache outside the rootfs; here it is removed.
+RUN /opt/pynet/bin/pip install --disable-pip-version-check /src \
+ && /opt/pynet/bin/python -c "import nftables, pyroute2, pynet.app" \
+ && rm -rf /src /root/.cache
+COPY plugin/entrypoint.sh /opt/pynet/bin/plugin-entrypoint
 WORKDIR /
-ENTRYPOINT ["pynet", "serve"]
+ENTRYPOINT ["/opt/pynet/bin/plugin-entrypoint"]
