@@ -48,6 +48,14 @@ class DockerView:
     blind: bool = False
     # The dockerd's engine ID (pynet/docker_proof.py): "" when unknown.
     engine: str = ""
+    # Its Swarm state (`docker info` Swarm.LocalNodeState: "inactive" when not in a swarm,
+    # "active", "pending", ...); "" when unknown. Only outside a swarm are the global
+    # address space's claims this dockerd's own (leaks.py).
+    swarm: str = ""
+
+    @property
+    def outside_swarm(self) -> bool:
+        return self.swarm == "inactive"
 
     def judges(self, pool: Network) -> bool:
         """Whether an address of pool missing from `in_use` is evidence that it is unused."""
@@ -82,8 +90,9 @@ class DockerAddresses:
             # version="auto" asks dockerd for its API version, so connect per check: a
             # dockerd that was down when pynet started is found once it is up.
             with docker.APIClient(base_url=self.base_url, version="auto", timeout=TIMEOUT) as api:
-                engine = api.info().get("ID") or ""
-                view = replace(self._read(api), engine=str(engine))
+                info = api.info()
+                swarm = (info.get("Swarm") or {}).get("LocalNodeState") or ""
+                view = replace(self._read(api), engine=str(info.get("ID") or ""), swarm=str(swarm))
         except (docker.errors.DockerException, requests.RequestException, OSError, ValueError) as exc:
             if not self._unreachable_logged:
                 log.warning("leak check: cannot ask dockerd at %s (%s); nothing is released "

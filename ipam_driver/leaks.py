@@ -22,13 +22,15 @@ that is merely absent:
 - A claim of this host on a pool it no longer holds (a ReleaseAddress lost after the
   ReleasePool went through; a gateway this host still holds) follows the pool rule.
 
-Swarm's claims are never judged: pools and addresses in the global address space
-(GLOBAL_SPACE) are a Swarm manager's allocations for tasks, VIPs and load-balancer addresses
-on every node of the cluster (a global-scope driver's networks; docs/swarm.md). This host's
-dockerd sees only its own node's containers, and after a leader change the allocations of a
-former leader's pynet, so its silence about them proves nothing. Swarm gives them back with
-ReleaseAddress and ReleasePool; the nodes' own claims for the same tasks are in the local
-space and judged as usual.
+Swarm's claims are never judged: on a dockerd in a swarm (or whose swarm state is unknown),
+pools and addresses in the global address space (GLOBAL_SPACE) are a Swarm manager's
+allocations for tasks, VIPs and load-balancer addresses on every node of the cluster (a
+global-scope driver's networks; docs/swarm.md). This host's dockerd sees only its own node's
+containers, and not at all the allocations a former leader's pynet made, so its silence about
+them proves nothing. Swarm gives them back with ReleaseAddress and ReleasePool; the nodes'
+own claims for the same tasks are in the local space and judged as usual. Only a dockerd
+that says it is in no swarm has its global-space networks (a global-scope plugin outside
+Swarm) judged like local ones.
 
 And for everything: it stayed so in every check for at least GRACE seconds (longer than
 Docker's own retry window, so a CreateEndpoint that reaches pynet late still finds its
@@ -99,6 +101,10 @@ class LeakCheck:
             return []  # no word from Docker: no judgement
         if not held:
             return []  # no pool of this host to prove the dockerd by: no judgement
+        if not view.outside_swarm:
+            held = {k: v for k, v in held.items() if k[0] != GLOBAL_SPACE}  # Swarm's (above)
+            if not held:
+                return []
         if not self._is_this_hosts(view, held):
             self._suspects = {}
             return []
@@ -117,7 +123,7 @@ class LeakCheck:
                             "was down)", space, pool, self.host, view.docker_host, self.grace)
         for entry in claims:
             space, cidr, _ = keys.claimed_address_parts(entry.key)
-            if space == GLOBAL_SPACE:
+            if space == GLOBAL_SPACE and not view.outside_swarm:
                 continue  # Swarm's allocation (module docstring)
             claim = self._own(entry)
             if claim is None:
@@ -173,8 +179,6 @@ class LeakCheck:
         held = {}
         for entry in self.store.list(SPACES_PREFIX):
             space = entry.key[len(SPACES_PREFIX):]
-            if space == GLOBAL_SPACE:
-                continue  # Swarm's pools (module docstring)
             try:
                 record = models.decode(AddressSpace, entry)
             except ValueError as exc:

@@ -41,7 +41,9 @@ def dev_plugin_dir(out: Path) -> Path:
     config = json.loads((REPO_ROOT / "plugin" / "config.json").read_text())
     python = Path(os.path.realpath(sys.executable))
     prefix = Path(sys.prefix)
-    config["entrypoint"] = [str(python), "-m", "pynet.cli", "serve"]
+    # As plugin/entrypoint.sh: Docker's default spec mounts /sys and /proc/sys read-only.
+    config["entrypoint"] = ["/bin/sh", "-c", "mount -o remount,bind,rw /proc/sys; mount -o remount,rw /sys; "
+                            f"exec {python} -m pynet.cli serve"]
     config["env"] = [e for e in config.get("env", []) if e["name"] not in ("PYTHONPATH", "PATH")] + [
         {"name": "PYTHONPATH", "description": "the checkout under test", "value": str(REPO_ROOT)},
         {"name": "PATH", "description": "iptables and nft", "value": "/usr/sbin:/usr/bin:/sbin:/bin"}]
@@ -133,11 +135,17 @@ class SwarmBed:
         return self
 
     def plugin_settings(self, h: Host) -> dict[str, str]:
-        state = h.dir / "pynet-state"
+        """The `docker plugin set` of host h: Consul, its own names and mount sources (every
+        host of the bed shares the machine's /var/lib and /etc; Docker creates no source)."""
+        state, certs = h.dir / "pynet-state", h.dir / "pynet-certs"
         state.mkdir(exist_ok=True)
+        certs.mkdir(exist_ok=True)
+        mounts = {m["name"] for m in json.loads((self.plugin_dir / "config.json").read_text()).get("mounts", [])}
+        sources = {"state": state, "certs": certs, "docker-socket": h.docker_socket}
         return {"PYNET_STORE": "consul", "PYNET_CONSUL_ADDR": "127.0.0.1:8500",
                 "PYNET_HOST_ID": h.name, "PYNET_DATA_PATH_ADDR": h.address,
-                "PYNET_SCOPE": "global", "PYNET_LOG_LEVEL": "info", "state.source": str(state),
+                "PYNET_SCOPE": "global", "PYNET_LOG_LEVEL": "info",
+                **{f"{name}.source": str(path) for name, path in sources.items() if name in mounts},
                 **self.plugin_env}
 
     def install_plugin(self, h: Host) -> None:

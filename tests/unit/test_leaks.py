@@ -29,14 +29,15 @@ class Clock:
         return self.now
 
 
-def view(in_use=(), pynet=(SUBNET,), unsure=(), other=(), host="unix:///run/docker.sock") -> DockerView:
+def view(in_use=(), pynet=(SUBNET,), unsure=(), other=(), host="unix:///run/docker.sock",
+         swarm="inactive") -> DockerView:
     """What a dockerd says: pynet networks on `pynet` (read completely), other networks on
     `other`, networks that could not be read on `unsure`."""
     pynet_nets = frozenset(net(s) for s in pynet)
     unsure_nets = frozenset(net(s) for s in unsure)
     return DockerView(host, frozenset(ipaddress.ip_address(a) for a in in_use), pynet_nets,
                       unsure_nets, pynet_nets | frozenset(net(s) for s in other),
-                      pynet_nets | unsure_nets)
+                      pynet_nets | unsure_nets, swarm=swarm)
 
 
 class Bed:
@@ -319,7 +320,8 @@ def test_a_network_whose_pools_are_unknown_and_unread_blinds_the_whole_round():
 
 
 # --- Swarm: the global address space ----------------------------------------------------
-def test_swarm_claims_in_the_global_space_are_never_judged_against_this_dockerd():
+@pytest.mark.parametrize("swarm_state", ["active", "pending", ""])
+def test_swarm_claims_in_the_global_space_are_never_judged_against_this_dockerd(swarm_state):
     """A Swarm manager's pynet claims every task, VIP and load-balancer address of a
     swarm network in GlobalDefault, for tasks on every node; its dockerd lists only its own
     node's containers, so neither the addresses nor the pool may be taken for leaked. The
@@ -335,7 +337,7 @@ def test_swarm_claims_in_the_global_space_are_never_judged_against_this_dockerd(
     clock = Clock()
     # The dockerd knows the local pool (the proof) and nothing of the swarm's addresses;
     # as a manager after the network's removal it would not even list the swarm subnet.
-    docker = view(in_use=(node_gw,), pynet=(SUBNET,))
+    docker = view(in_use=(node_gw,), pynet=(SUBNET,), swarm=swarm_state)
     check = LeakCheck(store, "h1", lambda: docker, manager.service, grace=GRACE, clock=clock)
     released = []
     for _ in range(3):
@@ -345,3 +347,19 @@ def test_swarm_claims_in_the_global_space_are_never_judged_against_this_dockerd(
     assert swarm_claims == tasks | {swarm_gw}
     assert "10.60.0.0/24" in json.loads(store.get(keys.ipam_space("GlobalDefault")).value)["pools"]
     assert [keys.claimed_address(k) for k in released] == [stray]
+
+
+def test_outside_a_swarm_the_global_space_is_judged_like_the_local_one():
+    """A global-scope plugin on a dockerd in no swarm: Docker puts its networks in the
+    global space, and they are that dockerd's alone."""
+    store = MemoryStore()
+    ipam = DockerIpam(IpamService(store, "h1", block_size=0))
+    pool, _ = ipam.request_pool("GlobalDefault", SUBNET, "", {}, False)
+    gateway = Bed.h1_ip(ipam.request_address(pool, "", GW))
+    used, leaked = (Bed.h1_ip(ipam.request_address(pool, "", {})) for _ in range(2))
+    clock = Clock()
+    docker = view(in_use=(gateway, used), swarm="inactive")
+    check = LeakCheck(store, "h1", lambda: docker, ipam.service, grace=GRACE, clock=clock)
+    assert check.check_once() == []
+    clock.now += GRACE
+    assert [keys.claimed_address(k) for k in check.check_once()] == [leaked]
