@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from dataclasses import replace
 
 from pynet.errors import BackendUnavailable, BadRequest, Conflict, Exhausted, StoreContention
 from pynet.store import keys, records
@@ -19,7 +20,7 @@ from pynet.store.fenced import FencedCreates, FencedWrites, claim_id
 from .hostblocks import HostBlocks, used_addresses
 from .models import AddressClaim, claimed_ip
 from .pool_id import PoolId
-from .pools import Pools
+from .pools import GLOBAL_SPACE, Pools
 from .protocol import AddressRequest
 from pynet.repair import RepairQueue
 
@@ -39,7 +40,7 @@ class Addresses:
         """Claim one address: the one asked for, or a free one."""
         pool_id, pool = req.pool_id, req.pool_id.pool
         entry = self._pools.entry(pool_id)
-        owner = AddressClaim.new(req.kind, req.name, self.host, claim_id())
+        owner = AddressClaim.new(req.kind, req.name, self.host, claim_id(), pool_id.hold)
         ip = req.address
         if ip is not None:
             if ip not in pool:
@@ -92,6 +93,10 @@ class Addresses:
                 return current.joined_by(owner.host)
             if current.same_owner(owner):
                 return current  # the same container asking again: a replay
+            if pool_id.space == GLOBAL_SPACE and current.restored_by(owner):
+                # Swarm's raft log is the truth for its addresses (docs/swarm.md): the claim
+                # becomes the restoring allocator's, so its ReleaseAddress frees it.
+                return replace(current, host=owner.host, hold=owner.hold, claim=owner.claim)
             raise Conflict(f"address {ip} is already in use by {current.describe()}")
 
         models.update(self._fenced, key, AddressClaim, take, f"claiming {ip}")

@@ -257,10 +257,12 @@ class AddressClaim:
     # None: claimed before pynet wrote ids.
     claim: str | None = None
     holders: tuple[str, ...] | None = None
+    # The pool hold (PoolID) it was claimed under; None: before pynet recorded it.
+    hold: str | None = None
 
     @classmethod
-    def new(cls, kind: str, name: str, host: str, claim: str) -> "AddressClaim":
-        return cls(kind, name, host, claim, (host,) if kind == GATEWAY else None)
+    def new(cls, kind: str, name: str, host: str, claim: str, hold: str | None = None) -> "AddressClaim":
+        return cls(kind, name, host, claim, (host,) if kind == GATEWAY else None, hold)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"kind": self.kind, "name": self.name, "host": self.host}
@@ -268,6 +270,8 @@ class AddressClaim:
             data["claim"] = self.claim
         if self.holders is not None:
             data["holders"] = list(self.holders)
+        if self.hold is not None:
+            data["hold"] = self.hold
         return data
 
     @classmethod
@@ -280,7 +284,7 @@ class AddressClaim:
                                         and all(isinstance(h, str) for h in holders)):
             raise TypeError(f"'holders' must be a list of hosts, got {holders!r}")
         return cls(kind, _text(data, "name"), _text(data, "host"), _optional_text(data, "claim"),
-                   None if holders is None else tuple(holders))
+                   None if holders is None else tuple(holders), _optional_text(data, "hold"))
 
     @property
     def gateway(self) -> bool:
@@ -290,6 +294,14 @@ class AddressClaim:
         """Whether other is this claim asked for again (the same named container)."""
         return bool(other.name) and (other.kind, other.name, other.host) == (
             self.kind, self.name, self.host)
+
+    def restored_by(self, other: "AddressClaim") -> bool:
+        """Whether `other`, a request for this claim's address in the global (Swarm) space,
+        is a Swarm allocator restoring its own state: a new leader, or a restarted manager,
+        asks again for every address its raft log assigned, under the hold of the pool it
+        has just requested anew. The same hold asking for a taken address is a conflict."""
+        return (not self.gateway and not other.gateway and self.hold is not None
+                and other.hold is not None and self.hold != other.hold)
 
     def joined_by(self, host: str) -> "AddressClaim":
         """A gateway with host among its holders."""

@@ -198,13 +198,23 @@ class Registry:
         allocating again), else `vni`, else the lowest free from FIRST_AUTO_VNI. A claim
         that lands after the call gave up is removed once the store answers (fenced)."""
         for _ in range(MAX_ATTEMPTS):
-            claims = self._vni_claims()
-            mine = next((v for v, holder in claims if holder.get("network") == network), None)
-            if mine is not None:
+            entries = self._vni_entries()
+            claims = [(v, records.load(e) or {}) for v, e in entries]
+            found = next(((v, e) for v, e in entries
+                          if (records.load(e) or {}).get("network") == network), None)
+            if found is not None:
+                mine, entry = found
                 if vni is not None and vni != mine:
                     raise Conflict(f"Swarm network {network[:12]} already has VNI {mine}; it asks "
                                    f"for VNI {vni}")
-                return mine
+                # Adopted with a new write id: it may be the late landing of an attempt that
+                # failed, whose settling would otherwise delete it once the fence moves.
+                adopted = records.dump({**(records.load(entry) or {}), "attempt": claim_id()})
+                if self.writes.transaction([Op("cas", entry.key, adopted, entry.version)],
+                                           lambda _store: None,
+                                           f"adopting VNI {mine} of Swarm network {network[:12]}"):
+                    return mine
+                continue
             chosen = vni if vni is not None else lowest_free_vni(v for v, _ in claims)
             key = keys.overlay_vni(chosen)
             value = records.dump({"space": oid.space, "subnet": oid.subnet, "network": network,
@@ -233,13 +243,12 @@ class Registry:
         raise StoreContention(f"freeing the VNI of Swarm network {network[:12]}: its claim kept changing")
 
     def _vni_claims(self) -> list[tuple[int, dict]]:
+        return [(vni, records.load(entry) or {}) for vni, entry in self._vni_entries()]
+
+    def _vni_entries(self) -> list[tuple[int, Entry]]:
         prefix = keys.overlay_vnis()
-        found = []
-        for entry in self.store.list(prefix):
-            name = entry.key[len(prefix):]
-            if name.isdigit():
-                found.append((int(name), records.load(entry) or {}))
-        return found
+        return [(int(e.key[len(prefix):]), e) for e in self.store.list(prefix)
+                if e.key[len(prefix):].isdigit()]
 
     # --- peers ---------------------------------------------------------------------
     def publish(self, oid: OverlayId, peer: Peer) -> None:

@@ -4,6 +4,8 @@ options Swarm hands the nodes, taken by the nodes' CreateNetwork, and freed by F
 alone. The real dockerd's side is tests/multihost/test_swarm.py."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pynet.errors import BackendUnavailable
@@ -152,6 +154,10 @@ class FlakyStore(MemoryStore):
         return done
 
 
+def _fenced_writes(host):
+    return [host.client.overlay.registry.writes]
+
+
 def test_a_vni_claim_that_landed_after_the_call_failed_is_undone_not_duplicated():
     store = FlakyStore()
     hosts = FakeOverlayHosts(store)
@@ -167,5 +173,43 @@ def test_a_vni_claim_that_landed_after_the_call_failed_is_undone_not_duplicated(
         claims = vni_claims(store)
         assert list(claims) == [answer["Options"][VXLANID]]
         assert SWARM_NET in claims[answer["Options"][VXLANID]]
+        # Once the store answers, the doubtful write is settled: the claim Swarm now relies
+        # on must survive that.
+        for writes in _fenced_writes(manager):
+            writes.settle()
+        assert list(vni_claims(store)) == [answer["Options"][VXLANID]]
     finally:
         hosts.close()
+
+
+# --- IPAM: a Swarm allocator restoring its addresses -----------------------------------
+def test_a_new_swarm_leader_asking_again_for_its_tasks_addresses_takes_them_over():
+    """After a leader change (or a manager's restart) Swarm's allocator requests the pool
+    anew and then every address its raft log assigned. Those are granted and become the new
+    allocator's claims (its release frees them); a second request under the same pool hold
+    is still a conflict, and so is any in the local space."""
+    from ipam_driver.service import IpamService
+    from tests.fakes.ipam_client import DockerIpam
+    store = MemoryStore()
+    old, new = (DockerIpam(IpamService(store, h, block_size=0)) for h in ("h1", "h2"))
+    gw = {"RequestAddressType": "com.docker.network.gateway"}
+    old_pool, _ = old.request_pool("GlobalDefault", SUBNET, "", {}, False)
+    old.request_address(old_pool, "", gw)
+    task = old.request_address(old_pool, "", {}).split("/")[0]
+    with pytest.raises(Exception, match="already in use"):
+        old.request_address(old_pool, task, {})  # the same allocator: a conflict
+    new_pool, _ = new.request_pool("GlobalDefault", SUBNET, "", {}, False)
+    assert new.request_address(new_pool, "10.60.0.1", gw).startswith("10.60.0.1/")
+    assert new.request_address(new_pool, task, {}).split("/")[0] == task
+    claim = json.loads(store.get(keys.ipam_addr("GlobalDefault", SUBNET, task)).value)
+    assert claim["host"] == "h2" and claim["hold"] == str(new_pool).rsplit("@", 1)[1]
+    fresh = new.request_address(new_pool, "", {}).split("/")[0]
+    assert fresh not in (task, "10.60.0.1")  # nothing claimed is handed out again
+    new.release_address(new_pool, task)
+    assert store.get(keys.ipam_addr("GlobalDefault", SUBNET, task)) is None
+    # The local space keeps the rule: one owner per address.
+    local_old, _ = old.request_pool("LocalDefault", "10.61.0.0/24", "", {}, False)
+    local_new, _ = new.request_pool("LocalDefault", "10.61.0.0/24", "", {}, False)
+    taken = old.request_address(local_old, "", {}).split("/")[0]
+    with pytest.raises(Exception, match="already in use"):
+        new.request_address(local_new, taken, {})
