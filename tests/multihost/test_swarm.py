@@ -146,8 +146,13 @@ def assert_no_leak(swarm: SwarmBed, network_id: str, services: tuple[str, ...]) 
     lbs = set().union(*per_node.values()) - live_tasks
     global_claims = store_claims(swarm, "GlobalDefault")
     gateway = {ip for ip, c in global_claims.items() if c.get("kind") == "gateway"}
-    assert set(global_claims) == gateway | vips(swarm, network_id) | live_tasks | lbs, \
-        (sorted(global_claims), sorted(live_tasks), sorted(lbs))
+    live = gateway | vips(swarm, network_id) | live_tasks | lbs
+    assert live <= set(global_claims), sorted(live - set(global_claims))
+    # Swarm keeps a node's load-balancer address while the node is in the swarm, also when
+    # no task of the network runs there (then the node has no network to list it).
+    without = [h for h, ips in per_node.items() if not ips]
+    extra = set(global_claims) - live
+    assert len(extra) <= len(without), (sorted(extra), without, sorted(live_tasks), sorted(lbs))
     local = store_claims(swarm, "LocalDefault")
     for h in swarm.hosts:
         mine = {ip for ip, c in local.items() if c.get("kind") != "gateway" and c.get("host") == h.name}
