@@ -13,6 +13,10 @@ from pynet.errors import BadRequest, Conflict
 
 # Docker's overlay manager hands out VNIs from here; below is left to -o vni=.
 FIRST_AUTO_VNI = 4096
+# VNIs of Swarm networks start far above: every swarm node also runs Docker's own overlay
+# (the `ingress` network has VNI 4096, its next networks 4097...), and the kernel refuses a
+# second VXLAN device with a VNI already on the host's UDP port.
+FIRST_SWARM_VNI = 1 << 20
 VNI_MAX = 16777215
 # An IPv4 underlay carries each frame in outer IP (20) + UDP (8) + VXLAN (8) headers, and
 # the inner Ethernet header (14) counts against the underlay MTU too.
@@ -131,12 +135,12 @@ def agreed(current: Definition, members: Iterable[str], oid: OverlayId, *, vni: 
     return current
 
 
-def lowest_free_vni(taken: Iterable[int]) -> int:
-    """The lowest VNI from FIRST_AUTO_VNI up that is not taken."""
+def lowest_free_vni(taken: Iterable[int], first: int = FIRST_AUTO_VNI) -> int:
+    """The lowest VNI from `first` up that is not taken."""
     used = set(taken)
-    vni = FIRST_AUTO_VNI
+    vni = first
     while vni in used:
         vni += 1
     if vni > VNI_MAX:
-        raise Conflict(f"no VXLAN network identifier is free between {FIRST_AUTO_VNI} and {VNI_MAX}")
+        raise Conflict(f"no VXLAN network identifier is free between {first} and {VNI_MAX}")
     return vni

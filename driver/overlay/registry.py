@@ -20,7 +20,8 @@ from pynet.store import keys, records
 from pynet.store.api import Entry, Op, Store
 from pynet.store.fenced import FencedWrites, claim_id, delete_if_unchanged
 
-from .model import Definition, Member, OverlayId, OverlayView, Peer, agreed, lowest_free_vni
+from .model import (FIRST_SWARM_VNI, Definition, Member, OverlayId, OverlayView, Peer, agreed,
+                    lowest_free_vni)
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class Registry:
     def allocate_swarm_vni(self, network: str, oid: OverlayId, vni: int | None) -> int:
         """The VNI of Swarm network `network`, claimed cluster-wide (create-if-absent, so
         two managers never get one VNI): the one it already has (a retry, or a new leader
-        allocating again), else `vni`, else the lowest free from FIRST_AUTO_VNI. A claim
+        allocating again), else `vni`, else the lowest free from FIRST_SWARM_VNI. A claim
         that lands after the call gave up is removed once the store answers (fenced)."""
         for _ in range(MAX_ATTEMPTS):
             entries = self._vni_entries()
@@ -215,7 +216,7 @@ class Registry:
                                            f"adopting VNI {mine} of Swarm network {network[:12]}"):
                     return mine
                 continue
-            chosen = vni if vni is not None else lowest_free_vni(v for v, _ in claims)
+            chosen = vni if vni is not None else lowest_free_vni((v for v, _ in claims), FIRST_SWARM_VNI)
             key = keys.overlay_vni(chosen)
             value = records.dump({"space": oid.space, "subnet": oid.subnet, "network": network,
                                   "attempt": claim_id()})

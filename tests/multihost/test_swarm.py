@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from driver.overlay.model import FIRST_SWARM_VNI
 from tests.harness.multihost import REPO_ROOT, Host
 from tests.harness.swarm import PLUGIN, SwarmBed, dev_plugin_dir
 from tests.harness.wait import wait_until
@@ -80,7 +81,12 @@ def wait_running(swarm: SwarmBed, service: str, n: int, timeout: float = CONVERG
         got = tasks(swarm, service)
         nodes = [node for node, state in got if state == "Running"]
         return nodes if len(got) == n and len(nodes) == n else None
-    return wait_until(done, timeout, f"{n} running tasks of {service}", interval=1.0)
+    try:
+        return wait_until(done, timeout, f"{n} running tasks of {service}", interval=1.0)
+    except AssertionError as exc:
+        ps = swarm.manager.docker("service", "ps", service, "--no-trunc", "--format",
+                                  "{{.Node}} {{.CurrentState}} {{.Error}}", check=False).stdout
+        raise AssertionError(f"{exc}\n{ps[-3000:]}") from None
 
 
 def containers(h: Host, service: str) -> list[str]:
@@ -164,7 +170,9 @@ def test_a_service_runs_on_every_node_and_its_tasks_reach_each_other(swarm):
     manager = swarm.manager
     network_id = create_network(manager)
     # The manager allocated the VNI for this network (AllocateNetwork), cluster-wide.
-    vni = {k: json.loads(v) for k, v in swarm.bed.kv("pynet/v1/overlay/vnis/").items()}
+    # Swarm allocates after `network create` returns.
+    vni = wait_until(lambda: {k: json.loads(v) for k, v in swarm.bed.kv("pynet/v1/overlay/vnis/").items()},
+                     30, "the network's VNI claim")
     assert [c["network"] for c in vni.values()] == [network_id], vni
     manager.docker("service", "create", "--detach", "--name", "web", "--replicas", "6",
                    "--network", NET, IMAGE, "httpd", "-f", "-p", "80")
@@ -243,14 +251,14 @@ def test_a_drained_worker_and_a_restarted_dockerd_come_back_with_working_tasks(s
     wait_until(lambda: not containers(swarm["h3"], "web"), CONVERGE, "h3 drained")
     wait_running(swarm, "web", 6)
     manager.docker("node", "update", "--availability", "active", "h3")
-    manager.docker("service", "update", "--detach", "--force", "web")  # rebalance onto h3
+    manager.docker("service", "update", "--detach", "--force", "--update-parallelism", "0", "web")  # rebalance
     wait_until(lambda: containers(swarm["h3"], "web") and len(tasks(swarm, "web")) == 6
                and all(s == "Running" for _, s in tasks(swarm, "web")), 180, "tasks back on h3")
     _all_reach_all(swarm)
     # h2's dockerd restarts (no --live-restore: its tasks stop); Swarm puts tasks back.
     swarm.bed.restart_dockerd(swarm["h2"])
     swarm.wait_nodes_ready()
-    manager.docker("service", "update", "--detach", "--force", "web")
+    manager.docker("service", "update", "--detach", "--force", "--update-parallelism", "0", "web")
     wait_until(lambda: containers(swarm["h2"], "web") and len(tasks(swarm, "web")) == 6
                and all(s == "Running" for _, s in tasks(swarm, "web")), 180, "tasks back on h2")
     _all_reach_all(swarm)
@@ -281,8 +289,10 @@ def test_removing_the_service_and_network_leaves_nothing(swarm):
         assert not _plugin_netns(h), h.name
     # The pool and the VNI are free again: a new network gets them.
     again = create_network(manager)
-    vni = {k: json.loads(v) for k, v in swarm.bed.kv("pynet/v1/overlay/vnis/").items()}
-    assert list(vni) == ["pynet/v1/overlay/vnis/4096"] and vni["pynet/v1/overlay/vnis/4096"]["network"] == again
+    vni = wait_until(lambda: {k: json.loads(v) for k, v in swarm.bed.kv("pynet/v1/overlay/vnis/").items()},
+                     30, "the new network's VNI claim")
+    key = f"pynet/v1/overlay/vnis/{FIRST_SWARM_VNI}"
+    assert list(vni) == [key] and vni[key]["network"] == again
     manager.docker("network", "rm", NET)
     wait_until(lambda: not _network_keys(swarm), 30, "the second network's records gone")
 
@@ -333,8 +343,17 @@ def test_killing_the_leader_of_three_managers_leaves_allocation_working(swarm):
         claims = store_claims(swarm, "GlobalDefault")
         assert set(addresses) <= set(claims)
     finally:
-        swarm.bed.restart_dockerd(leader)
+        # After kill -9 the dockerd takes a while to answer (Swarm, plugin and tasks restored).
+        leader.dockerd.start()
+        wait_until(lambda: _answers(leader), 120, f"dockerd on {leader} back")
         swarm.wait_nodes_ready(timeout=120)
+
+
+def _answers(h: Host) -> bool:
+    try:
+        return h.docker("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0
+    except Exception:  # noqa: BLE001 - a timeout while it starts
+        return False
 
 
 def _leader_among(swarm: SwarmBed, hosts: list[Host]) -> Host | None:

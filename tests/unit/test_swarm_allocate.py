@@ -56,30 +56,30 @@ def test_allocate_answers_the_options_with_a_vni_that_the_nodes_take(hosts, stor
     manager, worker = hosts.add("h1", "198.18.0.11"), hosts.add("h2", "198.18.0.12")
     status, answer = allocate(manager)
     assert status == 200
-    assert answer["Options"] == {"type": "overlay", VXLANID: "4096"}
+    assert answer["Options"] == {"type": "overlay", VXLANID: "1048576"}
     # A retry (or a new leader allocating again with the state merged in) gets the same VNI.
-    assert allocate(manager)[1]["Options"][VXLANID] == "4096"
+    assert allocate(manager)[1]["Options"][VXLANID] == "1048576"
     status, again = manager.call("NetworkDriver.AllocateNetwork", {
         "NetworkID": SWARM_NET, "Options": answer["Options"], "IPv4Data": [{"Pool": SUBNET}]})
     assert status == 200 and again["Options"] == answer["Options"]
     # Another Swarm network gets another VNI, even allocated by another manager.
-    assert allocate(worker, OTHER_NET, "10.61.0.0/24")[1]["Options"][VXLANID] == "4097"
+    assert allocate(worker, OTHER_NET, "10.61.0.0/24")[1]["Options"][VXLANID] == "1048577"
     # The nodes create the network from the driver state, with the manager's NetworkID.
     for host in (manager, worker):
         status, err = host.call("NetworkDriver.CreateNetwork", {
             "NetworkID": SWARM_NET, "Options": {GENERIC: answer["Options"]},
             "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": SUBNET, "Gateway": "10.60.0.1/24"}]})
         assert status == 200, err
-        assert host.vxlan(SWARM_NET).vni == 4096
+        assert host.vxlan(SWARM_NET).vni == 1048576
     # The nodes' networks go (no task left on them): the VNI stays Swarm's.
     for host in (manager, worker):
         host.ok("NetworkDriver.DeleteNetwork", {"NetworkID": SWARM_NET})
-    assert "4096" in vni_claims(store)
-    assert allocate(worker, "z" * 25, "10.62.0.0/24")[1]["Options"][VXLANID] == "4098"
+    assert "1048576" in vni_claims(store)
+    assert allocate(worker, "z" * 25, "10.62.0.0/24")[1]["Options"][VXLANID] == "1048578"
     # FreeNetwork gives back exactly this network's VNI; repeated, it changes nothing.
     manager.ok("NetworkDriver.FreeNetwork", {"NetworkID": SWARM_NET})
     manager.ok("NetworkDriver.FreeNetwork", {"NetworkID": SWARM_NET})
-    assert sorted(vni_claims(store)) == ["4097", "4098"]
+    assert sorted(vni_claims(store)) == ["1048577", "1048578"]
 
 
 def test_a_vni_given_by_the_user_is_claimed_and_echoed(hosts, store):
