@@ -67,7 +67,8 @@ class _Suspect:
 class LeakCheck:
     def __init__(self, store: Store, host: str, docker: Callable[[], DockerView | None],
                  ipam: Releases, *, grace: float = DEFAULT_LEAK_GRACE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 judged_space: Callable[[str], bool] = lambda space: True) -> None:
         self.store = store
         self.host = host
         self.docker = docker
@@ -77,6 +78,20 @@ class LeakCheck:
         self._suspects: dict[str, _Suspect] = {}
         self._next: dict[str, _Suspect] = {}
         self._proven: bool | None = None  # last state logged
+        # Which address spaces this dockerd's word counts for (`pynet ipam check` leaves
+        # swarm-scope claims, made by a Swarm manager for any node, out of it).
+        self.judged_space = judged_space
+        self.last_view: DockerView | None = None
+
+    @property
+    def proven(self) -> bool:
+        """Whether the last check found its dockerd provably this host's."""
+        return bool(self._proven)
+
+    def suspects(self) -> list[str]:
+        """What the last check found unused and waits out the grace for: address claim
+        keys and 'pool SPACE/CIDR'."""
+        return sorted(self._suspects)
 
     def check_once(self) -> list[str]:
         """One comparison; returns what was released (address claim keys, 'pool SPACE/CIDR')."""
@@ -85,9 +100,11 @@ class LeakCheck:
         claims = self.store.list(keys.ipam_addrs_all())
         held = self._held_pools()
         view = self.docker()
+        self.last_view = view
         if view is None:
             return []  # no word from Docker: no judgement
         if not held:
+            self._suspects = {}
             return []  # no pool of this host to prove the dockerd by: no judgement
         if not self._is_this_hosts(view, held):
             self._suspects = {}
@@ -110,6 +127,8 @@ class LeakCheck:
             if claim is None:
                 continue
             space, cidr, _ = keys.claimed_address_parts(entry.key)
+            if not self.judged_space(space):
+                continue
             if (space, cidr) in pools_released:
                 continue  # went with its pool
             pool = ipaddress.ip_network(cidr)
@@ -155,12 +174,17 @@ class LeakCheck:
             self._proven = proven
         return proven
 
+    def held_pools(self) -> dict[tuple[str, Network], tuple[frozenset[str], int]]:
+        return self._held_pools()
+
     def _held_pools(self) -> dict[tuple[str, Network], tuple[frozenset[str], int]]:
         """(space, pool) -> (this host's hold ids, its holds without an id), for every pool
         this host holds."""
         held = {}
         for entry in self.store.list(SPACES_PREFIX):
             space = entry.key[len(SPACES_PREFIX):]
+            if not self.judged_space(space):
+                continue
             try:
                 record = models.decode(AddressSpace, entry)
             except ValueError as exc:

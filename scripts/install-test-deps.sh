@@ -125,7 +125,7 @@ stamp="/var/tmp/pynet-test-deps.$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1
 want="$(command -v "$PYTHON") $(sha256sum "$REPO_ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
     && (cd / && "$PYTHON" -c 'import importlib.metadata as m; m.version("pynet")
-import docker, flask, pyroute2, pytest, pytest_timeout, hypothesis' 2>/dev/null); then
+import docker, flask, pyroute2, pytest, pytest_timeout, hypothesis, prometheus_client' 2>/dev/null); then
     log "python package already installed (pyproject.toml unchanged)"
     exit 0
 fi
