@@ -30,19 +30,20 @@ def _restart_container(ctx: Context, ep: EndpointRecord) -> str:
 
 def check_bridge(ctx: Context, nl: Netlink, net: NetworkRecord, eps: list[EndpointRecord]) -> list[Difference]:
     link = nl.link(net.bridge)
-    if link is None:
-        return [Difference(f"bridge {net.bridge} of network {net.id[:12]} is missing", RECREATE)]
     out = []
-    if link.kind != "bridge":
-        out.append(Difference(f"{net.bridge} of network {net.id[:12]} is a {link.kind or 'device'}, "
-                              "not a bridge", f"remove {net.bridge}, then {RECREATE}"))
-    if not link.up:
-        out.append(Difference(f"bridge {net.bridge} is down", f"ip link set {net.bridge} up"))
-    addresses = {str(a) for name, a in nl.local_addresses() if name == net.bridge}
-    for gw in net.gateways:
-        if gw not in addresses and not net.options.internal:
-            out.append(Difference(f"bridge {net.bridge} lacks its gateway address {gw}",
-                                  f"ip addr add {gw} dev {net.bridge}"))
+    if link is None:
+        out.append(Difference(f"bridge {net.bridge} of network {net.id[:12]} is missing", RECREATE))
+    else:
+        if link.kind != "bridge":
+            out.append(Difference(f"{net.bridge} of network {net.id[:12]} is a {link.kind or 'device'}, "
+                                  "not a bridge", f"remove {net.bridge}, then {RECREATE}"))
+        if not link.up:
+            out.append(Difference(f"bridge {net.bridge} is down", f"ip link set {net.bridge} up"))
+        addresses = {str(a) for name, a in nl.local_addresses() if name == net.bridge}
+        for gw in net.gateways:
+            if gw not in addresses and not net.options.internal:
+                out.append(Difference(f"bridge {net.bridge} lacks its gateway address {gw}",
+                                      f"ip addr add {gw} dev {net.bridge}"))
     for ep in eps:
         if not ep.host_if:
             continue
@@ -52,7 +53,8 @@ def check_bridge(ctx: Context, nl: Netlink, net: NetworkRecord, eps: list[Endpoi
                                   _restart_container(ctx, ep)))
         elif veth.master != net.bridge:
             out.append(Difference(f"veth {ep.host_if} is not a port of {net.bridge} "
-                                  f"(master {veth.master})", f"ip link set {ep.host_if} master {net.bridge}"))
+                                  f"(master {veth.master or 'none'})",
+                                  RECREATE if link is None else f"ip link set {ep.host_if} master {net.bridge}"))
         elif not veth.up:
             out.append(Difference(f"veth {ep.host_if} is down", f"ip link set {ep.host_if} up"))
     return out

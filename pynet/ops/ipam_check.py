@@ -45,9 +45,10 @@ def _describe(ctx: Context, what: str) -> dict:
     entry = ctx.store.get(what)
     claim = models.decode(AddressClaim, entry) if entry else None
     kind = claim.kind if claim else "claim"
-    owner = f" ({claim.name})" if claim and claim.name else ""
+    owner = f" {claim.name}" if claim and claim.name else ""
     return {"what": kind, "pool": f"{space}/{pool}", "address": ip, "key": what,
-            "text": f"{kind} {ip}{owner} in pool {space}/{pool}: claimed by this host, unknown to dockerd"}
+            "text": f"address {ip} ({kind}{owner}) in pool {space}/{pool}: claimed by this host, "
+                    "unknown to dockerd"}
 
 
 def _leak_check(ctx: Context, grace: float, read_only: bool) -> LeakCheck:
@@ -192,7 +193,7 @@ def ipam_check(ctx: Context, args) -> int:
         return DECLINED
     if problems:
         return PROBLEMS
-    return UNAVAILABLE if local["state"] == "unreachable" else OK
+    return UNAVAILABLE if local["state"] in ("unreachable", "not proven") else OK
 
 
 def _describe_released(what: str) -> str:

@@ -21,7 +21,7 @@ def ports(ctx: Context, args) -> int:
     if ctx.out.as_json:
         ctx.out.json({"host": ctx.host, "ports": rows, "docker": ctx.docker_names.error})
         return OK
-    ctx.out.table(["CONTAINER", "NETWORK", "HOST", "", "CONTAINER ADDRESS", "PROTO", "REQUESTED"],
+    ctx.out.table(["CONTAINER", "NETWORK", "HOST ADDRESS", "", "CONTAINER ADDRESS", "PROTO", "REQUESTED"],
                   [[r["container"] or r["endpoint"][:12], r["network"],
                     f"{r['host_ip']}:{r['host_port']}", "->",
                     f"{r['container_ip']}:{r['container_port']}", r["proto"], r["requested"]]

@@ -71,9 +71,7 @@ def status(ctx: Context, args) -> int:
                              "proven_engine": engine.get("engine"),
                              "dockerd_engine": _engine(ctx),
                              "heartbeat_age_s": None if seen is None else round(time.time() - seen.time, 1)}
-        proof = doc["leak_check"]
-        if proof["dockerd_engine"] and proof["proven_engine"]:
-            proof["dockerd_proven"] = docker_proof.proven(ctx.store, ctx.host, proof["dockerd_engine"], False)
+        doc["leak_check"]["dockerd_proven"] = _proven(ctx, doc["leak_check"]["dockerd_engine"])
         if pending:
             problems.append(f"{len(pending)} records are not ready (an interrupted call; restore "
                             "finishes it when pynet starts)")
@@ -107,6 +105,22 @@ def status(ctx: Context, args) -> int:
     for p in problems:
         out.line(out.paint(f"problem: {p}", "bad"))
     return PROBLEMS if problems else OK
+
+
+def _proven(ctx: Context, engine: str | None) -> bool:
+    """The leak check's proof (pynet/docker_proof.py), read only: the dockerd lists a pynet
+    network on a pool this host holds, or has the engine ID once recorded."""
+    if not engine:
+        return False
+    if docker_proof.proven(ctx.store, ctx.host, engine, False):
+        return True
+    from ipaddress import ip_network
+    from ipam_driver.docker_addresses import DockerAddresses
+    from pathlib import Path
+    from .ipam_show import read_pools
+    view = DockerAddresses(ctx.settings.docker_host, ipam_driver=Path(ctx.settings.socket).stem)()
+    held = [ip_network(p["pool"]) for p in read_pools(ctx) if ctx.host in p["holders"]]
+    return view is not None and view.knows_pynet_pool(held)
 
 
 def _engine(ctx: Context) -> str | None:
