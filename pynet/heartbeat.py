@@ -14,7 +14,7 @@ from .store import keys, records
 from .store.api import Store
 
 # Written this often by `pynet serve` with --store consul.
-INTERVAL = 30.0
+INTERVAL = 10.0
 
 
 def beat(store: Store, host: str, clock=time.time) -> None:

@@ -160,6 +160,9 @@ def ipam_check(ctx: Context, args) -> int:
     if args.older_than < MIN_LEAK_GRACE:
         raise CannotLook(f"--older-than {args.older_than:g}: expected at least {MIN_LEAK_GRACE:g} s "
                          "(the leak check's smallest grace: Docker retries a call for 30 s)")
+    if args.host_timeout < 2 * heartbeat.INTERVAL:
+        raise CannotLook(f"--host-timeout {args.host_timeout:g}: expected at least "
+                         f"{2 * heartbeat.INTERVAL:g} s (hosts beat every {heartbeat.INTERVAL:g} s)")
     check = _leak_check(ctx, args.older_than, read_only=not args.repair)
     check.check_once()
     pools = read_pools(ctx)
