@@ -139,7 +139,8 @@ def doctor(ctx: Context, args) -> int:
     for d in found:
         out.line(out.paint(f"DIFFERENT {d.what}", "bad"))
         out.line(f"    fix: {d.fix}")
-    for name in strangers:
-        out.line(out.paint(f"note: link {name} is named like pynet's but no record of this host names "
-                           "it; pynet never removes it (another pynet's, or left by hand)", "dim"))
+    if strangers:
+        out.line(out.paint(f"note: {len(strangers)} link(s) named like pynet's that no record of this "
+                           f"host names (another pynet's, or left by hand; pynet never removes them): "
+                           f"{', '.join(strangers)}", "dim"))
     return PROBLEMS if found else OK
