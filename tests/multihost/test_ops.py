@@ -56,6 +56,12 @@ def test_ipam_check_names_the_claims_of_a_host_gone_for_good(bed: MultiHost) -> 
     assert f"LocalDefault/{POOL}" in gone["pools"]
     assert any(ips[h3.name] in a for a in gone["addresses"]), gone
     assert doc["local"]["unused"] == [], doc  # h1's own claims are all in use
+    shown = h1.run("env", f"PYTHONPATH={REPO_ROOT}", sys.executable, "-m", "pynet.cli", "ipam", "check",
+                   "--store", "consul", "--consul-addr", f"127.0.0.1:{CONSUL_HTTP}", "--host-id", h1.name,
+                   "--docker-host", f"unix://{h1.docker_socket}", "--host-timeout", str(HOST_TIMEOUT),
+                   check=False)
+    print(f"$ pynet ipam check --host-timeout {HOST_TIMEOUT}   (on {h1}, exit {shown.returncode})\n{shown.stdout}")
+    assert shown.returncode == 1 and f"{h3.name}: last seen" in shown.stdout
 
     before = claims(bed, POOL)
     code, doc = pynet(h2, "ipam", "check", "--repair", "--yes", "--host-timeout", str(HOST_TIMEOUT))
