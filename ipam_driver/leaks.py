@@ -55,12 +55,11 @@ from . import models
 from .allocator import Network
 from .docker_addresses import DockerView
 from .models import AddressClaim, AddressSpace, claimed_ip
+from .pools import GLOBAL_SPACE
 
 log = logging.getLogger(__name__)
 
 SPACES_PREFIX = keys.ipam_space("")
-# The address space of global-scope (Swarm) networks: never judged against this dockerd.
-GLOBAL_SPACE = "GlobalDefault"
 
 
 class Releases(Protocol):
@@ -79,7 +78,8 @@ class _Suspect:
 class LeakCheck:
     def __init__(self, store: Store, host: str, docker: Callable[[], DockerView | None],
                  ipam: Releases, *, grace: float = DEFAULT_LEAK_GRACE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 judged_space: Callable[[str], bool] = lambda space: True) -> None:
         self.store = store
         self.host = host
         self.docker = docker
@@ -89,6 +89,20 @@ class LeakCheck:
         self._suspects: dict[str, _Suspect] = {}
         self._next: dict[str, _Suspect] = {}
         self._proven: bool | None = None  # last state logged
+        # Which address spaces this dockerd's word counts for (`pynet ipam check` leaves
+        # swarm-scope claims, made by a Swarm manager for any node, out of it).
+        self.judged_space = judged_space
+        self.last_view: DockerView | None = None
+
+    @property
+    def proven(self) -> bool:
+        """Whether the last check found its dockerd provably this host's."""
+        return bool(self._proven)
+
+    def suspects(self) -> list[str]:
+        """What the last check found unused and waits out the grace for: address claim
+        keys and 'pool SPACE/CIDR'."""
+        return sorted(self._suspects)
 
     def check_once(self) -> list[str]:
         """One comparison; returns what was released (address claim keys, 'pool SPACE/CIDR')."""
@@ -97,14 +111,15 @@ class LeakCheck:
         claims = self.store.list(keys.ipam_addrs_all())
         held = self._held_pools()
         view = self.docker()
+        self.last_view = view
         if view is None:
             return []  # no word from Docker: no judgement
         if not held:
+            self._suspects = {}
             return []  # no pool of this host to prove the dockerd by: no judgement
-        if not view.outside_swarm:
-            held = {k: v for k, v in held.items() if k[0] != GLOBAL_SPACE}  # Swarm's (above)
-            if not held:
-                return []
+        held = {k: v for k, v in held.items() if self._judges(k[0], view)}
+        if not held:
+            return []
         if not self._is_this_hosts(view, held):
             self._suspects = {}
             return []
@@ -123,8 +138,8 @@ class LeakCheck:
                             "was down)", space, pool, self.host, view.docker_host, self.grace)
         for entry in claims:
             space, cidr, _ = keys.claimed_address_parts(entry.key)
-            if space == GLOBAL_SPACE and not view.outside_swarm:
-                continue  # Swarm's allocation (module docstring)
+            if not self._judges(space, view):
+                continue  # Swarm's allocation (module docstring), or left out by the caller
             claim = self._own(entry)
             if claim is None:
                 continue
@@ -145,6 +160,13 @@ class LeakCheck:
                             view.docker_host, self.grace)
         self._suspects = self._next
         return released
+
+    def _judges(self, space: str, view: DockerView) -> bool:
+        """Whether this dockerd's word counts for claims in `space`: not for the global space
+        on a dockerd in a swarm (a manager allocates there for tasks on every node)."""
+        if space == GLOBAL_SPACE and not view.outside_swarm:
+            return False
+        return self.judged_space(space)
 
     def _overdue(self, what: str, identity: Hashable) -> bool:
         """Note `what` as unused now; True once it has been so, unchanged, for the grace."""
@@ -173,12 +195,17 @@ class LeakCheck:
             self._proven = proven
         return proven
 
+    def held_pools(self) -> dict[tuple[str, Network], tuple[frozenset[str], int]]:
+        return self._held_pools()
+
     def _held_pools(self) -> dict[tuple[str, Network], tuple[frozenset[str], int]]:
         """(space, pool) -> (this host's hold ids, its holds without an id), for every pool
         this host holds."""
         held = {}
         for entry in self.store.list(SPACES_PREFIX):
             space = entry.key[len(SPACES_PREFIX):]
+            if not self.judged_space(space):
+                continue
             try:
                 record = models.decode(AddressSpace, entry)
             except ValueError as exc:

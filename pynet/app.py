@@ -28,6 +28,7 @@ from ipam_driver.leaks import LeakCheck
 from ipam_driver.routes import ipam_handlers
 from ipam_driver.service import IpamService
 
+from . import heartbeat, metrics
 from .jobs import every
 from .plugin_api import plugin_app
 from .readiness import RestoreGate
@@ -59,10 +60,14 @@ class Background:
     """The jobs create_app started, so a test (or a shutdown) can stop them."""
     gate: RestoreGate
     stops: list[threading.Event] = field(default_factory=list)
+    servers: list = field(default_factory=list)  # the metrics listener
 
     def stop(self) -> None:
         for stop in self.stops:
             stop.set()
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
         self.gate.close()
 
 
@@ -74,7 +79,8 @@ def build_deps(settings: Settings) -> Deps:
 
     from .store.factory import open_store
 
-    store = open_store(settings)  # --store local (sqlite in --state-dir) or consul
+    # --store local (sqlite in --state-dir) or consul; every call timed for the metrics.
+    store = metrics.MeasuredStore(open_store(settings))
     return Deps(store=store, netlink=Pyroute2Netlink(), firewall=NftFirewall(),
                 docker_addresses=DockerAddresses(settings.docker_host,
                                                  ipam_driver=Path(settings.socket).stem),
@@ -104,17 +110,20 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                        block_size=settings.ipam_block_size,
                        host_routes=deps.netlink.routes)
     # With the store down, start anyway: restore is retried and calls answer 503 until then.
-    gate = RestoreGate(lambda: restore(network, deps.netlink), restored=not restore_on_start)
+    gate = RestoreGate(metrics.timed_restore(lambda: restore(network, deps.netlink)),
+                       restored=not restore_on_start)
     gate.start()
     background = Background(gate)
     if runtime is not None and runtime.settings.shared_store:
+        runtime.watcher.on_synced = metrics.overlay_synced
         background.stops.append(runtime.watcher.start())
         log.info("overlay: peer watcher started (VXLAN port %d, peer timeout %g s)",
                  settings.vxlan_port, settings.overlay_peer_timeout)
     if deps.docker_addresses is not None and settings.leak_check_interval > 0:
         check = LeakCheck(deps.store, settings.host, deps.docker_addresses, ipam,
                           grace=settings.leak_grace)
-        background.stops.append(every(settings.leak_check_interval, check.check_once, "leak check"))
+        background.stops.append(every(settings.leak_check_interval,
+                                      lambda: metrics.leak_released(check.check_once()), "leak check"))
         log.info("leak check: every %g s against dockerd at %s, grace %g s",
                  settings.leak_check_interval, settings.docker_host, settings.leak_grace)
     if deps.docker_networks is not None and settings.leak_check_interval > 0:
@@ -122,6 +131,14 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         stale = StaleCheck(network, deps.docker_networks, grace=settings.leak_grace)
         background.stops.append(every(settings.leak_check_interval, stale.check_once,
                                       "stale network check"))
+    if settings.store == "consul":
+        # With a shared store, `pynet ipam check` names the claims of hosts long unseen.
+        background.stops.append(every(heartbeat.INTERVAL, lambda: heartbeat.beat(deps.store, settings.host),
+                                      "heartbeat", at_once=True))
+    if settings.metrics_addr:
+        server = metrics.serve(settings.metrics_addr, settings.metrics_allow_remote, deps.store,
+                               settings.host)
+        background.servers.append(server)
 
     handlers = {"Plugin.Activate": lambda b: ACTIVATE,
                 **network_handlers(network, settings.scope,

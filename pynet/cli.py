@@ -8,6 +8,7 @@ import os
 import resource
 import sys
 
+from .logformat import formatter, gunicorn_logconfig
 from .plugin_api import CONTENT_TYPE, failure
 from .settings import Settings, add_serve_arguments, settings_from_args
 from .wire import printable
@@ -18,11 +19,16 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the plugin in the foreground")
     add_serve_arguments(serve)
+    # The operator commands (README "Operating pynet"): a second composition root.
+    from .ops.commands import add_commands
+    add_commands(commands)
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.command != "serve":
+        return args.run(settings, args)
     return run_server(settings)
 
 
@@ -43,8 +49,9 @@ def raise_open_files_limit() -> tuple[int, int]:
 def run_server(settings: Settings) -> int:
     from gunicorn.app.base import BaseApplication
 
-    logging.basicConfig(stream=sys.stderr, level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(settings.log_format))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     raise_open_files_limit()
     os.makedirs(os.path.dirname(settings.socket), mode=0o755, exist_ok=True)
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
@@ -63,6 +70,8 @@ def run_server(settings: Settings) -> int:
                 "loglevel": settings.log_level,
                 "accesslog": None,
                 "errorlog": "-",
+                # gunicorn's own lines in pynet's format (one JSON object each with json).
+                "logconfig_dict": gunicorn_logconfig(settings.log_format, settings.log_level),
                 "graceful_timeout": 5,
                 "proc_name": "pynet",
                 # gunicorn's control socket would be one more root socket to secure: unused.

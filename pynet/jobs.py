@@ -8,13 +8,17 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
-def every(interval: float, check: Callable[[], object], name: str) -> threading.Event:
+def every(interval: float, check: Callable[[], object], name: str,
+          at_once: bool = False) -> threading.Event:
     """Run `check` every `interval` seconds on a daemon thread until the returned event is
-    set. A failed check (the store or Docker away) is logged and tried again next time."""
+    set (at_once: a first run straight away). A failed check (the store or Docker away) is
+    logged and tried again next time."""
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(interval):
+        first = at_once
+        while first or not stop.wait(interval):
+            first = False
             try:
                 check()
             except Exception as exc:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from flask import Flask, Response, request
 
-from . import deadline
+from . import deadline, metrics
 from .errors import PynetError
 from .readiness import RestoreGate
 from .wire import Body, printable
@@ -58,9 +58,13 @@ def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
                     status, answer = _invoke(method, handler, body)
                 except PynetError as exc:  # the body itself is malformed, or state not restored
                     status, answer = exc.status, failure(exc.message)
-        log.info("%s %s -> %d %s(%.0f ms)", printable(method, 60)[1:-1], _ids(body), status,
-                 f"{_escaped(answer['Err'])} " if status != 200 else "",
-                 (time.monotonic() - started) * 1000)
+        seconds = time.monotonic() - started
+        shown = printable(method, 60)[1:-1]
+        error = _escaped(answer['Err']) if status != 200 else None
+        metrics.plugin_call(shown if handler is not None else "unknown", status, seconds)
+        log.info("%s %s -> %d %s(%.0f ms)", shown, _ids(body), status,
+                 f"{error} " if error else "", seconds * 1000,
+                 extra=_fields(shown, body, status, seconds, error))
         return Response(json.dumps(answer), status=status, content_type=CONTENT_TYPE)
 
     @app.errorhandler(404)
@@ -124,6 +128,21 @@ def _ids(body: Body | None) -> str:
             shown = value[:12] if key.endswith("ID") and "/" not in value else value
             parts.append(f"{key}={_escaped(shown)}")
     return " ".join(parts)
+
+
+def _fields(method: str, body: Body | None, status: int, seconds: float,
+            error: str | None) -> dict[str, Any]:
+    """The call's fields for --log-format json (pynet/logformat.py)."""
+    data = body.data if body is not None else {}
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return _escaped(value, 100) if isinstance(value, str) and value else None
+
+    return {"call": method, "network": text("NetworkID"), "endpoint": text("EndpointID"),
+            "pool": text("PoolID") or text("Pool"), "address": text("Address"),
+            "duration_ms": round(seconds * 1000, 1), "status": status,
+            "outcome": metrics.outcome(status), "error": error}
 
 
 def _escaped(text: str, limit: int = 300) -> str:

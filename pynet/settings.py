@@ -50,6 +50,11 @@ class Settings:
     # The network driver's Scope (docs/swarm.md): "local" (networks made per host) or
     # "global" (Swarm managers allocate them; the managed plugin's default).
     scope: str = "local"
+    # Operating pynet (README "Operating pynet"): log lines as text or JSON objects, and the
+    # opt-in Prometheus listener (HOST:PORT or unix:PATH; None: off).
+    log_format: str = "text"
+    metrics_addr: str | None = None
+    metrics_allow_remote: bool = False
 
     @property
     def host(self) -> str:
@@ -121,6 +126,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="concurrent plugin calls served [PYNET_THREADS] (default 16)")
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "info"),
                         choices=["debug", "info", "warning", "error"], help="[PYNET_LOG_LEVEL]")
+    parser.add_argument("--log-format", default=_env("LOG_FORMAT", "text"), choices=["text", "json"],
+                        help="log lines as text or as one JSON object each [PYNET_LOG_FORMAT] "
+                             "(default text)")
+    parser.add_argument("--metrics-addr", default=_env("METRICS_ADDR", "") or None,
+                        metavar="HOST:PORT|unix:PATH",
+                        help="serve Prometheus metrics there [PYNET_METRICS_ADDR] (default: off); "
+                             "a loopback address or a Unix socket unless --metrics-allow-remote")
+    parser.add_argument("--metrics-allow-remote", action=argparse.BooleanOptionalAction, default=None,
+                        help="allow --metrics-addr on a non-loopback address [PYNET_METRICS_ALLOW_REMOTE]")
 
 
 def add_consul_arguments(parser: argparse.ArgumentParser) -> None:
@@ -191,12 +205,19 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.overlay_peer_timeout < 3:
         raise ValueError(f"--overlay-peer-timeout {args.overlay_peer_timeout:g}: expected at least "
                          "3 seconds (hosts beat three times per timeout)")
+    allow_remote = (_env_bool("METRICS_ALLOW_REMOTE", False) if args.metrics_allow_remote is None
+                    else args.metrics_allow_remote)
+    if args.metrics_addr:
+        from .metrics import check_addr
+        check_addr(args.metrics_addr, allow_remote)  # refuses a bad or public address before serving
     settings = Settings(socket=args.socket, state_dir=args.state_dir, store=args.store,
                         host_id=args.host_id, default_pools=pools, threads=args.threads,
                         log_level=args.log_level, docker_host=args.docker_host,
                         leak_check_interval=args.leak_check_interval, leak_grace=args.leak_grace,
                         data_path_addr=args.data_path_addr, vxlan_port=args.vxlan_port,
                         overlay_peer_timeout=args.overlay_peer_timeout, scope=args.scope,
+                        log_format=args.log_format, metrics_addr=args.metrics_addr,
+                        metrics_allow_remote=allow_remote,
                         **_consul_settings(args))
     settings.consul_endpoint  # noqa: B018 - refuses a malformed --consul-addr before serving
     return settings

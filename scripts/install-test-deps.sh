@@ -4,7 +4,7 @@
 # (set PYNET_FORCE_APT=1 to run apt-get update/install anyway). Always (re)installs the
 # Python package in editable mode with its test extras.
 #
-#   Debian: docker.io iptables busybox-static docker-compose iperf3 nftables curl
+#   Debian: docker.io iptables busybox-static docker-compose iperf3 nftables curl systemd (systemd-analyze)
 #   Debian bullseye (pinned so only `consul` comes from it): consul 1.8.7
 #
 # Env: PYTHON (default python3), PYNET_FORCE_APT=1.
@@ -12,7 +12,7 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-PACKAGES=(docker.io iptables busybox-static docker-compose iperf3 nftables curl consul)
+PACKAGES=(docker.io iptables busybox-static docker-compose iperf3 nftables curl consul systemd)
 BULLSEYE_SOURCE=/etc/apt/sources.list.d/pynet-bullseye.sources
 BULLSEYE_PIN=/etc/apt/preferences.d/pynet-bullseye
 
@@ -113,7 +113,7 @@ if [[ $changed -eq 1 || ${#missing[@]} -gt 0 || "${PYNET_FORCE_APT:-0}" == 1 ]];
 else
     log "all Debian packages already installed"
 fi
-for bin in dockerd containerd runc iptables nft busybox docker-compose iperf3 consul curl; do
+for bin in dockerd containerd runc iptables nft busybox docker-compose iperf3 consul curl systemd-analyze; do
     command -v "$bin" >/dev/null || die "$bin not on PATH after install"
 done
 [[ "$(dpkg-query -W -f='${Version}' consul)" == 1.8.* ]] || log "warning: consul is not 1.8.x"
@@ -125,7 +125,7 @@ stamp="/var/tmp/pynet-test-deps.$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1
 want="$(command -v "$PYTHON") $(sha256sum "$REPO_ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
     && (cd / && "$PYTHON" -c 'import importlib.metadata as m; m.version("pynet")
-import docker, flask, pyroute2, pytest, pytest_timeout, hypothesis' 2>/dev/null); then
+import docker, flask, pyroute2, pytest, pytest_timeout, hypothesis, prometheus_client' 2>/dev/null); then
     log "python package already installed (pyproject.toml unchanged)"
     exit 0
 fi

@@ -45,11 +45,14 @@ class PeerWatcher:
         self._member = False
         self._last_beat: float | None = None
         self.syncs = 0  # completed syncs (tests wait on it)
+        # Told (seconds, entries changed) after every sync: the composition root's metrics.
+        self.on_synced: Callable[[float, int], None] | None = None
 
     def sync(self) -> dict[OverlayId, Changes]:
         """Bring every overlay this host is a member of to the store's current view. Reading
         and applying happen under one lock, so what the kernel gets is never older than what
         an earlier sync applied."""
+        started = time.monotonic()
         with self._lock:
             views = self.registry.views()
             beats = self.registry.beats()
@@ -70,7 +73,9 @@ class PeerWatcher:
             if was_member and not self._member:
                 self._retire_beat()
             self.syncs += 1
-            return done
+        if self.on_synced is not None:
+            self.on_synced(time.monotonic() - started, sum(c.count() for c in done.values()))
+        return done
 
     def _retire_beat(self) -> None:
         """This host left its last overlay: its heartbeat key goes too (nothing of pynet's

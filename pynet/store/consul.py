@@ -84,6 +84,11 @@ class ConsulStore:
             _, items = self._c.kv.get(self._prefix + prefix, recurse=True)
         return sorted((self._entry(i) for i in items or ()), key=lambda e: e.key)
 
+    def leader(self) -> str:
+        """The Consul cluster leader's address, "" when it has none (`pynet status`)."""
+        with self._call("asking for the cluster leader"):
+            return str(self._c.status.leader() or "")
+
     def watch(self, prefix: str, since: int, timeout: float) -> int:
         """A blocking query on the prefix. Consul may add up to timeout/16 of jitter, and
         like the other backends it may return early without a change under the prefix

@@ -10,6 +10,7 @@ v1/hosts/<host>/names/<space>/<name>         a kernel name a network or endpoint
 v1/hosts/<host>/fence                        the network driver's write fence
 v1/hosts/<host>/docker                       the engine ID of the dockerd proven this host's
 v1/hosts/<host>/overlay-fence                the overlay's write fence
+v1/hosts/<host>/seen                         the host's last-seen heartbeat (--store consul)
 v1/overlay/nets/<space>/<subnet>/def         an overlay's definition (VNI, MTU, UDP port)
 v1/overlay/nets/<space>/<subnet>/members/<host>         a host that has the overlay, its VTEP
 v1/overlay/nets/<space>/<subnet>/peers/<host>/<eid>     an endpoint on it (IP, MAC, VTEP)
@@ -101,6 +102,23 @@ def driver_fence(host: str) -> str:
 def docker_engine(host: str) -> str:
     """The dockerd seen knowing this host's networks (driver/stale.py)."""
     return f"{VERSION}/hosts/{host}/docker"
+
+
+def host_seen(host: str) -> str:
+    """The host's last-seen heartbeat (pynet/heartbeat.py)."""
+    return f"{VERSION}/hosts/{host}/seen"
+
+
+def hosts_all() -> str:
+    """The prefix of every host's records."""
+    return f"{VERSION}/hosts/"
+
+
+def host_of(key: str) -> str | None:
+    """The host a key under hosts_all() belongs to."""
+    if not key.startswith(hosts_all()):
+        return None
+    return key[len(hosts_all()):].split("/", 1)[0] or None
 
 
 def overlay_fence(host: str) -> str:

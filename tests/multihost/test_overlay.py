@@ -46,7 +46,7 @@ from tests.multihost.support import (
 FLOOD = "00:00:00:00:00:00"
 CONVERGE = 10.0  # seconds a change may take to reach another host in these tests
 # Per-host keys (not per network) that stay: the write fences and the dockerd engine proof.
-HOST_KEYS = ("/fence", "/overlay-fence", "/docker")
+HOST_KEYS = ("/fence", "/overlay-fence", "/docker", "/seen")
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ def test_the_consul_store_starts_the_peer_watcher_by_default():
     deps = Deps(store=MemoryStore(), netlink=FakeNetlink(), firewall=RecordingFirewall())
     client = app_client(deps, settings=Settings(host_id="h1", store="consul"))
     try:
-        assert len(client.services["background"].stops) == 1
+        assert len(client.services["background"].stops) == 2  # the peer watcher, the heartbeat
     finally:
         client.services["background"].stop()
 

@@ -1,0 +1,43 @@
+"""This host's last-seen heartbeat in a shared store (v1/hosts/<host>/seen).
+
+With Consul, a host that died for good keeps its address claims; `pynet ipam check` names
+the claims of hosts whose heartbeat is older than a limit. The heartbeat carries this
+host's wall clock: the reader compares it with its own, so it is a report for a person
+(clocks of hosts may differ by seconds), never a reason to release anything.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .store import keys, records
+from .store.api import Store
+
+# Written this often by `pynet serve` with --store consul.
+INTERVAL = 10.0
+
+
+def beat(store: Store, host: str, clock=time.time) -> None:
+    records.update(store, keys.host_seen(host), lambda _: {"host": host, "time": round(clock(), 3)},
+                   "writing this host's heartbeat")
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    host: str
+    time: float  # the host's own clock at its last heartbeat
+
+
+def last_seen(store: Store) -> dict[str, Seen]:
+    """Every host's last heartbeat."""
+    found: dict[str, Seen] = {}
+    for entry in store.list(keys.hosts_all()):
+        host = keys.host_of(entry.key)
+        if host is None or entry.key != keys.host_seen(host):
+            continue
+        try:
+            data = records.load(entry)
+            found[host] = Seen(host, float(data["time"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # unreadable: the host counts as never seen
+    return found
