@@ -58,7 +58,7 @@ def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
                     status, answer = _invoke(method, handler, body)
                 except PynetError as exc:  # the body itself is malformed, or state not restored
                     status, answer = exc.status, failure(exc.message)
-        log.info("%s %s -> %d %s(%.0f ms)", printable(method, 60)[1:-1], _ids(body), status,
+        log.info("%s %s -> %d %s(%.1f ms)", printable(method, 60)[1:-1], _ids(body), status,
                  f"{_escaped(answer['Err'])} " if status != 200 else "",
                  (time.monotonic() - started) * 1000)
         return Response(json.dumps(answer), status=status, content_type=CONTENT_TYPE)
