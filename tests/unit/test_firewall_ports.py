@@ -312,3 +312,38 @@ def test_restore_never_sleeps_on_busy_ports_and_retakes_them_later(fw, monkeypat
     wait_until(lambda: len(fw.published()) == 45, 10, "the busy ports to be re-taken", interval=0.02)
     fw.unpublish(net(), endpoints[0])
     assert endpoints[0].id not in fw.published()
+
+
+def test_each_change_is_one_transaction_of_its_own_elements(fw):
+    fw.network_added(net())
+    assert fw.nft.docs[-1].startswith("add table inet pynet\ndelete table inet pynet\n")  # the first builds it
+    fw.network_added(net("b" * 64))
+    assert "table" not in fw.nft.docs[-1] and '"pn-bbbbbbbbbbbb"' in fw.nft.docs[-1]
+    fw.publish(net(), ep(), [PortRequest("tcp", 80, "0.0.0.0", 8080, 8080)])
+    assert fw.nft.docs[-1] == ('add element inet pynet published_any { tcp . 8080 comment '
+                               '"net aaaaaaaaaaaa endpoint eeeeeeeeeeee" : 198.18.100.2 . 80 }\n')
+    fw.unpublish(net(), ep())
+    assert fw.nft.docs[-1] == "delete element inet pynet published_any { tcp . 8080 }\n"
+
+
+def test_a_refused_change_rebuilds_the_table_once_and_fails_only_if_that_fails_too(fw):
+    fw.network_added(net())
+    refusals = [FirewallError("nft refused pynet's rules: No such file or directory")]
+    real = fw.nft.apply
+
+    def apply(script):
+        if refusals:
+            raise refusals.pop()
+        real(script)
+
+    fw.nft.apply = apply
+    fw.publish(net(), ep(), [PortRequest("tcp", 80, "0.0.0.0", 8080, 8080)])
+    # The incremental line was refused (the table was gone): the whole table, with the port.
+    assert fw.nft.docs[-1].startswith("add table inet pynet\ndelete table inet pynet\n")
+    assert "tcp . 8080" in fw.nft.docs[-1]
+    refusals[:] = [FirewallError("nft refused pynet's rules: b"), FirewallError("nft refused pynet's rules: a")]
+    applied = len(fw.nft.docs)
+    with pytest.raises(FirewallError):
+        fw.publish(net(), ep("d" * 64), [PortRequest("tcp", 80, "0.0.0.0", 8090, 8090)])
+    assert len(fw.nft.docs) == applied and set(fw.published()) == {"e" * 64}
+    assert ("tcp", "0.0.0.0", 8090) not in fw.ports.held()
