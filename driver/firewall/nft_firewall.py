@@ -76,7 +76,8 @@ class NftFirewall:
             try:
                 self._prepare_kernel(network)
                 self.forward.network_added(network)
-                gone = self._network_elements(old) if old is not None and old != network else []
+                changed = old is not None and NetworkPolicy.of(old) != NetworkPolicy.of(network)
+                gone = self._network_elements(old) if changed else []
                 self._change([*delete_elements(gone),
                               *add_elements(self._network_elements(network)),
                               *set_uplinks(self._uplinks())])

@@ -165,3 +165,12 @@ def test_a_port_published_on_one_host_address_answers_there_only(topo):
     assert f"{OUTSIDE_HOST_IP} . tcp . 8090" in elements(topo, "published_at")
     assert topo.ask(topo.outside, "tcp", OUTSIDE_HOST_IP, 8090) == f"tcp {OUTSIDE_IP}"
     assert topo.ask(topo.host, "tcp", "127.0.0.1", 8090).startswith("fail")
+
+
+def test_a_replayed_create_network_re_adds_its_elements_and_changes_nothing(topo):
+    topo.network(NID_A, "198.18.100.0/24")
+    before, handles = topo.nft_text(), rule_handles(topo)
+    scripts = sent(topo)
+    topo.network(NID_A, "198.18.100.0/24")  # Docker repeating the call (restore_network)
+    assert len(scripts) == 1 and "delete" not in scripts[0]  # no rebuild, nothing removed
+    assert topo.nft_text() == before and rule_handles(topo) == handles
