@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import replace
 
@@ -20,6 +19,7 @@ from pynet.repair import RepairQueue
 from pynet.store.api import Store
 
 from . import naming
+from .call_locks import CallLocks
 from .kinds.base import NetworkKind
 from .ledger import Ledger
 from .models import CREATING, DELETING, READY, EndpointRecord, NetworkRecord
@@ -37,17 +37,17 @@ class NetworkService:
         self.host = host
         self.kinds = kinds
         self.ledger = Ledger(store, host, repairs)
-        # Calls on one network are serialised in-process; this only avoids wasted work,
+        # Endpoint calls of one network run side by side, one at a time per endpoint;
+        # CreateNetwork/DeleteNetwork alone (call_locks.py). This only avoids wasted work,
         # correctness across processes and hosts comes from the store's CAS.
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks = CallLocks()
         # CreateNetwork and DeleteNetwork of all networks, one at a time: a kind checks a new
         # network against the others' records (a bridge name, a shared parent), and a record
         # that is not ready is known to belong to no call in flight. Network changes are rare;
         # endpoint calls never take this lock.
         self._topology = threading.Lock()
         # Endpoint calls that make or remove links, one at a time per name key: endpoints on
-        # two networks whose IDs begin alike name the same links.
-        self._link_names: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        # two networks whose IDs begin alike name the same links (self._link_names(eid)).
 
     # --- records -------------------------------------------------------------------
     def network(self, nid: str) -> NetworkRecord | None:
@@ -71,13 +71,16 @@ class NetworkService:
             raise NotFound(f"endpoint {eid[:12]} does not exist on network {nid[:12]}")
         return ep
 
+    def _link_names(self, eid: str):
+        return self._locks.key(f"links/{naming.name_key(eid)}")
+
     def _kind(self, net: NetworkRecord) -> NetworkKind:
         return self.kinds[net.options.type]
 
     # --- NetworkDriver.CreateNetwork / DeleteNetwork --------------------------------
     def create_network(self, req: CreateNetwork) -> None:
         nid = req.network_id
-        with self._topology, self._locks[nid]:
+        with self._topology, self._locks.network(nid):
             recorded = self.ledger.networks()
             others = [o for o in recorded if o.state == READY]
             for stale in (o for o in recorded if o.state != READY):
@@ -106,7 +109,7 @@ class NetworkService:
 
     def delete_network(self, req: NetworkCall) -> None:
         nid = req.network_id
-        with self._topology, self._locks[nid]:
+        with self._topology, self._locks.network(nid):
             net = self.ledger.network(nid)
             if net is None:
                 return
@@ -114,7 +117,6 @@ class NetworkService:
             if net.state != DELETING:
                 net = self.ledger.set_network_state(net, DELETING)
             self.remove_network(net, [o for o in self.ledger.networks() if o.id != nid])
-        self._locks.pop(nid, None)
 
     def reclaim_network(self, nid: str, attempt: str) -> bool:
         """DeleteNetwork for a network Docker abandoned (driver/stale.py), if its record is
@@ -130,7 +132,7 @@ class NetworkService:
         the records (a deletion, or an attempt a crash interrupted)."""
         kind = self._kind(net)
         for ep in self.ledger.endpoints(net.id):
-            with self._link_names[naming.name_key(ep.id)]:
+            with self._link_names(ep.id):
                 self.kinds[ep.kind].delete_endpoint(net, ep)
                 self.ledger.forget_endpoint(ep)
         kind.delete_network(net, [o for o in others if o.id != net.id])
@@ -148,7 +150,7 @@ class NetworkService:
     # --- NetworkDriver.CreateEndpoint / DeleteEndpoint ------------------------------
     def create_endpoint(self, req: CreateEndpoint) -> CreateEndpointAnswer:
         nid, eid = req.network_id, req.endpoint_id
-        with self._locks[nid], self._link_names[naming.name_key(eid)]:
+        with self._locks.endpoint(nid, eid), self._link_names(eid):
             net = self._require_network(nid)
             ep = self.ledger.endpoint(nid, eid)
             if ep is not None and ep.state != READY:
@@ -176,7 +178,7 @@ class NetworkService:
 
     def delete_endpoint(self, req: EndpointCall) -> None:
         nid, eid = req.network_id, req.endpoint_id
-        with self._locks[nid], self._link_names[naming.name_key(eid)]:
+        with self._locks.endpoint(nid, eid), self._link_names(eid):
             ep = self.ledger.endpoint(nid, eid)
             if ep is None:
                 return
@@ -187,7 +189,7 @@ class NetworkService:
 
     def reclaim_endpoint(self, nid: str, eid: str, attempt: str) -> bool:
         """DeleteEndpoint for an endpoint Docker abandoned (driver/stale.py)."""
-        with self._locks[nid], self._link_names[naming.name_key(eid)]:
+        with self._locks.endpoint(nid, eid), self._link_names(eid):
             ep = self.ledger.endpoint(nid, eid)
             if ep is None or ep.attempt != attempt:
                 return False
@@ -212,7 +214,7 @@ class NetworkService:
     # --- NetworkDriver.Join / Leave -------------------------------------------------
     def join(self, req: Join) -> JoinAnswer:
         nid, eid = req.network_id, req.endpoint_id
-        with self._locks[nid]:
+        with self._locks.endpoint(nid, eid):
             net = self._require_network(nid)
             ep = self._require_endpoint(nid, eid)
             answer = self._kind(net).join(net, ep, req.sandbox_key)
@@ -222,7 +224,7 @@ class NetworkService:
 
     def leave(self, req: EndpointCall) -> None:
         nid, eid = req.network_id, req.endpoint_id
-        with self._locks[nid]:
+        with self._locks.endpoint(nid, eid):
             ep = self.ledger.endpoint(nid, eid)
             if ep is not None and ep.sandbox is not None:
                 self.ledger.save_endpoint(replace(ep, sandbox=None))
@@ -235,7 +237,7 @@ class NetworkService:
         ports replace them. A port in use fails the call and leaves nothing behind. Networks
         whose kind publishes nothing answer at once."""
         nid, eid = req.network_id, req.endpoint_id
-        with self._locks[nid]:
+        with self._locks.endpoint(nid, eid):
             try:
                 net = self._require_network(nid)
                 ep = self._require_endpoint(nid, eid)
@@ -264,7 +266,7 @@ class NetworkService:
     def revoke_external(self, req: EndpointCall) -> None:
         """Unpublish the endpoint's ports (before Leave). Absent is fine."""
         nid, eid = req.network_id, req.endpoint_id
-        with self._locks[nid]:
+        with self._locks.endpoint(nid, eid):
             net, ep = self.ledger.network(nid), self.ledger.endpoint(nid, eid)
             if net is None or ep is None or not ep.published:
                 return

@@ -62,7 +62,7 @@ def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
         shown = printable(method, 60)[1:-1]
         error = _escaped(answer['Err']) if status != 200 else None
         metrics.plugin_call(shown if handler is not None else "unknown", status, seconds)
-        log.info("%s %s -> %d %s(%.0f ms)", shown, _ids(body), status,
+        log.info("%s %s -> %d %s(%.1f ms)", shown, _ids(body), status,
                  f"{error} " if error else "", seconds * 1000,
                  extra=_fields(shown, body, status, seconds, error))
         return Response(json.dumps(answer), status=status, content_type=CONTENT_TYPE)

@@ -4,7 +4,7 @@
 # (set PYNET_FORCE_APT=1 to run apt-get update/install anyway). Always (re)installs the
 # Python package in editable mode with its test extras.
 #
-#   Debian: docker.io iptables busybox-static docker-compose iperf3 nftables curl systemd (systemd-analyze)
+#   Debian: docker.io iptables busybox-static docker-compose iperf3 nftables python3-nftables curl systemd (systemd-analyze)
 #   Debian bullseye (pinned so only `consul` comes from it): consul 1.8.7
 #
 # Env: PYTHON (default python3), PYNET_FORCE_APT=1.
@@ -12,7 +12,7 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-PACKAGES=(docker.io iptables busybox-static docker-compose iperf3 nftables curl consul systemd)
+PACKAGES=(docker.io iptables busybox-static docker-compose iperf3 nftables python3-nftables curl consul systemd)
 BULLSEYE_SOURCE=/etc/apt/sources.list.d/pynet-bullseye.sources
 BULLSEYE_PIN=/etc/apt/preferences.d/pynet-bullseye
 
@@ -118,6 +118,11 @@ for bin in dockerd containerd runc iptables nft busybox docker-compose iperf3 co
 done
 [[ "$(dpkg-query -W -f='${Version}' consul)" == 1.8.* ]] || log "warning: consul is not 1.8.x"
 
+# libnftables' Python binding (module nftables) is not on PyPI: the nftables project ships it
+# with its sources and Debian packages it as python3-nftables, for Debian's python3. Make it
+# importable from $PYTHON too, and nothing else of Debian's dist-packages.
+bash "$REPO_ROOT/scripts/link-nftables-binding.sh" "$PYTHON"
+
 # Python: the package in editable mode plus its test extras. pip takes ~10 s even when
 # nothing changed, so skip it while pyproject.toml and the interpreter are unchanged.
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
@@ -125,7 +130,7 @@ stamp="/var/tmp/pynet-test-deps.$(printf '%s' "$REPO_ROOT" | sha256sum | cut -c1
 want="$(command -v "$PYTHON") $(sha256sum "$REPO_ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] \
     && (cd / && "$PYTHON" -c 'import importlib.metadata as m; m.version("pynet")
-import docker, flask, pyroute2, pytest, pytest_timeout, hypothesis, prometheus_client' 2>/dev/null); then
+import docker, flask, pyroute2, pytest, pytest_timeout, hypothesis, nftables, prometheus_client' 2>/dev/null); then
     log "python package already installed (pyproject.toml unchanged)"
     exit 0
 fi

@@ -1,7 +1,8 @@
-"""The commands the firewall runs (iptables, nft, `ip netns exec`): the one place in pynet
-that starts subprocesses.
+"""The commands the firewall runs (iptables for its FORWARD shim, `ip netns exec` for the
+kernel settings of a test namespace): the one place in pynet that starts subprocesses.
+nftables is not one of them: it is driven in-process through libnftables (nft.py).
 
-ForwardAccept, Nft and KernelKnobs take a `run` (and, where they look binaries up, a
+ForwardAccept and KernelKnobs take a `run` (and, where they look binaries up, a
 `which`) so that tests can build them without the binaries and see every command they
 would run. The defaults below are what the plugin uses.
 """
@@ -30,7 +31,7 @@ def run_command(argv: Sequence[str], stdin: str | None = None,
 
 def timeout() -> float:
     """How long a command started now may run: TIMEOUT, cut to what the plugin call's
-    budget has left (dockerd must get its answer in time even when nft or iptables stall)."""
+    budget has left (dockerd must get its answer in time even when iptables stalls)."""
     return deadline.clamp(TIMEOUT) or TIMEOUT
 
 

@@ -9,13 +9,22 @@
 
 State is in memory (networks, published ports per endpoint) and mirrors the store: the
 service calls network_added/publish/... as records change, and restore calls sync() with
-the recorded networks and endpoints when the plugin starts. Every change rebuilds the table
-atomically from that state. Only bridge networks have rules; others are ignored.
+the recorded networks and endpoints when the plugin starts. Only bridge networks have
+rules; others are ignored.
+
+Every change is one nft transaction, in-process (libnftables, nft.py), and touches only
+what changed: a network adds or deletes its own set elements, a published port its map
+element (nft_rules.py), each by its exact key. The table is built whole from the state at
+plugin start (sync), for the first network, and when an incremental change is refused
+(someone deleted the table or an element by hand): then the whole table is rebuilt from
+the state the change leads to, in one transaction again. A change that fails both ways
+leaves the kernel and the state as they were.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import threading
 import time
 from typing import Iterable
@@ -26,7 +35,9 @@ from driver.portmap import PortBinding, PortRequest
 
 from .forward_accept import FirewallError, ForwardAccept
 from .nft import Nft
-from .nft_rules import NetworkPolicy, Published, delete_table, ruleset
+from .nft_rules import (Element, NetworkPolicy, Published, ScriptValueError, add_elements,
+                        delete_elements, delete_table, network_elements, port_element, ruleset,
+                        script, set_uplinks)
 from .ports import HostPorts
 from .sysctl import KernelKnobs
 
@@ -35,6 +46,7 @@ log = logging.getLogger(__name__)
 # Re-taking host ports busy at restore: every RETAKE_INTERVAL s, RETAKE_ATTEMPTS times.
 RETAKE_INTERVAL = 0.2
 RETAKE_ATTEMPTS = 25
+UPLINK_NAME = re.compile(r"[A-Za-z0-9_.@+-]{1,15}")
 
 
 class NftFirewall:
@@ -50,6 +62,8 @@ class NftFirewall:
         # Recorded ports a restore could not re-take yet (busy): retried in the background.
         self._awaiting: dict[str, tuple[str, str, tuple[PortBinding, ...]]] = {}
         self._lock = threading.RLock()
+        # Whether this process has built the table (the first change builds it whole).
+        self._table = False
 
     # --- networks ------------------------------------------------------------------
     def network_added(self, network: NetworkRecord) -> None:
@@ -57,11 +71,16 @@ class NftFirewall:
             return
         with self._lock:
             before = dict(self._networks)
+            old = before.get(network.id)
             self._networks[network.id] = network
             try:
                 self._prepare_kernel(network)
                 self.forward.network_added(network)
-                self._apply()
+                changed = old is not None and NetworkPolicy.of(old) != NetworkPolicy.of(network)
+                gone = self._network_elements(old) if changed else []
+                self._change([*delete_elements(gone),
+                              *add_elements(self._network_elements(network)),
+                              *set_uplinks(self._uplinks())])
             except BaseException:
                 # The state follows the kernel, never runs ahead of it: a network whose rules
                 # did not go in leaves nothing (a retry on its bridge must not inherit it).
@@ -74,13 +93,22 @@ class NftFirewall:
             return
         with self._lock:
             self._awaiting = {e: v for e, v in self._awaiting.items() if v[0] != network.id}
+            gone: list[Element] = []
             for eid in [e for e, (nid, _, _) in self._published.items() if nid == network.id]:
                 log.warning("network %s removed with published ports of endpoint %s: removing "
                             "them too", network.id[:12], eid[:12])
-                self._release(self._published.pop(eid)[2])
-            self._networks.pop(network.id, None)
+                nid, _, bindings = self._published.pop(eid)
+                self._release(bindings)
+                gone += self._port_elements(nid, eid, bindings)
+            known = self._networks.pop(network.id, None)
             self.forward.network_removed(network)
-            self._apply()
+            if known is not None:
+                gone += self._network_elements(known)
+            if not self._networks:
+                self.nft.apply(delete_table())
+                self._table = False
+            elif gone:
+                self._change(delete_elements(gone))
 
     # --- published ports -----------------------------------------------------------
     def publish(self, network: NetworkRecord, endpoint: EndpointRecord,
@@ -106,7 +134,8 @@ class NftFirewall:
                 if bindings:
                     self.knobs.ensure_hairpin(endpoint.host_if)
                     self._published[endpoint.id] = (network.id, endpoint.host_if, tuple(bindings))
-                    self._apply()
+                    self._change(add_elements(self._port_elements(network.id, endpoint.id,
+                                                                  bindings)))
             except BaseException:
                 self._published.pop(endpoint.id, None)
                 self._release(bindings)
@@ -121,7 +150,13 @@ class NftFirewall:
             if entry is None:
                 return
             self._release(entry[2])
-            self._apply()
+            try:
+                self._change(delete_elements(self._port_elements(entry[0], endpoint.id, entry[2])))
+            except BaseException:
+                # The DNAT is still in place: keep it known, so a retry removes it (the host
+                # ports are released either way; nothing else can be listening there).
+                self._published[endpoint.id] = entry
+                raise
 
     def published(self) -> dict[str, tuple[PortBinding, ...]]:
         with self._lock:
@@ -155,7 +190,7 @@ class NftFirewall:
             for net in self._networks.values():
                 self._try(self._prepare_kernel, net)
             self.forward.sync(list(self._networks.values()))
-            self._apply()
+            self._rebuild()
 
     def _retake(self, eid: str, bindings: tuple[PortBinding, ...], last_try: bool = False) -> bool:
         taken: list[PortBinding] = []
@@ -185,7 +220,8 @@ class NftFirewall:
                         if self._retake(eid, bindings, last_try=attempt == RETAKE_ATTEMPTS - 1):
                             self._published[eid] = (nid, host_if, bindings)
                             self._try(self.knobs.ensure_hairpin, host_if)
-                            self._try(self._apply)
+                            self._try(self._change, add_elements(
+                                self._port_elements(nid, eid, bindings)))
                             del self._awaiting[eid]
                     if not self._awaiting:
                         return
@@ -199,19 +235,58 @@ class NftFirewall:
             self._networks, self._published, self._awaiting = {}, {}, {}
             self.ports.release_all()
             self.nft.apply(delete_table())
+            self._table = False
             self.forward.remove_all()
 
     # --- internals -----------------------------------------------------------------
-    def rules(self) -> dict:
-        """The transaction that makes the table match the current state (golden-tested)."""
+    def rules(self) -> str:
+        """The transaction that builds the whole table from the current state (golden-tested)."""
         with self._lock:
             published = [Published(nid, eid, b) for eid, (nid, _, bs) in self._published.items()
                          for b in bs]
             nets = [NetworkPolicy.of(n) for n in self._networks.values()]
-            return ruleset(nets, published, self.knobs.uplinks() if nets else ())
+            return ruleset(nets, published, self._uplinks() if nets else ())
 
-    def _apply(self) -> None:
+    def _rebuild(self) -> None:
         self.nft.apply(self.rules())
+        self._table = bool(self._networks)
+
+    def _change(self, lines: list[str]) -> None:
+        """One change, as one transaction of just these lines; the whole table instead when
+        this process has not built it yet, or when nft refuses the lines (the table or an
+        element was changed behind pynet's back)."""
+        if not self._table:
+            self._rebuild()
+            return
+        if not lines:
+            return
+        try:
+            self.nft.apply(script(lines))
+        except FirewallError as exc:
+            log.warning("nft refused an incremental change (%s); rebuilding table inet pynet "
+                        "from pynet's state", exc.message)
+            self._rebuild()
+
+    @staticmethod
+    def _network_elements(network: NetworkRecord) -> list[Element]:
+        try:
+            return network_elements(NetworkPolicy.of(network))
+        except ScriptValueError as exc:
+            raise BadRequest(f"network {network.id[:12]}: {exc}") from None
+
+    @staticmethod
+    def _port_elements(nid: str, eid: str, bindings: Iterable[PortBinding]) -> list[Element]:
+        return [port_element(Published(nid, eid, b)) for b in bindings]
+
+    def _uplinks(self) -> set[str]:
+        names = set()
+        for name in self.knobs.uplinks():
+            if UPLINK_NAME.fullmatch(name):
+                names.add(name)
+            else:
+                log.warning("bridge %r carries a default route but its name cannot be written "
+                            "into an nft set: pynet networks will not reach it", name)
+        return names
 
     def _prepare_kernel(self, network: NetworkRecord) -> None:
         if not network.options.internal:

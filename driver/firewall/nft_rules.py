@@ -1,25 +1,44 @@
-"""pynet's nftables rule set, as the JSON that `nft -j -f -` reads. Pure: no I/O.
+"""pynet's nftables rule set, as the nft script libnftables reads (one script = one
+transaction). Pure: no I/O.
 
-Everything lives in one table, `inet pynet`, which pynet owns whole: each change rebuilds it
-in one atomic transaction ("add table; delete table; add table ...": the add makes the
-delete safe when the table is missing), so rules of removed networks cannot linger and
-rules deleted by hand come back. With no bridge network left, the table is deleted.
+Script rather than JSON: libnftables 1.0.6 (Debian 12) mis-parses a JSON map whose data is
+a concatenation (`ipv4_addr . inet_service`, what a DNAT map needs) and crashes on the rule
+using it. Every value written into a script is checked against a strict pattern first
+(script_value), so nothing a client sends can change a script's meaning.
 
-What the chains do (B: a network's bridge, S: its IPv4 subnets):
+Everything lives in one table, `inet pynet`, which pynet owns whole. Its chains and rules
+are fixed: they match against named sets and maps, and what a network or a published port
+adds is **elements** of those, each keyed by what it is (a bridge name, a subnet, a
+protocol and host port), so a change adds or deletes exactly its own elements and the work
+is proportional to it, never to the size of the table. The table is rebuilt whole only at
+plugin start (sync: "add table; delete table; add table ...", so rules of removed networks
+cannot linger and rules deleted by hand come back) and by the first network. With no
+bridge network left, the table is deleted.
 
-* forward (filter): replies pass; internal networks: nothing leaves or enters B (checked
-  first); published ports (DNAT'd connections) may enter B; inside B the network's icc
-  setting decides; from B, new traffic may not enter any other bridge (another pynet
-  network, a Docker network...) unless that bridge carries a default route (the host's own
-  way out, set `uplinks`); nothing else enters B.
+The sets (B: a network's bridge, S: its IPv4 subnets):
+
+* bridges / internal: B of the networks that may reach out / of --internal ones;
+* icc (verdict map): "B . B" -> accept (icc on) or jump icc_off (icc=false: only DNAT'd
+  connections, a container's hairpin to its own network's published port);
+* own4: "B . S" of bridges that reach out; nat4: S of those with masquerade on;
+* published_any / published_at: "proto . host port" (host IP 0.0.0.0) or
+  "host IP . proto . host port" -> "container IP . container port", one element per port;
+* uplinks: bridges that carry a default route (the host's own way out).
+
+What the chains do:
+
+* forward (filter): replies pass; traffic inside one bridge is decided by icc; then
+  internal networks: nothing leaves or enters B; published ports (DNAT'd connections) may
+  enter B; from B, new traffic may not enter any other bridge (another pynet network, a
+  Docker network...) unless it is an uplink; nothing else enters B.
 * input (filter): route_localnet is on for B (so 127.0.0.1 can reach published ports), so
   packets from containers to 127.0.0.0/8 that are not replies of a DNAT'd connection are
   dropped (CVE-2020-8558).
-* prerouting / output (nat): traffic to a local address goes through `published`, one DNAT
-  per published port.
+* prerouting / output (nat): traffic to a local address goes through `published`, two map
+  lookups (a host IP given first, then every address).
 * postrouting (nat): hairpin (a container to a published port of its own network) and
-  loopback clients are masqueraded to B's address; outbound traffic from S is masqueraded
-  unless the network has masquerade=false.
+  loopback clients are masqueraded to B's address; traffic that stays on its own bridge is
+  left alone; outbound traffic from nat4 is masqueraded.
 
 Docker's FORWARD policy DROP is lifted for pynet bridges by the iptables shim
 (forward_accept.py), which accepts anything in or out of them: the decisions are here.
@@ -27,8 +46,9 @@ Docker's FORWARD policy DROP is lifted for pynet bridges by the iptables shim
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 from driver.models import NetworkRecord
 from driver.portmap import ANY_IPV4, PortBinding
@@ -36,9 +56,17 @@ from driver.portmap import ANY_IPV4, PortBinding
 FAMILY = "inet"
 TABLE = "pynet"
 UPLINKS = "uplinks"
-PUBLISHED = "published"
-
-Json = dict[str, Any]
+PUBLISHED = "published"          # the chain of the two DNAT lookups
+BRIDGES = "bridges"              # bridges of networks that may reach out
+INTERNAL = "internal"            # bridges of --internal networks
+ICC = "icc"                      # "B . B" -> accept | jump icc_off
+ICC_OFF = "icc_off"              # the chain of icc=false
+OWN4 = "own4"                    # "B . S"
+NAT4 = "nat4"                    # S with masquerade on
+PORTS_ANY = "published_any"      # "proto . port" -> "ip . port"
+PORTS_AT = "published_at"        # "host ip . proto . port" -> "ip . port"
+SETS = (UPLINKS, BRIDGES, INTERNAL, ICC, OWN4, NAT4, PORTS_ANY, PORTS_AT)
+T = f"{FAMILY} {TABLE}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,182 +88,182 @@ class NetworkPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """One published port and whom it belongs to (for the rule comment)."""
+    """One published port and whom it belongs to (for the element's comment)."""
     network_id: str
     endpoint_id: str
     binding: PortBinding
 
 
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One element of one set or map: its key deletes it exactly."""
+    set: str
+    key: str
+    comment: str
+    data: str | None = None
+
+    def text(self) -> str:
+        data = "" if self.data is None else f" : {self.data}"
+        return f'{self.key} comment "{self.comment}"{data}'
+
+
+# --- the whole table ---------------------------------------------------------------------
 def ruleset(networks: Iterable[NetworkPolicy], published: Iterable[Published],
-            uplinks: Iterable[str]) -> Json:
-    """The whole table as one `nft -j -f -` transaction (golden-tested)."""
+            uplinks: Iterable[str]) -> str:
+    """The whole table as one transaction (plugin start, first network; golden-tested)."""
     nets = sorted(networks, key=lambda n: n.bridge)
     if not nets:
         return delete_table()
     ports = sorted(published, key=lambda p: (p.binding.proto, p.binding.host_port,
                                              p.binding.host_ip, p.endpoint_id))
-    commands: list[Json] = [
-        {"add": {"table": _table()}},
-        {"delete": {"table": _table()}},
-        {"add": {"table": _table()}},
-        {"add": {"set": _uplinks(sorted(set(uplinks)))}},
-        {"add": {"chain": _base("forward", "filter", "forward", 0)}},
-        {"add": {"chain": _base("input", "filter", "input", 0)}},
-        {"add": {"chain": _base("prerouting", "nat", "prerouting", -100)}},
-        {"add": {"chain": _base("output", "nat", "output", -100)}},
-        {"add": {"chain": _chain(PUBLISHED)}},
-        {"add": {"chain": _base("postrouting", "nat", "postrouting", 100)}},
-    ]
-    rules = [("forward", r, c) for r, c in _forward(nets)]
-    for net in nets:
-        if not net.internal:
-            rules.append(("input", [_iif(net.bridge), _daddr4("127.0.0.0/8"), _no_dnat(), DROP],
-                          f"net {net.id[:12]}: no container reaches the host's loopback"))
-    if ports:
-        local = [_nfproto("ipv4"), _fib_daddr_local(), {"jump": {"target": PUBLISHED}}]
-        rules += [("prerouting", local, "published ports"), ("output", local, "published ports")]
-        rules += [(PUBLISHED, _dnat(p.binding), f"net {p.network_id[:12]} endpoint "
-                   f"{p.endpoint_id[:12]}") for p in ports]
-    for net in nets:
-        rules += [("postrouting", r, c) for r, c in _postrouting(net)]
-    commands += [{"add": {"rule": _rule(chain, expr, comment)}} for chain, expr, comment in rules]
-    return {"nftables": commands}
+    elements = [e for n in nets for e in network_elements(n)] + [port_element(p) for p in ports]
+    return script([f"add table {T}", f"delete table {T}", *skeleton(), *add_elements(elements),
+                   *set_uplinks(uplinks)])
 
 
-def delete_table() -> Json:
+def delete_table() -> str:
     """Remove the table if it exists (add first: deleting a missing table is an error)."""
-    return {"nftables": [{"add": {"table": _table()}}, {"delete": {"table": _table()}}]}
+    return script([f"add table {T}", f"delete table {T}"])
 
 
-def _forward(nets: list[NetworkPolicy]) -> list[tuple[list[Json], str]]:
-    """In phases, so that one network's accept never opens what another's drop closes:
-    internal networks first (nothing in or out, not even to published ports), then
-    published ports (reachable from wherever the host is), icc, and isolation."""
-    out: list[tuple[list[Json], str]] = [([_ct_state("established", "related"), ACCEPT], "replies")]
-    for n in nets:
-        if n.internal:
-            out.append(([_iif(n.bridge), _meta("oifname", n.bridge, "!="), DROP],
-                        f"{_tag(n)}: internal, no way out"))
-            out.append(([_oif(n.bridge), _meta("iifname", n.bridge, "!="), DROP],
-                        f"{_tag(n)}: internal, no way in"))
-    for n in nets:
-        if not n.internal:
-            out.append(([_oif(n.bridge), _ct_status_dnat(), ACCEPT], f"{_tag(n)}: published ports"))
-    for n in nets:
-        out.append(([_iif(n.bridge), _oif(n.bridge), ACCEPT if n.icc else DROP],
-                    f"{_tag(n)}: icc={'on' if n.icc else 'off'}"))
-    for n in nets:
-        if not n.internal:
-            out.append(([_iif(n.bridge), _meta("oifkind", "bridge"),
-                         _meta("oifname", f"@{UPLINKS}", "!="), DROP],
-                        f"{_tag(n)}: isolated from other bridges"))
-    for n in nets:
-        if not n.internal:
-            out.append(([_oif(n.bridge), DROP], f"{_tag(n)}: nothing else gets in"))
-    return out
+def script(lines: Iterable[str]) -> str:
+    return "".join(f"{line}\n" for line in lines)
 
 
-def _tag(net: NetworkPolicy) -> str:
-    return f"net {net.id[:12]}"
+def skeleton() -> list[str]:
+    """The table, its sets and its fixed chains and rules, without elements."""
+    sets = [
+        f"add set {T} {UPLINKS} {{ type ifname; }}",
+        f"add set {T} {BRIDGES} {{ type ifname; }}",
+        f"add set {T} {INTERNAL} {{ type ifname; }}",
+        f"add map {T} {ICC} {{ type ifname . ifname : verdict; }}",
+        f"add set {T} {OWN4} {{ type ifname . ipv4_addr; flags interval; }}",
+        f"add set {T} {NAT4} {{ type ipv4_addr; flags interval; }}",
+        f"add map {T} {PORTS_ANY} {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}",
+        f"add map {T} {PORTS_AT} {{ type ipv4_addr . inet_proto . inet_service : "
+        "ipv4_addr . inet_service; }",
+    ]
+    chains = [
+        f"add chain {T} {ICC_OFF}",
+        f"add chain {T} forward {{ type filter hook forward priority filter; policy accept; }}",
+        f"add chain {T} input {{ type filter hook input priority filter; policy accept; }}",
+        f"add chain {T} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}",
+        f"add chain {T} output {{ type nat hook output priority -100; policy accept; }}",
+        f"add chain {T} {PUBLISHED}",
+        f"add chain {T} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}",
+    ]
+    return [f"add table {T}", *sets, *chains,
+            *(f'add rule {T} {chain} {rule} comment "{comment}"' for chain, rule, comment in RULES)]
 
 
-def _postrouting(net: NetworkPolicy) -> list[tuple[list[Json], str]]:
+# The fixed rules, in order (chain, rule, comment). Only elements change with the networks.
+RULES: tuple[tuple[str, str, str], ...] = (
+    (ICC_OFF, "ct status dnat accept", "icc=false: only connections to published ports"),
+    (ICC_OFF, "drop", "icc=false"),
+    ("forward", "ct state established,related accept", "replies"),
+    ("forward", f"iifname . oifname vmap @{ICC}", "inside one network: icc"),
+    ("forward", f"iifname @{INTERNAL} drop", "internal: no way out"),
+    ("forward", f"oifname @{INTERNAL} drop", "internal: no way in"),
+    ("forward", f"oifname @{BRIDGES} ct status dnat accept", "published ports"),
+    ("forward", f'iifname @{BRIDGES} meta oifkind "bridge" oifname != @{UPLINKS} drop',
+     "isolated from other bridges"),
+    ("forward", f"oifname @{BRIDGES} drop", "nothing else gets in"),
+    ("input", f"iifname @{BRIDGES} ip daddr 127.0.0.0/8 ct status & dnat == 0 drop",
+     "no container reaches the host's loopback"),
+    ("prerouting", f"meta nfproto ipv4 fib daddr type local jump {PUBLISHED}", "published ports"),
+    ("output", f"meta nfproto ipv4 fib daddr type local jump {PUBLISHED}", "published ports"),
+    (PUBLISHED, f"dnat ip to ip daddr . meta l4proto . th dport map @{PORTS_AT}",
+     "published on one host address"),
+    (PUBLISHED, f"dnat ip to meta l4proto . th dport map @{PORTS_ANY}",
+     "published on every host address"),
+    ("postrouting", f"ct status dnat oifname . ip saddr @{OWN4} masquerade", "hairpin"),
+    ("postrouting", f"oifname @{BRIDGES} ip saddr 127.0.0.0/8 masquerade",
+     "loopback to published ports"),
+    ("postrouting", f"oifname . ip saddr @{OWN4} accept", "inside one network: no NAT"),
+    ("postrouting", f"ip saddr @{NAT4} masquerade", "outbound NAT"),
+)
+
+
+# --- elements ----------------------------------------------------------------------------
+def network_elements(net: NetworkPolicy) -> list[Element]:
+    """The elements that give one network its rules."""
+    tag = f"net {script_value(net.id[:12], _HEX)}"
+    b = _ifname(net.bridge)
+    verdict = "accept" if net.icc else f"jump {ICC_OFF}"
+    out = [Element(ICC, f"{b} . {b}", f"{tag}: icc={'on' if net.icc else 'off'}", verdict)]
     if net.internal:
-        return []
-    b, tag = net.bridge, _tag(net)
-    out: list[tuple[list[Json], str]] = []
-    for subnet in net.subnets4:
-        out.append(([_oif(b), _ct_status_dnat(), _saddr4(subnet), MASQUERADE], f"{tag}: hairpin"))
-    out.append(([_oif(b), _saddr4("127.0.0.0/8"), MASQUERADE], f"{tag}: loopback to published ports"))
+        return out + [Element(INTERNAL, b, f"{tag}: internal")]
+    out.append(Element(BRIDGES, b, tag))
+    out += [Element(OWN4, f"{b} . {_cidr4(s)}", tag) for s in net.subnets4]
     if net.masquerade:
-        for subnet in net.subnets4:
-            out.append(([_saddr4(subnet), _meta("oifname", b, "!="), MASQUERADE],
-                        f"{tag}: outbound NAT"))
+        out += [Element(NAT4, _cidr4(s), f"{tag}: outbound NAT") for s in net.subnets4]
     return out
 
 
-def _dnat(b: PortBinding) -> list[Json]:
-    expr = [] if b.host_ip == ANY_IPV4 else [_daddr4(b.host_ip)]
-    return expr + [_match({"payload": {"protocol": b.proto, "field": "dport"}}, b.host_port),
-                   {"dnat": {"family": "ip", "addr": b.container_ip, "port": b.container_port}}]
+def port_element(p: Published) -> Element:
+    """One published port's DNAT: its map, key and target."""
+    b = p.binding
+    proto = script_value(b.proto, _PROTO)
+    target = f"{_ip4(b.container_ip)} . {int(b.container_port)}"
+    comment = (f"net {script_value(p.network_id[:12], _HEX)} "
+               f"endpoint {script_value(p.endpoint_id[:12], _HEX)}")
+    if b.host_ip == ANY_IPV4:
+        return Element(PORTS_ANY, f"{proto} . {int(b.host_port)}", comment, target)
+    return Element(PORTS_AT, f"{_ip4(b.host_ip)} . {proto} . {int(b.host_port)}", comment, target)
 
 
-# --- JSON building blocks --------------------------------------------------------------
-ACCEPT: Json = {"accept": None}
-DROP: Json = {"drop": None}
-MASQUERADE: Json = {"masquerade": None}
+def add_elements(elements: Iterable[Element]) -> list[str]:
+    """One `add element` per set touched."""
+    return [f"add element {T} {name} {{ {', '.join(e.text() for e in group)} }}"
+            for name, group in _by_set(elements)]
 
 
-def _table() -> Json:
-    return {"family": FAMILY, "name": TABLE}
+def delete_elements(elements: Iterable[Element]) -> list[str]:
+    """The elements removed again by their keys (exact: nothing else goes)."""
+    return [f"delete element {T} {name} {{ {', '.join(e.key for e in group)} }}"
+            for name, group in _by_set(elements)]
 
 
-def _chain(name: str) -> Json:
-    return {"family": FAMILY, "table": TABLE, "name": name}
-
-
-def _base(name: str, kind: str, hook: str, prio: int) -> Json:
-    return {**_chain(name), "type": kind, "hook": hook, "prio": prio, "policy": "accept"}
-
-
-def _uplinks(names: list[str]) -> Json:
-    data: Json = {"family": FAMILY, "table": TABLE, "name": UPLINKS, "type": "ifname"}
+def set_uplinks(uplinks: Iterable[str]) -> list[str]:
+    """Replace the uplinks set's elements (in the same transaction as the change)."""
+    names = sorted({_ifname(u) for u in uplinks})
+    out = [f"flush set {T} {UPLINKS}"]
     if names:
-        data["elem"] = names
-    return data
+        out.append(f"add element {T} {UPLINKS} {{ {', '.join(names)} }}")
+    return out
 
 
-def _rule(chain: str, expr: list[Json], comment: str) -> Json:
-    return {"family": FAMILY, "table": TABLE, "chain": chain, "expr": expr, "comment": comment}
+def _by_set(elements: Iterable[Element]) -> list[tuple[str, list[Element]]]:
+    groups: dict[str, list[Element]] = {}
+    for e in elements:
+        groups.setdefault(e.set, []).append(e)
+    return [(name, groups[name]) for name in SETS if name in groups]
 
 
-def _match(left: Json, right: Any, op: str = "==") -> Json:
-    return {"match": {"op": op, "left": left, "right": right}}
+# --- values written into scripts -----------------------------------------------------------
+_HEX = re.compile(r"[0-9A-Za-z_.-]{1,64}")
+_IFNAME = re.compile(r"[A-Za-z0-9_.@+-]{1,15}")
+_PROTO = re.compile(r"tcp|udp")
 
 
-def _meta(key: str, value: Any, op: str = "==") -> Json:
-    return _match({"meta": {"key": key}}, value, op)
+class ScriptValueError(ValueError):
+    """A value that is not what a script may contain (a bug or a hostile record)."""
 
 
-def _iif(name: str) -> Json:
-    return _meta("iifname", name)
+def script_value(value: str, pattern: re.Pattern[str]) -> str:
+    if not pattern.fullmatch(value):
+        raise ScriptValueError(f"{value!r} cannot be written into an nft script")
+    return value
 
 
-def _oif(name: str) -> Json:
-    return _meta("oifname", name)
+def _ifname(name: str) -> str:
+    return f'"{script_value(name, _IFNAME)}"'
 
 
-def _nfproto(name: str) -> Json:
-    return _meta("nfproto", name)
+def _ip4(address: str) -> str:
+    return str(ipaddress.IPv4Address(address))
 
 
-def _prefix(cidr: str) -> Any:
-    net = ipaddress.ip_network(cidr)
-    if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address)
-    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
-
-
-def _saddr4(cidr: str) -> Json:
-    return _match({"payload": {"protocol": "ip", "field": "saddr"}}, _prefix(cidr))
-
-
-def _daddr4(cidr: str) -> Json:
-    return _match({"payload": {"protocol": "ip", "field": "daddr"}}, _prefix(cidr))
-
-
-def _ct_state(*states: str) -> Json:
-    return _match({"ct": {"key": "state"}}, list(states), "in")
-
-
-def _ct_status_dnat() -> Json:
-    return _match({"ct": {"key": "status"}}, "dnat", "in")
-
-
-def _no_dnat() -> Json:
-    # ct status & dnat == 0: the connection was not DNAT'd (replies to loopback clients were).
-    return _match({"&": [{"ct": {"key": "status"}}, "dnat"]}, 0)
-
-
-def _fib_daddr_local() -> Json:
-    return _match({"fib": {"result": "type", "flags": ["daddr"]}}, "local")
+def _cidr4(cidr: str) -> str:
+    net = ipaddress.IPv4Network(cidr)
+    return str(net.network_address) if net.prefixlen == 32 else str(net)

@@ -11,7 +11,7 @@ from dataclasses import replace
 from driver import naming
 from driver.firewall.api import Firewall
 from driver.models import EndpointRecord, NetworkRecord
-from driver.netlink.api import Netlink
+from driver.netlink.api import Netlink, NoSuchLink
 from driver.portmap import PortBinding, PortRequest
 from driver.protocol import JoinAnswer
 from pynet.errors import Conflict, PynetError
@@ -71,12 +71,23 @@ class BridgeKind:
 
     def create_endpoint(self, net: NetworkRecord, ep: EndpointRecord,
                         undo: ExitStack) -> EndpointRecord:
+        """The veth pair on the bridge: one netlink exchange in the common case. Only when
+        the kernel says so is a bridge lost since the plugin started (deleted by hand) made
+        again, or a leftover of an interrupted earlier attempt removed, and the pair tried
+        once more."""
         assert net.bridge is not None and ep.host_if is not None
-        # A bridge lost since the plugin started (deleted by hand) is made again here.
-        if self.netlink.link(net.bridge) is None:
-            self._ensure_bridge(net)
-        self.netlink.remove_link(ep.host_if)  # a leftover of an interrupted earlier attempt
-        self.netlink.add_veth(ep.host_if, ep.peer_if, net.mtu, net.bridge, ep.mac)
+        for attempt in range(3):
+            try:
+                self.netlink.add_veth(ep.host_if, ep.peer_if, net.mtu, net.bridge, ep.mac)
+                break
+            except NoSuchLink:
+                if attempt == 2 or self.netlink.link(net.bridge) is not None:
+                    raise
+                self._ensure_bridge(net)
+            except Conflict:
+                if attempt == 2:
+                    raise
+                self.netlink.remove_link(ep.host_if)
         undo.callback(self.netlink.remove_link, ep.host_if)
         return ep
 

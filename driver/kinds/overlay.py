@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import replace
@@ -44,6 +45,9 @@ class OverlayKind(PublishesNothing):
         self.netlink = netlink
         self.runtime = runtime
         self.registry = runtime.registry
+        # Endpoint calls of one network run side by side (driver/call_locks.py); re-making a
+        # lost namespace or VXLAN device is done by one of them at a time.
+        self._kernel_lock = threading.Lock()
 
     # --- CreateNetwork / DeleteNetwork ---------------------------------------------
     def plan_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> NetworkRecord:
@@ -228,9 +232,10 @@ class OverlayKind(PublishesNothing):
 
     def _ensure_kernel(self, net: NetworkRecord) -> None:
         assert net.netns is not None
-        if self.netlink.ensure_netns(net.netns):
-            log.warning("re-created namespace %s for overlay network %s", net.netns, net.id[:12])
-        self._ensure_devices(net)
+        with self._kernel_lock:
+            if self.netlink.ensure_netns(net.netns):
+                log.warning("re-created namespace %s for overlay network %s", net.netns, net.id[:12])
+            self._ensure_devices(net)
 
     def owned_links(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> set[str]:
         # In the host namespace: the container ends not yet moved (the rest is in net.netns).

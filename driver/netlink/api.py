@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface, IPv4Network, IPv6Network
 from typing import Protocol
 
-from pynet.errors import PynetError
+from pynet.errors import BadRequest, PynetError
 
 Interface = IPv4Interface | IPv6Interface
 
@@ -56,6 +56,10 @@ class Neighbour:
     """A permanent neighbour (ARP) entry: `ip` is at `mac`."""
     ip: str
     mac: str
+
+
+class NoSuchLink(BadRequest):
+    """A link an operation needs (a bridge to attach to) does not exist."""
 
 
 class NotSupported(PynetError):

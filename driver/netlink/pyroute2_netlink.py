@@ -16,7 +16,7 @@ from pyroute2.netlink.rtnl.ndmsg import states as NUD
 
 from pynet.errors import BadRequest, Conflict, PynetError
 
-from .api import FLOOD_MAC, FdbEntry, Interface, Link, Neighbour, NotSupported, Vxlan
+from .api import FLOOD_MAC, FdbEntry, Interface, Link, Neighbour, NoSuchLink, NotSupported, Vxlan
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,7 @@ def _table(msg) -> int:
 def _index(ipr: IPRoute, name: str) -> int:
     found = ipr.link_lookup(ifname=name)
     if not found:
-        raise BadRequest(f"interface {name} does not exist on this host")
+        raise NoSuchLink(f"interface {name} does not exist on this host")
     return found[0]
 
 

@@ -96,13 +96,21 @@ def nft_text() -> str:
     return _run("nft", "list", "table", *TABLE, check=False).stdout
 
 
-def published_rules() -> list[dict]:
-    return [x["rule"] for x in nft_table() if "rule" in x and x["rule"]["chain"] == "published"]
+def published_ports() -> list[dict]:
+    """One entry per published port, from the elements of the two DNAT maps: its host port
+    and its comment (naming the network and the endpoint)."""
+    found = []
+    for x in nft_table():
+        m = x.get("map", {})
+        if m.get("name") in ("published_any", "published_at"):
+            for key, _target in m.get("elem", []):
+                elem = key.get("elem", {"val": key}) if isinstance(key, dict) else {"val": key}
+                found.append({"port": elem["val"]["concat"][-1], "comment": elem.get("comment", "")})
+    return sorted(found, key=lambda p: (p["port"], p["comment"]))
 
 
-def dnat_port(rule: dict) -> int:
-    return next(e["match"]["right"] for e in rule["expr"]
-                if "match" in e and e["match"]["left"].get("payload", {}).get("field") == "dport")
+def dnat_port(published: dict) -> int:
+    return published["port"]
 
 
 def shim_rules() -> list[str]:
@@ -244,7 +252,7 @@ def test_internal_network_has_no_way_out(env: Env) -> None:
     # ProgramExternalConnectivity for it): no rule appears.
     port = free_port()
     env.httpd(net, "-p", f"{port}:80")
-    assert all(dnat_port(r) != port for r in published_rules())
+    assert all(dnat_port(r) != port for r in published_ports())
 
 
 def test_icc_off_containers_cannot_talk(env: Env) -> None:
@@ -301,7 +309,7 @@ def test_published_tcp_and_udp_from_outside_host_loopback_and_hairpin(env: Env) 
     assert not _bindable("tcp", tport) and not _bindable("udp", uport)
 
     env.dockerd.cli("rm", "-f", c)
-    assert not [r for r in published_rules() if dnat_port(r) in (tport, uport)]
+    assert not [r for r in published_ports() if dnat_port(r) in (tport, uport)]
     assert env.curl(env.in_outside(), url) == ""
     assert _bindable("tcp", tport) and _bindable("udp", uport)
 
@@ -311,7 +319,7 @@ def test_host_port_zero_range_and_host_ip(env: Env) -> None:
     start = free_port()
     c = env.httpd(net, "-p", "80", "-p", f"{start}-{start + 5}:80", "-p", f"127.0.0.1:{start + 6}:80")
     eid = env.endpoint_of(c)[:12]
-    ports = sorted(dnat_port(r) for r in published_rules() if eid in r.get("comment", ""))
+    ports = sorted(dnat_port(r) for r in published_ports() if eid in r.get("comment", ""))
     assert len(ports) == 3 and start in ports and start + 6 in ports, ports
     any_port = next(p for p in ports if p not in (start, start + 6))
     for port in (any_port, start):
@@ -325,11 +333,11 @@ def test_conflicting_host_port_fails_clearly_and_leaves_nothing(env: Env) -> Non
     net = env.network(free_subnets(1)[0])
     port = free_port()
     first = env.httpd(net, "-p", f"{port}:80")
-    rules_before, links_before = published_rules(), _pn_links()
+    rules_before, links_before = published_ports(), _pn_links()
     with pytest.raises(DockerCLIError) as err:
         env.httpd(net, "-p", f"{port}:80")
     assert f"host port {port}/tcp on 0.0.0.0 is already in use" in str(err.value)
-    assert published_rules() == rules_before and _pn_links() == links_before
+    assert published_ports() == rules_before and _pn_links() == links_before
     containers = env.dockerd.cli("network", "inspect", "-f", "{{len .Containers}}", net).stdout.strip()
     assert containers == "1"
     assert env.curl(env.in_outside(), f"http://{env.host_ip}:{port}/") == PAGE  # the first one still works
@@ -341,7 +349,7 @@ def test_conflicting_host_port_fails_clearly_and_leaves_nothing(env: Env) -> Non
     with pytest.raises(DockerCLIError) as err:
         env.httpd(net, "-p", f"{docker_port}:80")
     assert f"{docker_port}/tcp" in str(err.value) and "already in use" in str(err.value)
-    assert not [r for r in published_rules() if dnat_port(r) == docker_port]
+    assert not [r for r in published_ports() if dnat_port(r) == docker_port]
 
 
 # --- crash, hand-deletion, removal -------------------------------------------------------
@@ -390,7 +398,7 @@ def test_removed_network_leaves_no_rule(env: Env) -> None:
         "NetworkID": nid, "EndpointID": eid, "Options": {"com.docker.network.portmap": [
             {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": port, "HostPortEnd": port}]}})
     assert status == 200, answer
-    assert any(dnat_port(r) == port for r in published_rules()) and not _bindable("tcp", port)
+    assert any(dnat_port(r) == port for r in published_ports()) and not _bindable("tcp", port)
     assert call("/NetworkDriver.DeleteNetwork", {"NetworkID": nid})[0] == 200
     assert f"pn-{nid[:12]}" not in nft_text() and not any(nid[:12] in line for line in shim_rules())
     assert _bindable("tcp", port) and f"pn-{nid[:12]}" not in _pn_links()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pynet.errors import BadRequest, Conflict, PynetError
-from driver.netlink.api import FLOOD_MAC, FdbEntry, Link, Neighbour, NotSupported, Vxlan
+from driver.netlink.api import FLOOD_MAC, FdbEntry, Link, Neighbour, NoSuchLink, NotSupported, Vxlan
 
 
 class InjectedFailure(PynetError):
@@ -81,7 +81,7 @@ class FakeNetlink:
         if host in self.state or peer in self.state:
             raise Conflict(f"interface {host} or {peer} already exists")
         if master not in self.state:
-            raise BadRequest(f"interface {master} does not exist on this host")
+            raise NoSuchLink(f"interface {master} does not exist on this host")
         self.state[host] = Link(host, "veth", True, mtu, master, None, "02:00:00:00:00:02")
         self.state[peer] = Link(peer, "veth", False, mtu, None, None, peer_mac or "02:00:00:00:00:03")
         self.peers[host], self.peers[peer] = peer, host

@@ -262,9 +262,15 @@ def unaccounted_rules(plugin) -> list[str]:
     ids = {n["id"][:12] for n in nets}
     bridges = {n["bridge"] for n in nets if n.get("bridge")}
     stale = []
+    uplinks = False
     for line in out.stdout.splitlines():
+        # A network is elements of the table's sets: its bridge name quoted, "net <id12>" in
+        # the comment (the uplinks set names the host's bridges, not pynet's).
+        if line.strip().startswith(("set ", "map ")):
+            uplinks = line.strip().startswith("set uplinks ")
         named = set(re.findall(r'comment "net ([^:" ]+)', line))
-        links = set(re.findall(r'[io]ifname (?:!= )?"([^"]+)"', line))
+        links = set() if uplinks else set(re.findall(r'"([^"]+)"', re.sub(r'comment "[^"]*"', "", line)))
+        links -= {"bridge"}  # meta oifkind "bridge" in a rule
         if named - ids or links - bridges:
             stale.append(line.strip())
     return stale

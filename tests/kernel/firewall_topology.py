@@ -49,6 +49,7 @@ class Topology:
         self.procs: list[subprocess.Popen] = []
         self.client: AppClient | None = None
         self.deps: Deps | None = None
+        self._nft: Nft | None = None
         try:
             self.host, self.outside = self.namespaces.make("h"), self.namespaces.make("o")
             sh("ip", "link", "set", "lo", "up", ns=self.host)
@@ -145,8 +146,15 @@ class Topology:
     def ping(self, ns: str, address: str) -> bool:
         return sh("ping", "-c", "1", "-W", "1", address, ns=ns, check=False).returncode == 0
 
+    @property
+    def nft(self) -> Nft:
+        """A libnftables context of the test's own in the host namespace."""
+        if self._nft is None:
+            self._nft = Nft(self.host)
+        return self._nft
+
     def nft_text(self) -> str:
-        return Nft(self.host).text()
+        return self.nft.text()
 
     def close(self) -> None:
         for proc in self.procs:

@@ -70,11 +70,19 @@ def pynet_links(baseline: set[str], extra_prefixes: tuple[str, ...] = ()) -> set
 
 
 def nft_rule_comments() -> list[str]:
+    """The comments of pynet's rules and of its set and map elements (a network is elements
+    of the table's sets, each commented "net <id12>...")."""
     out = subprocess.run(["nft", "-j", "list", "table", "inet", "pynet"], capture_output=True, text=True)
     if out.returncode != 0:
         return []  # no table: no rules
-    rules = [x["rule"] for x in json.loads(out.stdout)["nftables"] if "rule" in x]
-    return [r.get("comment", "") for r in rules]
+    objects = json.loads(out.stdout)["nftables"]
+    comments = [x["rule"].get("comment", "") for x in objects if "rule" in x]
+    for x in objects:
+        for elem in (x.get("set") or x.get("map") or {}).get("elem", []):
+            key = elem[0] if isinstance(elem, list) else elem
+            if isinstance(key, dict) and "elem" in key:
+                comments.append(key["elem"].get("comment", ""))
+    return comments
 
 
 def forward_entries() -> list[str]:

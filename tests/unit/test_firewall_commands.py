@@ -1,6 +1,6 @@
-"""ForwardAccept, Nft and KernelKnobs built without their binaries: an injected `which` and
+"""ForwardAccept and KernelKnobs built without their binaries: an injected `which` and
 `run` (driver/firewall/commands.py) show every command they would run, and how they read
-the answers."""
+the answers. Nft (in-process libnftables) over a fake context."""
 from __future__ import annotations
 
 import subprocess
@@ -105,21 +105,43 @@ def test_forward_accept_remove_all_deletes_every_jump_then_the_chain():
         ["-F", CHAIN], ["-X", CHAIN]]
 
 
-def test_nft_needs_its_binary_sends_json_and_bounds_a_hang():
-    with pytest.raises(FirewallError, match="nft is not installed"):
-        Nft(which=installed(), run=Commands())
-    commands = Commands(answers={("nft", "list"): (1, "", "No such file or directory")})
-    nft = Nft(which=installed("nft"), run=commands)
-    nft.apply({"nftables": []})
-    assert commands.calls[0] == (["nft", "-j", "-f", "-"], '{"nftables": []}')
+class FakeContext:
+    """What Nft uses of nftables.Nftables: cmd(text) -> (rc, out, err)."""
+
+    def __init__(self, answers=None):
+        self.scripts, self.answers = [], answers or {}
+
+    def cmd(self, text):
+        self.scripts.append(text)
+        return self.answers.get(text.split()[0], (0, "", ""))
+
+    def json_cmd(self, doc):
+        raise AssertionError("pynet writes nft scripts, not JSON")
+
+
+def test_nft_runs_scripts_in_process_and_reports_refusals():
+    ctx = FakeContext(answers={"list": (1, "", "No such file or directory")})
+    nft = Nft(context=lambda: ctx)
+    nft.apply("add table inet pynet\n")
+    assert ctx.scripts == ["add table inet pynet\n"]
     assert nft.text() == ""  # no table yet
-    commands.answers = {("nft", "-j"): (1, "", "syntax error")}
-    with pytest.raises(FirewallError, match="nft refused pynet's rules: syntax error"):
-        nft.apply({"nftables": []})
-    commands.hang = True
-    with pytest.raises(FirewallError, match="did not finish within"):
-        nft.apply({"nftables": []})
-    assert Nft("pnt-x", which=installed("nft"), run=commands)._prefix == ["ip", "netns", "exec", "pnt-x"]
+    ctx.answers = {"add": (1, "", "Error: syntax error")}
+    with pytest.raises(FirewallError, match="nft refused pynet's rules: Error: syntax error"):
+        nft.apply("add table inet pynet\n")
+
+
+def test_nft_without_the_binding_says_what_to_install(monkeypatch):
+    import builtins
+    real = builtins.__import__
+
+    def no_nftables(name, *args, **kwargs):
+        if name == "nftables":
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_nftables)
+    with pytest.raises(FirewallError, match="python3-nftables"):
+        Nft()
 
 
 def test_kernel_knobs_in_a_namespace_go_through_the_runner():
@@ -148,12 +170,10 @@ def test_commands_run_within_the_plugin_calls_budget():
         return commands(argv, stdin, timeout)
 
     shim = ForwardAccept(which=installed("iptables"), run=run)
-    nft = Nft(which=installed("nft"), run=run)
     with deadline.budget(0.5):
         shim.network_added(network("a" * 64))
-        nft.apply({"nftables": []})
     assert seen and all(0 < t <= 0.5 for t in seen)
     assert all(argv[1:3] == ["-w", "1"] for argv in commands.argvs() if argv[0].startswith("iptables"))
     seen.clear()
-    nft.apply({"nftables": []})  # outside a call: the commands' own limit
-    assert seen == [15.0]
+    shim.network_added(network("b" * 64))  # outside a call: the commands' own limit
+    assert seen and set(seen) == {15.0}

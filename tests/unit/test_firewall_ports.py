@@ -2,7 +2,6 @@
 all-or-nothing bookkeeping over stand-ins for nft, iptables and the kernel knobs."""
 from __future__ import annotations
 
-import json
 import socket
 from dataclasses import replace
 
@@ -231,7 +230,7 @@ def test_network_removed_takes_its_published_ports_along(fw):
     fw.publish(net(), ep(), [PortRequest("tcp", 80, "0.0.0.0", 8080, 8080)])
     fw.network_removed(net())
     assert fw.ports.held() == set() and fw.published() == {} and fw.forward.bridges == set()
-    assert fw.nft.docs[-1]["nftables"][-1] == {"delete": {"table": {"family": "inet", "name": "pynet"}}}
+    assert fw.nft.docs[-1].splitlines()[-1] == "delete table inet pynet"
 
 
 def test_only_bridge_networks_get_rules(fw):
@@ -256,9 +255,9 @@ def test_sync_retakes_recorded_ports_and_skips_the_ones_now_taken(fw):
                       ep("f" * 64, nid="z" * 64, published=(orphan,))])
     assert fw.published() == {"e" * 64: (good,)}
     assert fw.ports.held() == {("tcp", "0.0.0.0", 8080)}
-    rules = [c["add"]["rule"] for c in fw.nft.docs[-1]["nftables"] if "rule" in c.get("add", {})]
-    assert [r["expr"][-1] for r in rules if r["chain"] == "published"] == [
-        {"dnat": {"family": "ip", "addr": "198.18.100.2", "port": 80}}]
+    dnats = [line for line in fw.nft.docs[-1].splitlines() if "element inet pynet published" in line]
+    assert dnats == ['add element inet pynet published_any { tcp . 8080 comment '
+                     '"net aaaaaaaaaaaa endpoint eeeeeeeeeeee" : 198.18.100.2 . 80 }']
     fw.sync([], [])
     assert fw.ports.held() == set() and fw.published() == {}
 
@@ -268,7 +267,7 @@ def test_remove_all(fw):
     fw.publish(net(), ep(), [PortRequest("tcp", 80, "0.0.0.0", 8080, 8080)])
     fw.remove_all()
     assert fw.ports.held() == set() and fw.forward.bridges == set()
-    assert fw.nft.docs[-1]["nftables"][-1] == {"delete": {"table": {"family": "inet", "name": "pynet"}}}
+    assert fw.nft.docs[-1].splitlines()[-1] == "delete table inet pynet"
 
 
 def test_a_network_whose_rules_failed_leaves_no_state_behind(fw):
@@ -285,7 +284,7 @@ def test_a_network_whose_rules_failed_leaves_no_state_behind(fw):
     fw.nft.apply = apply
     with pytest.raises(FirewallError):
         fw.network_added(failed)
-    assert fw.forward.bridges == set() and "pn-shared" not in json.dumps(fw.rules())
+    assert fw.forward.bridges == set() and "pn-shared" not in fw.rules()
     retry = replace(net("b" * 64), bridge="pn-shared")
     fw.network_added(retry)
     assert [p.id for p in [NetworkPolicy.of(n) for n in fw._networks.values()]] == [retry.id]
@@ -313,3 +312,38 @@ def test_restore_never_sleeps_on_busy_ports_and_retakes_them_later(fw, monkeypat
     wait_until(lambda: len(fw.published()) == 45, 10, "the busy ports to be re-taken", interval=0.02)
     fw.unpublish(net(), endpoints[0])
     assert endpoints[0].id not in fw.published()
+
+
+def test_each_change_is_one_transaction_of_its_own_elements(fw):
+    fw.network_added(net())
+    assert fw.nft.docs[-1].startswith("add table inet pynet\ndelete table inet pynet\n")  # the first builds it
+    fw.network_added(net("b" * 64))
+    assert "table" not in fw.nft.docs[-1] and '"pn-bbbbbbbbbbbb"' in fw.nft.docs[-1]
+    fw.publish(net(), ep(), [PortRequest("tcp", 80, "0.0.0.0", 8080, 8080)])
+    assert fw.nft.docs[-1] == ('add element inet pynet published_any { tcp . 8080 comment '
+                               '"net aaaaaaaaaaaa endpoint eeeeeeeeeeee" : 198.18.100.2 . 80 }\n')
+    fw.unpublish(net(), ep())
+    assert fw.nft.docs[-1] == "delete element inet pynet published_any { tcp . 8080 }\n"
+
+
+def test_a_refused_change_rebuilds_the_table_once_and_fails_only_if_that_fails_too(fw):
+    fw.network_added(net())
+    refusals = [FirewallError("nft refused pynet's rules: No such file or directory")]
+    real = fw.nft.apply
+
+    def apply(script):
+        if refusals:
+            raise refusals.pop()
+        real(script)
+
+    fw.nft.apply = apply
+    fw.publish(net(), ep(), [PortRequest("tcp", 80, "0.0.0.0", 8080, 8080)])
+    # The incremental line was refused (the table was gone): the whole table, with the port.
+    assert fw.nft.docs[-1].startswith("add table inet pynet\ndelete table inet pynet\n")
+    assert "tcp . 8080" in fw.nft.docs[-1]
+    refusals[:] = [FirewallError("nft refused pynet's rules: b"), FirewallError("nft refused pynet's rules: a")]
+    applied = len(fw.nft.docs)
+    with pytest.raises(FirewallError):
+        fw.publish(net(), ep("d" * 64), [PortRequest("tcp", 80, "0.0.0.0", 8090, 8090)])
+    assert len(fw.nft.docs) == applied and set(fw.published()) == {"e" * 64}
+    assert ("tcp", "0.0.0.0", 8090) not in fw.ports.held()

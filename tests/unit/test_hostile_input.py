@@ -150,3 +150,19 @@ def test_concurrent_creates_with_one_bridge_name_make_one_network(fake_deps):
     assert len(fake_deps.store.list("v1/hosts/test-host/networks/")) == 1
     assert AppClient(app).call("NetworkDriver.DeleteNetwork", {"NetworkID": winners[0]})[0] == 200
     assert fake_deps.store.list("v1/hosts/test-host/networks/") == []
+
+
+def test_create_endpoint_remakes_a_lost_bridge_and_clears_a_leftover_pair(plugin_client, fake_deps):
+    """CreateEndpoint is one add in the common case; a bridge deleted by hand is made again,
+    and a pair left by an interrupted earlier attempt is removed first, only when needed."""
+    kernel = fake_deps.netlink
+    network(plugin_client)
+    bridge = f"pn-{NID[:12]}"
+    del kernel.state[bridge]  # deleted by hand while the plugin ran
+    assert endpoint(plugin_client, {"Address": "10.1.0.2/24"})[0] == 200
+    assert kernel.state[bridge].kind == "bridge" and kernel.state["pnv" + EID[:12]].master == bridge
+    # A leftover pair of an attempt whose record is gone: removed, and the pair made anew.
+    other = "f" * 64
+    kernel.add_veth("pnv" + other[:12], "pnc" + other[:12], 1500, bridge, None)
+    assert endpoint(plugin_client, {"Address": "10.1.0.3/24"}, eid=other)[0] == 200
+    assert kernel.peers["pnv" + other[:12]] == "pnc" + other[:12]
