@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 _MAIN_TABLE = 254
 _NETNS_DIR = "/run/netns"
+# txqueuelen of the bridges and veths pynet makes: 0, as Docker's bridge driver sets. Both
+# kinds are IFF_NO_QUEUE devices (noqueue qdisc) either way; 0 keeps them like Docker's if a
+# qdisc is ever attached, and makes the two drivers' links compare equal.
+NO_QUEUE = 0
 
 
 class KernelError(PynetError):
@@ -86,7 +90,7 @@ class Pyroute2Netlink:
             existing = self._link(ipr, name)
             if existing is None:
                 try:
-                    ipr.link("add", ifname=name, kind="bridge")
+                    ipr.link("add", ifname=name, kind="bridge", txqlen=NO_QUEUE)
                     created = True
                 except NetlinkError as exc:
                     if exc.code != errno.EEXIST:
@@ -118,8 +122,9 @@ class Pyroute2Netlink:
         with self._ipr() as ipr:
             master_idx = _index(ipr, master)
             try:
-                ipr.link("add", ifname=host, kind="veth", mtu=mtu,
-                         peer={"ifname": peer, "mtu": mtu, **({"address": peer_mac} if peer_mac else {})})
+                ipr.link("add", ifname=host, kind="veth", mtu=mtu, txqlen=NO_QUEUE,
+                         peer={"ifname": peer, "mtu": mtu, "txqlen": NO_QUEUE,
+                               **({"address": peer_mac} if peer_mac else {})})
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
                     raise Conflict(f"interface {host} or {peer} already exists") from None
@@ -138,8 +143,9 @@ class Pyroute2Netlink:
         if inside.link(master) is None:
             raise BadRequest(f"bridge {master} does not exist in namespace {netns}")
         with self._ipr() as ipr:
-            spec = {"ifname": peer, "kind": "veth", "mtu": mtu,
-                    "peer": {"ifname": host, "mtu": mtu, "net_ns_fd": _netns_path(netns)}}
+            spec = {"ifname": peer, "kind": "veth", "mtu": mtu, "txqlen": NO_QUEUE,
+                    "peer": {"ifname": host, "mtu": mtu, "txqlen": NO_QUEUE,
+                             "net_ns_fd": _netns_path(netns)}}
             if peer_mac:
                 spec["address"] = peer_mac
             try:
