@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 
 # name -> (argv after the script, what it compares)
 BENCHES = {
-    "datapath": (["--rounds", "7", "--seconds", "3"], "netfilter variants, pynet vs Docker bridge"),
+    "datapath": (["--rounds", "5", "--seconds", "3"], "netfilter variants, pynet vs Docker bridge"),
     "bridge": (["--runs", "10", "--seconds", "5", "--rounds", "5"], "docker run, TCP on a bridge"),
     "published_ports": ([], "-p throughput and connection rate"),
     "macvlan_throughput": ([], "macvlan container <-> LAN host"),

@@ -12,9 +12,8 @@ Sections (--only picks some):
   is the median of the 10 `docker run`s ending at the N-th container (N = 10, 100, 1,000).
   The plugin's RSS and store size are read at each N.
 * `networks`: `docker network create` of up to M networks alternately per driver, each with
-  an explicit /26 (Docker's default pools run out: the harness dockerd has 16 /24s, a stock
-  one 31), then `docker network rm` of all. Where Docker's default pools stop is probed
-  separately (networks without --subnet until the first refusal).
+  an explicit /26 (without --subnet Docker's bridge stops where its default pools end: 31
+  networks on a stock dockerd, 128 on the bench's), then `docker network rm` of all.
 * `api`: the plugin alone (no dockerd: only pynet's own cost), on its own socket:
   RequestAddress, CreateEndpoint, Join, ProgramExternalConnectivity per endpoint up to N
   endpoints on one network, per-method latency at each N; RSS and store size; then kill -9
@@ -66,6 +65,10 @@ def points(limit: int) -> list[int]:
     return [n for n in (10, 100, 1000) if n <= limit] or [limit]
 
 
+def net_points(m: int) -> list[int]:
+    return sorted({n for n in (10, 100, 200) if n <= m} | {m})
+
+
 def fmt_ms(x: float | None) -> str:
     return "-" if x is None else f"{x * 1000:8.1f}"
 
@@ -108,13 +111,18 @@ def rss_kib(pid: int) -> int:
     return total
 
 
-def store_bytes(state_dir: Path) -> int:
-    return sum(f.stat().st_size for f in state_dir.glob("pynet.db*") if f.is_file())
+def store_bytes(state_dir: Path) -> tuple[int, int]:
+    """(database file, its write-ahead log): the WAL grows to ~4 MB before sqlite checkpoints it."""
+    def size(name: str) -> int:
+        f = state_dir / name
+        return f.stat().st_size if f.exists() else 0
+    return size("pynet.db"), size("pynet.db-wal")
 
 
 def plugin_figures(plugin: PluginProcess) -> str:
+    db, wal = store_bytes(plugin.state_dir)
     return (f"plugin RSS {rss_kib(plugin.pid) / 1024:.1f} MiB, "
-            f"store {store_bytes(plugin.state_dir) / 1024:.0f} KiB")
+            f"store {db / 1024:.0f} KiB (+ WAL {wal / 1024:.0f} KiB)")
 
 
 # ---- containers on one network --------------------------------------------------------
@@ -122,7 +130,7 @@ def containers(daemon, image: str, plugin: PluginProcess, n: int, publish: bool,
     label = "docker run -d" + (" -p" if publish else "")
     nets = {}
     for kind, subnet in CONTAINER_NETS.items():
-        nets[kind] = f"bench-sc-{kind}-{tag}"
+        nets[kind] = f"bench-sc-{kind}{'-p' if publish else ''}-{tag}"
         driver = ["-d", "pynet", "--ipam-driver", "pynet"] if kind == "pynet" else ["-d", "bridge"]
         daemon.cli("network", "create", *driver, "--subnet", subnet, nets[kind])
     times: dict[str, list[float]] = {k: [] for k in nets}
@@ -132,7 +140,7 @@ def containers(daemon, image: str, plugin: PluginProcess, n: int, publish: bool,
     try:
         for i in range(n):
             for kind in (("pynet", "docker") if i % 2 == 0 else ("docker", "pynet")):
-                name = f"bench-sc-{kind}-{i}-{tag}"
+                name = f"bench-sc-{kind}{'-p' if publish else ''}-{i}-{tag}"
                 extra = ["-p", f"{PORT_BASE[kind] + i}:80"] if publish else []
                 times[kind].append(timed(lambda: daemon.cli(
                     "run", "-d", "--pull", "never", "--name", name, "--network", nets[kind], *extra,
@@ -149,7 +157,9 @@ def containers(daemon, image: str, plugin: PluginProcess, n: int, publish: bool,
             for chunk in range(0, len(names), 100):
                 daemon.cli("rm", "-f", *names[chunk:chunk + 100], check=False, timeout=600)
             removal[kind] = (time.perf_counter() - t0) / max(1, len(names))
-            daemon.cli("network", "rm", nets[kind], check=False)
+            rm = daemon.cli("network", "rm", nets[kind], check=False)
+            if rm.returncode:
+                print(f"  network rm {nets[kind]} failed: {rm.stderr.strip()}")
         if made["pynet"]:
             print(f"docker rm -f, {len(made['pynet'])} containers{' with -p' if publish else ''}, "
                   f"per container  pynet {removal['pynet'] * 1000:.1f} ms docker "
@@ -172,7 +182,7 @@ def networks(daemon, m: int, tag: str) -> None:
                 create[kind].append(timed(lambda: daemon.cli("network", "create", *driver,
                                                              "--subnet", subnet, name)))
                 made[kind].append(name)
-        ns = [n for n in (10, 100, 200) if n <= m] or [m]
+        ns = net_points(m)
         print_curve(f"docker network create ({m} networks)", create, ns)
     finally:
         for i in reversed(range(max(len(v) for v in made.values()) if made else 0)):
@@ -183,23 +193,7 @@ def networks(daemon, m: int, tag: str) -> None:
     if remove["pynet"]:
         for kind in remove:
             remove[kind].reverse()  # index i = the removal that left i networks
-        print_curve(f"docker network rm (from {m} networks)", remove,
-                    [n for n in (10, 100, 200) if n <= m] or [m])
-
-
-def docker_default_pool_limit(daemon, tag: str, cap: int = 64) -> int:
-    """How many networks Docker's bridge makes from its default pools before refusing."""
-    made = []
-    try:
-        for i in range(cap):
-            name = f"bench-sp-{i}-{tag}"
-            if daemon.cli("network", "create", "-d", "bridge", name, check=False).returncode != 0:
-                break
-            made.append(name)
-        return len(made)
-    finally:
-        for name in made:
-            daemon.cli("network", "rm", name, check=False)
+        print_curve(f"docker network rm (from {m} networks)", remove, net_points(m))
 
 
 # ---- the plugin alone -----------------------------------------------------------------
@@ -383,9 +377,9 @@ def main() -> None:
         holder: dict = {}
         with bench_docker(plugin_env={"PYNET_LEAK_CHECK_INTERVAL": "0"}, holder=holder) as (daemon, image):
             if "networks" in only:
-                print(f"\nDocker's bridge, default pools: {docker_default_pool_limit(daemon, tag)} networks "
-                      "before 'could not find an available, non-overlapping IPv4 address pool' "
-                      "(this dockerd's --default-address-pool; a stock dockerd stops at 31)")
+                print("\nDocker's bridge without --subnet stops at its default pools: 31 networks on a "
+                      "stock dockerd (172.17-31/16 + 192.168/16 in /20s), 128 on the bench dockerd "
+                      "(198.19.0.0/17 in /24s); both drivers get explicit /26s here")
                 networks(daemon, m, tag)
             if "containers" in only:
                 for p in publish:
