@@ -14,7 +14,8 @@ Sections (--only picks some):
 * `networks`: `docker network create` of up to M networks alternately per driver, each with
   an explicit /26 (without --subnet Docker's bridge stops where its default pools end: 31
   networks on a stock dockerd, 128 on the bench's), then `docker network rm` of all.
-* `api`: the plugin alone (no dockerd: only pynet's own cost), on its own socket:
+* `api`: the plugin alone (no dockerd: only pynet's own cost), in a network namespace of its
+  own (so it touches nothing of the host's):
   RequestAddress, CreateEndpoint, Join, ProgramExternalConnectivity per endpoint up to N
   endpoints on one network, per-method latency at each N; RSS and store size; then kill -9
   and the time from the new process's start to answering calls that need restored state,
@@ -36,6 +37,7 @@ import ipaddress
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -198,18 +200,24 @@ def networks(daemon, m: int, tag: str) -> None:
 
 # ---- the plugin alone -----------------------------------------------------------------
 def api(n: int, publish: bool, tag: str) -> None:
+    """The plugin alone, in a network namespace of its own: its links, nft table and
+    iptables chain are private, so this section touches nothing of the host's (and needs
+    no dockerd)."""
+    from tests.harness.netns import Namespaces
+    namespaces = Namespaces(prefix="pnbapi")
     with tempfile.TemporaryDirectory(prefix="pynet-bench-api-") as tmp:
-        sock = Path("/run/pynet-bench") / f"pynet-{tag}.sock"
-        plugin = PluginProcess(Path(tmp) / "state", socket_path=sock,
-                               extra_env={"PYNET_LEAK_CHECK_INTERVAL": "0"}, startup_timeout=120)
-        plugin.start()
+        ns = namespaces.make()
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        sock = Path(tmp) / "pynet.sock"
+        plugin = PluginProcess(Path(tmp) / "state", socket_path=sock, startup_timeout=120,
+                               extra_env={"PYNET_LEAK_CHECK_INTERVAL": "0"},
+                               command_prefix=("ip", "netns", "exec", ns))
         try:
+            plugin.start()
             _api_run(plugin, n, publish, tag)
         finally:
             plugin.stop()
-            _remove_plugin_firewall()
-            with contextlib.suppress(OSError):
-                sock.unlink()
+            namespaces.close()
 
 
 def _call(plugin: PluginProcess, method: str, body: dict) -> dict:
