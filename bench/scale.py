@@ -35,6 +35,7 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import os
+import re
 import secrets
 import statistics
 import subprocess
@@ -48,7 +49,9 @@ from common import REPO, bench_docker, _remove_plugin_firewall, timed  # noqa: F
 from tests.harness.plugin import PluginProcess  # noqa: E402
 
 WINDOW = 10
-CONTAINER_NETS = {"pynet": "198.18.64.0/22", "docker": "198.18.68.0/22"}
+# one /22 per driver and pass (without -p, with -p): a pass never waits for the last one's subnet
+CONTAINER_NETS = {False: {"pynet": "198.18.64.0/22", "docker": "198.18.68.0/22"},
+                  True: {"pynet": "198.18.76.0/22", "docker": "198.18.80.0/22"}}
 NETWORK_BLOCKS = {"pynet": "198.18.128.0/18", "docker": "198.18.192.0/18"}
 API_SUBNET = "198.18.72.0/22"
 MULTIHOST_SUBNET = "198.18.96.0/22"
@@ -127,11 +130,37 @@ def plugin_figures(plugin: PluginProcess) -> str:
             f"store {db / 1024:.0f} KiB (+ WAL {wal / 1024:.0f} KiB)")
 
 
+CALL_LINE = re.compile(r"pynet: (?P<method>\S+) .*-> 200 .*?\((?P<ms>\d+) ms\)$")
+
+
+def plugin_calls(plugin: PluginProcess, offset: int) -> dict[str, list[float]]:
+    """Each method's answer times (s), in call order, from the plugin's log after OFFSET
+    (the plugin logs every call with its duration)."""
+    calls: dict[str, list[float]] = {}
+    with open(plugin.log_path, "rb") as f:
+        f.seek(offset)
+        for line in f.read().decode(errors="replace").splitlines():
+            if m := CALL_LINE.search(line):
+                calls.setdefault(m["method"], []).append(int(m["ms"]) / 1000)
+    return calls
+
+
+def print_plugin_calls(title: str, calls: dict[str, list[float]], ns: list[int]) -> None:
+    print(f"  {title}: pynet's own time per call, ms (median of the {WINDOW} ending at N; p99 of all)")
+    for method in sorted(calls, key=lambda k: -len(calls[k])):
+        ts = calls[method]
+        if len(ts) < ns[0]:
+            continue
+        p99 = sorted(ts)[min(len(ts) - 1, int(len(ts) * 0.99))]
+        print(f"    {method:<42}" + "".join(f"{fmt_ms(at(ts, k)):>9}" for k in ns)
+              + f"   p99 {p99 * 1000:.0f}")
+
+
 # ---- containers on one network --------------------------------------------------------
 def containers(daemon, image: str, plugin: PluginProcess, n: int, publish: bool, tag: str) -> None:
     label = "docker run -d" + (" -p" if publish else "")
     nets = {}
-    for kind, subnet in CONTAINER_NETS.items():
+    for kind, subnet in CONTAINER_NETS[publish].items():
         nets[kind] = f"bench-sc-{kind}{'-p' if publish else ''}-{tag}"
         driver = ["-d", "pynet", "--ipam-driver", "pynet"] if kind == "pynet" else ["-d", "bridge"]
         daemon.cli("network", "create", *driver, "--subnet", subnet, nets[kind])
@@ -139,6 +168,7 @@ def containers(daemon, image: str, plugin: PluginProcess, n: int, publish: bool,
     made: dict[str, list[str]] = {k: [] for k in nets}
     ns = points(n)
     started = time.monotonic()
+    log_offset = plugin.log_path.stat().st_size
     try:
         for i in range(n):
             for kind in (("pynet", "docker") if i % 2 == 0 else ("docker", "pynet")):
@@ -152,16 +182,17 @@ def containers(daemon, image: str, plugin: PluginProcess, n: int, publish: bool,
                 print(f"  {label}: {i + 1} per driver after {time.monotonic() - started:.0f} s; "
                       f"{plugin_figures(plugin)}", flush=True)
         print_curve(f"{label} (one network)", times, ns)
+        print_plugin_calls(label, plugin_calls(plugin, log_offset), ns)
     finally:
         removal = {}
         for kind, names in made.items():
             t0 = time.perf_counter()
             for chunk in range(0, len(names), 100):
-                daemon.cli("rm", "-f", *names[chunk:chunk + 100], check=False, timeout=600)
+                rm = daemon.cli("rm", "-f", *names[chunk:chunk + 100], check=False, timeout=600)
+                if rm.returncode:
+                    print(f"  docker rm -f: {rm.stderr.strip()[:300]}")
             removal[kind] = (time.perf_counter() - t0) / max(1, len(names))
-            rm = daemon.cli("network", "rm", nets[kind], check=False)
-            if rm.returncode:
-                print(f"  network rm {nets[kind]} failed: {rm.stderr.strip()}")
+            _remove_network(daemon, nets[kind])
         if made["pynet"]:
             print(f"docker rm -f, {len(made['pynet'])} containers{' with -p' if publish else ''}, "
                   f"per container  pynet {removal['pynet'] * 1000:.1f} ms docker "
@@ -169,12 +200,27 @@ def containers(daemon, image: str, plugin: PluginProcess, n: int, publish: bool,
                   f"{removal['pynet'] / removal['docker']:.3f}")
 
 
+def _remove_network(daemon, name: str) -> None:
+    """docker network rm, after any container still on it (a removal dockerd reported done
+    can leave its endpoint a moment longer): retried for a while, reported if it stays."""
+    for _ in range(10):
+        left = daemon.cli("ps", "-aq", "--filter", f"network={name}", check=False).stdout.split()
+        if left:
+            daemon.cli("rm", "-f", *left, check=False, timeout=600)
+        rm = daemon.cli("network", "rm", name, check=False)
+        if rm.returncode == 0 or "not found" in rm.stderr:
+            return
+        time.sleep(1)
+    print(f"  network rm {name} failed: {rm.stderr.strip()}")
+
+
 # ---- many networks --------------------------------------------------------------------
-def networks(daemon, m: int, tag: str) -> None:
+def networks(daemon, plugin: PluginProcess, m: int, tag: str) -> None:
     subnets = {k: ipaddress.ip_network(b).subnets(new_prefix=26) for k, b in NETWORK_BLOCKS.items()}
     create: dict[str, list[float]] = {k: [] for k in subnets}
     remove: dict[str, list[float]] = {k: [] for k in subnets}
     made: dict[str, list[str]] = {k: [] for k in subnets}
+    log_offset = plugin.log_path.stat().st_size
     try:
         for i in range(m):
             for kind in (("pynet", "docker") if i % 2 == 0 else ("docker", "pynet")):
@@ -186,6 +232,7 @@ def networks(daemon, m: int, tag: str) -> None:
                 made[kind].append(name)
         ns = net_points(m)
         print_curve(f"docker network create ({m} networks)", create, ns)
+        print_plugin_calls("network create", plugin_calls(plugin, log_offset), ns)
     finally:
         for i in reversed(range(max(len(v) for v in made.values()) if made else 0)):
             for kind in ("pynet", "docker"):
@@ -388,7 +435,7 @@ def main() -> None:
                 print("\nDocker's bridge without --subnet stops at its default pools: 31 networks on a "
                       "stock dockerd (172.17-31/16 + 192.168/16 in /20s), 128 on the bench dockerd "
                       "(198.19.0.0/17 in /24s); both drivers get explicit /26s here")
-                networks(daemon, m, tag)
+                networks(daemon, holder["plugin"], m, tag)
             if "containers" in only:
                 for p in publish:
                     containers(daemon, image, holder["plugin"], n, p, tag)
