@@ -11,7 +11,7 @@ from dataclasses import replace
 from driver import naming
 from driver.firewall.api import Firewall
 from driver.models import EndpointRecord, NetworkRecord
-from driver.netlink.api import Netlink
+from driver.netlink.api import Link, Netlink
 from driver.portmap import PortBinding, PortRequest
 from driver.protocol import JoinAnswer
 from pynet.errors import Conflict, PynetError
@@ -120,9 +120,12 @@ class BridgeKind:
         """Re-make bridges, re-attach surviving veths, then make the firewall exactly that
         of these networks and their recorded ports (rules of vanished networks go)."""
         healthy = []
+        # One dump of the links for every network: per endpoint it was two netlink
+        # round trips (each on a new socket), which made restore grow with the endpoints.
+        links = {link.name: link for link in self.netlink.links()}
         for net in networks:
             try:
-                self._ensure_kernel(net, endpoints.get(net.id, []))
+                self._ensure_kernel(net, endpoints.get(net.id, []), links)
                 healthy.append(net)
             except Exception as exc:  # one network's trouble must not keep the others down
                 log.error("network %s cannot be restored: %s; its calls fail until the cause is "
@@ -137,12 +140,20 @@ class BridgeKind:
         self._ensure_kernel(net, endpoints)
         self.firewall.network_added(net)
 
-    def _ensure_kernel(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
+    def _ensure_kernel(self, net: NetworkRecord, endpoints: list[EndpointRecord],
+                       links: dict[str, Link] | None = None) -> None:
+        """The bridge, and every surviving veth an up port of it. LINKS: the host's links
+        read just before (one dump), else read here."""
         if self._ensure_bridge(net) and not net.bridge_created:
             log.warning("re-created bridge %s for network %s", net.bridge, net.id[:12])
+        if links is None:
+            links = {link.name: link for link in self.netlink.links()}
         for ep in endpoints:
-            if ep.host_if is not None and self.netlink.link(ep.host_if) is not None:
-                self.netlink.ensure_port(ep.host_if, net.bridge)
+            link = links.get(ep.host_if) if ep.host_if is not None else None
+            if link is not None:
+                if link.master != net.bridge or not link.up:
+                    # detached (its bridge was re-made above, or it was taken off by hand)
+                    self.netlink.ensure_port(ep.host_if, net.bridge)
             else:
                 log.warning("endpoint %s on network %s has lost its veth %s; its container "
                             "must be restarted to regain connectivity",
