@@ -51,7 +51,23 @@ class BridgeKind:
     def _ensure_bridge(self, net: NetworkRecord) -> bool:
         assert net.bridge is not None
         gateways = [ipaddress.ip_interface(g) for g in net.gateways]
-        return self.netlink.ensure_bridge(net.bridge, net.mtu, gateways)
+        created = self.netlink.ensure_bridge(net.bridge, net.mtu, gateways)
+        self._bridge_netfilter(net)
+        return created
+
+    def _bridge_netfilter(self, net: NetworkRecord) -> None:
+        """Frames between two ports of the bridge reach netfilter only through br_netfilter.
+        icc=false is a drop of exactly those frames, so its bridges ask for them on their
+        own, whatever the global net.bridge.bridge-nf-call-* say. With icc on nothing inside
+        the network is filtered (published ports, hairpin included, are routed through the
+        bridge device, which netfilter sees anyway): a bridge pynet made lets those frames
+        skip netfilter, which the kernel does only where the global sysctls are off too
+        (Docker turns them on). A user's bridge is never turned off."""
+        assert net.bridge is not None
+        if not net.options.icc:
+            self.netlink.set_bridge_netfilter(net.bridge, True)
+        elif net.bridge_created:
+            self.netlink.set_bridge_netfilter(net.bridge, False)
 
     def delete_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> None:
         self.firewall.network_removed(net)

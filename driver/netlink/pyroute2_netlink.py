@@ -115,6 +115,28 @@ class Pyroute2Netlink:
             ipr.link("set", index=idx, state="up")
             return created
 
+    def set_bridge_netfilter(self, name: str, on: bool) -> None:
+        value = 1 if on else 0
+        with self._ipr() as ipr:
+            try:
+                ipr.link("set", index=_index(ipr, name), kind="bridge", br_nf_call_iptables=value,
+                         br_nf_call_ip6tables=value, br_nf_call_arptables=value)
+            except NetlinkError as exc:
+                raise _kernel(exc, f"setting nf_call_iptables={value} on bridge {name}")
+
+    def bridge_netfilter(self, name: str) -> bool | None:
+        with self._ipr() as ipr:
+            try:
+                msg = ipr.link("get", ifname=name)[0]
+            except NetlinkError as exc:
+                if exc.code == errno.ENODEV:
+                    return None
+                raise
+            if msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
+                return None
+            value = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_BR_NF_CALL_IPTABLES")
+            return None if value is None else bool(value)
+
     def add_veth(self, host: str, peer: str, mtu: int, master: str, peer_mac: str | None,
                  netns: str | None = None) -> None:
         if netns is not None:
