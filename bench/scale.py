@@ -192,7 +192,10 @@ def containers(daemon, image: str, plugin: PluginProcess, n: int, publish: bool,
                 if rm.returncode:
                     print(f"  docker rm -f: {rm.stderr.strip()[:300]}")
             removal[kind] = (time.perf_counter() - t0) / max(1, len(names))
-            _remove_network(daemon, nets[kind])
+            if not _remove_network(daemon, nets[kind]):
+                keep = Path(tempfile.gettempdir()) / f"pynet-bench-scale-{tag}-plugin.log"
+                keep.write_bytes(plugin.log_path.read_bytes())
+                print(f"  (plugin log kept at {keep}; dockerd log at {daemon.log_path})")
         if made["pynet"]:
             print(f"docker rm -f, {len(made['pynet'])} containers{' with -p' if publish else ''}, "
                   f"per container  pynet {removal['pynet'] * 1000:.1f} ms docker "
@@ -200,7 +203,7 @@ def containers(daemon, image: str, plugin: PluginProcess, n: int, publish: bool,
                   f"{removal['pynet'] / removal['docker']:.3f}")
 
 
-def _remove_network(daemon, name: str) -> None:
+def _remove_network(daemon, name: str) -> bool:
     """docker network rm, after any container still on it (a removal dockerd reported done
     can leave its endpoint a moment longer): retried for a while, reported if it stays."""
     for _ in range(10):
@@ -209,9 +212,10 @@ def _remove_network(daemon, name: str) -> None:
             daemon.cli("rm", "-f", *left, check=False, timeout=600)
         rm = daemon.cli("network", "rm", name, check=False)
         if rm.returncode == 0 or "not found" in rm.stderr:
-            return
+            return True
         time.sleep(1)
     print(f"  network rm {name} failed: {rm.stderr.strip()}")
+    return False
 
 
 # ---- many networks --------------------------------------------------------------------
