@@ -195,7 +195,9 @@ def containers(daemon, image: str, plugin: PluginProcess, n: int, publish: bool,
             if not _remove_network(daemon, nets[kind]):
                 keep = Path(tempfile.gettempdir()) / f"pynet-bench-scale-{tag}-plugin.log"
                 keep.write_bytes(plugin.log_path.read_bytes())
-                print(f"  (plugin log kept at {keep}; dockerd log at {daemon.log_path})")
+                dlog = keep.with_name(f"pynet-bench-scale-{tag}-dockerd.log")
+                dlog.write_bytes(daemon.log_path.read_bytes())
+                print(f"  (plugin log kept at {keep}, dockerd's at {dlog})")
         if made["pynet"]:
             print(f"docker rm -f, {len(made['pynet'])} containers{' with -p' if publish else ''}, "
                   f"per container  pynet {removal['pynet'] * 1000:.1f} ms docker "
