@@ -25,15 +25,20 @@ from tests.harness.plugin import PluginProcess  # noqa: E402
 
 
 @contextlib.contextmanager
-def bench_docker():
-    """(dockerd, image) with the pynet plugin serving; all torn down afterwards."""
+def bench_docker(plugin_env: dict[str, str] | None = None, holder: dict | None = None):
+    """(dockerd, image) with the pynet plugin serving; all torn down afterwards.
+    PLUGIN_ENV adds to the plugin's environment; HOLDER, if given, gets the PluginProcess
+    under "plugin" (to read its pid, RSS and store)."""
     if os.geteuid() != 0:
         sys.exit("benchmarks need root: they start a private dockerd and the pynet plugin")
     host_tables, ip_forward = nft_tables(), read_ip_forward()
     with tempfile.TemporaryDirectory(prefix="pynet-bench-") as tmp, _restore_host(host_tables, ip_forward):
         daemon = DockerDaemon(Path(tmp) / "dockerd")
         plugin = PluginProcess(Path(tmp) / "state",
-                               extra_env={"PYNET_DEFAULT_ADDRESS_POOLS": "base=198.19.224.0/19,size=24"})
+                               extra_env={"PYNET_DEFAULT_ADDRESS_POOLS": "base=198.19.224.0/19,size=24",
+                                          **(plugin_env or {})})
+        if holder is not None:
+            holder["plugin"] = plugin
         daemon.start()
         try:
             plugin.start()

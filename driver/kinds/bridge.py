@@ -11,7 +11,7 @@ from dataclasses import replace
 from driver import naming
 from driver.firewall.api import Firewall
 from driver.models import EndpointRecord, NetworkRecord
-from driver.netlink.api import Netlink, NoSuchLink
+from driver.netlink.api import Link, Netlink, NoSuchLink
 from driver.portmap import PortBinding, PortRequest
 from driver.protocol import JoinAnswer
 from pynet.errors import Conflict, PynetError
@@ -51,7 +51,23 @@ class BridgeKind:
     def _ensure_bridge(self, net: NetworkRecord) -> bool:
         assert net.bridge is not None
         gateways = [ipaddress.ip_interface(g) for g in net.gateways]
-        return self.netlink.ensure_bridge(net.bridge, net.mtu, gateways)
+        created = self.netlink.ensure_bridge(net.bridge, net.mtu, gateways)
+        self._bridge_netfilter(net)
+        return created
+
+    def _bridge_netfilter(self, net: NetworkRecord) -> None:
+        """Frames between two ports of the bridge reach netfilter only through br_netfilter.
+        icc=false is a drop of exactly those frames, so its bridges ask for them on their
+        own, whatever the global net.bridge.bridge-nf-call-* say. With icc on nothing inside
+        the network is filtered (published ports, hairpin included, are routed through the
+        bridge device, which netfilter sees anyway): a bridge pynet made lets those frames
+        skip netfilter, which the kernel does only where the global sysctls are off too
+        (Docker turns them on). A user's bridge is never turned off."""
+        assert net.bridge is not None
+        if not net.options.icc:
+            self.netlink.set_bridge_netfilter(net.bridge, True)
+        elif net.bridge_created:
+            self.netlink.set_bridge_netfilter(net.bridge, False)
 
     def delete_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> None:
         self.firewall.network_removed(net)
@@ -131,9 +147,12 @@ class BridgeKind:
         """Re-make bridges, re-attach surviving veths, then make the firewall exactly that
         of these networks and their recorded ports (rules of vanished networks go)."""
         healthy = []
+        # One dump of the links for every network: per endpoint it was two netlink
+        # round trips (each on a new socket), which made restore grow with the endpoints.
+        links = {link.name: link for link in self.netlink.links()}
         for net in networks:
             try:
-                self._ensure_kernel(net, endpoints.get(net.id, []))
+                self._ensure_kernel(net, endpoints.get(net.id, []), links)
                 healthy.append(net)
             except Exception as exc:  # one network's trouble must not keep the others down
                 log.error("network %s cannot be restored: %s; its calls fail until the cause is "
@@ -148,12 +167,20 @@ class BridgeKind:
         self._ensure_kernel(net, endpoints)
         self.firewall.network_added(net)
 
-    def _ensure_kernel(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
+    def _ensure_kernel(self, net: NetworkRecord, endpoints: list[EndpointRecord],
+                       links: dict[str, Link] | None = None) -> None:
+        """The bridge, and every surviving veth an up port of it. LINKS: the host's links
+        read just before (one dump), else read here."""
         if self._ensure_bridge(net) and not net.bridge_created:
             log.warning("re-created bridge %s for network %s", net.bridge, net.id[:12])
+        if links is None:
+            links = {link.name: link for link in self.netlink.links()}
         for ep in endpoints:
-            if ep.host_if is not None and self.netlink.link(ep.host_if) is not None:
-                self.netlink.ensure_port(ep.host_if, net.bridge)
+            link = links.get(ep.host_if) if ep.host_if is not None else None
+            if link is not None:
+                if link.master != net.bridge or not link.up:
+                    # detached (its bridge was re-made above, or it was taken off by hand)
+                    self.netlink.ensure_port(ep.host_if, net.bridge)
             else:
                 log.warning("endpoint %s on network %s has lost its veth %s; its container "
                             "must be restarted to regain connectivity",

@@ -77,6 +77,15 @@ class Netlink(Protocol):
         """Bridge up with this MTU and these addresses; True if it had to be created.
         Raises if `name` exists but is not a bridge."""
 
+    def set_bridge_netfilter(self, name: str, on: bool) -> None:
+        """Whether frames between the ports of bridge `name` go through the iptables,
+        ip6tables and arptables hooks (IFLA_BR_NF_CALL_*). The kernel ORs this with the
+        global net.bridge.bridge-nf-call-* sysctls: `on` always takes effect, off only
+        where the global sysctl is off too."""
+
+    def bridge_netfilter(self, name: str) -> bool | None:
+        """The bridge's own IFLA_BR_NF_CALL_IPTABLES; None if there is no such bridge."""
+
     def add_veth(self, host: str, peer: str, mtu: int, master: str, peer_mac: str | None,
                  netns: str | None = None) -> None:
         """A new veth pair: `host` up on bridge `master`, `peer` down (Docker moves it).

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 _MAIN_TABLE = 254
 _NETNS_DIR = "/run/netns"
+# txqueuelen of the bridges and veths pynet makes: 0, as Docker's bridge driver sets. Both
+# kinds are IFF_NO_QUEUE devices (noqueue qdisc) either way; 0 keeps them like Docker's if a
+# qdisc is ever attached, and makes the two drivers' links compare equal.
+NO_QUEUE = 0
 
 
 class KernelError(PynetError):
@@ -94,7 +98,7 @@ class Pyroute2Netlink:
             existing = self._link(ipr, name)
             if existing is None:
                 try:
-                    ipr.link("add", ifname=name, kind="bridge")
+                    ipr.link("add", ifname=name, kind="bridge", txqlen=NO_QUEUE)
                     created = True
                 except NetlinkError as exc:
                     if exc.code != errno.EEXIST:
@@ -119,6 +123,28 @@ class Pyroute2Netlink:
             ipr.link("set", index=idx, state="up")
             return created
 
+    def set_bridge_netfilter(self, name: str, on: bool) -> None:
+        value = 1 if on else 0
+        with self._ipr() as ipr:
+            try:
+                ipr.link("set", index=_index(ipr, name), kind="bridge", br_nf_call_iptables=value,
+                         br_nf_call_ip6tables=value, br_nf_call_arptables=value)
+            except NetlinkError as exc:
+                raise _kernel(exc, f"setting nf_call_iptables={value} on bridge {name}")
+
+    def bridge_netfilter(self, name: str) -> bool | None:
+        with self._ipr() as ipr:
+            try:
+                msg = ipr.link("get", ifname=name)[0]
+            except NetlinkError as exc:
+                if exc.code == errno.ENODEV:
+                    return None
+                raise
+            if msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
+                return None
+            value = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_BR_NF_CALL_IPTABLES")
+            return None if value is None else bool(value)
+
     def add_veth(self, host: str, peer: str, mtu: int, master: str, peer_mac: str | None,
                  netns: str | None = None) -> None:
         if netns is not None:
@@ -126,8 +152,9 @@ class Pyroute2Netlink:
         with self._ipr() as ipr:
             master_idx = _index(ipr, master)
             try:
-                ipr.link("add", ifname=host, kind="veth", mtu=mtu,
-                         peer={"ifname": peer, "mtu": mtu, **({"address": peer_mac} if peer_mac else {})})
+                ipr.link("add", ifname=host, kind="veth", mtu=mtu, txqlen=NO_QUEUE,
+                         peer={"ifname": peer, "mtu": mtu, "txqlen": NO_QUEUE,
+                               **({"address": peer_mac} if peer_mac else {})})
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
                     raise Conflict(f"interface {host} or {peer} already exists") from None
@@ -146,8 +173,9 @@ class Pyroute2Netlink:
         if inside.link(master) is None:
             raise BadRequest(f"bridge {master} does not exist in namespace {netns}")
         with self._ipr() as ipr:
-            spec = {"ifname": peer, "kind": "veth", "mtu": mtu,
-                    "peer": {"ifname": host, "mtu": mtu, "net_ns_fd": _netns_path(netns)}}
+            spec = {"ifname": peer, "kind": "veth", "mtu": mtu, "txqlen": NO_QUEUE,
+                    "peer": {"ifname": host, "mtu": mtu, "txqlen": NO_QUEUE,
+                             "net_ns_fd": _netns_path(netns)}}
             if peer_mac:
                 spec["address"] = peer_mac
             try:

@@ -36,6 +36,7 @@ class FakeNetlink:
         self.vxlan_sockets: dict[tuple[int, int], str] = {}
         self.addrs: list[tuple[str, object]] = []  # test setup: (link, ip_interface)
         self.default_links: list[str] = []
+        self.bridge_nf: dict[str, bool] = {}  # bridge -> its own nf_call_iptables
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.fail_on:
@@ -63,7 +64,20 @@ class FakeNetlink:
         created = existing is None
         self.state[name] = Link(name, "bridge", True, mtu, None, None, "02:00:00:00:00:01")
         self.addresses.setdefault(name, set()).update(str(a) for a in addresses)
+        if created:
+            self.bridge_nf[name] = False  # the kernel's default for a new bridge
         return created
+
+    def set_bridge_netfilter(self, name, on):
+        self._maybe_fail("set_bridge_netfilter")
+        link = self.state.get(name)
+        if link is None or link.kind != "bridge":
+            raise BadRequest(f"interface {name} does not exist on this host")
+        self.bridge_nf[name] = on
+
+    def bridge_netfilter(self, name):
+        link = self.state.get(name)
+        return None if link is None or link.kind != "bridge" else self.bridge_nf.get(name, False)
 
     def add_veth(self, host, peer, mtu, master, peer_mac, netns=None):
         self._maybe_fail("add_veth")

@@ -1,0 +1,62 @@
+"""Smoke runs of the benchmarks that are cheap enough for CI (a few seconds in all).
+
+Benchmarks are not tests: these only check that a bench still runs and prints sane figures.
+bench/scale.py's `api` section runs the real plugin in a network namespace of its own (no
+dockerd, nothing of the host touched); bench/all.py's table is built from the ratio lines
+every bench prints, checked here on lines in each bench's format. The benches that start a
+dockerd of their own (datapath, bridge, scale's other sections, ...) are not run here: they
+would collide with the e2e tier's dockerd, and take minutes.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def test_scale_api_section_prints_sane_figures():
+    assert os.geteuid() == 0, "the scale bench's api section needs root (a network namespace)"
+    proc = subprocess.run([sys.executable, str(BENCH / "scale.py"), "--only", "api",
+                           "--max-containers", "12", "--publish", "yes"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for method in ("RequestAddress", "CreateEndpoint", "Join", "ProgramExternalConnectivity",
+                   "DeleteEndpoint", "ReleaseAddress"):
+        m = re.search(rf"^\s+{method}\s+([0-9.]+)\s*$", out, re.M)
+        assert m, f"no per-call figure for {method} in:\n{out}"
+        assert 0 < float(m[1]) < 2000, f"{method} took {m[1]} ms"
+    restore = re.search(r"restore after kill -9 with 12 endpoints recorded .*?([0-9.]+) s", out)
+    assert restore and 0 < float(restore[1]) < 30, out
+    rss = re.search(r"plugin RSS ([0-9.]+) MiB", out)
+    assert rss and 10 < float(rss[1]) < 2000, out
+
+
+def _all_module():
+    spec = importlib.util.spec_from_file_location("bench_all", BENCH / "all.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_all_collects_every_bench_s_ratio_lines():
+    lines = "\n".join([
+        "container->container TCP, 1 stream           pynet    12.700 Gbit/s   docker    13.800 Gbit/s"
+        "   ratio pynet/docker  0.920  (higher is better; median of 3)",
+        "TCP 1 stream h1->h2: overlay 13.20 Gbit/s, underlay 19.00 Gbit/s, ratio overlay/underlay 0.700",
+        "pynet/docker macvlan throughput ratio: 0.990",
+        "blocks vs lowest-free: 9.7x the throughput, 3.1x lower p50",
+        "docker run -d (one network) at N=100  pynet 274.7 ms docker 271.5 ms ratio pynet/docker 1.012",
+        "round 1 baseline           pynet  16.17  docker  15.93 Gbit/s",
+    ])
+    rows = _all_module().ratios("b", lines)
+    assert [(r[2], r[3]) for r in rows] == [("pynet/docker", "0.920"), ("overlay/underlay", "0.700"),
+                                            ("pynet/docker", "0.990"), ("x", "9.7"),
+                                            ("pynet/docker", "1.012")]
+    assert rows[0][1] == "container->container TCP, 1 stream"
+    assert rows[4][1] == "docker run -d (one network) at N=100"
