@@ -13,7 +13,8 @@ from pathlib import Path
 
 from tests.harness.dockerd import die_with_parent, signal_if, wait_gone
 
-BINARIES = ("docker-registry", "/usr/local/lib/pynet-test/docker-registry")
+# scripts/install-test-deps.sh unpacks the binary there (the package would start a service).
+BINARIES = ("/usr/local/lib/pynet-test/docker-registry", "docker-registry")
 
 
 class Registry:
