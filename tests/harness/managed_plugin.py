@@ -86,10 +86,13 @@ class ManagedPlugin:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.certs_dir.mkdir(parents=True, exist_ok=True)
         self.dockerd.cli("plugin", "create", self.name, str(self.plugin_dir), timeout=300)
-        self.set(f"state.source={self.state_dir}", f"docker-socket.source={self.dockerd.socket}",
-                 f"certs.source={self.certs_dir}", *(f"{k}={v}" for k, v in self.settings.items()))
+        self.set(*self.mount_settings(), *(f"{k}={v}" for k, v in self.settings.items()))
         self.enable()
         return self
+
+    def mount_settings(self) -> list[str]:
+        return [f"state.source={self.state_dir}", f"docker-socket.source={self.dockerd.socket}",
+                f"certs.source={self.certs_dir}"]
 
     def set(self, *assignments: str) -> None:
         self.dockerd.cli("plugin", "set", self.name, *assignments)
@@ -115,6 +118,12 @@ class ManagedPlugin:
         """Disable (forcibly) and remove, if installed."""
         if self.exists():
             self.dockerd.cli("plugin", "rm", "-f", self.name, timeout=60)
+
+    def mount_source(self, mount: str, where: str = "Config") -> str:
+        """A mount's source in the plugin's Config (what dockerd mounts) or its Settings
+        (what `docker plugin inspect` lists under Settings)."""
+        return self.inspect(f'{{{{range .{where}.Mounts}}}}{{{{if eq .Name "{mount}"}}}}{{{{.Source}}}}'
+                            '{{end}}{{end}}')
 
     def inspect(self, template: str) -> str:
         return self.dockerd.cli("plugin", "inspect", "-f", template, self.name).stdout.strip()

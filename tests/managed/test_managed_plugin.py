@@ -229,14 +229,21 @@ def test_upgrade_keeps_running_containers_connected(dockerd: DockerDaemon, manag
             dockerd.cli("plugin", "upgrade", "--grant-all-permissions", "--skip-remote-check", NAME, remote,
                         timeout=300)
             upgraded_in = time.monotonic() - started
+            # dockerd 20.10 mounts the sources in the plugin's Config, which the upgrade
+            # replaces with the new config.json's: `docker plugin set` mounts again
+            # (environment settings survive).
+            reverted = (managed.mount_source("state"), managed.mount_source("state", "Settings"))
+            env_kept = managed.inspect("{{.Settings.Env}}")
+            managed.set(*managed.mount_settings())
             managed.enable()
     assert refused.returncode != 0 and "disable" in refused.stderr.lower(), refused.stderr
     print(f"\nplugin upgrade took {upgraded_in:.1f} s; {ping.lost} of {ping.sent} pings lost")
     assert managed.inspect("{{.Config.Description}}") == "pynet (upgraded)"
-    # Upgrade keeps the settings (the state mount): the network is still known.
-    assert managed.inspect("{{range .Settings.Mounts}}{{if eq .Name \"state\"}}{{.Source}}{{end}}{{end}}") \
-        == str(managed.state_dir)
+    assert reverted == ("/var/lib/pynet", str(managed.state_dir)), reverted
+    assert "PYNET_LEAK_CHECK_INTERVAL=2" in env_kept, env_kept
+    assert managed.mount_source("state") == str(managed.state_dir)
     assert ping.sent > 10 and ping.lost == 0, f"{ping.lost} of {ping.sent} pings lost across the upgrade"
+    # The upgraded plugin found its store in the state mount: the network is still served.
     c = _run(dockerd, busybox_image, net)
     assert _pings(dockerd, c, target)
 
