@@ -4,7 +4,9 @@
 # (set PYNET_FORCE_APT=1 to run apt-get update/install anyway). Always (re)installs the
 # Python package in editable mode with its test extras.
 #
-#   Debian: docker.io iptables busybox-static docker-compose iperf3 nftables python3-nftables curl systemd (systemd-analyze)
+#   Debian: docker.io iptables busybox-static docker-compose iperf3 nftables python3-nftables curl systemd (systemd-analyze) debootstrap
+#   Debian docker-registry: only its binary, unpacked to /usr/local/lib/pynet-test (installing
+#     the package would start a registry service on :5000); tests/managed pushes a plugin to it
 #   Debian bullseye (pinned so only `consul` comes from it): consul 1.8.7
 #
 # Env: PYTHON (default python3), PYNET_FORCE_APT=1.
@@ -12,7 +14,7 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-PACKAGES=(docker.io iptables busybox-static docker-compose iperf3 nftables python3-nftables curl consul systemd)
+PACKAGES=(docker.io iptables busybox-static docker-compose iperf3 nftables python3-nftables curl debootstrap consul systemd)
 BULLSEYE_SOURCE=/etc/apt/sources.list.d/pynet-bullseye.sources
 BULLSEYE_PIN=/etc/apt/preferences.d/pynet-bullseye
 
@@ -113,7 +115,17 @@ if [[ $changed -eq 1 || ${#missing[@]} -gt 0 || "${PYNET_FORCE_APT:-0}" == 1 ]];
 else
     log "all Debian packages already installed"
 fi
-for bin in dockerd containerd runc iptables nft busybox docker-compose iperf3 consul curl systemd-analyze; do
+REGISTRY_BIN=/usr/local/lib/pynet-test/docker-registry
+if [[ ! -x "$REGISTRY_BIN" ]]; then
+    log "unpacking docker-registry's binary to $REGISTRY_BIN"
+    regtmp="$(mktemp -d)"
+    (cd "$regtmp" && apt-get download -q docker-registry >/dev/null 2>&1) \
+        || { apt-get update -q && (cd "$regtmp" && apt-get download -q docker-registry); }
+    dpkg-deb -x "$regtmp"/docker-registry_*.deb "$regtmp/x"
+    install -D -m 0755 "$regtmp/x/usr/bin/docker-registry" "$REGISTRY_BIN"
+    rm -rf "$regtmp"
+fi
+for bin in dockerd containerd runc iptables nft busybox docker-compose iperf3 consul curl systemd-analyze debootstrap "$REGISTRY_BIN"; do
     command -v "$bin" >/dev/null || die "$bin not on PATH after install"
 done
 [[ "$(dpkg-query -W -f='${Version}' consul)" == 1.8.* ]] || log "warning: consul is not 1.8.x"

@@ -42,3 +42,14 @@ def make_netns() -> Iterator[Callable[..., str]]:
 def ns(make_netns) -> str:
     """One throwaway network namespace (see make_netns)."""
     return make_netns()
+
+
+@pytest.fixture(scope="session")
+def managed_plugin_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The managed plugin's directory (config.json + rootfs/), built once per session by
+    scripts/build-plugin.sh (tests/harness/managed_plugin.py); every tier installs from it."""
+    from tests.harness.managed_plugin import BuildError, build_plugin
+    try:
+        return build_plugin(tmp_path_factory.mktemp("managed-plugin") / "plugin")
+    except BuildError as exc:
+        pytest.fail(str(exc), pytrace=False)
