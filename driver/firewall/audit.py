@@ -1,11 +1,11 @@
 """Read-only: what pynet's firewall should hold for some records, against what the kernel
 holds (`pynet doctor`). Nothing here writes.
 
-The wanted rules come from the same model the firewall installs (nft_rules.ruleset,
-ForwardAccept's chain lines, the kernel knobs); the installed ones are read back with
-`nft -j list table inet pynet`, `iptables -S` and /proc. nft rules are compared by chain
-and comment (every pynet rule carries one naming its network, endpoint and purpose): nft
-prints expressions back in its own normal form, the comments verbatim.
+The wanted state comes from the same model the firewall installs (nft_rules: the fixed
+rules and each network's and port's elements; ForwardAccept's chain lines; the kernel
+knobs); the installed one is read back through libnftables (`list table inet pynet`),
+`iptables -S` and /proc. Rules are compared by chain and comment, elements by set and
+comment (each names its network, and a port's its endpoint).
 """
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ import ipaddress
 import json
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from driver.models import EndpointRecord, NetworkRecord
 
 from . import commands
 from .forward_accept import CHAIN
-from .nft_rules import FAMILY, TABLE, NetworkPolicy, Published, ruleset
+from .nft import Nft
+from .nft_rules import (FAMILY, RULES, TABLE, UPLINKS, NetworkPolicy, Published,
+                        network_elements, port_element)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,43 +34,71 @@ RESTART = "restart pynet (systemctl restart pynet): its restore rebuilds the who
 
 
 def differences(networks: Iterable[NetworkRecord], endpoints: Iterable[EndpointRecord],
-                run: commands.Runner = commands.run_command) -> list[Difference]:
+                run: commands.Runner = commands.run_command,
+                read_table: Callable[[], list[dict]] = lambda: _read_table()) -> list[Difference]:
     nets = [n for n in networks if n.options.type == "bridge" and n.bridge]
     eps = [e for e in endpoints if e.published and any(n.id == e.network_id for n in nets)]
-    found = _nft(nets, eps, run) + _iptables(nets, run) + _sysctls(nets, eps)
+    found = _nft(nets, eps, read_table) + _iptables(nets, run) + _sysctls(nets, eps)
     return found
 
 
-def _wanted_rules(nets: list[NetworkRecord], eps: list[EndpointRecord]) -> Counter:
-    published = [Published(e.network_id, e.id, b) for e in eps for b in e.published]
-    doc = ruleset([NetworkPolicy.of(n) for n in nets], published, ())
-    return Counter((c["add"]["rule"]["chain"], c["add"]["rule"]["comment"])
-                   for c in doc["nftables"] if "rule" in c.get("add", {}))
+def _wanted(nets: list[NetworkRecord], eps: list[EndpointRecord]) -> Counter:
+    """(kind, set or chain, comment) of every fixed rule and every element the records call for."""
+    want: Counter = Counter(("rule", chain, comment) for chain, _, comment in RULES)
+    for n in nets:
+        want.update(("element", e.set, e.comment) for e in network_elements(NetworkPolicy.of(n)))
+    for e in eps:
+        want.update(("element", el.set, el.comment)
+                    for el in (port_element(Published(e.network_id, e.id, b)) for b in e.published))
+    return want
 
 
-def _nft(nets: list[NetworkRecord], eps: list[EndpointRecord], run: commands.Runner) -> list[Difference]:
-    proc = run(["nft", "-j", "list", "table", FAMILY, TABLE], None, commands.TIMEOUT)
-    if proc.returncode != 0:
+def _installed(objects: list[dict]) -> Counter:
+    """The same triples read back from `list table` (JSON): rules by chain and comment,
+    elements by set and comment (nft prints expressions in its own normal form, comments
+    verbatim). The uplinks set carries no comments: it follows the host's routes."""
+    have: Counter = Counter()
+    for item in objects:
+        if "rule" in item:
+            have[("rule", item["rule"].get("chain"), item["rule"].get("comment"))] += 1
+        for kind in ("set", "map"):
+            body = item.get(kind)
+            if not body or body.get("name") == UPLINKS:
+                continue
+            for elem in body.get("elem", []):
+                entry = elem[0] if isinstance(elem, list) else elem  # a map's [key, data]
+                inner = entry.get("elem", {}) if isinstance(entry, dict) else {}
+                have[("element", body.get("name"), inner.get("comment"))] += 1
+    return have
+
+
+def _nft(nets: list[NetworkRecord], eps: list[EndpointRecord],
+         read: Callable[[], list[dict]]) -> list[Difference]:
+    objects = read()
+    if not objects:
         if not nets:
             return []
-        return [Difference(f"nft table {FAMILY} {TABLE} is missing ({proc.stderr.strip()})", RESTART)]
-    have: Counter = Counter()
-    for item in json.loads(proc.stdout).get("nftables", []):
-        rule = item.get("rule")
-        if rule:
-            have[(rule.get("chain"), rule.get("comment"))] += 1
-    want = _wanted_rules(nets, eps)
+        return [Difference(f"nft table {FAMILY} {TABLE} is missing", RESTART)]
     if not nets:
         return [Difference(f"nft table {FAMILY} {TABLE} exists with no pynet bridge network",
-                           f"nft delete table {FAMILY} {TABLE} (or restart pynet)")] if have else []
+                           f"nft delete table {FAMILY} {TABLE} (or restart pynet)")]
+    want, have = _wanted(nets, eps), _installed(objects)
     out = []
-    for (chain, comment), n in sorted((want - have).items()):
-        out.append(Difference(f"nft rule missing in chain {chain}: {comment!r}"
+    for (kind, where, comment), n in sorted((want - have).items(), key=str):
+        out.append(Difference(f"nft {_what(kind, where)} missing: {comment!r}"
                               + (f" (x{n})" if n > 1 else ""), RESTART))
-    for (chain, comment), n in sorted((have - want).items(), key=str):
-        out.append(Difference(f"nft rule not pynet's model in chain {chain}: {comment!r}"
+    for (kind, where, comment), n in sorted((have - want).items(), key=str):
+        out.append(Difference(f"nft {_what(kind, where)} not in pynet's model: {comment!r}"
                               + (f" (x{n})" if n > 1 else ""), RESTART))
     return out
+
+
+def _what(kind: str, where: str) -> str:
+    return f"rule in chain {where}" if kind == "rule" else f"element of {where}"
+
+
+def _read_table() -> list[dict]:
+    return Nft().json(f"table {FAMILY} {TABLE}")
 
 
 def _iptables(nets: list[NetworkRecord], run: commands.Runner) -> list[Difference]:

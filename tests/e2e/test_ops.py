@@ -83,6 +83,11 @@ def delete_nft_rule(comment: str) -> None:
     raise AssertionError(f"no nft rule with comment {comment!r}")
 
 
+def delete_icc_element(bridge: str) -> None:
+    subprocess.run(["nft", "delete", "element", FAMILY, TABLE, "icc",
+                    f'{{ "{bridge}" . "{bridge}" }}'], check=True)
+
+
 def test_ports_status_and_doctor_against_the_kernel(dockerd, busybox_image, plugin):
     net = name("net")
     dockerd.cli("network", "create", *DRIVER, "--subnet", VIEW_SUBNET, net)
@@ -114,13 +119,16 @@ def test_ports_status_and_doctor_against_the_kernel(dockerd, busybox_image, plug
     assert code == 0 and doc["differences"] == [], doc
     text(plugin, dockerd, "doctor")
 
-    # An nft rule removed by hand: named, with its fix; the fix (a restart) brings it back.
-    delete_nft_rule(f"net {nid[:12]}: icc=on")
+    # An nft rule removed by hand, and a network's element: each named, with its fix; the
+    # fix (a restart) brings them back.
+    delete_nft_rule("isolated from other bridges")
+    delete_icc_element(f"pn-{nid[:12]}")
     code, doc = pynet(plugin, dockerd, "doctor")
     assert code == 1, doc
     assert [d["what"] for d in doc["differences"]] == [
-        f"nft rule missing in chain forward: 'net {nid[:12]}: icc=on'"], doc
-    assert "restart pynet" in doc["differences"][0]["fix"]
+        f"nft element of icc missing: 'net {nid[:12]}: icc=on'",
+        "nft rule in chain forward missing: 'isolated from other bridges'"], doc
+    assert all("restart pynet" in d["fix"] for d in doc["differences"])
     text(plugin, dockerd, "doctor")
     plugin.restart()
     code, doc = pynet(plugin, dockerd, "doctor")
