@@ -11,9 +11,10 @@ IP_VS, and the hosts run dockerd --iptables=false). So a service name resolves t
 the VIP carries no traffic; the tests assert that exactly, and reach services by
 `tasks.NAME` and by `--endpoint-mode dnsrr` names, which work across nodes.
 
-The plugin: built by scripts/build-plugin.sh (tests/harness/managed_plugin.py), or with
-PYNET_SWARM_PLUGIN=dev the checkout itself bind-mounted into an empty rootfs (fast, for
-iterating on the driver).
+The plugin: built by scripts/build-plugin.sh, as a user builds it (about 10 s with its cache
+warm), or with PYNET_SWARM_PLUGIN=dev the checkout itself bind-mounted into an empty rootfs
+(for iterating on the driver). Every node runs it with PYNET_SCOPE=global (docs/swarm.md).
+The module takes about 4 minutes.
 """
 from __future__ import annotations
 

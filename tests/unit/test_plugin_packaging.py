@@ -48,7 +48,7 @@ def test_every_plugin_variable_is_a_pynet_serve_variable():
     assert set(names) <= known, set(names) - known
 
 
-def test_plugin_defaults_are_pynet_serve_defaults_but_socket_docker_host_and_scope(monkeypatch):
+def test_plugin_defaults_are_pynet_serve_defaults_but_socket_and_docker_host(monkeypatch):
     # An empty value must mean the default too: Docker sets every variable config.json lists.
     in_plugin = _settings_from_env(monkeypatch, {e["name"]: e["value"] for e in CONFIG["env"]})
     plain = _settings_from_env(monkeypatch, {})
@@ -59,9 +59,7 @@ def test_plugin_defaults_are_pynet_serve_defaults_but_socket_docker_host_and_sco
     assert in_plugin.socket == "/run/docker/plugins/" + CONFIG["interface"]["socket"]
     differ = {f for f in Settings.__dataclass_fields__
               if getattr(in_plugin, f) != getattr(plain, f)}
-    # The managed plugin is what Swarm can use, so its driver is global (docs/swarm.md).
-    assert in_plugin.scope == "global"
-    assert differ == {"docker_host", "scope"}, differ
+    assert differ == {"docker_host"}, differ
 
 
 def test_settable_parts():
