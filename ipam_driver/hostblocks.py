@@ -122,7 +122,10 @@ class HostBlocks:
             view = self._views.get(addrs)
             if view is not None:
                 view.used.discard(address)
-                if len(view.mine) <= 1 or not blocks.idle_blocks(view.mine, view.used):
+                # Only the released address's block can have become empty by this release.
+                home = [b for b in view.mine if int(b.network_address) <= address
+                        <= int(b.broadcast_address)]
+                if len(view.mine) <= 1 or not home or not blocks.block_is_empty(home[0], view.used):
                     return  # nothing to give back, as far as this host knows
         self.give_back_idle(pool_id)
 
