@@ -118,8 +118,8 @@ def test_malformed_calls_get_json_errors(plugin, body, fragment):
 
 
 def test_unimplemented_method_is_404_json(plugin):
-    status, answer = plugin.call("/NetworkDriver.AllocateNetwork", {"NetworkID": "a" * 64})
-    assert status == 404 and "AllocateNetwork" in answer["Err"]
+    status, answer = plugin.call("/NetworkDriver.GwAllocCheck", {"NetworkID": "a" * 64})
+    assert status == 404 and "GwAllocCheck" in answer["Err"]
 
 
 def test_plugin_killed_while_containers_run(dockerd, busybox_image, plugin):

@@ -54,13 +54,13 @@ NETWORK_METHODS = ["NetworkDriver.GetCapabilities", "NetworkDriver.CreateNetwork
                    "NetworkDriver.Join", "NetworkDriver.Leave",
                    "NetworkDriver.ProgramExternalConnectivity",
                    "NetworkDriver.RevokeExternalConnectivity", "NetworkDriver.DiscoverNew",
-                   "NetworkDriver.DiscoverDelete"]
+                   "NetworkDriver.DiscoverDelete", "NetworkDriver.AllocateNetwork",
+                   "NetworkDriver.FreeNetwork"]
 IPAM_METHODS = ["IpamDriver.GetCapabilities", "IpamDriver.GetDefaultAddressSpaces",
                 "IpamDriver.RequestPool", "IpamDriver.ReleasePool", "IpamDriver.RequestAddress",
                 "IpamDriver.ReleaseAddress"]
 # Methods Docker may call that pynet does not implement: they must answer 404 with Err.
-UNIMPLEMENTED = ["NetworkDriver.AllocateNetwork", "NetworkDriver.FreeNetwork",
-                 "NetworkDriver.GwAllocCheck"]
+UNIMPLEMENTED = ["NetworkDriver.GwAllocCheck", "NetworkDriver.NoSuchMethod"]
 METHODS = ["Plugin.Activate", *NETWORK_METHODS, *IPAM_METHODS]
 EMPTY_BODY_METHODS = {"Plugin.Activate", "NetworkDriver.GetCapabilities",
                       "IpamDriver.GetCapabilities", "IpamDriver.GetDefaultAddressSpaces"}
@@ -223,7 +223,12 @@ class Generator:
         if method in ("NetworkDriver.DiscoverNew", "NetworkDriver.DiscoverDelete"):
             return {"DiscoveryType": 1, "DiscoveryData": {"Address": "10.0.0.5",
                                                           "BindAddress": "10.0.0.5", "Self": True}}
-        if method in UNIMPLEMENTED:
+        if method == "NetworkDriver.AllocateNetwork":  # what a Swarm manager sends
+            return {"NetworkID": self._nid(),
+                    "Options": {GENERIC: rng.choice([{}, {"type": "overlay"}, {"type": "bridge"}])},
+                    "IPv4Data": [{"AddressSpace": "GlobalDefault", "Pool": "10.99.0.0/24",
+                                  "Gateway": "10.99.0.1/24"}], "IPv6Data": []}
+        if method in UNIMPLEMENTED or method == "NetworkDriver.FreeNetwork":
             return {"NetworkID": self._nid(), "Options": {}}
         if method == "IpamDriver.RequestPool":
             v6 = rng.random() < 0.2
