@@ -134,7 +134,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     if settings.store == "consul":
         # With a shared store, `pynet ipam check` names the claims of hosts long unseen.
         background.stops.append(every(heartbeat.INTERVAL, lambda: heartbeat.beat(deps.store, settings.host),
-                                      "heartbeat", at_once=True))
+                                      "heartbeat", at_once=True, retry_after=heartbeat.RETRY))
     if settings.metrics_addr:
         server = metrics.serve(settings.metrics_addr, settings.metrics_allow_remote, deps.store,
                                settings.host)

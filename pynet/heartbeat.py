@@ -15,6 +15,9 @@ from .store.api import Store
 
 # Written this often by `pynet serve` with --store consul.
 INTERVAL = 10.0
+# ... and after a failed write this soon (Consul may have no leader yet at start): a host
+# that has not beaten reads as "never seen" to `pynet ipam check`.
+RETRY = 1.0
 
 
 def beat(store: Store, host: str, clock=time.time) -> None:
