@@ -63,12 +63,9 @@ class Pyroute2Netlink:
             return self._link(ipr, name)
 
     def _link(self, ipr: IPRoute, name: str) -> Link | None:
-        try:
-            msg = ipr.link("get", ifname=name)[0]
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return None
-            raise
+        msg = _get_link(ipr, name)
+        if msg is None:
+            return None
         names = {}
         # A link whose lower end is in another namespace (a veth with its peer moved away)
         # names an index of that namespace: not one of ours.
@@ -134,13 +131,8 @@ class Pyroute2Netlink:
 
     def bridge_netfilter(self, name: str) -> bool | None:
         with self._ipr() as ipr:
-            try:
-                msg = ipr.link("get", ifname=name)[0]
-            except NetlinkError as exc:
-                if exc.code == errno.ENODEV:
-                    return None
-                raise
-            if msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
+            msg = _get_link(ipr, name)
+            if msg is None or msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "bridge":
                 return None
             value = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_BR_NF_CALL_IPTABLES")
             return None if value is None else bool(value)
@@ -418,6 +410,16 @@ def _netns_path(name: str) -> str:
 
 def _table(msg) -> int:
     return msg.get("RTA_TABLE", msg["table"])
+
+
+def _get_link(ipr: IPRoute, name: str):
+    """The kernel's message for link NAME, or None when there is no such link."""
+    try:
+        return ipr.link("get", ifname=name)[0]
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise
 
 
 def _index(ipr: IPRoute, name: str) -> int:
