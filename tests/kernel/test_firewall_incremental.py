@@ -8,20 +8,10 @@ import re
 
 import pytest
 
-from tests.kernel.firewall_topology import OUTSIDE_HOST_IP, OUTSIDE_IP, Topology, sh
+from tests.kernel.firewall_topology import OUTSIDE_HOST_IP, OUTSIDE_IP, sh
 
 NID_A, NID_B, NID_C = "a" * 64, "b" * 64, "c" * 64
 TCP = {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080}
-
-
-@pytest.fixture
-def topo(tmp_path):
-    t = Topology(tmp_path)
-    try:
-        t.start_plugin()
-        yield t
-    finally:
-        t.close()
 
 
 def sent(topo) -> list[str]:

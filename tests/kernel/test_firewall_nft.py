@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from driver.firewall.forward_accept import ForwardAccept
-from tests.kernel.firewall_topology import OUTSIDE_HOST_IP, OUTSIDE_IP, Topology, sh
+from tests.kernel.firewall_topology import OUTSIDE_HOST_IP, OUTSIDE_IP, sh
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 NID_A, NID_B, NID_C = "a" * 64, "b" * 64, "c" * 64
@@ -33,16 +33,6 @@ def published_elements(topo) -> str:
         text = topo.nft.text(f"map inet pynet {name}")
         out += [line.strip() for line in text.splitlines() if " : " in line and "type " not in line]
     return "\n".join(out)
-
-
-@pytest.fixture
-def topo(tmp_path):
-    t = Topology(tmp_path)
-    try:
-        t.start_plugin()
-        yield t
-    finally:
-        t.close()
 
 
 def test_outbound_nat_published_ports_loopback_and_hairpin(topo):
