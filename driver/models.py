@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .netlink.api import FoundLink
 from .options import NetworkOptions
 from .portmap import PortBinding
 
@@ -23,6 +24,9 @@ class NetworkRecord:
     # pynet made it: a pre-existing one named by the user is left in place.
     bridge: str | None = None
     bridge_created: bool = False
+    # A bridge pynet found (the user's), as it was before pynet changed anything: what
+    # DeleteNetwork puts back (read and written as the intent, before any kernel work).
+    found_bridge: FoundLink | None = None
     # Gateway interfaces as CIDR ("10.1.0.1/24") and the subnets, from Docker's IPAM data.
     gateways: tuple[str, ...] = ()
     subnets: tuple[str, ...] = ()
@@ -50,6 +54,7 @@ class NetworkRecord:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["options"] = self.options.to_dict()
+        data["found_bridge"] = self.found_bridge.to_dict() if self.found_bridge else None
         return data
 
     @classmethod
@@ -57,6 +62,7 @@ class NetworkRecord:
         return cls(
             id=data["id"], options=NetworkOptions.from_dict(data["options"]),
             bridge=data.get("bridge"), bridge_created=data.get("bridge_created", False),
+            found_bridge=FoundLink.from_dict(data["found_bridge"]) if data.get("found_bridge") else None,
             gateways=tuple(data.get("gateways", ())), subnets=tuple(data.get("subnets", ())),
             lower=data.get("lower"), lower_created=data.get("lower_created", False),
             state=data.get("state", READY), attempt=data.get("attempt", ""),

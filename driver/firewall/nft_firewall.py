@@ -92,6 +92,10 @@ class NftFirewall:
         if network.options.type != "bridge":
             return
         with self._lock:
+            found = network.found_bridge
+            if found is not None and not found.route_localnet:
+                # A user's bridge is left as found; off before the rule that guards it goes.
+                self.knobs.reset_route_localnet(network.bridge)
             self._awaiting = {e: v for e, v in self._awaiting.items() if v[0] != network.id}
             gone: list[Element] = []
             for eid in [e for e, (nid, _, _) in self._published.items() if nid == network.id]:

@@ -44,6 +44,12 @@ class KernelKnobs:
         if self._read(path, missing="").strip() not in ("1", ""):
             self._write(path, "1")
 
+    def reset_route_localnet(self, bridge: str) -> None:
+        """Off again, on a bridge pynet found with it off (a user's, left as found)."""
+        path = f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet"
+        if self._read(path, missing="").strip() == "1":
+            self._write(path, "0")
+
     def ensure_hairpin(self, port: str) -> None:
         path = f"/sys/class/net/{port}/brport/hairpin_mode"
         current = self._read(path, missing="").strip()

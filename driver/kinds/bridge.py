@@ -34,25 +34,41 @@ class BridgeKind:
                 raise Conflict(f"bridge name {bridge} is already used by pynet network "
                                f"{other.id[:12]}")
         # pynet makes the bridge unless the user named one that exists; one pynet names
-        # itself is pynet's even if a crashed attempt left it behind.
-        made = net.options.bridge_name is None or self.netlink.link(bridge) is None
-        return replace(net, bridge=bridge, bridge_created=made)
+        # itself is pynet's even if a crashed attempt left it behind. A user's bridge is
+        # recorded as found, before anything changes it, so that it is left as found.
+        found = self.netlink.found_link(bridge) if net.options.bridge_name else None
+        return replace(net, bridge=bridge, bridge_created=found is None, found_bridge=found)
 
     def create_network(self, net: NetworkRecord, undo: ExitStack) -> NetworkRecord:
-        """Bridge, gateway addresses, MTU and forwarding rules; undo entries registered
-        for everything made, so a failure later in the call leaves nothing behind."""
-        assert net.bridge is not None
-        if self._ensure_bridge(net):
-            undo.callback(self.netlink.remove_link, net.bridge)
-        self.firewall.network_added(net)
-        undo.callback(self.firewall.network_removed, net)
+        """The bridge with every setting (see make_bridge); undo entries registered for
+        everything made or changed, so a failure later in the call leaves nothing behind."""
+        self.make_bridge(net, undo)
         return net
 
-    def _ensure_bridge(self, net: NetworkRecord) -> bool:
+    def make_bridge(self, net: NetworkRecord, undo: ExitStack | None = None, *,
+                    rules: bool = True) -> bool:
+        """The network's bridge with every setting it has: the link, its MTU and gateway
+        addresses, br_netfilter, and the firewall's part (sysctls such as route_localnet,
+        the rule set's elements). CreateNetwork, CreateEndpoint's re-make of a bridge
+        deleted by hand, a replayed CreateNetwork and restore all make it here, so a
+        re-made bridge is the original. A user's bridge gets only what the network needs:
+        no MTU unless the `mtu` option asks for one. RULES=False: the caller installs the
+        firewall's part for many networks at once (restore's one sync). True if the bridge
+        had to be created."""
         assert net.bridge is not None
         gateways = [ipaddress.ip_interface(g) for g in net.gateways]
-        created = self.netlink.ensure_bridge(net.bridge, net.mtu, gateways)
+        mtu = net.mtu if net.bridge_created else net.options.mtu
+        created = self.netlink.ensure_bridge(net.bridge, mtu, gateways)
+        if undo is not None:
+            if created:
+                undo.callback(self.netlink.remove_link, net.bridge)
+            else:
+                undo.callback(self._leave_as_found, net)
         self._bridge_netfilter(net)
+        if rules:
+            self.firewall.network_added(net)
+            if undo is not None:
+                undo.callback(self.firewall.network_removed, net)
         return created
 
     def _bridge_netfilter(self, net: NetworkRecord) -> None:
@@ -71,7 +87,10 @@ class BridgeKind:
 
     def delete_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> None:
         self.firewall.network_removed(net)
-        if not net.bridge_created or net.bridge is None:
+        if net.bridge is None:
+            return
+        if not net.bridge_created:
+            self._leave_as_found(net)
             return
         link = self.netlink.link(net.bridge)
         if link is not None and link.kind != "bridge":
@@ -80,6 +99,32 @@ class BridgeKind:
                         net.bridge, net.id[:12], link.kind or "device")
         elif link is not None:
             self.netlink.remove_link(net.bridge)
+
+    def _leave_as_found(self, net: NetworkRecord) -> None:
+        """A user's bridge as it was before the network: the gateway addresses pynet added
+        go (one the user had stays), its MTU is the one it was found with, a bridge found
+        down is down again (route_localnet: the firewall's network_removed)."""
+        found, bridge = net.found_bridge, net.bridge
+        if found is None or bridge is None:
+            return  # recorded before pynet kept what it found: nothing known to put back
+        link = self.netlink.link(bridge)
+        if link is None or link.kind != "bridge":
+            return
+        had = {ipaddress.ip_interface(a) for a in found.addresses}
+        added = [g for g in map(ipaddress.ip_interface, net.gateways) if g not in had]
+        self.netlink.put_back(bridge, found, added)
+
+    def _port_mtu(self, net: NetworkRecord) -> int:
+        """The MTU of an endpoint's veth: the network's, or on a user's bridge with no `mtu`
+        option, the bridge's as found (a port with a smaller one pulls the bridge's MTU
+        down; the kernel drops it to 1500 once the last port left, and brings it back up
+        to its ports' with the next one)."""
+        if net.bridge_created or net.options.mtu is not None:
+            return net.mtu
+        if net.found_bridge is not None:
+            return net.found_bridge.mtu
+        link = self.netlink.link(net.bridge) if net.bridge else None  # recorded before found_bridge
+        return link.mtu if link is not None else net.mtu
 
     # --- CreateEndpoint / Join / DeleteEndpoint ------------------------------------
     def plan_endpoint(self, net: NetworkRecord, ep: EndpointRecord) -> EndpointRecord:
@@ -94,12 +139,15 @@ class BridgeKind:
         assert net.bridge is not None and ep.host_if is not None
         for attempt in range(3):
             try:
-                self.netlink.add_veth(ep.host_if, ep.peer_if, net.mtu, net.bridge, ep.mac)
+                self.netlink.add_veth(ep.host_if, ep.peer_if, self._port_mtu(net), net.bridge,
+                                      ep.mac)
                 break
             except NoSuchLink:
                 if attempt == 2 or self.netlink.link(net.bridge) is not None:
                     raise
-                self._ensure_bridge(net)
+                log.warning("re-making bridge %s of network %s: it was deleted", net.bridge,
+                            net.id[:12])
+                self.make_bridge(net)
             except Conflict:
                 if attempt == 2:
                     raise
@@ -118,7 +166,8 @@ class BridgeKind:
             repeated = ep.sandbox == sandbox and self.netlink.link(ep.host_if) is not None
             if not repeated:
                 self.netlink.remove_link(ep.host_if)
-                self.netlink.add_veth(ep.host_if, ep.peer_if, net.mtu, net.bridge, ep.mac)
+                self.netlink.add_veth(ep.host_if, ep.peer_if, self._port_mtu(net), net.bridge,
+                                      ep.mac)
         return gateway_answer(net, ep)
 
     def delete_endpoint(self, net: NetworkRecord | None, ep: EndpointRecord) -> None:
@@ -164,14 +213,14 @@ class BridgeKind:
 
     def restore_network(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
         """A CreateNetwork replayed for a recorded network: its bridge, ports and rules."""
-        self._ensure_kernel(net, endpoints)
-        self.firewall.network_added(net)
+        self._ensure_kernel(net, endpoints, rules=True)
 
     def _ensure_kernel(self, net: NetworkRecord, endpoints: list[EndpointRecord],
-                       links: dict[str, Link] | None = None) -> None:
+                       links: dict[str, Link] | None = None, *, rules: bool = False) -> None:
         """The bridge, and every surviving veth an up port of it. LINKS: the host's links
-        read just before (one dump), else read here."""
-        if self._ensure_bridge(net) and not net.bridge_created:
+        read just before (one dump), else read here. RULES: the firewall's part too, else
+        the caller syncs it for every network at once."""
+        if self.make_bridge(net, rules=rules) and not net.bridge_created:
             log.warning("re-created bridge %s for network %s", net.bridge, net.id[:12])
         if links is None:
             links = {link.name: link for link in self.netlink.links()}

@@ -26,6 +26,26 @@ class Link:
     loopback: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class FoundLink:
+    """What pynet may change on a link it did not make (a user's bridge), read before it
+    changes anything, so that it can put back exactly that."""
+    mtu: int
+    up: bool
+    addresses: tuple[str, ...]  # CIDR ("10.1.0.1/24"); not IPv6 link-local (the kernel's)
+    route_localnet: bool        # net.ipv4.conf.<link>.route_localnet
+
+    def to_dict(self) -> dict:
+        return {"mtu": self.mtu, "up": self.up, "addresses": list(self.addresses),
+                "route_localnet": self.route_localnet}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FoundLink":
+        return cls(mtu=int(data["mtu"]), up=bool(data["up"]),
+                   addresses=tuple(str(a) for a in data["addresses"]),
+                   route_localnet=bool(data["route_localnet"]))
+
+
 # The all-zero MAC of a VXLAN device's head-end replication entries: broadcast, multicast
 # and unknown unicast go to every remote VTEP listed under it (one entry per VTEP).
 FLOOD_MAC = "00:00:00:00:00:00"
@@ -73,9 +93,19 @@ class Netlink(Protocol):
 
     def links(self) -> list[Link]: ...
 
-    def ensure_bridge(self, name: str, mtu: int, addresses: list[Interface]) -> bool:
-        """Bridge up with this MTU and these addresses; True if it had to be created.
-        Raises if `name` exists but is not a bridge."""
+    def ensure_bridge(self, name: str, mtu: int | None, addresses: list[Interface]) -> bool:
+        """Bridge up with this MTU (None: the MTU it has is left alone) and these addresses
+        (others it has stay); True if it had to be created. Raises if `name` exists but is
+        not a bridge."""
+
+    def found_link(self, name: str) -> FoundLink | None:
+        """What link `name` is like now (MTU, up, addresses, route_localnet); None if absent."""
+
+    def put_back(self, name: str, found: FoundLink, remove: list[Interface]) -> None:
+        """Link `name` as it was found: the addresses `remove` (pynet's) go, the MTU is
+        found.mtu again (pynet's `mtu` option, or the kernel following the ports: a bridge
+        made with an MTU drops to 1500 when its last port leaves), and a link found down
+        is down again. Absent is fine."""
 
     def set_bridge_netfilter(self, name: str, on: bool) -> None:
         """Whether frames between the ports of bridge `name` go through the iptables,

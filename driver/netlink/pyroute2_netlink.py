@@ -16,7 +16,7 @@ from pyroute2.netlink.rtnl.ndmsg import states as NUD
 
 from pynet.errors import BadRequest, Conflict, PynetError
 
-from .api import FLOOD_MAC, FdbEntry, Interface, Link, Neighbour, NoSuchLink, NotSupported, Vxlan
+from .api import FLOOD_MAC, FdbEntry, FoundLink, Interface, Link, Neighbour, NoSuchLink, NotSupported, Vxlan
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Pyroute2Netlink:
             return found
 
     # --- bridges and ports -------------------------------------------------------------
-    def ensure_bridge(self, name: str, mtu: int, addresses: list[Interface]) -> bool:
+    def ensure_bridge(self, name: str, mtu: int | None, addresses: list[Interface]) -> bool:
         with self._ipr() as ipr:
             created = False
             existing = self._link(ipr, name)
@@ -106,7 +106,8 @@ class Pyroute2Netlink:
                 raise Conflict(f"interface {name} exists and is not a bridge (it is {kind}); "
                                "choose another bridge name")
             idx = ipr.link_lookup(ifname=name)[0]
-            ipr.link("set", index=idx, mtu=mtu)
+            if mtu is not None:
+                ipr.link("set", index=idx, mtu=mtu)
             have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx)}
             for iface in addresses:
                 if (str(iface.ip), iface.network.prefixlen) in have:
@@ -119,6 +120,37 @@ class Pyroute2Netlink:
                         raise _kernel(exc, f"adding {iface} to {name}")
             ipr.link("set", index=idx, state="up")
             return created
+
+    def found_link(self, name: str) -> FoundLink | None:
+        with self._ipr() as ipr:
+            msg = _get_link(ipr, name)
+            if msg is None:
+                return None
+            inet = msg.get_nested("IFLA_AF_SPEC", "AF_INET") or {}
+            # Not IPv6 link-local ones: the kernel's own, which come and go with the carrier.
+            addresses = tuple(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
+                              for a in ipr.get_addr(index=msg["index"])
+                              if not ipaddress.ip_address(a.get("IFA_ADDRESS")).is_link_local)
+            return FoundLink(mtu=msg.get("IFLA_MTU"), up=bool(msg["flags"] & 1),
+                             addresses=addresses, route_localnet=bool(inet.get("route_localnet")))
+
+    def put_back(self, name: str, found: FoundLink, remove: list[Interface]) -> None:
+        with self._ipr() as ipr:
+            msg = _get_link(ipr, name)
+            if msg is None:
+                return
+            idx = msg["index"]
+            for iface in remove:
+                try:
+                    ipr.addr("del", index=idx, address=str(iface.ip),
+                             prefixlen=iface.network.prefixlen)
+                except NetlinkError as exc:
+                    if exc.code != errno.EADDRNOTAVAIL:  # already gone
+                        raise _kernel(exc, f"removing {iface} from {name}")
+            if msg.get("IFLA_MTU") != found.mtu:
+                ipr.link("set", index=idx, mtu=found.mtu)
+            if not found.up and msg["flags"] & 1:
+                ipr.link("set", index=idx, state="down")
 
     def set_bridge_netfilter(self, name: str, on: bool) -> None:
         value = 1 if on else 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pynet.errors import BadRequest, Conflict, PynetError
-from driver.netlink.api import FLOOD_MAC, FdbEntry, Link, Neighbour, NoSuchLink, NotSupported, Vxlan
+from driver.netlink.api import FLOOD_MAC, FdbEntry, FoundLink, Link, Neighbour, NoSuchLink, NotSupported, Vxlan
 
 
 class InjectedFailure(PynetError):
@@ -62,11 +62,27 @@ class FakeNetlink:
         if existing and existing.kind != "bridge":
             raise Conflict(f"interface {name} exists and is not a bridge")
         created = existing is None
+        if mtu is None:  # left as it is (a new bridge gets the kernel's 1500)
+            mtu = existing.mtu if existing else 1500
         self.state[name] = Link(name, "bridge", True, mtu, None, None, "02:00:00:00:00:01")
         self.addresses.setdefault(name, set()).update(str(a) for a in addresses)
         if created:
             self.bridge_nf[name] = False  # the kernel's default for a new bridge
         return created
+
+    def found_link(self, name):
+        link = self.state.get(name)
+        if link is None:
+            return None
+        return FoundLink(link.mtu, link.up, tuple(sorted(self.addresses.get(name, ()))), False)
+
+    def put_back(self, name, found, remove):
+        link = self.state.get(name)
+        if link is None:
+            return
+        self.addresses.get(name, set()).difference_update(str(a) for a in remove)
+        link = replace(link, mtu=found.mtu)
+        self.state[name] = replace(link, up=link.up and found.up)
 
     def set_bridge_netfilter(self, name, on):
         self._maybe_fail("set_bridge_netfilter")
