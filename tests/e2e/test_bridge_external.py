@@ -411,3 +411,58 @@ def _pn_links() -> set[str]:
     out = _run("ip", "-o", "link", "show").stdout
     names = {line.split(": ")[1].split("@")[0] for line in out.splitlines()}
     return {n for n in names if n.startswith(("pn-", "pnv", "pnc"))}
+
+
+# --- a user's own bridge, a bridge deleted by hand (issue 17, item 6) -------------------
+def _link(name: str) -> dict:
+    return json.loads(_run("ip", "-j", "addr", "show", "dev", name).stdout)[0]
+
+
+def _addresses(name: str) -> set[str]:
+    return {f"{a['local']}/{a['prefixlen']}" for a in _link(name)["addr_info"]
+            if not a["local"].startswith("fe80:")}
+
+
+def _route_localnet(name: str) -> str:
+    with open(f"/proc/sys/net/ipv4/conf/{name}/route_localnet") as f:
+        return f.read().strip()
+
+
+def test_a_users_own_bridge_keeps_its_mtu_and_address_and_loses_pynets_gateway(env: Env) -> None:
+    own_subnet, subnet = map(ipaddress.ip_network, free_subnets(2))
+    bridge, own = f"pntub{secrets.token_hex(3)}", f"{own_subnet[254]}/24"
+    _run("ip", "link", "add", bridge, "mtu", "9000", "type", "bridge")
+    try:
+        _run("ip", "addr", "add", own, "dev", bridge)
+        _run("ip", "link", "set", bridge, "up")
+        net = env.network(str(subnet), "-o", f"com.docker.network.bridge.name={bridge}")
+        gateway = f"{subnet[1]}/24"
+        port = free_port()
+        c = env.httpd(net, "-p", f"{port}:80")
+        # In use: the bridge keeps the MTU it was made with (no `mtu` option), and so does
+        # the container; pynet's gateway sits beside the user's own address.
+        assert _link(bridge)["mtu"] == 9000
+        assert env.dockerd.cli("exec", c, "cat", "/sys/class/net/eth0/mtu").stdout.strip() == "9000"
+        assert _addresses(bridge) == {own, gateway}
+        assert env.curl([], f"http://127.0.0.1:{port}/") == PAGE
+        assert env.curl(env.in_outside(), f"http://{env.host_ip}:{port}/") == PAGE
+        env.dockerd.cli("rm", "-f", c)
+        env.dockerd.cli("network", "rm", net)
+        link = _link(bridge)
+        assert link["mtu"] == 9000 and "UP" in link["flags"]
+        assert _addresses(bridge) == {own}
+        assert _route_localnet(bridge) == "0"
+    finally:
+        _run("ip", "link", "del", bridge, check=False)
+
+
+def test_a_bridge_deleted_by_hand_is_remade_by_the_next_run_and_serves_loopback(env: Env) -> None:
+    net = env.network(free_subnets(1)[0], "-o", "com.docker.network.driver.mtu=1400")
+    bridge = env.bridge_of(net)
+    _run("ip", "link", "del", bridge)
+    port = free_port()
+    c = env.httpd(net, "-p", f"{port}:80")  # CreateEndpoint makes the bridge again
+    assert _link(bridge)["mtu"] == 1400 and _route_localnet(bridge) == "1"
+    assert env.curl([], f"http://127.0.0.1:{port}/") == PAGE
+    assert env.curl(env.in_outside(), f"http://{env.host_ip}:{port}/") == PAGE
+    assert env.wget_from(c, f"http://{env.host_ip}:{port}/") == PAGE  # hairpin
