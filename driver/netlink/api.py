@@ -6,7 +6,7 @@ object is already gone. Only pyroute2_netlink.py talks to the kernel.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv6Interface, IPv4Network, IPv6Network
+from ipaddress import IPv4Interface, IPv6Interface, IPv4Network, IPv6Network, ip_interface
 from typing import Protocol
 
 from pynet.errors import BadRequest, PynetError
@@ -40,10 +40,26 @@ class FoundLink:
                 "route_localnet": self.route_localnet}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FoundLink":
-        return cls(mtu=int(data["mtu"]), up=bool(data["up"]),
-                   addresses=tuple(str(a) for a in data["addresses"]),
-                   route_localnet=bool(data["route_localnet"]))
+    def from_dict(cls, data: object) -> "FoundLink":
+        """Read back from a store others can write: ValueError naming the field that is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError(f"'found_bridge' must be an object, got {data!r:.60}")
+        mtu, addresses = data.get("mtu"), data.get("addresses")
+        if isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535:
+            raise ValueError(f"'found_bridge.mtu' must be a number from 68 to 65535, got {mtu!r:.60}")
+        for name in ("up", "route_localnet"):
+            if not isinstance(data.get(name), bool):
+                raise ValueError(f"'found_bridge.{name}' must be true or false, got {data.get(name)!r:.60}")
+        if not isinstance(addresses, list):
+            raise ValueError(f"'found_bridge.addresses' must be a list, got {addresses!r:.60}")
+        for address in addresses:
+            try:
+                ip_interface(address if isinstance(address, str) else None)
+            except ValueError:
+                raise ValueError(f"'found_bridge.addresses' holds {address!r:.60}, not an "
+                                 "address with a prefix length") from None
+        return cls(mtu=mtu, up=data["up"], addresses=tuple(addresses),
+                   route_localnet=data["route_localnet"])
 
 
 # The all-zero MAC of a VXLAN device's head-end replication entries: broadcast, multicast

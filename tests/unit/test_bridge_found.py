@@ -44,3 +44,12 @@ def test_a_record_from_before_found_bridge_sets_no_mtu_on_a_users_bridge(plugin_
     kind = plugin_client.network.kinds["bridge"]
     kind.restore([net], {NID: []})
     assert kernel.link("br9").mtu == 9000
+
+
+def test_a_bad_found_bridge_in_the_store_is_refused_naming_the_field():
+    import pytest
+    good = {"mtu": 9000, "up": True, "addresses": ["198.18.1.1/24"], "route_localnet": False}
+    for bad, field in (({**good, "mtu": "9000"}, "mtu"), ({**good, "up": "yes"}, "up"),
+                       ({**good, "addresses": ["198.18.1.300/24"]}, "addresses"), ([], "found_bridge")):
+        with pytest.raises(ValueError, match=field):
+            FoundLink.from_dict(bad)
