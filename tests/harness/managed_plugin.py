@@ -68,31 +68,34 @@ def second_plugin_dir(plugin_dir: Path, out_dir: Path, description: str) -> Path
 
 
 class ManagedPlugin:
-    """NAME installed from a plugin directory on DOCKERD, with its state in STATE_DIR and the
-    leak check pointed at DOCKERD's own socket."""
+    """NAME installed from a plugin directory on DOCKERD, the leak check pointed at DOCKERD's
+    own socket. Nothing is made on the host first: the store is in the plugin's propagated
+    mount, whose source Docker creates (state_dir)."""
 
-    def __init__(self, dockerd: DockerDaemon, plugin_dir: Path, state_dir: Path, certs_dir: Path, *,
+    def __init__(self, dockerd: DockerDaemon, plugin_dir: Path, *,
                  name: str = "pynet:latest", settings: dict[str, str] | None = None) -> None:
         self.dockerd = dockerd
         self.plugin_dir = plugin_dir
-        self.state_dir = state_dir
-        self.certs_dir = certs_dir
         self.name = name
         self.settings = {"PYNET_DEFAULT_ADDRESS_POOLS": TEST_POOLS, **(settings or {})}
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def install(self) -> ManagedPlugin:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.certs_dir.mkdir(parents=True, exist_ok=True)
         self.dockerd.cli("plugin", "create", self.name, str(self.plugin_dir), timeout=300)
         self.set(*self.mount_settings(), *(f"{k}={v}" for k, v in self.settings.items()))
         self.enable()
         return self
 
     def mount_settings(self) -> list[str]:
-        return [f"state.source={self.state_dir}", f"docker-socket.source={self.dockerd.socket}",
-                f"certs.source={self.certs_dir}"]
+        # The test dockerd's socket is not at the default /var/run/docker.sock.
+        return [f"docker-socket.source={self.dockerd.socket}"]
+
+    @property
+    def state_dir(self) -> Path:
+        """The store's directory on the host: the propagated mount's source, which dockerd
+        makes under its data root (plugins/<id>/propagated-mount)."""
+        return self.dockerd.data_root / "plugins" / self.id / "propagated-mount"
 
     def set(self, *assignments: str) -> None:
         self.dockerd.cli("plugin", "set", self.name, *assignments)

@@ -79,12 +79,10 @@ def busybox_image(dockerd: DockerDaemon) -> str:
 
 
 @pytest.fixture(scope="package")
-def managed(dockerd: DockerDaemon, managed_plugin_dir: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedPlugin]:
+def managed(dockerd: DockerDaemon, managed_plugin_dir: Path) -> Iterator[ManagedPlugin]:
     """pynet:latest installed and enabled; the leak check every 2 s against this dockerd."""
-    base = tmp_path_factory.mktemp("managed-state")
     links_before = pynet_links()  # another pynet's (a kernel test's, say) are not ours to judge
-    plugin = ManagedPlugin(dockerd, managed_plugin_dir, base / "state", base / "certs",
+    plugin = ManagedPlugin(dockerd, managed_plugin_dir,
                            settings={"PYNET_LEAK_CHECK_INTERVAL": "2", "PYNET_LEAK_GRACE": "60"})
     try:
         plugin.install()

@@ -1,4 +1,5 @@
-"""pynet as a managed plugin on one host: built by scripts/build-plugin.sh, installed and
+"""pynet as a managed plugin on one host: built by scripts/build-plugin.sh, enabled on a bare
+host (no directory made by hand) with its store kept across disable/enable, installed and
 enabled on the tier's private dockerd as pynet:latest; bridge and macvlan networks through it;
 disable/enable and upgrade with containers running; nothing left after `docker plugin rm`.
 
@@ -111,6 +112,78 @@ def test_script_creates_the_plugin_on_the_dockerd_docker_host_names(
         dockerd.cli("plugin", "rm", "-f", name, check=False)
 
 
+# ---- a bare host ----------------------------------------------------------------------------
+
+# What plugin/config.json bound into the plugin before it used Docker's propagated mount:
+# `enable` failed in runc ("error mounting /var/lib/pynet to rootfs") unless they existed.
+FORMER_SOURCES = (Path("/var/lib/pynet"), Path("/etc/pynet"))
+
+
+@pytest.fixture
+def bare_host() -> Iterator[None]:
+    """The former mount sources absent from the host for the test (empty ones are removed and
+    made again afterwards; one with content is someone's data: the test cannot run)."""
+    removed = []
+    for path in FORMER_SOURCES:
+        if path.exists():
+            if not path.is_dir() or any(path.iterdir()):
+                pytest.fail(f"{path} exists with content on this host: a bare host cannot be "
+                            "simulated here", pytrace=False)
+            path.rmdir()
+            removed.append(path)
+    try:
+        yield
+    finally:
+        for path in removed:
+            path.mkdir(exist_ok=True)
+
+
+def test_enables_on_a_bare_host_and_keeps_its_store_across_disable_enable(
+        dockerd: DockerDaemon, managed_plugin_dir: Path, busybox_image: str, bare_host: None,
+        tmp_path: Path) -> None:
+    """Before pynet:latest exists (the tier's other tests use it): another name, from a copy
+    that differs by one file (dockerd 20.10 refuses a second plugin of an identical rootfs)."""
+    name = "pynet-bare:latest"
+    plugin = ManagedPlugin(dockerd, second_plugin_dir(managed_plugin_dir, tmp_path / "bare", "pynet (bare)"),
+                           name=name)
+    made: list[str] = []
+    net = None
+    try:
+        plugin.install()  # create, set (the test dockerd's socket, the pools), enable
+        assert plugin.enabled()
+        net = _name("net")
+        dockerd.cli("network", "create", "-d", name, "--ipam-driver", name, "--subnet", "198.19.66.0/24", net)
+        made += [_run(dockerd, busybox_image, net), _run(dockerd, busybox_image, net)]
+        target = _ip(dockerd, made[1])
+        assert target.startswith("198.19.66.") and _pings(dockerd, made[0], target)
+        # The store is in the directory Docker made for the propagated mount.
+        store = plugin.state_dir / "pynet.db"
+        assert store.is_file() and store.stat().st_size > 0
+        inode = store.stat().st_ino
+        mounts = Path(f"/proc/{plugin.pids()[0]}/mountinfo").read_text().splitlines()
+        by_point = {line.split()[4]: line.split()[5] for line in mounts}
+        assert by_point["/var/lib/pynet"].startswith("rw") and "/etc/pynet" not in by_point
+
+        plugin.disable(force=True)
+        plugin.enable()
+        assert store.stat().st_ino == inode
+        # The re-enabled plugin restored the network from that store: a new container gets
+        # the next address of the same pool and reaches the others.
+        made.append(_run(dockerd, busybox_image, net))
+        ip = _ip(dockerd, made[-1])
+        assert ip.startswith("198.19.66.") and ip not in (_ip(dockerd, made[0]), target)
+        assert _pings(dockerd, made[-1], target)
+        assert not [p for p in FORMER_SOURCES if p.exists()], "the plugin made a former mount source"
+    finally:
+        if plugin.exists() and not plugin.enabled():
+            plugin.enable()
+        if made:
+            dockerd.cli("rm", "-f", *made, check=False)
+        if net:
+            dockerd.cli("network", "rm", net, check=False)
+        plugin.remove()
+
+
 # ---- the enabled plugin ---------------------------------------------------------------------
 
 def test_plugin_runs_with_writable_sysctls_and_asks_its_dockerd(
@@ -120,8 +193,8 @@ def test_plugin_runs_with_writable_sysctls_and_asks_its_dockerd(
     mounts = Path(f"/proc/{pids[0]}/mountinfo").read_text().splitlines()
     by_point = {line.split()[4]: line.split()[5] for line in mounts}
     assert by_point["/proc/sys"].startswith("rw") and by_point["/sys"].startswith("rw")
-    assert by_point["/var/lib/pynet"].startswith("rw") and by_point["/etc/pynet"].startswith("ro")
-    # The store is on the host, in the state mount's source.
+    assert by_point["/var/lib/pynet"].startswith("rw")
+    # The store is on the host, in the propagated mount's source under dockerd's data root.
     assert (managed.state_dir / "pynet.db").exists()
     # The leak check reaches dockerd through the mounted socket and proves it is this host's
     # once a pynet pool exists.
@@ -213,6 +286,8 @@ def test_upgrade_keeps_running_containers_connected(dockerd: DockerDaemon, manag
     net = _network(dockerd, "198.19.64.0/24")
     a, b = _run(dockerd, busybox_image, net), _run(dockerd, busybox_image, net)
     target = _ip(dockerd, b)
+    store = managed.state_dir / "pynet.db"
+    inode = store.stat().st_ino
     with Registry(tmp_path / "registry") as registry:
         # `docker plugin upgrade` only pulls from a registry: push the second build to a private one.
         remote = f"{registry.address}/pynet:v2"
@@ -231,17 +306,20 @@ def test_upgrade_keeps_running_containers_connected(dockerd: DockerDaemon, manag
             upgraded_in = time.monotonic() - started
             # dockerd 20.10 mounts the sources in the plugin's Config, which the upgrade
             # replaces with the new config.json's: `docker plugin set` mounts again
-            # (environment settings survive).
-            reverted = (managed.mount_source("state"), managed.mount_source("state", "Settings"))
+            # (environment settings survive). The store is not a mount: the propagated
+            # mount's directory is the plugin's, untouched by an upgrade (only the rootfs is
+            # replaced).
+            reverted = (managed.mount_source("docker-socket"), managed.mount_source("docker-socket", "Settings"))
             env_kept = managed.inspect("{{.Settings.Env}}")
             managed.set(*managed.mount_settings())
             managed.enable()
     assert refused.returncode != 0 and "disable" in refused.stderr.lower(), refused.stderr
     print(f"\nplugin upgrade took {upgraded_in:.1f} s; {ping.lost} of {ping.sent} pings lost")
     assert managed.inspect("{{.Config.Description}}") == "pynet (upgraded)"
-    assert reverted == ("/var/lib/pynet", str(managed.state_dir)), reverted
+    assert reverted == ("/var/run/docker.sock", str(dockerd.socket)), reverted
     assert "PYNET_LEAK_CHECK_INTERVAL=2" in env_kept, env_kept
-    assert managed.mount_source("state") == str(managed.state_dir)
+    assert managed.mount_source("docker-socket") == str(dockerd.socket)
+    assert store.stat().st_ino == inode  # the same store, not a new one
     assert ping.sent > 10 and ping.lost == 0, f"{ping.lost} of {ping.sent} pings lost across the upgrade"
     # The upgraded plugin found its store in the state mount: the network is still served.
     c = _run(dockerd, busybox_image, net)

@@ -55,7 +55,9 @@ def test_plugin_defaults_are_pynet_serve_defaults_but_socket_and_docker_host(mon
     assert in_plugin.docker_host == "unix:///run/pynet/docker.sock"
     mounts = {m["name"]: m for m in CONFIG["mounts"]}
     assert mounts["docker-socket"]["destination"] == "/run/pynet/docker.sock"
-    assert mounts["state"]["destination"] == in_plugin.state_dir
+    # The store is in the propagated mount: Docker makes its source itself, keeps it across
+    # disable/enable and upgrade (only the rootfs is replaced), and removes it with the plugin.
+    assert CONFIG["propagatedMount"] == in_plugin.state_dir
     assert in_plugin.socket == "/run/docker/plugins/" + CONFIG["interface"]["socket"]
     differ = {f for f in Settings.__dataclass_fields__
               if getattr(in_plugin, f) != getattr(plain, f)}
@@ -64,10 +66,17 @@ def test_plugin_defaults_are_pynet_serve_defaults_but_socket_and_docker_host(mon
 
 def test_settable_parts():
     mounts = {m["name"]: m for m in CONFIG["mounts"]}
-    assert {n for n, m in mounts.items() if m.get("settable") == ["source"]} == {"state", "docker-socket", "certs"}
+    assert {n for n, m in mounts.items() if m.get("settable") == ["source"]} == {"docker-socket"}
     fixed = {e["name"] for e in CONFIG["env"] if "settable" not in e}
     assert fixed == {"PYNET_SOCKET", "PYNET_STATE_DIR"}
     assert CONFIG["network"] == {"type": "host"}
+
+
+def test_enabling_needs_no_mount_source_made_by_hand():
+    """Docker bind-mounts every source in config.json and runc fails on a missing one: the
+    only one is the Docker socket, which exists wherever dockerd listens on its default."""
+    assert [m["source"] for m in CONFIG["mounts"]] == ["/var/run/docker.sock"]
+    assert CONFIG["propagatedMount"] == "/var/lib/pynet"
 
 
 def test_the_dockerfile_is_what_the_script_replays():
