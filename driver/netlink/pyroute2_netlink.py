@@ -130,7 +130,7 @@ class Pyroute2Netlink:
             # Not IPv6 link-local ones: the kernel's own, which come and go with the carrier.
             addresses = tuple(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
                               for a in ipr.get_addr(index=msg["index"])
-                              if not ipaddress.ip_address(a.get("IFA_ADDRESS")).is_link_local)
+                              if not _ipv6_link_local(a.get("IFA_ADDRESS")))
             return FoundLink(mtu=msg.get("IFLA_MTU"), up=bool(msg["flags"] & 1),
                              addresses=addresses, route_localnet=bool(inet.get("route_localnet")))
 
@@ -434,6 +434,11 @@ class Pyroute2Netlink:
                 if exc.code == errno.ENODEV:
                     return False
                 raise _kernel(exc, f"deleting {name}")
+
+
+def _ipv6_link_local(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.version == 6 and ip.is_link_local
 
 
 def _netns_path(name: str) -> str:
