@@ -21,6 +21,8 @@ from pynet.defaults import DefaultPool
 from pynet.errors import BackendUnavailable, BadRequest, Exhausted, NotFound, StoreContention
 from pynet.repair import RepairQueue
 from pynet.store import keys, records
+from pynet.store.segments import segment_problem
+from pynet.wire import printable
 from pynet.store.api import Op, Store
 from pynet.store.fenced import FencedWrites, claim_id
 
@@ -64,7 +66,11 @@ class Pools:
     def request(self, req: PoolRequest) -> PoolId:
         space = req.space or LOCAL_SPACE
         if space not in SPACES:
-            raise BadRequest(f"unknown address space {space!r}: pynet serves {', '.join(SPACES)}")
+            # Only Docker's two names: a space is a store key level (never '/' or '..').
+            problem = segment_problem(space)
+            raise BadRequest(f"unknown address space {printable(space)}: "
+                             + (f"not a valid name ({problem}); " if problem else "")
+                             + f"pynet serves {', '.join(SPACES)}")
         check_pool_options(req.options)
         block = pool_block_size(req.options, self.block_size)
         wanted, sub = req.pool, req.subpool
