@@ -40,7 +40,6 @@ never touched. When dockerd cannot be asked, nothing is released.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -48,13 +47,14 @@ from typing import Callable, Hashable, Protocol
 
 from pynet import docker_proof
 from pynet.defaults import DEFAULT_LEAK_GRACE
-from pynet.store import keys
+from pynet.errors import BadRecord
+from pynet.store import bad_records, keys
 from pynet.store.api import Entry, Store
 
 from . import models
 from .allocator import Network
 from .docker_addresses import DockerView
-from .models import AddressClaim, AddressSpace, claimed_ip
+from .models import AddressClaim, AddressSpace, claim_key
 from .pools import GLOBAL_SPACE
 
 log = logging.getLogger(__name__)
@@ -137,17 +137,20 @@ class LeakCheck:
                             "at %s has used it for %.0f s (a ReleasePool Docker sent while pynet "
                             "was down)", space, pool, self.host, view.docker_host, self.grace)
         for entry in claims:
-            space, cidr, _ = keys.claimed_address_parts(entry.key)
+            try:
+                space, pool, ip = claim_key(entry)
+            except BadRecord as exc:
+                bad_records.skipped(entry, exc.reason, "address claim")
+                continue
             if not self._judges(space, view):
                 continue  # Swarm's allocation (module docstring), or left out by the caller
             claim = self._own(entry)
             if claim is None:
                 continue
-            if (space, cidr) in pools_released:
+            if (space, str(pool)) in pools_released:
                 continue  # went with its pool
-            pool = ipaddress.ip_network(cidr)
             if (space, pool) in held:
-                if claim.gateway or not view.judges(pool) or claimed_ip(entry) in view.in_use:
+                if claim.gateway or not view.judges(pool) or ip in view.in_use:
                     continue  # a gateway goes with its pool; no evidence; or in use
             elif view.knows(pool):
                 continue
@@ -208,8 +211,8 @@ class LeakCheck:
                 continue
             try:
                 record = models.decode(AddressSpace, entry)
-            except ValueError as exc:
-                log.error("leak check: ignoring unreadable address space %s: %s", entry.key, exc)
+            except BadRecord as exc:
+                bad_records.skipped(entry, exc.reason, "address space")
                 continue
             for pool, pool_entry in record.pools.items():
                 if pool_entry.held_by(self.host):
@@ -220,8 +223,8 @@ class LeakCheck:
     def _own(self, entry: Entry) -> AddressClaim | None:
         try:
             claim = models.decode(AddressClaim, entry)
-        except ValueError as exc:
-            log.error("ignoring unreadable address claim %s: %s", entry.key, exc)
+        except BadRecord as exc:
+            bad_records.skipped(entry, exc.reason, "address claim")
             return None
         mine = self.host in (claim.holders or ()) if claim.gateway else claim.host == self.host
         return claim if mine else None

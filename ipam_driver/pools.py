@@ -216,11 +216,9 @@ class Pools:
     def _drop_own_claims(self, pool_id: PoolId) -> None:
         """This host's claims on a pool it no longer holds, which other hosts still do: its
         addresses, and its name among the gateway's holders."""
-        for entry in self.store.list(keys.ipam_addrs(pool_id.space, str(pool_id.pool))):
-            try:
-                claim = models.decode(AddressClaim, entry)
-            except ValueError:
-                continue  # not readable, so not provably this host's
+        # A bad record is skipped: not readable, so not provably this host's.
+        for entry, claim in models.readable(self.store.list(keys.ipam_addrs(pool_id.space, str(pool_id.pool))),
+                                            AddressClaim, "address claim"):
             if claim.gateway and self.host in (claim.holders or ()):
                 rest = claim.freed_by(self.host)
                 if rest is None:

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from driver.ledger import endpoint_at
 from driver.models import EndpointRecord
 from ipam_driver import models
 from ipam_driver.docker_addresses import DockerAddresses
@@ -28,7 +29,8 @@ from ipam_driver.pools import GLOBAL_SPACE
 from ipam_driver.service import IpamService
 from pynet import heartbeat
 from pynet.defaults import MIN_LEAK_GRACE
-from pynet.store import keys, records
+from pynet.errors import BadRecord
+from pynet.store import bad_records, keys
 
 from .context import CannotLook, Context, ReadOnlyStore
 from .ipam_show import read_pools
@@ -43,7 +45,8 @@ def _describe(ctx: Context, what: str) -> dict:
                 "text": f"pool {what[len('pool '):]}: held by this host, no network of dockerd uses it"}
     space, pool, ip = keys.claimed_address_parts(what)
     entry = ctx.store.get(what)
-    claim = models.decode(AddressClaim, entry) if entry else None
+    claim = next((c for _, c in models.readable([entry], AddressClaim, "address claim")), None) \
+        if entry else None
     kind = claim.kind if claim else "claim"
     owner = f" {claim.name}" if claim and claim.name else ""
     return {"what": kind, "pool": f"{space}/{pool}", "address": ip, "key": what,
@@ -82,22 +85,17 @@ def _claims_by_host(ctx: Context, pools: list[dict]) -> dict[str, dict]:
     def of(host: str) -> dict:
         return hosts.setdefault(host, {"addresses": [], "pools": [], "blocks": 0})
 
-    for entry in ctx.store.list(keys.ipam_addrs_all()):
-        try:
-            claim = models.decode(AddressClaim, entry)
-        except ValueError:
-            continue
+    for entry, claim in models.readable(ctx.store.list(keys.ipam_addrs_all()), AddressClaim,
+                                        "address claim"):
         space, pool, ip = keys.claimed_address_parts(entry.key)
         for host in (claim.holders or (claim.host,)) if claim.gateway else (claim.host,):
             of(host)["addresses"].append(f"{space}/{pool} {ip} ({claim.kind})")
     for p in pools:
         for host in p["holders"]:
             of(host)["pools"].append(f"{p['space']}/{p['pool']}")
-    for entry in ctx.store.list(f"{keys.VERSION}/ipam/blocks/"):
-        try:
-            of(models.decode(BlockClaim, entry).host)["blocks"] += 1
-        except ValueError:
-            continue
+    for _, block in models.readable(ctx.store.list(f"{keys.VERSION}/ipam/blocks/"), BlockClaim,
+                                    "block claim"):
+        of(block.host)["blocks"] += 1
     return hosts
 
 
@@ -123,9 +121,9 @@ def _endpoint_records(ctx: Context) -> list[tuple[str, EndpointRecord]]:
         host = keys.host_of(entry.key)
         if host and entry.key.startswith(keys.endpoints(host)):
             try:
-                found.append((host, EndpointRecord.from_dict(records.load(entry))))
-            except (ValueError, KeyError, TypeError):
-                continue
+                found.append((host, endpoint_at(entry)))
+            except BadRecord as exc:
+                bad_records.skipped(entry, exc.reason, "endpoint")
     return found
 
 
@@ -149,9 +147,9 @@ def _consistency(ctx: Context, pools: list[dict]) -> tuple[list[dict], list[dict
 
 def _swarm_claims(ctx: Context) -> list[dict]:
     found = []
-    for entry in ctx.store.list(keys.ipam_addrs_all() + GLOBAL_SPACE + "/"):
+    for entry, claim in models.readable(ctx.store.list(keys.ipam_addrs_all() + GLOBAL_SPACE + "/"),
+                                        AddressClaim, "address claim"):
         _, pool, ip = keys.claimed_address_parts(entry.key)
-        claim = models.decode(AddressClaim, entry)
         found.append({"pool": pool, "address": ip, "kind": claim.kind, "host": claim.host})
     return found
 

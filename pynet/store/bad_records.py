@@ -22,7 +22,9 @@ T = TypeVar("T")
 
 # Keys and versions already logged; bounded, so a store full of bad records costs little.
 _LOGGED_MAX = 10_000
-_logged: set[tuple[str, int]] = set()
+# (The value's hash too: a store made anew, an embedded one after a reset, counts versions
+# from the start again.)
+_logged: set[tuple[str, int, int]] = set()
 _lock = threading.Lock()
 # Called with the kind of every record skipped (pynet/metrics.py counts them).
 listeners: list[Callable[[str], None]] = []
@@ -32,11 +34,12 @@ def skipped(entry: Entry, reason: str, kind: str) -> None:
     """Note a bad record at entry: logged the first time this key and version is seen,
     counted every time."""
     with _lock:
-        first = (entry.key, entry.version) not in _logged
+        seen = (entry.key, entry.version, hash(entry.value))
+        first = seen not in _logged
         if first:
             if len(_logged) >= _LOGGED_MAX:
                 _logged.clear()
-            _logged.add((entry.key, entry.version))
+            _logged.add(seen)
     if first:
         log.error("skipping the %s record at %s (version %d): %s", kind, entry.key,
                   entry.version, reason)
