@@ -195,48 +195,81 @@ class Registry:
 
     def allocate_swarm_vni(self, network: str, oid: OverlayId, vni: int | None) -> int:
         """The VNI of Swarm network `network`, claimed cluster-wide (create-if-absent, so
-        two managers never get one VNI): the one it already has (a retry, or a new leader
-        allocating again), else `vni`, else the lowest free from FIRST_SWARM_VNI. A claim
-        that lands after the call gave up is removed once the store answers (fenced)."""
+        two managers never get one VNI): the one it already has (a retry, a new leader
+        allocating again, or a parallel call of the same allocation), else `vni`, else the
+        lowest free from FIRST_SWARM_VNI. Never a VNI some node's overlay definition still
+        uses (its network freed while a node had not yet deleted it). A claim that lands
+        after the call gave up is removed once the store answers (fenced)."""
         for _ in range(MAX_ATTEMPTS):
             entries = self._vni_entries()
-            claims = [(v, records.load(e) or {}) for v, e in entries]
-            found = next(((v, e) for v, e in entries
-                          if (records.load(e) or {}).get("network") == network), None)
-            if found is not None:
-                mine, entry = found
-                if vni is not None and vni != mine:
-                    raise Conflict(f"Swarm network {network[:12]} already has VNI {mine}; it asks "
-                                   f"for VNI {vni}")
-                # Adopted with a new write id: it may be the late landing of an attempt that
-                # failed, whose settling would otherwise delete it once the fence moves.
-                adopted = records.dump({**(records.load(entry) or {}), "attempt": claim_id()})
-                if self.writes.transaction([Op("cas", entry.key, adopted, entry.version)],
-                                           lambda _store: None,
-                                           f"adopting VNI {mine} of Swarm network {network[:12]}"):
-                    return mine
+            mine = sorted((v, e) for v, e in entries if _claim(e).get("network") == network)
+            if mine:
+                found = self._adopt(network, mine, vni)
+                if found is not None:
+                    return found
                 continue
-            chosen = vni if vni is not None else lowest_free_vni((v for v, _ in claims), FIRST_SWARM_VNI)
+            in_use = self._definition_vnis(network)
+            if vni is not None and vni in in_use:
+                raise Conflict(f"VNI {vni} is still used by overlay {in_use[vni]}; choose another "
+                               "-o vni, or none")
+            chosen = vni if vni is not None else lowest_free_vni(
+                [v for v, _ in entries] + list(in_use), FIRST_SWARM_VNI)
             key = keys.overlay_vni(chosen)
             value = records.dump({"space": oid.space, "subnet": oid.subnet, "network": network,
                                   "attempt": claim_id()})
             if self.writes.transaction([Op("create", key, value)], delete_if_unchanged(key, value),
                                        f"allocating VNI {chosen} to Swarm network {network[:12]}"):
                 log.info("overlay %s: VNI %d allocated to Swarm network %s", oid, chosen, network[:12])
-                return chosen
+                # Settled like any other found claim: a parallel allocation of this network
+                # that chose another VNI from an older listing gives way to the lowest.
+                continue
             if vni is not None:
-                holder = records.load(self.store.get(key)) if self.store.get(key) else {}
-                raise Conflict(f"VNI {vni} is already used by overlay {(holder or {}).get('subnet')} "
-                               f"({(holder or {}).get('space')}); choose another -o vni, or none")
+                held = self.store.get(key)
+                holder = {} if held is None else _claim(held)
+                if held is None or holder.get("network") == network:
+                    continue  # gone meanwhile, or this network's own claim from a parallel call
+                raise Conflict(f"VNI {vni} is already used by overlay {holder.get('subnet')} "
+                               f"({holder.get('space')}); choose another -o vni, or none")
         raise StoreContention(f"allocating a VNI to Swarm network {network[:12]}: other hosts "
                               "kept taking the free one first")
+
+    def _adopt(self, network: str, mine: list[tuple[int, Entry]], vni: int | None) -> int | None:
+        """The network's lowest claim, adopted with a new write id (it may be the late landing
+        of an attempt that failed, whose settling would otherwise delete it once the fence
+        moves); its other claims (parallel calls that listed at different moments) go.
+        None: a claim changed meanwhile, read again."""
+        chosen, entry = mine[0]
+        if vni is not None and vni != chosen:
+            raise Conflict(f"Swarm network {network[:12]} already has VNI {chosen}; it asks "
+                           f"for VNI {vni}")
+        adopted = records.dump({**_claim(entry), "attempt": claim_id()})
+        ops = [Op("cas", entry.key, adopted, entry.version)]
+        ops += [Op("delete", extra.key, version=extra.version) for _, extra in mine[1:]]
+        if self.writes.transaction(ops, lambda _store: None,
+                                   f"adopting VNI {chosen} of Swarm network {network[:12]}"):
+            return chosen
+        return None
+
+    def _definition_vnis(self, network: str) -> dict[int, str]:
+        """VNI -> the overlay whose definition uses it, for every definition that is not
+        `network`'s own (a node of that very network keeps its VNI)."""
+        used: dict[int, str] = {}
+        for oid, view in self.views().items():
+            if view.definition is None:
+                continue
+            hosts = sorted(view.members)
+            if any(m.network == network for m in view.members.values()):
+                continue
+            used[view.definition.vni] = (f"{oid}, defined on host {', '.join(hosts)}" if hosts
+                                         else f"{oid}, whose definition no host holds yet")
+        return used
 
     def free_swarm_vni(self, network: str) -> int | None:
         """Give back the VNI claim of Swarm network `network` (only that network's claim,
         at the version read). Absent is fine: FreeNetwork may be repeated."""
         for _ in range(MAX_ATTEMPTS):
             entry = next((e for e in self.store.list(keys.overlay_vnis())
-                          if (records.load(e) or {}).get("network") == network), None)
+                          if _claim(e).get("network") == network), None)
             if entry is None:
                 return None
             if self.store.delete(entry.key, entry.version):
@@ -244,7 +277,7 @@ class Registry:
         raise StoreContention(f"freeing the VNI of Swarm network {network[:12]}: its claim kept changing")
 
     def _vni_claims(self) -> list[tuple[int, dict]]:
-        return [(vni, records.load(entry) or {}) for vni, entry in self._vni_entries()]
+        return [(vni, _claim(entry)) for vni, entry in self._vni_entries()]
 
     def _vni_entries(self) -> list[tuple[int, Entry]]:
         prefix = keys.overlay_vnis()
@@ -283,6 +316,16 @@ class Registry:
 
     def retire_beat(self) -> None:
         self.store.delete(keys.overlay_alive(self.host))
+
+
+def _claim(entry: Entry) -> dict:
+    """A VNI claim's fields; {} for a value that is not a JSON object (it names no network,
+    and its key still takes the VNI)."""
+    try:
+        data = records.checked_load(entry)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _holds(vni_entry: Entry, oid: OverlayId) -> bool:
