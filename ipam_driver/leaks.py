@@ -22,6 +22,13 @@ that is merely absent:
 - A claim of this host on a pool it no longer holds (a ReleaseAddress lost after the
   ReleasePool went through; a gateway this host still holds) follows the pool rule.
 
+An address is released together with what of this host names it, or not at all: before a
+claim goes, `users` (the composition root's, over the network driver, which this package
+never imports) removes the endpoint record naming the address, with its links and rules, as
+DeleteEndpoint would; if it cannot, the claim stays. Otherwise the address would be free for
+a new container while a record still names it (`pynet ipam check`: "unclaimed ... of
+endpoint ...").
+
 Swarm's claims are never judged: on a dockerd in a swarm (or whose swarm state is unknown),
 pools and addresses in the global address space (GLOBAL_SPACE) are a Swarm manager's
 allocations for tasks, VIPs and load-balancer addresses on every node of the cluster (a
@@ -52,7 +59,7 @@ from pynet.store import bad_records, keys
 from pynet.store.api import Entry, Store
 
 from . import models
-from .allocator import Network
+from .allocator import Address, Network
 from .docker_addresses import DockerView
 from .models import AddressClaim, AddressSpace, claim_key
 from .pools import GLOBAL_SPACE
@@ -60,6 +67,13 @@ from .pools import GLOBAL_SPACE
 log = logging.getLogger(__name__)
 
 SPACES_PREFIX = keys.ipam_space("")
+
+
+class AddressUsers(Protocol):
+    def release_users(self, space: str, pool: Network, ip: Address) -> bool:
+        """Remove what of this host names ip of pool (an endpoint record with its kernel
+        objects), as its Delete call would; True once nothing names it (or nothing did).
+        Called only for an address proven unused (the rules above)."""
 
 
 class Releases(Protocol):
@@ -79,7 +93,8 @@ class LeakCheck:
     def __init__(self, store: Store, host: str, docker: Callable[[], DockerView | None],
                  ipam: Releases, *, grace: float = DEFAULT_LEAK_GRACE,
                  clock: Callable[[], float] = time.monotonic,
-                 judged_space: Callable[[str], bool] = lambda space: True) -> None:
+                 judged_space: Callable[[str], bool] = lambda space: True,
+                 users: AddressUsers | None = None) -> None:
         self.store = store
         self.host = host
         self.docker = docker
@@ -92,6 +107,7 @@ class LeakCheck:
         # Which address spaces this dockerd's word counts for (`pynet ipam check` leaves
         # swarm-scope claims, made by a Swarm manager for any node, out of it).
         self.judged_space = judged_space
+        self.users = users
         self.last_view: DockerView | None = None
 
     @property
@@ -155,7 +171,7 @@ class LeakCheck:
             elif view.knows(pool):
                 continue
             if self._overdue(entry.key, (claim.claim or "", entry.version)) and \
-                    self.ipam.release_leaked(entry):
+                    self._users_released(space, pool, ip) and self.ipam.release_leaked(entry):
                 released.append(entry.key)
                 log.warning("released %s %s: claimed by this host (%s) but unknown to dockerd at "
                             "%s for %.0f s (a release Docker sent while pynet was down)",
@@ -163,6 +179,17 @@ class LeakCheck:
                             view.docker_host, self.grace)
         self._suspects = self._next
         return released
+
+    def _users_released(self, space: str, pool: Network, ip: Address) -> bool:
+        """Whether nothing of this host names ip any more (its users removed first)."""
+        if self.users is None:
+            return True
+        try:
+            return self.users.release_users(space, pool, ip)
+        except Exception as exc:  # noqa: BLE001 - one address must not stop the check
+            log.error("keeping %s of pool %s/%s: removing the endpoint that names it failed: %s",
+                      ip, space, pool, exc)
+            return False
 
     def _judges(self, space: str, view: DockerView) -> bool:
         """Whether this dockerd's word counts for claims in `space`: not for the global space

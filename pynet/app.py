@@ -29,6 +29,7 @@ from ipam_driver.routes import ipam_handlers
 from ipam_driver.service import IpamService
 
 from . import heartbeat, metrics
+from .ops.address_users import EndpointsNamingAddress
 from .jobs import every
 from .plugin_api import plugin_app
 from .readiness import RestoreGate
@@ -120,8 +121,9 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         log.info("overlay: peer watcher started (VXLAN port %d, peer timeout %g s)",
                  settings.vxlan_port, settings.overlay_peer_timeout)
     if deps.docker_addresses is not None and settings.leak_check_interval > 0:
+        # An address goes with the endpoint record naming it, or not at all (pynet/ops/address_users.py).
         check = LeakCheck(deps.store, settings.host, deps.docker_addresses, ipam,
-                          grace=settings.leak_grace)
+                          grace=settings.leak_grace, users=EndpointsNamingAddress(network))
         background.stops.append(every(settings.leak_check_interval,
                                       lambda: metrics.leak_released(check.check_once()), "leak check"))
         log.info("leak check: every %g s against dockerd at %s, grace %g s",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from driver.ledger import endpoint_at
 from driver.models import EndpointRecord
+from driver.service import NetworkService
 from ipam_driver import models
 from ipam_driver.docker_addresses import DockerAddresses
 from ipam_driver.leaks import LeakCheck
@@ -31,7 +32,9 @@ from pynet import heartbeat
 from pynet.defaults import MIN_LEAK_GRACE
 from pynet.errors import BadRecord
 from pynet.store import bad_records, keys
+from pynet.store.api import Entry
 
+from .address_users import EndpointsNamingAddress
 from .context import CannotLook, Context, ReadOnlyStore
 from .ipam_show import read_pools
 from .render import DECLINED, OK, PROBLEMS, UNAVAILABLE
@@ -49,9 +52,12 @@ def _describe(ctx: Context, what: str) -> dict:
         if entry else None
     kind = claim.kind if claim else "claim"
     owner = f" {claim.name}" if claim and claim.name else ""
+    endpoints = _naming(ctx, what)
+    named = f"; named by endpoint {', '.join(endpoints)}, removed with it" if endpoints else ""
     return {"what": kind, "pool": f"{space}/{pool}", "address": ip, "key": what,
+            "endpoints": endpoints,
             "text": f"address {ip} ({kind}{owner}) in pool {space}/{pool}: claimed by this host, "
-                    "unknown to dockerd"}
+                    f"unknown to dockerd{named}"}
 
 
 def _leak_check(ctx: Context, grace: float, read_only: bool) -> LeakCheck:
@@ -59,7 +65,45 @@ def _leak_check(ctx: Context, grace: float, read_only: bool) -> LeakCheck:
     ipam = IpamService(ctx.store, ctx.host, s.default_pools, block_size=s.ipam_block_size)
     docker = DockerAddresses(s.docker_host, ipam_driver=Path(s.socket).stem)
     return LeakCheck(ReadOnlyStore(ctx.store) if read_only else ctx.store, ctx.host, docker, ipam,
-                     grace=grace, judged_space=lambda space: space != GLOBAL_SPACE)
+                     grace=grace, judged_space=lambda space: space != GLOBAL_SPACE,
+                     users=None if read_only else _endpoints(ctx))
+
+
+class _PluginsFirewall:
+    """The firewall is the running plugin's (its table, and the host port sockets it holds):
+    this command never changes it. Endpoints with published ports are refused before."""
+
+    def __getattr__(self, name: str):
+        raise RuntimeError(f"pynet ipam check does not change the plugin's firewall ({name})")
+
+
+def _endpoints(ctx: Context) -> EndpointsNamingAddress:
+    """An address goes with the endpoint record naming it, its links removed here as
+    DeleteEndpoint removes them, or not at all (pynet/ops/address_users.py)."""
+    from driver.kinds import build_kinds
+    from driver.netlink.pyroute2_netlink import Pyroute2Netlink
+    service = NetworkService(ctx.store, ctx.host, build_kinds(Pyroute2Netlink(), _PluginsFirewall()))
+
+    def refuse(ep: EndpointRecord) -> str | None:
+        if ep.kind not in service.kinds:
+            return (f"is on a {ep.kind} network, whose namespace only the running plugin holds: "
+                    "the plugin's own checks remove both")
+        if ep.published:
+            return ("has published ports, whose rules and host sockets only the running plugin "
+                    "holds: the plugin's own checks remove both")
+        return None
+    return EndpointsNamingAddress(service, refuse)
+
+
+def _naming(ctx: Context, what: str) -> list[str]:
+    """The endpoint records of this host that name an unused address: --repair removes them
+    with it (and their links), or releases neither."""
+    try:
+        space, pool, ip = models.claim_key(Entry(what, "", 0))
+    except ValueError:
+        return []
+    return [f"{ep.network_id[:12]}/{ep.id[:12]}"
+            for ep in EndpointsNamingAddress(NetworkService(ctx.store, ctx.host, {})).naming(space, pool, ip)]
 
 
 def _local(ctx: Context, check: LeakCheck) -> dict:
