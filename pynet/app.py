@@ -93,8 +93,7 @@ def overlay_settings(settings: Settings) -> OverlaySettings:
     # Only Consul is shared by every host; the local store (sqlite) is this host's alone.
     return OverlaySettings(shared_store=settings.store == "consul",
                            data_path_addr=settings.data_path_addr, port=settings.vxlan_port,
-                           peer_timeout=settings.overlay_peer_timeout,
-                           addresses_by_manager=settings.scope == "global")
+                           peer_timeout=settings.overlay_peer_timeout)
 
 
 def create_app(settings: Settings | None = None, deps: Deps | None = None,

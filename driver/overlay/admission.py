@@ -62,11 +62,11 @@ class Admitted:
 
 
 def admit(view: OverlayView, host: str, local: Local,
-          claims: Mapping[str, str] | None, any_claimant: bool = False) -> Admitted:
+          claims: Mapping[str, str] | None) -> Admitted:
     """The part of `view` this host believes. `claims`: address -> the host whose claim in
     the overlay's pool it is (gateways left out); None when they could not be read, then no
-    remote peer is believed. `any_claimant`: the addresses are claimed by whichever host
-    runs the Swarm leader's IPAM (a global-scope plugin), so a claim by any host will do."""
+    remote peer is believed. (Swarm too: each node claims its tasks' addresses in its own
+    local pool, docs/swarm.md, besides the leader's claims in the global space.)"""
     refused: list[Refused] = []
     stored_own = view.members.get(host)
     members: dict[str, Member] = {}
@@ -85,7 +85,7 @@ def admit(view: OverlayView, host: str, local: Local,
         if peer.host == host:
             continue  # this host's endpoints are on its own bridge
         member = members.get(peer.host)
-        reason = _doubt(peer, member, subnet, local, claims, any_claimant)
+        reason = _doubt(peer, member, subnet, local, claims)
         if reason is not None:
             refused.append(Refused(peer.host, peer.endpoint, reason))
         else:
@@ -111,7 +111,7 @@ def _is_v4(subnet: str) -> bool:
 
 
 def _doubt(peer: Peer, member: Member | None, subnet: ipaddress.IPv4Network | None, local: Local,
-           claims: Mapping[str, str] | None, any_claimant: bool) -> str | None:
+           claims: Mapping[str, str] | None) -> str | None:
     """Why `peer` is not believed, or None."""
     if member is None:
         return "its host has no member record of this overlay"
@@ -131,7 +131,7 @@ def _doubt(peer: Peer, member: Member | None, subnet: ipaddress.IPv4Network | No
     holder = claims.get(peer.ip)
     if holder is None:
         return f"address {ip} is not claimed in the overlay's pool"
-    if holder != peer.host and not any_claimant:
+    if holder != peer.host:
         return f"address {ip} is claimed by host {holder}, not {peer.host}"
     return None
 

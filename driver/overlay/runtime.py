@@ -27,8 +27,6 @@ class OverlaySettings:
     data_path_addr: str | None = None
     port: int = DEFAULT_PORT
     peer_timeout: float = DEFAULT_PEER_TIMEOUT
-    # A global-scope (Swarm) plugin: the leader's IPAM claims every container's address.
-    addresses_by_manager: bool = False
 
 
 class OverlayRuntime:
@@ -40,7 +38,6 @@ class OverlayRuntime:
         self.registry = Registry(store, host, repairs or RepairQueue())
         self.applier = PeerApplier(netlink)
         self.watcher = PeerWatcher(store, self.registry, self.applier, host, settings.peer_timeout)
-        self.watcher.any_claimant = settings.addresses_by_manager
 
     def wire(self, records: LocalRecords, claims: AddressClaims) -> None:
         """The composition root's: this host's own records (what its side of each overlay

@@ -52,9 +52,6 @@ class PeerWatcher:
         # remote peer is believed.
         self.records: LocalRecords | None = None
         self.claims: AddressClaims | None = None
-        # A Swarm (global-scope) plugin: the leader's IPAM claims every address, so a
-        # peer's address need only be claimed, by whichever host.
-        self.any_claimant = False
         self.syncs = 0  # completed syncs (tests wait on it)
         # Told (seconds, entries changed) after every sync: the composition root's metrics.
         self.on_synced: Callable[[float, int], None] | None = None
@@ -108,7 +105,7 @@ class PeerWatcher:
         claims = None
         if self.claims is not None:
             claims = self.claims.owners(view.id.space, view.id.subnet)
-        admitted = admit(view, self.host, mine, claims, self.any_claimant)
+        admitted = admit(view, self.host, mine, claims)
         self._report(view, admitted)
         want = desired(admitted.view, self.host, lambda h: self.liveness.alive(h, now))
         assert mine.member is not None

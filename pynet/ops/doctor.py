@@ -78,8 +78,7 @@ CLASH_FIX = ("find which host's container really has it (pynet networks on each 
 
 
 def check_overlay(nl: Netlink, net: NetworkRecord, eps: list[EndpointRecord], views: dict,
-                  host: str, local: dict | None = None, claims=None,
-                  any_claimant: bool = False) -> list[Difference]:
+                  host: str, local: dict | None = None, claims=None) -> list[Difference]:
     if not net.netns:
         return []
     try:
@@ -106,7 +105,7 @@ def check_overlay(nl: Netlink, net: NetworkRecord, eps: list[EndpointRecord], vi
         return out
     mine = (local or {}).get(oid) or Local(None)
     owners = claims.owners(oid.space, oid.subnet) if claims is not None else None
-    admitted = admit(view, host, mine, owners, any_claimant)
+    admitted = admit(view, host, mine, owners)
     out += [Difference(f"overlay {oid}: store record {key} is ignored: {reason}", STORE_FIX)
             for key, reason in sorted(view.rejected.items())]
     out += [Difference(f"overlay {oid}: {clash.what} {clash.value} is given by hosts "
@@ -148,8 +147,7 @@ def doctor(ctx: Context, args) -> int:
         elif net.options.type == "macvlan":
             found += check_macvlan(nl, net)
         elif net.options.type == "overlay":
-            found += check_overlay(nl, net, per_net[net.id], views, ctx.host, local, claims,
-                                   ctx.settings.scope == "global")
+            found += check_overlay(nl, net, per_net[net.id], views, ctx.host, local, claims)
     found += differences(nets, eps)
     named = {n.bridge for n in nets} | {n.lower for n in nets} | {e.host_if for e in eps} | \
         {e.peer_if for e in eps} | {naming.vxlan(n.id) for n in nets}

@@ -272,21 +272,17 @@ def test_without_the_claims_no_remote_peer_is_believed():
     assert believed(admitted) == [] and all("could not be read" in r.reason for r in admitted.refused)
 
 
-def test_a_swarm_plugin_takes_a_claim_by_any_host():
-    claims = {"10.77.0.2": "manager", "10.77.0.3": "manager"}
-    assert believed(admit(view_of(*good_peers()), "h1", LOCAL, claims, any_claimant=True)) == [E2, E3]
-    assert believed(admit(view_of(*good_peers()), "h1", LOCAL, claims)) == []
-
-
-def test_two_hosts_giving_one_address_or_mac_get_neither_programmed():
+def test_an_address_two_hosts_give_goes_to_the_claims_holder_and_a_shared_mac_to_neither():
     same_ip = peer_dict("h3", "d" * 64, N3, "10.77.0.2", "02:42:0a:4d:00:44", "198.18.0.13")
-    admitted = admit(view_of(*good_peers(), same_ip), "h1", LOCAL, {**CLAIMS}, any_claimant=True)
-    assert believed(admitted) == [E3]
-    assert [(c.what, c.value, c.hosts) for c in admitted.clashes] == [("address", "10.77.0.2", ("h2", "h3"))]
+    admitted = admit(view_of(*good_peers(), same_ip), "h1", LOCAL, CLAIMS)
+    assert believed(admitted) == [E2, E3]  # h2 holds 10.77.0.2's claim, h3 does not
+    assert [(r.endpoint, r.reason) for r in admitted.refused] == [
+        ("d" * 64, "address 10.77.0.2 is claimed by host h2, not h3")]
     same_mac = peer_dict("h3", "d" * 64, N3, "10.77.0.4", MAC2, "198.18.0.13")
     admitted = admit(view_of(*good_peers(), same_mac), "h1", LOCAL, {**CLAIMS, "10.77.0.4": "h3"})
     assert believed(admitted) == [E3]
-    assert [(c.what, c.value) for c in admitted.clashes] == [("MAC", MAC2)]
+    assert [(c.what, c.value, c.hosts) for c in admitted.clashes] == [("MAC", MAC2, ("h2", "h3"))]
+    assert sorted(r.endpoint for r in admitted.refused) == [E2, "d" * 64]
 
 
 def test_a_member_using_this_hosts_vtep_is_refused_with_its_peers():
