@@ -221,7 +221,8 @@ class OverlayKind(PublishesNothing):
         oid = overlay_id(net)
         view = self.registry.view(oid)
         mine = view.members.get(self.runtime.host)
-        if mine is None or mine.network != net.id:
+        # Written again unless it is exactly this host's own (a forged or stale one is not).
+        if mine is None or replace(mine, attempt="") != self._member(net):
             _, link = self.runtime.underlay()
             self.registry.join(oid, self._member(net), vni=net.vni, mtu=net.mtu, default_mtu=net.mtu,
                                mtu_limit=max_mtu(link.mtu), port=self.runtime.settings.port)

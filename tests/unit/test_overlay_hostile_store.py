@@ -284,3 +284,13 @@ def test_a_killed_plugins_heartbeat_goes_when_the_restarted_one_has_no_overlay(s
     h1.restart()
     wait_until(lambda: h1.client.gate.restored, timeout=5, what="restore")
     assert store.get(keys.overlay_alive("h1")) is None
+
+
+def test_restore_writes_this_hosts_member_again_when_the_stores_differs(store, pair):
+    h1, _ = pair
+    key = keys.overlay_member(SPACE, SUBNET, "h1")
+    forged = {**json.loads(store.get(key).value), "vtep": "198.18.0.99"}
+    put(store, key, forged)
+    h1.restart()
+    wait_until(lambda: h1.client.gate.restored, timeout=5, what="restore")
+    assert json.loads(store.get(key).value)["vtep"] == "198.18.0.11"
