@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from driver import naming
 from pynet.errors import BackendUnavailable
-from pynet.store import keys, rejected
-from pynet.store.api import Store
+from pynet.store import bad_records, keys
+from pynet.store.api import Entry, Store
 
 from .admission import Admitted, Local, admit, local_overlays
 from .applier import PeerApplier
@@ -112,19 +112,20 @@ class PeerWatcher:
         return self.applier.apply(mine.member.netns, mine.member.vxlan, naming.OVERLAY_BRIDGE, want)
 
     def _report(self, view: OverlayView, admitted: Admitted) -> None:
-        """Each record not believed, once per version (pynet/store/rejected.py)."""
+        """Each record not believed: logged once per version, counted (bad_records.py)."""
         oid = view.id
         for refused in admitted.refused:
             if refused.endpoint is None:
                 key, kind = keys.overlay_member(oid.space, oid.subnet, refused.host), "overlay member"
             else:
                 key, kind = keys.overlay_peer(oid.space, oid.subnet, refused.host, refused.endpoint), "overlay peer"
-            rejected.report(key, view.versions.get(key, 0), kind, refused.reason)
+            bad_records.skipped(Entry(key, "", view.versions.get(key, 0)), refused.reason, kind)
         if admitted.own_member_differs:
             key = keys.overlay_member(oid.space, oid.subnet, self.host)
-            rejected.report(key, view.versions.get(key, 0), "overlay member",
-                            "it differs from this host's own network record, which is what counts "
-                            "(restore or the next CreateNetwork writes it again)")
+            bad_records.skipped(Entry(key, "", view.versions.get(key, 0)),
+                                "it differs from this host's own network record, which is what "
+                                "counts (restore or the next CreateNetwork writes it again)",
+                                "overlay member")
 
     def _retire_beat(self) -> None:
         """This host left its last overlay: its heartbeat key goes too (nothing of pynet's
