@@ -40,7 +40,9 @@ class PeerWatcher:
         self.interval = peer_timeout / 3
         self.liveness = Liveness(peer_timeout)
         self.clock = clock
+        # Held while reading the store's view (not while applying it): reads in order.
         self._lock = threading.Lock()
+        self._reads = 0
         self._dead: set[str] = set()
         self._member = False
         self._last_beat: float | None = None
@@ -48,30 +50,42 @@ class PeerWatcher:
         # Told (seconds, entries changed) after every sync: the composition root's metrics.
         self.on_synced: Callable[[float, int], None] | None = None
 
-    def sync(self) -> dict[OverlayId, Changes]:
-        """Bring every overlay this host is a member of to the store's current view. Reading
-        and applying happen under one lock, so what the kernel gets is never older than what
-        an earlier sync applied."""
+    def sync(self, only: OverlayId | None = None, wait: float | None = None) -> dict[OverlayId, Changes]:
+        """Bring every overlay this host is a member of (or only `only`) to the store's
+        current view. Reads are serialized and numbered (a later read sees no less than an
+        earlier one), and the applier never applies to a device a view older than one it
+        already applied; applying takes only that overlay's lock, so a slow sync of one
+        overlay does not hold up another's. `wait`: how long to wait for another sync of
+        the same overlay (the applier's DeviceBusy)."""
         started = time.monotonic()
         with self._lock:
-            views = self.registry.views()
+            views = self.registry.views() if only is None else {only: self.registry.view(only)}
             beats = self.registry.beats()
             now = self.clock()
-            self.liveness.observe(beats, {h for v in views.values() for h in v.members}, now)
+            hosts = {h for v in views.values() for h in v.members}
+            self.liveness.observe(beats, hosts, now)
             self._report_deaths(now)
-            done: dict[OverlayId, Changes] = {}
-            was_member, self._member = self._member, False
-            for oid, view in views.items():
-                mine = view.members.get(self.host)
-                if mine is None:
-                    continue
+            self._reads += 1
+            seq = self._reads
+            alive = {h for h in hosts if self.liveness.alive(h, now)}
+            member = any(self.host in v.members for v in views.values())
+            if only is None:
+                was_member, self._member = self._member, member
+                if was_member and not member:
+                    self._retire_beat()
+            elif member:
                 self._member = True
-                want = desired(view, self.host, lambda h: self.liveness.alive(h, now))
-                changes = self.applier.apply(mine.netns, mine.vxlan, naming.OVERLAY_BRIDGE, want)
-                if changes is not None:
-                    done[oid] = changes
-            if was_member and not self._member:
-                self._retire_beat()
+        done: dict[OverlayId, Changes] = {}
+        for oid, view in views.items():
+            mine = view.members.get(self.host)
+            if mine is None:
+                continue
+            want = desired(view, self.host, alive.__contains__)
+            changes = self.applier.apply(mine.netns, mine.vxlan, naming.OVERLAY_BRIDGE, want,
+                                         seq=seq, wait=wait)
+            if changes is not None:
+                done[oid] = changes
+        with self._lock:
             self.syncs += 1
         if self.on_synced is not None:
             self.on_synced(time.monotonic() - started, sum(c.count() for c in done.values()))
