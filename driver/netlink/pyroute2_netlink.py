@@ -447,8 +447,18 @@ class Pyroute2Netlink:
 
     @staticmethod
     def _del_fdb(ipr: IPRoute, idx: int, entry: FdbEntry) -> None:
-        """The remote entry, and for a unicast MAC the bridge's entry beside it (either may
-        be gone already: a pair half made or half removed)."""
+        """The remote entry, and for a unicast MAC the bridge's entry beside it. Both in one
+        request (the bridge ignores the VTEP; the kernel stops at the first that is
+        missing), then one by one when one of the pair is gone already (half made)."""
+        gone = (errno.ENOENT, errno.ENODEV)
+        if entry.mac != FLOOD_MAC:
+            try:
+                ipr.fdb("del", ifindex=idx, lladdr=entry.mac, dst=entry.dst, state=NUD["noarp"],
+                        flags=ND_FLAGS["self"] | ND_FLAGS["master"])
+                return
+            except NetlinkError as exc:
+                if exc.code not in gone:
+                    raise
         calls = [{"dst": entry.dst}]
         if entry.mac != FLOOD_MAC:
             calls.append({"state": NUD["noarp"], "flags": ND_FLAGS["master"]})
@@ -456,7 +466,7 @@ class Pyroute2Netlink:
             try:
                 ipr.fdb("del", ifindex=idx, lladdr=entry.mac, **extra)
             except NetlinkError as exc:
-                if exc.code not in (errno.ENOENT, errno.ENODEV):
+                if exc.code not in gone:
                     raise
 
     @staticmethod
