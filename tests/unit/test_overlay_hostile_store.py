@@ -209,19 +209,12 @@ def test_a_forged_member_for_this_host_never_moves_peers_into_another_overlays_d
 def test_one_peer_the_kernel_refuses_leaves_the_others_programmed(store, pair, hosts):
     h1, h2 = pair
     inside = h1.inside(N1)
-    real = inside.ensure_neighbour
-
-    def refuse_one(dev, ip, mac):
-        if ip == "10.50.0.31":
-            raise OSError("injected: the kernel refused this one")
-        return real(dev, ip, mac)
-
-    inside.ensure_neighbour = refuse_one
+    inside.refuse_entries.add("10.50.0.31")  # the kernel refuses this neighbour entry
     h2.create_endpoint(N2, "c" * 64, "10.50.0.31/24")
     h2.create_endpoint(N2, "d" * 64, "10.50.0.32/24")
     h1.sync()
     assert h1.neighbours(N1) == {("10.50.0.3", MAC3), ("10.50.0.32", "02:42:0a:32:00:20")}
-    inside.ensure_neighbour = real
+    inside.refuse_entries.clear()
     h1.sync()  # the next sync catches up
     assert ("10.50.0.31", "02:42:0a:32:00:1f") in h1.neighbours(N1)
 
@@ -235,10 +228,10 @@ def test_one_broken_overlay_does_not_stop_the_others_sync(store, hosts, monkeypa
     applier = h1.client.overlay.applier
     real = applier.apply
 
-    def broken(netns, vxlan, bridge, want):
+    def broken(netns, vxlan, bridge, want, **kwargs):
         if vxlan == naming.vxlan(N1):
             raise RuntimeError("injected: this overlay is broken")
-        return real(netns, vxlan, bridge, want)
+        return real(netns, vxlan, bridge, want, **kwargs)
 
     monkeypatch.setattr(applier, "apply", broken)
     h1.sync()
