@@ -286,3 +286,17 @@ def test_restore_writes_this_hosts_member_again_when_the_stores_differs(store, p
     h1.restart()
     wait_until(lambda: h1.client.gate.restored, timeout=5, what="restore")
     assert json.loads(store.get(key).value)["vtep"] == "198.18.0.11"
+
+
+def test_a_local_container_of_another_overlay_with_the_same_address_and_mac_is_no_clash(store, hosts):
+    """The same subnet in two address spaces: h1's container in one overlay has the address
+    (and so the MAC) of h2's container in the other; each overlay still gets its peer."""
+    h1, h2 = hosts.add("h1", "198.18.0.11"), hosts.add("h2", "198.18.0.12")
+    assert h1.create_network(N1, SUBNET)[0] == 200 and h2.create_network(N2, SUBNET)[0] == 200
+    assert h1.create_network(N3, SUBNET, space="GlobalDefault")[0] == 200
+    assert h2.create_network(N4, SUBNET, space="GlobalDefault")[0] == 200
+    h1.create_endpoint(N3, "3a" * 32, "10.50.0.3/24")  # GlobalDefault's 10.50.0.3 on h1
+    h2.create_endpoint(N2, "b" * 64, "10.50.0.3/24")   # LocalDefault's 10.50.0.3 on h2
+    h1.sync()
+    assert h1.neighbours(N1) == {("10.50.0.3", MAC3)}
+    assert h1.neighbours(N3) == set()
