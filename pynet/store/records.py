@@ -28,6 +28,8 @@ def checked_load(entry: Entry) -> Any:
         return json.loads(entry.value)
     except ValueError as exc:
         raise BadRecord(entry.key, f"its value is not JSON ({exc})") from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser goes
+        raise BadRecord(entry.key, "its value is JSON nested too deeply") from None
 
 
 def dump(value: Any) -> str:

@@ -12,6 +12,7 @@ import threading
 
 import pytest
 
+from driver import naming
 from driver.overlay.model import FIRST_SWARM_VNI, Member, OverlayId
 from driver.overlay.registry import Registry
 from pynet.errors import Conflict
@@ -78,7 +79,7 @@ def test_a_vni_a_node_still_uses_is_never_handed_out_after_free_network(open_sto
     vni = manager.allocate_swarm_vni(NET, GLOBAL, None)
     # The node creates the overlay with that VNI (nodes keep Swarm networks in the local space).
     local = OverlayId("LocalDefault", GLOBAL.subnet)
-    node.join(local, Member("h2", NET, "198.18.0.12", "pno-x", "pnx-x"), vni=vni, mtu=None,
+    node.join(local, Member("h2", NET, "198.18.0.12", naming.overlay_netns(NET), naming.vxlan(NET)), vni=vni, mtu=None,
               default_mtu=1450, mtu_limit=1450, port=4789)
     assert manager.free_swarm_vni(NET) == vni  # FreeNetwork before the node deleted it
     # The next network is not given the VNI the node's definition still uses ...
