@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from driver import naming
 from driver.overlay.model import Member, OverlayId, Peer
 from driver.overlay.registry import Registry
 from pynet.errors import Conflict
@@ -21,7 +22,7 @@ def registry(open_store, host):
 
 
 def member(host, nid="n", vtep="198.18.0.11"):
-    return Member(host, nid + host, vtep, "pno-" + host, "pnx" + host)
+    return Member(host, nid + host, vtep, naming.overlay_netns(nid + host), naming.vxlan(nid + host))
 
 
 def join(reg, oid=OID, vni=None, mtu=None):
@@ -65,11 +66,11 @@ def test_concurrent_first_joins_make_one_definition_and_distinct_overlays_distin
 def test_a_published_peer_wakes_another_hosts_watch(open_store):
     h1, h2 = registry(open_store, "h1"), registry(open_store, "h2")
     join(h1), join(h2)
-    index = h2.store.watch(keys.overlay_nets(), 0, 0.1)
+    index = h2.store.watch(keys.overlay_all(), 0, 0.1)
     woke = threading.Event()
 
     def watch():
-        h2.store.watch(keys.overlay_nets(), index, 10)
+        h2.store.watch(keys.overlay_all(), index, 10)
         woke.set()
 
     threading.Thread(target=watch, daemon=True).start()
