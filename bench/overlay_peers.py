@@ -11,10 +11,15 @@ driver/overlay/applier.py (the code every sync runs):
   withdraw   every entry removed (what happens when the remote hosts die or leave)
 
 and checks that the kernel then holds exactly what was asked. No dockerd, no store: only the
-kernel work is measured. Needs root. Example:
+kernel work is measured.
 
-    sudo python3 bench/overlay_peers.py                      # 1 x 1000 and 3 x 1000
-    sudo python3 bench/overlay_peers.py --sizes 1x100 --withdraw-cap 60
+Then (`--other-overlay HOSTSxPEERS`, default 3x1000) the case of issue 17: while the
+watcher's sync programs that many peers into overlay A, the sync CreateNetwork runs for
+another overlay B (its views come from a stand-in registry, so the store is not measured):
+how long B waited. Needs root. Example:
+
+    sudo python3 bench/overlay_peers.py                      # 1 x 1000, 3 x 1000, A/B
+    sudo python3 bench/overlay_peers.py --sizes 1x100 --withdraw-cap 60 --other-overlay none
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ from driver import naming  # noqa: E402
 from driver.netlink.api import FLOOD_MAC, FdbEntry, Neighbour  # noqa: E402
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink  # noqa: E402
 from driver.overlay.applier import PeerApplier  # noqa: E402
+from driver.overlay.model import Member, OverlayId, OverlayView, Peer  # noqa: E402
 from driver.overlay.peers import Desired  # noqa: E402
+from driver.overlay.watcher import PeerWatcher  # noqa: E402
 from tests.harness.netns import Namespaces  # noqa: E402
 
 LOCAL = "198.18.9.1"
@@ -54,9 +61,17 @@ def want(hosts: int, peers: int) -> Desired:
     return Desired(frozenset(fdb), frozenset(neigh))
 
 
-def device(spaces: Namespaces) -> tuple[Pyroute2Netlink, str]:
-    """A host namespace with LOCAL on a link, and an overlay namespace with br0 and
-    the VXLAN device (made in the host namespace and moved in, as the overlay kind does)."""
+def device(spaces: Namespaces, host: str | None = None, vni: int = 4242,
+           vxlan: str = VXLAN) -> tuple[Pyroute2Netlink, str]:
+    """A host namespace with LOCAL on a link (unless given), and an overlay namespace with
+    br0 and the VXLAN device (made in the host namespace and moved in, as the overlay kind
+    does)."""
+    if host is not None:
+        overlay = spaces.make("bo")
+        netlink = Pyroute2Netlink(host)
+        netlink.within(overlay).ensure_bridge(BRIDGE, 1450, [])
+        netlink.add_vxlan(vxlan, vni, LOCAL, 4789, 1450, BRIDGE, netns=overlay)
+        return netlink, overlay
     host = spaces.make("bh")
     with IPRoute(netns=host, flags=0) as ipr:
         # A veth pair: this kernel may lack the dummy driver; only the address matters.
@@ -67,7 +82,7 @@ def device(spaces: Namespaces) -> tuple[Pyroute2Netlink, str]:
     overlay = spaces.make("bo")
     netlink = Pyroute2Netlink(host)
     netlink.within(overlay).ensure_bridge(BRIDGE, 1450, [])
-    netlink.add_vxlan(VXLAN, 4242, LOCAL, 4789, 1450, BRIDGE, netns=overlay)
+    netlink.add_vxlan(vxlan, vni, LOCAL, 4789, 1450, BRIDGE, netns=overlay)
     return netlink, overlay
 
 
@@ -122,17 +137,85 @@ def one_size(hosts: int, peers: int, cap: float | None) -> None:
         spaces.close()
 
 
+class Views:
+    """A stand-in for the registry: the views given, at once."""
+
+    def __init__(self, views: dict[OverlayId, OverlayView]) -> None:
+        self._views = views
+        self._beat = 0
+
+    def views(self) -> dict[OverlayId, OverlayView]:
+        return dict(self._views)
+
+    def view(self, oid: OverlayId) -> OverlayView:
+        return self._views[oid]
+
+    def beats(self) -> dict[str, int]:
+        # Every host beats between two reads: none is judged dead however long a sync takes.
+        self._beat += 1
+        return {h: self._beat for v in self._views.values() for h in v.members}
+
+
+def overlay_view(oid: OverlayId, netns: str, vxlan: str, hosts: int, peers: int) -> OverlayView:
+    members = {"me": Member("me", "net-" + vxlan, LOCAL, netns, vxlan)}
+    found = []
+    for h in range(hosts):
+        vtep = f"198.18.9.{10 + h}"
+        members[f"h{h}"] = Member(f"h{h}", f"net{h}", vtep, f"pno-{h}", f"pnx{h}")
+        for i in range(peers):
+            n = h * peers + i
+            found.append(Peer(f"h{h}", f"e{n}", f"net{h}", f"10.{60 + h}.{n >> 8 & 0xff}.{n & 0xff}",
+                              f"02:42:0a:{h:02x}:{i >> 8:02x}:{i & 0xff:02x}", vtep))
+    return OverlayView(oid, None, members, tuple(found))
+
+
+def other_overlay(hosts: int, peers: int, cap: float | None) -> None:
+    """The watcher's sync programs HOSTS x PEERS into overlay A; meanwhile CreateNetwork of
+    overlay B runs its sync (before the per-overlay sync: the sync of every overlay)."""
+    spaces = Namespaces()
+    try:
+        netlink, ns_a = device(spaces, vxlan="pnxa")
+        _, ns_b = device(spaces, host=netlink._netns, vni=4243, vxlan="pnxb")
+        a, b = OverlayId("LocalDefault", "10.60.0.0/14"), OverlayId("LocalDefault", "10.70.0.0/24")
+        views = Views({a: overlay_view(a, ns_a, "pnxa", hosts, peers),
+                       b: overlay_view(b, ns_b, "pnxb", 1, 2)})
+        watcher = PeerWatcher(None, views, PeerApplier(netlink), "me", 30.0)  # type: ignore[arg-type]
+        background = threading.Thread(target=watcher.sync, daemon=True)
+        started = time.perf_counter()
+        background.start()
+        time.sleep(0.2)  # the background sync is programming A by now
+        per_overlay = "only" in PeerWatcher.sync.__code__.co_varnames
+        asked = time.perf_counter()
+        if per_overlay:
+            watcher.sync(b)
+        else:
+            watcher.sync()  # what CreateNetwork ran before the per-overlay sync
+        waited = time.perf_counter() - asked
+        background.join(cap)
+        a_took = time.perf_counter() - started
+        print(f"CreateNetwork's sync of overlay B while the watcher programs {hosts} x {peers} peers into A: "
+              f"B waited {waited:.3f} s; A's sync took {a_took:.2f} s"
+              + ("" if not background.is_alive() else f" (not done after {cap:g} s)"), flush=True)
+    finally:
+        spaces.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1x1000,3x1000", help="HOSTSxPEERS,... (default 1x1000,3x1000)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--withdraw-cap", type=float, default=None,
                         help="give up waiting for one apply after this many seconds")
+    parser.add_argument("--other-overlay", default="3x1000",
+                        help="HOSTSxPEERS of overlay A in the A/B case, or none")
     args = parser.parse_args()
     for _ in range(args.rounds):
         for size in args.sizes.split(","):
             hosts, peers = (int(x) for x in size.split("x"))
             one_size(hosts, peers, args.withdraw_cap)
+        if args.other_overlay != "none":
+            hosts, peers = (int(x) for x in args.other_overlay.split("x"))
+            other_overlay(hosts, peers, args.withdraw_cap)
 
 
 if __name__ == "__main__":
