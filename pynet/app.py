@@ -23,12 +23,14 @@ from driver.routes import network_handlers
 from driver.service import NetworkService
 from driver.stale import DockerNetworks, StaleCheck
 from driver.swarm import SwarmNetworks
+from ipam_driver.claim_owners import ClaimOwners
 from ipam_driver.docker_addresses import DockerView
 from ipam_driver.leaks import LeakCheck
 from ipam_driver.routes import ipam_handlers
 from ipam_driver.service import IpamService
 
 from . import heartbeat, metrics
+from .ops.address_users import EndpointsNamingAddress
 from .jobs import every
 from .plugin_api import plugin_app
 from .readiness import RestoreGate
@@ -106,6 +108,10 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                              repairs) if overlay else None
     network = NetworkService(deps.store, settings.host,
                              build_kinds(deps.netlink, deps.firewall, runtime), repairs)
+    if runtime is not None:
+        # The overlay believes its own side from this host's records, and a peer's address
+        # only if the IPAM's claim is that peer's host's (driver/overlay/admission.py).
+        runtime.wire(network.ledger, ClaimOwners(deps.store))
     ipam = IpamService(deps.store, settings.host, settings.default_pools,
                        block_size=settings.ipam_block_size,
                        host_routes=deps.netlink.routes)
@@ -120,8 +126,9 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         log.info("overlay: peer watcher started (VXLAN port %d, peer timeout %g s)",
                  settings.vxlan_port, settings.overlay_peer_timeout)
     if deps.docker_addresses is not None and settings.leak_check_interval > 0:
+        # An address goes with the endpoint record naming it, or not at all (pynet/ops/address_users.py).
         check = LeakCheck(deps.store, settings.host, deps.docker_addresses, ipam,
-                          grace=settings.leak_grace)
+                          grace=settings.leak_grace, users=EndpointsNamingAddress(network))
         background.stops.append(every(settings.leak_check_interval,
                                       lambda: metrics.leak_released(check.check_once()), "leak check"))
         log.info("leak check: every %g s against dockerd at %s, grace %g s",

@@ -44,3 +44,17 @@ class StoreContention(PynetError):
     """Compare-and-set kept losing races; the caller may retry."""
 
     status = 503
+
+
+class BadRecord(PynetError, ValueError):
+    """A record read from the store is not what pynet writes (wrong types, not JSON, not
+    UTF-8, a bad address). It is the store's fault, not the caller's: the answer names the
+    key and the reason, never a traceback (and never a 500). A ValueError too, so code that
+    skips unreadable records keeps doing so."""
+
+    status = 409
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"the store's record at {key} is unreadable: {reason}")
+        self.key = key
+        self.reason = reason

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import MetricsHandler
 
-from .store import keys, records
+from .store import bad_records, keys, records
 from .store.api import Entry, Op, Store
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ STORE_ERRORS = Counter("pynet_store_errors", "Store calls that raised (store unr
                        "timeout, refused)", ["op"], registry=REGISTRY)
 LEAK_RELEASES = Counter("pynet_leak_check_releases", "What the leak check gave back "
                         "(address claims, pools)", ["what"], registry=REGISTRY)
+SKIPPED_RECORDS = Counter("pynet_store_records_skipped", "Records read from the store that are "
+                          "not what pynet writes, skipped where a list was read (logged once "
+                          "per key and version)", ["kind"], registry=REGISTRY)
+bad_records.listeners.append(lambda kind: SKIPPED_RECORDS.labels(kind).inc())
 LEAK_CHECKS = Counter("pynet_leak_checks", "Leak checks run", registry=REGISTRY)
 RESTORE_SECONDS = Gauge("pynet_restore_duration_seconds", "How long the last restore took",
                         registry=REGISTRY)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from pynet.errors import StoreContention
+from pynet.errors import BadRecord, StoreContention
 
 from .api import Entry, Store
 
@@ -15,6 +15,21 @@ MAX_ATTEMPTS = 64
 
 def load(entry: Entry | None) -> Any:
     return json.loads(entry.value) if entry else None
+
+
+def checked_load(entry: Entry) -> Any:
+    """The JSON of entry, or BadRecord naming its key: text that is not UTF-8 (a backend
+    keeps such bytes escaped) or not JSON."""
+    try:
+        entry.value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRecord(entry.key, "its value is not UTF-8 text") from None
+    try:
+        return json.loads(entry.value)
+    except ValueError as exc:
+        raise BadRecord(entry.key, f"its value is not JSON ({exc})") from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser goes
+        raise BadRecord(entry.key, "its value is JSON nested too deeply") from None
 
 
 def dump(value: Any) -> str:
