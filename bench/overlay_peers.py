@@ -13,10 +13,9 @@ driver/overlay/applier.py (the code every sync runs):
 and checks that the kernel then holds exactly what was asked. No dockerd, no store: only the
 kernel work is measured.
 
-Then (`--other-overlay HOSTSxPEERS`, default 3x1000) the case of issue 17: while the
-watcher's sync programs that many peers into overlay A, the sync CreateNetwork runs for
-another overlay B (its views come from a stand-in registry, so the store is not measured):
-how long B waited. Needs root. Example:
+Then (`--other-overlay HOSTSxPEERS`, default 3x1000) the case of issue 17: while a sync
+programs that many peers into overlay A, the sync CreateNetwork runs for another overlay B:
+how long B waited (the applier's locks; the store is not measured). Needs root. Example:
 
     sudo python3 bench/overlay_peers.py                      # 1 x 1000, 3 x 1000, A/B
     sudo python3 bench/overlay_peers.py --sizes 1x100 --withdraw-cap 60 --other-overlay none
@@ -38,9 +37,7 @@ from driver import naming  # noqa: E402
 from driver.netlink.api import FLOOD_MAC, FdbEntry, Neighbour  # noqa: E402
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink  # noqa: E402
 from driver.overlay.applier import PeerApplier  # noqa: E402
-from driver.overlay.model import Member, OverlayId, OverlayView, Peer  # noqa: E402
 from driver.overlay.peers import Desired  # noqa: E402
-from driver.overlay.watcher import PeerWatcher  # noqa: E402
 from tests.harness.netns import Namespaces  # noqa: E402
 
 LOCAL = "198.18.9.1"
@@ -137,63 +134,28 @@ def one_size(hosts: int, peers: int, cap: float | None) -> None:
         spaces.close()
 
 
-class Views:
-    """A stand-in for the registry: the views given, at once."""
-
-    def __init__(self, views: dict[OverlayId, OverlayView]) -> None:
-        self._views = views
-        self._beat = 0
-
-    def views(self) -> dict[OverlayId, OverlayView]:
-        return dict(self._views)
-
-    def view(self, oid: OverlayId) -> OverlayView:
-        return self._views[oid]
-
-    def beats(self) -> dict[str, int]:
-        # Every host beats between two reads: none is judged dead however long a sync takes.
-        self._beat += 1
-        return {h: self._beat for v in self._views.values() for h in v.members}
-
-
-def overlay_view(oid: OverlayId, netns: str, vxlan: str, hosts: int, peers: int) -> OverlayView:
-    members = {"me": Member("me", "net-" + vxlan, LOCAL, netns, vxlan)}
-    found = []
-    for h in range(hosts):
-        vtep = f"198.18.9.{10 + h}"
-        members[f"h{h}"] = Member(f"h{h}", f"net{h}", vtep, f"pno-{h}", f"pnx{h}")
-        for i in range(peers):
-            n = h * peers + i
-            found.append(Peer(f"h{h}", f"e{n}", f"net{h}", f"10.{60 + h}.{n >> 8 & 0xff}.{n & 0xff}",
-                              f"02:42:0a:{h:02x}:{i >> 8:02x}:{i & 0xff:02x}", vtep))
-    return OverlayView(oid, None, members, tuple(found))
-
-
 def other_overlay(hosts: int, peers: int, cap: float | None) -> None:
-    """The watcher's sync programs HOSTS x PEERS into overlay A; meanwhile CreateNetwork of
-    overlay B runs its sync (before the per-overlay sync: the sync of every overlay)."""
+    """A sync programs HOSTS x PEERS into overlay A (the watcher's); meanwhile CreateNetwork
+    of overlay B runs the sync of B (one peer host): how long B's apply waited. Through the
+    applier, where the sync's locks are (the watcher holds its own lock only while reading
+    the store: before the per-overlay sync it held it for the whole apply, and the applier
+    had one lock for every device)."""
     spaces = Namespaces()
     try:
         netlink, ns_a = device(spaces, vxlan="pnxa")
         _, ns_b = device(spaces, host=netlink._netns, vni=4243, vxlan="pnxb")
-        a, b = OverlayId("LocalDefault", "10.60.0.0/14"), OverlayId("LocalDefault", "10.70.0.0/24")
-        views = Views({a: overlay_view(a, ns_a, "pnxa", hosts, peers),
-                       b: overlay_view(b, ns_b, "pnxb", 1, 2)})
-        watcher = PeerWatcher(None, views, PeerApplier(netlink), "me", 30.0)  # type: ignore[arg-type]
-        background = threading.Thread(target=watcher.sync, daemon=True)
+        applier = PeerApplier(netlink)
+        background = threading.Thread(target=applier.apply, args=(ns_a, "pnxa", BRIDGE, want(hosts, peers)),
+                                      daemon=True)
         started = time.perf_counter()
         background.start()
-        time.sleep(0.2)  # the background sync is programming A by now
-        per_overlay = "only" in PeerWatcher.sync.__code__.co_varnames
+        time.sleep(0.2)  # A is being programmed by now
         asked = time.perf_counter()
-        if per_overlay:
-            watcher.sync(b)
-        else:
-            watcher.sync()  # what CreateNetwork ran before the per-overlay sync
+        applier.apply(ns_b, "pnxb", BRIDGE, want(1, 2))
         waited = time.perf_counter() - asked
         background.join(cap)
         a_took = time.perf_counter() - started
-        print(f"CreateNetwork's sync of overlay B while the watcher programs {hosts} x {peers} peers into A: "
+        print(f"CreateNetwork's sync of overlay B while another sync programs {hosts} x {peers} peers into A: "
               f"B waited {waited:.3f} s; A's sync took {a_took:.2f} s"
               + ("" if not background.is_alive() else f" (not done after {cap:g} s)"), flush=True)
     finally:
