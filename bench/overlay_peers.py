@@ -11,10 +11,14 @@ driver/overlay/applier.py (the code every sync runs):
   withdraw   every entry removed (what happens when the remote hosts die or leave)
 
 and checks that the kernel then holds exactly what was asked. No dockerd, no store: only the
-kernel work is measured. Needs root. Example:
+kernel work is measured.
 
-    sudo python3 bench/overlay_peers.py                      # 1 x 1000 and 3 x 1000
-    sudo python3 bench/overlay_peers.py --sizes 1x100 --withdraw-cap 60
+Then (`--other-overlay HOSTSxPEERS`, default 3x1000) the case of issue 17: while a sync
+programs that many peers into overlay A, the sync CreateNetwork runs for another overlay B:
+how long B waited (the applier's locks; the store is not measured). Needs root. Example:
+
+    sudo python3 bench/overlay_peers.py                      # 1 x 1000, 3 x 1000, A/B
+    sudo python3 bench/overlay_peers.py --sizes 1x100 --withdraw-cap 60 --other-overlay none
 """
 from __future__ import annotations
 
@@ -54,9 +58,17 @@ def want(hosts: int, peers: int) -> Desired:
     return Desired(frozenset(fdb), frozenset(neigh))
 
 
-def device(spaces: Namespaces) -> tuple[Pyroute2Netlink, str]:
-    """A host namespace with LOCAL on a link, and an overlay namespace with br0 and
-    the VXLAN device (made in the host namespace and moved in, as the overlay kind does)."""
+def device(spaces: Namespaces, host: str | None = None, vni: int = 4242,
+           vxlan: str = VXLAN) -> tuple[Pyroute2Netlink, str]:
+    """A host namespace with LOCAL on a link (unless given), and an overlay namespace with
+    br0 and the VXLAN device (made in the host namespace and moved in, as the overlay kind
+    does)."""
+    if host is not None:
+        overlay = spaces.make("bo")
+        netlink = Pyroute2Netlink(host)
+        netlink.within(overlay).ensure_bridge(BRIDGE, 1450, [])
+        netlink.add_vxlan(vxlan, vni, LOCAL, 4789, 1450, BRIDGE, netns=overlay)
+        return netlink, overlay
     host = spaces.make("bh")
     with IPRoute(netns=host, flags=0) as ipr:
         # A veth pair: this kernel may lack the dummy driver; only the address matters.
@@ -67,7 +79,7 @@ def device(spaces: Namespaces) -> tuple[Pyroute2Netlink, str]:
     overlay = spaces.make("bo")
     netlink = Pyroute2Netlink(host)
     netlink.within(overlay).ensure_bridge(BRIDGE, 1450, [])
-    netlink.add_vxlan(VXLAN, 4242, LOCAL, 4789, 1450, BRIDGE, netns=overlay)
+    netlink.add_vxlan(vxlan, vni, LOCAL, 4789, 1450, BRIDGE, netns=overlay)
     return netlink, overlay
 
 
@@ -122,17 +134,50 @@ def one_size(hosts: int, peers: int, cap: float | None) -> None:
         spaces.close()
 
 
+def other_overlay(hosts: int, peers: int, cap: float | None) -> None:
+    """A sync programs HOSTS x PEERS into overlay A (the watcher's); meanwhile CreateNetwork
+    of overlay B runs the sync of B (one peer host): how long B's apply waited. Through the
+    applier, where the sync's locks are (the watcher holds its own lock only while reading
+    the store: before the per-overlay sync it held it for the whole apply, and the applier
+    had one lock for every device)."""
+    spaces = Namespaces()
+    try:
+        netlink, ns_a = device(spaces, vxlan="pnxa")
+        _, ns_b = device(spaces, host=netlink._netns, vni=4243, vxlan="pnxb")
+        applier = PeerApplier(netlink)
+        background = threading.Thread(target=applier.apply, args=(ns_a, "pnxa", BRIDGE, want(hosts, peers)),
+                                      daemon=True)
+        started = time.perf_counter()
+        background.start()
+        time.sleep(0.2)  # A is being programmed by now
+        asked = time.perf_counter()
+        applier.apply(ns_b, "pnxb", BRIDGE, want(1, 2))
+        waited = time.perf_counter() - asked
+        background.join(cap)
+        a_took = time.perf_counter() - started
+        print(f"CreateNetwork's sync of overlay B while another sync programs {hosts} x {peers} peers into A: "
+              f"B waited {waited:.3f} s; A's sync took {a_took:.2f} s"
+              + ("" if not background.is_alive() else f" (not done after {cap:g} s)"), flush=True)
+    finally:
+        spaces.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1x1000,3x1000", help="HOSTSxPEERS,... (default 1x1000,3x1000)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--withdraw-cap", type=float, default=None,
                         help="give up waiting for one apply after this many seconds")
+    parser.add_argument("--other-overlay", default="3x1000",
+                        help="HOSTSxPEERS of overlay A in the A/B case, or none")
     args = parser.parse_args()
     for _ in range(args.rounds):
         for size in args.sizes.split(","):
             hosts, peers = (int(x) for x in size.split("x"))
             one_size(hosts, peers, args.withdraw_cap)
+        if args.other_overlay != "none":
+            hosts, peers = (int(x) for x in args.other_overlay.split("x"))
+            other_overlay(hosts, peers, args.withdraw_cap)
 
 
 if __name__ == "__main__":

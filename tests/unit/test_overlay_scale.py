@@ -117,7 +117,7 @@ def hosts():
     made.close()
 
 
-def test_a_slow_sync_of_overlay_a_does_not_hold_up_createnetwork_of_overlay_b(hosts):
+def test_a_slow_sync_of_overlay_a_does_not_hold_up_createnetwork_or_createendpoint_of_overlay_b(hosts):
     h1, h2 = hosts.add("h1", "198.18.0.11"), hosts.add("h2", "198.18.0.12")
     assert h1.create_network(N1, "10.50.0.0/24")[0] == 200
     assert h2.create_network(N2, "10.50.0.0/24")[0] == 200
@@ -139,12 +139,18 @@ def test_a_slow_sync_of_overlay_a_does_not_hold_up_createnetwork_of_overlay_b(ho
     try:
         assert entered.wait(5), "the sync never reached overlay A's kernel"
         answer: list = []
-        call = threading.Thread(target=lambda: answer.append(h1.create_network(N3, "10.51.0.0/24")))
+
+        def create_b() -> None:
+            answer.append(h1.create_network(N3, "10.51.0.0/24"))
+            answer.append(h1.create_endpoint(N3, "f" * 64, "10.51.0.2/24"))
+
+        call = threading.Thread(target=create_b)
         started = time.monotonic()
         call.start()
         call.join(5)
         took = time.monotonic() - started
-        assert answer and answer[0][0] == 200, f"CreateNetwork of B still waiting after {took:.1f}s: {answer}"
+        assert len(answer) == 2 and answer[0][0] == 200, \
+            f"CreateNetwork/CreateEndpoint of B still waiting after {took:.1f}s: {answer}"
         assert took < 2.0
         assert not release.is_set() and background.is_alive()  # A's sync really was still stuck
         assert h1.fdb(N3) == {(FLOOD_MAC, "198.18.0.12")}  # B got its peers before answering
