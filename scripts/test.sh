@@ -2,12 +2,15 @@
 # The single test command: install the test dependencies, then run pytest.
 #   scripts/test.sh                 # whole suite
 #   scripts/test.sh -k bridge -x    # any pytest arguments pass through
-# Env: PYTHON (default python3), PYNET_SKIP_INSTALL=1 to skip scripts/install-test-deps.sh.
+# Debian 12 or 13 (Ubuntu 24.04 by the same package names, not proven here).
+# Env: PYTHON (default python3; an externally managed one means the virtualenv
+# scripts/test-python.sh names), PYNET_SKIP_INSTALL=1 to skip scripts/install-test-deps.sh.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 export PYTHON
+. "$REPO_ROOT/scripts/test-python.sh"
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "scripts/test.sh: must run as root: the tests start a private dockerd, create network" >&2
@@ -21,7 +24,7 @@ fi
 
 cd "$REPO_ROOT"
 rc=0
-"$PYTHON" -m pytest "$@" || rc=$?
+"$TEST_PYTHON" -m pytest "$@" || rc=$?
 if [[ $rc -eq 5 ]]; then
     echo "scripts/test.sh: pytest collected no tests (exit code 5); treating that as a failure" >&2
     exit 1
