@@ -185,7 +185,14 @@ class DistroTree:
         pip_cache.mkdir(parents=True, exist_ok=True)
         self._bind(pip_cache, "/run/pynet-build/pip-cache")
         for path in build_plugin.local_paths(list(self.pip_env.values())):
-            self._bind(path, str(path), readonly=True)
+            if path.is_dir():
+                self._bind(path, str(path), readonly=True)  # file:// indexes name their files by path
+                continue
+            # A file (a CA bundle, a constraints file) goes aside: at its own path it would be
+            # a mount point the tree's packages cannot replace (ca-certificates writes there).
+            aside = f"/run/pynet-host{path}"
+            self._bind(path, aside, readonly=True)
+            self.pip_env = {k: v.replace(str(path), aside) for k, v in self.pip_env.items()}
         policy = self.root / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\n# no service starts in this tree\nexit 101\n")
         policy.chmod(0o755)
