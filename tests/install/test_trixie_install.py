@@ -10,6 +10,7 @@
    (docker.io 26.1, Compose v2, bullseye's consul 1.8.7 through the pin), then its Python
    part runs for real: trixie's python3 is externally managed, so a virtualenv at
    /opt/pynet-test gets pynet and the test extras.
+3. `scripts/test.sh tests/unit`: pytest from that virtualenv, the unit tier on Python 3.13.
 """
 from __future__ import annotations
 
@@ -79,6 +80,16 @@ def test_readme_commands_on_debian_13(tmp_path):
         check = tree.run("cd / && /opt/pynet-test/bin/python -c 'import pytest, hypothesis, pytest_timeout, "
                          "pynet.app, driver.firewall.libnftables as l; assert l.probe() is None'")
         assert check.returncode == 0, check.stderr
+
+        # 3. scripts/test.sh runs pytest with that virtualenv: the unit tier on trixie's
+        #    Python 3.13 (less the systemd-analyze check: systemd was only simulated).
+        step = time.monotonic()
+        proc = tree.run("cd /src && PYNET_SKIP_INSTALL=1 bash scripts/test.sh tests/unit -q -p no:cacheprovider "
+                        "--deselect tests/unit/test_operating.py::test_the_systemd_unit_passes_systemd_analyze_verify",
+                        timeout=600)
+        times["test.sh unit"] = time.monotonic() - step
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        assert re.search(r"^\d+ passed, 1 deselected", proc.stdout, re.M), proc.stdout[-2000:]
     times["total"] = time.monotonic() - started
     print("trixie: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
           + (f" (debootstrap {tree.debootstrap_seconds:.0f} s)" if tree.debootstrap_seconds else " (cached tree)"))
