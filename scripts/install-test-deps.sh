@@ -22,7 +22,8 @@
 #     and 13) gets a virtualenv at /opt/pynet-test rather than --break-system-packages.
 #
 # --simulate-apt: configure the sources, then `apt-get install --simulate` the package list
-# and skip the docker-registry unpack and the binary checks; the Python part runs for real.
+# and skip the docker-registry unpack and the binary checks; only python3-venv is really
+# installed, and the Python part runs for real.
 # (tests/distro runs it so in a Debian 13 tree.)
 #
 # Env: PYTHON (default python3), PYNET_TEST_VENV, PYNET_FORCE_APT=1, PYNET_DEBIAN_ARCHIVE.
@@ -35,7 +36,6 @@ case "${1:-}" in
     "") ;;
     *) echo "usage: $0 [--simulate-apt]" >&2; exit 2 ;;
 esac
-. "$REPO_ROOT/scripts/test-python.sh"
 PACKAGES=(docker.io iptables busybox-static docker-compose iperf3 nftables libnftables1 curl debootstrap consul systemd python3-venv pipx)
 BULLSEYE_SOURCE=/etc/apt/sources.list.d/pynet-bullseye.sources
 BULLSEYE_PIN=/etc/apt/preferences.d/pynet-bullseye
@@ -156,7 +156,8 @@ else
     log "all Debian packages already installed"
 fi
 if [[ $SIMULATE == 1 ]]; then
-    log "--simulate-apt: the packages above resolve; the docker-registry binary and the binary checks are skipped"
+    log "--simulate-apt: the packages above resolve; installing only python3-venv for the Python part"
+    apt-get install -y -q --no-install-recommends python3-venv
 else
     REGISTRY_BIN=/usr/local/lib/pynet-test/docker-registry
     if [[ ! -x "$REGISTRY_BIN" ]]; then
@@ -178,6 +179,7 @@ fi
 # scripts/test-python.sh). pip takes ~10 s even when nothing changed, so skip it while
 # pyproject.toml and the interpreter are unchanged.
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+. "$REPO_ROOT/scripts/test-python.sh"  # only now: on a bare system python3 came with the packages
 if [[ "$TEST_PYTHON" != "$PYTHON" && ! -x "$TEST_PYTHON" ]]; then
     log "$PYTHON is externally managed (PEP 668): making a virtualenv at $TEST_VENV"
     "$PYTHON" -m venv "$TEST_VENV"

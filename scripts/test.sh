@@ -10,7 +10,6 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 export PYTHON
-. "$REPO_ROOT/scripts/test-python.sh"
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "scripts/test.sh: must run as root: the tests start a private dockerd, create network" >&2
@@ -22,6 +21,7 @@ if [[ "${PYNET_SKIP_INSTALL:-0}" != 1 ]]; then
     bash "$REPO_ROOT/scripts/install-test-deps.sh"
 fi
 
+. "$REPO_ROOT/scripts/test-python.sh"  # after the install: it may have brought python3
 cd "$REPO_ROOT"
 rc=0
 "$TEST_PYTHON" -m pytest "$@" || rc=$?

@@ -1,15 +1,15 @@
 """The README's two commands on Debian 13 (trixie), in a minbase tree made by debootstrap
 (cached between runs) and entered with chroot:
 
-1. `scripts/run.sh`, for real: it installs python3-venv, iptables, nftables and libnftables1
-   from trixie, makes /opt/pynet and pip-installs pynet. Its `pynet serve` is then started
-   from that tree in a network namespace of its own and answers /Plugin.Activate: the start-up
-   checks pass on trixie (root, libnftables 1.1 through the ctypes adapter, iptables), and the
-   adapter applies and reads back a table with trixie's library.
-2. `scripts/install-test-deps.sh --simulate-apt`: the whole package list resolves on trixie
-   (docker.io 26.1, Compose v2, bullseye's consul 1.8.7 through the pin), then its Python
-   part runs for real: trixie's python3 is externally managed, so a virtualenv at
-   /opt/pynet-test gets pynet and the test extras.
+1. `scripts/install-test-deps.sh --simulate-apt` on the bare tree: the whole package list
+   resolves on trixie (docker.io 26.1, Compose v2, bullseye's consul 1.8.7 through the pin);
+   python3-venv is really installed and the Python part runs for real: trixie's python3 is
+   externally managed, so a virtualenv at /opt/pynet-test gets pynet and the test extras.
+2. `scripts/run.sh`, for real: it installs iptables, nftables and libnftables1 from trixie,
+   makes /opt/pynet and pip-installs pynet. Its `pynet serve` is then started from that tree
+   in a network namespace of its own and answers /Plugin.Activate: the start-up checks pass
+   on trixie (root, libnftables 1.1 through the ctypes adapter, iptables), and the adapter
+   applies and reads back a table with trixie's library.
 3. `scripts/test.sh tests/unit`: pytest from that virtualenv, the unit tier on Python 3.13.
 """
 from __future__ import annotations
@@ -38,7 +38,22 @@ def test_readme_commands_on_debian_13(tmp_path):
         times["tree"] = time.monotonic() - started
         assert "VERSION_CODENAME=trixie" in (tree.root / "etc/os-release").read_text()
 
-        # 1. scripts/run.sh installs and would exec `pynet serve`: --help stands in for serving
+        # 1. The test installer on the bare tree: the full list resolves; python3-venv and the
+        #    Python part are real.
+        step = time.monotonic()
+        proc = tree.run("bash /src/scripts/install-test-deps.sh --simulate-apt", timeout=900)
+        times["install-test-deps"] = time.monotonic() - step
+        out = proc.stdout + proc.stderr
+        (tmp_path / 'install-test-deps.log').write_text(out)
+        assert proc.returncode == 0, out[-4000:]
+        assert re.search(r"^Inst consul \(1\.8\.7\S* Debian:11\.", out, re.M), out[-4000:]  # bullseye
+        assert re.search(r"^Inst docker\.io \(26\.1\.", out, re.M), out[-4000:]
+        assert re.search(r"^Inst docker-compose \(2\.", out, re.M), out[-4000:]
+        assert "externally managed (PEP 668): making a virtualenv at /opt/pynet-test" in out
+        check = tree.run("cd / && /opt/pynet-test/bin/python -c 'import pytest, hypothesis, pytest_timeout, pynet.app'")
+        assert check.returncode == 0, check.stderr
+
+        # 2. scripts/run.sh installs and would exec `pynet serve`: --help stands in for serving
         #    here (the chroot shares this host's network namespace).
         step = time.monotonic()
         proc = tree.run("bash /src/scripts/run.sh --help", timeout=900)
@@ -50,6 +65,10 @@ def test_readme_commands_on_debian_13(tmp_path):
         assert re.search(r"^python3 3\.13\.", versions.stdout, re.M), versions.stdout
         cfg = (tree.root / "opt/pynet/pyvenv.cfg").read_text()
         assert "include-system-site-packages = false" in cfg
+        # Now that run.sh brought libnftables1, the test virtualenv loads it too.
+        check = tree.run("cd / && /opt/pynet-test/bin/python -c 'import driver.firewall.libnftables as l; "
+                         "assert l.probe() is None'")
+        assert check.returncode == 0, check.stderr
 
         # The installed pynet, served from the tree in a namespace of its own.
         nft = tree.run(f"/opt/pynet/bin/python -c '{NFT_ROUNDTRIP}'", private_net=True, timeout=60)
@@ -65,21 +84,6 @@ def test_readme_commands_on_debian_13(tmp_path):
         finally:
             plugin.stop()
         assert "Traceback" not in plugin.output()
-
-        # 2. The test installer: the full list resolves; the Python part is real.
-        step = time.monotonic()
-        proc = tree.run("bash /src/scripts/install-test-deps.sh --simulate-apt", timeout=900)
-        times["install-test-deps"] = time.monotonic() - step
-        out = proc.stdout + proc.stderr
-        (tmp_path / 'install-test-deps.log').write_text(out)
-        assert proc.returncode == 0, out[-4000:]
-        assert re.search(r"^Inst consul \(1\.8\.7\S* Debian:11\.", out, re.M), out[-4000:]  # bullseye
-        assert re.search(r"^Inst docker\.io \(26\.1\.", out, re.M), out[-4000:]
-        assert re.search(r"^Inst docker-compose \(2\.", out, re.M), out[-4000:]
-        assert "externally managed (PEP 668): making a virtualenv at /opt/pynet-test" in out
-        check = tree.run("cd / && /opt/pynet-test/bin/python -c 'import pytest, hypothesis, pytest_timeout, "
-                         "pynet.app, driver.firewall.libnftables as l; assert l.probe() is None'")
-        assert check.returncode == 0, check.stderr
 
         # 3. scripts/test.sh runs pytest with that virtualenv: the unit tier on trixie's
         #    Python 3.13 (less the systemd-analyze check: systemd was only simulated).
