@@ -98,7 +98,15 @@ def host_archive() -> str:
     for line in Path("/etc/os-release").read_text().splitlines():
         if line.startswith("VERSION_CODENAME="):
             codename = line.split("=", 1)[1].strip().strip('"')
-    return build_plugin.debian_archive(codename)
+    archive = build_plugin.debian_archive(codename)
+    # build_plugin falls back to a default mirror; here only the machine's own source will do.
+    sources = [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*.list"),
+               *Path("/etc/apt/sources.list.d").glob("*.sources")]
+    if not os.environ.get("PYNET_DEBIAN_MIRROR") and not any(
+            p.is_file() and archive in p.read_text() for p in sources):
+        raise AssertionError(f"no apt source of this machine names a Debian '{codename}' archive "
+                             "(set PYNET_DEBIAN_MIRROR to one)")
+    return archive
 
 
 class DistroTree:
