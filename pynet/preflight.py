@@ -71,8 +71,9 @@ class Probes:
     socket_answers: Callable[[str], bool] = socket_answers
 
 
-def check(settings: Settings, probes: Probes = Probes()) -> str | None:
+def check(settings: Settings, probes: Probes | None = None) -> str | None:
     """The first thing `pynet serve` lacks, as one line, or None when it can start."""
+    probes = probes if probes is not None else Probes()
     for one in (_root, _libnftables, _iptables, _socket, _store):
         problem = one(settings, probes)
         if problem:

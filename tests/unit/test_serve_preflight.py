@@ -58,7 +58,7 @@ def test_the_state_dir_is_not_needed_with_consul():
 
 
 def test_serve_prints_one_line_and_exits_2_before_gunicorn(monkeypatch, capsys):
-    monkeypatch.setattr(preflight.check, "__defaults__", (with_(euid=lambda: 1000),))
+    monkeypatch.setattr(preflight, "Probes", lambda: with_(euid=lambda: 1000))
     started = []
     monkeypatch.setattr(cli, "run_server", lambda settings: started.append(settings) or 0)
     assert cli.main(["serve", "--socket", "/tmp/pynet-x.sock"]) == 2
@@ -69,7 +69,7 @@ def test_serve_prints_one_line_and_exits_2_before_gunicorn(monkeypatch, capsys):
 
 
 def test_serve_starts_the_server_when_nothing_is_missing(monkeypatch):
-    monkeypatch.setattr(preflight.check, "__defaults__", (READY,))
+    monkeypatch.setattr(preflight, "Probes", lambda: READY)
     started = []
     monkeypatch.setattr(cli, "run_server", lambda settings: started.append(settings.socket) or 0)
     assert cli.main(["serve", "--socket", "/tmp/pynet-y.sock"]) == 0
