@@ -7,8 +7,9 @@
 # With a registry, `docker build -t pynet-rootfs .` makes the same tree from debian:bookworm-slim;
 # see the README's "Managed plugin" section for turning either into a plugin.
 ARG BASE=debian:bookworm-slim
-# python3-nftables: the official libnftables binding, imported from the venv (system site packages).
-ARG DEBIAN_PACKAGES="python3 python3-venv python3-nftables nftables iptables"
+# libnftables1: the C library pynet drives through its own ctypes adapter (no Python binding
+# from Debian, so the venv has no system site packages).
+ARG DEBIAN_PACKAGES="python3 python3-venv libnftables1 nftables iptables"
 
 FROM ${BASE}
 ARG DEBIAN_PACKAGES
@@ -16,7 +17,7 @@ ARG DEBIAN_PACKAGES
 RUN dpkg-query -W $DEBIAN_PACKAGES >/dev/null 2>&1 \
  || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $DEBIAN_PACKAGES; } \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/*
-RUN python3 -m venv --system-site-packages /opt/pynet
+RUN python3 -m venv /opt/pynet
 COPY pyproject.toml README.md /src/
 COPY pynet /src/pynet
 COPY driver /src/driver
@@ -24,7 +25,7 @@ COPY ipam_driver /src/ipam_driver
 WORKDIR /src
 # No --no-cache-dir: the build script gives pip a cache outside the rootfs; here it is removed.
 RUN /opt/pynet/bin/pip install --disable-pip-version-check /src \
- && /opt/pynet/bin/python -c "import nftables, pyroute2, pynet.app" \
+ && /opt/pynet/bin/python -c "import pyroute2, pynet.app; from driver.firewall.libnftables import load; load()" \
  && rm -rf /src /root/.cache
 COPY plugin/entrypoint.sh /opt/pynet/bin/plugin-entrypoint
 WORKDIR /

@@ -15,6 +15,7 @@ from typing import Callable
 from flask import Flask
 
 from driver.firewall.api import Firewall
+from driver.firewall.libnftables import probe as libnftables_probe  # noqa: F401 - for preflight
 from driver.kinds import build_kinds
 from driver.netlink.api import Netlink
 from driver.overlay.runtime import OverlayRuntime, OverlaySettings

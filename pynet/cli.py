@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.command != "serve":
         return args.run(settings, args)
+    # Before gunicorn: what is missing is said in one line, not in a worker's traceback.
+    from .preflight import EXIT_CODE, check
+    problem = check(settings)
+    if problem:
+        print(f"pynet serve: {problem}", file=sys.stderr)
+        return EXIT_CODE
     return run_server(settings)
 
 

@@ -13,6 +13,10 @@ from .errors import BadRequest
 
 # Docker's IDs are 64 hex characters. IDs become store keys, so nothing path-like passes.
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+# Docker's requests nest a few levels (Options -> generic -> a driver option); pynet refuses
+# deeper bodies itself rather than rely on the JSON parser's recursion limit, which differs
+# between Python versions (3.11 stops at ~1,000 levels, 3.13 parses several thousand).
+MAX_DEPTH = 64
 
 
 class Body:
@@ -92,16 +96,20 @@ def printable(value: Any, limit: int = 80) -> str:
 
 def _refuse_broken_text(data: Any) -> None:
     """JSON may carry lone surrogates (\\ud800), which no store, log or kernel name can hold:
-    refuse them here, once, instead of failing deep inside a call. Iterative, so a body
-    nested as deep as the JSON parser allows cannot exhaust the stack."""
-    pending = [data]
+    refuse them here, once, instead of failing deep inside a call; and bodies nested deeper
+    than MAX_DEPTH. Iterative, so a body nested as deep as the JSON parser allows cannot
+    exhaust the stack."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
     while pending:
-        item = pending.pop()
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)) and depth > MAX_DEPTH:
+            raise BadRequest(f"request body is nested too deeply to be a plugin request "
+                             f"(more than {MAX_DEPTH} levels)")
         if isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
+            pending.extend((key, depth) for key in item.keys())
+            pending.extend((value, depth + 1) for value in item.values())
         elif isinstance(item, list):
-            pending.extend(item)
+            pending.extend((value, depth + 1) for value in item)
         elif isinstance(item, str):
             try:
                 item.encode("utf-8")

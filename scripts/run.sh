@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # The single command that runs pynet on the embedded store, in the foreground:
 #   sudo scripts/run.sh [pynet serve flags]
-# Installs what pynet needs at run time (Debian's python3-venv, iptables, nftables and
-# python3-nftables, libnftables' Python binding), puts pynet in a virtualenv at /opt/pynet
-# (PYNET_VENV to change) that sees that binding (and no other Debian Python package), then
-# execs `pynet serve`.
+# Debian 12 or 13 (Ubuntu 24.04 by the same package names, not proven here). Installs what
+# pynet needs at run time from the distribution (python3-venv, iptables, nftables and
+# libnftables1, the C library pynet drives through ctypes), puts pynet in a virtualenv at
+# /opt/pynet (PYNET_VENV to change; no system site packages: nothing of the distribution's
+# Python is used), then execs `pynet serve`, which checks the rest before it starts.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PYNET_VENV:-/opt/pynet}"
 [[ $(id -u) -eq 0 ]] || { echo "scripts/run.sh: run as root (pynet makes bridges and firewall rules)" >&2; exit 1; }
 missing=()
-for pkg in python3-venv iptables nftables python3-nftables; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+for pkg in python3-venv iptables nftables libnftables1; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 [[ -x "$VENV/bin/pip" ]] || /usr/bin/python3 -m venv "$VENV"
-bash "$REPO_ROOT/scripts/link-nftables-binding.sh" "$VENV/bin/python3"
-"$VENV/bin/pip" install -q "$REPO_ROOT"
+"$VENV/bin/pip" install -q --disable-pip-version-check "$REPO_ROOT"
 exec "$VENV/bin/pynet" serve "$@"

@@ -2,7 +2,9 @@
 # The single test command: install the test dependencies, then run pytest.
 #   scripts/test.sh                 # whole suite
 #   scripts/test.sh -k bridge -x    # any pytest arguments pass through
-# Env: PYTHON (default python3), PYNET_SKIP_INSTALL=1 to skip scripts/install-test-deps.sh.
+# Debian 12 or 13 (Ubuntu 24.04 by the same package names, not proven here).
+# Env: PYTHON (default python3; an externally managed one means the virtualenv
+# scripts/test-python.sh names), PYNET_SKIP_INSTALL=1 to skip scripts/install-test-deps.sh.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,9 +21,10 @@ if [[ "${PYNET_SKIP_INSTALL:-0}" != 1 ]]; then
     bash "$REPO_ROOT/scripts/install-test-deps.sh"
 fi
 
+. "$REPO_ROOT/scripts/test-python.sh"  # after the install: it may have brought python3
 cd "$REPO_ROOT"
 rc=0
-"$PYTHON" -m pytest "$@" || rc=$?
+"$TEST_PYTHON" -m pytest "$@" || rc=$?
 if [[ $rc -eq 5 ]]; then
     echo "scripts/test.sh: pytest collected no tests (exit code 5); treating that as a failure" >&2
     exit 1

@@ -1,5 +1,5 @@
-"""Talk to nftables in-process, through libnftables and its official Python binding
-(Debian's python3-nftables, module `nftables`, ctypes over libnftables.so.1).
+"""Talk to nftables in-process, through libnftables (libnftables.so.1) and pynet's own small
+ctypes adapter over it (libnftables.py; no Python binding from the distribution needed).
 
 One context is made per Nft and kept: its netlink socket belongs to the network namespace
 it was opened in (a throwaway namespace in the kernel tests, entered only while the context
@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol
 
 from .forward_accept import FirewallError
+from .libnftables import Libnftables, LibnftablesUnavailable
 from .nft_rules import FAMILY, TABLE
 
 CLONE_NEWNET = 0x40000000
@@ -24,24 +25,17 @@ NETNS_DIR = "/run/netns"
 
 
 class Context(Protocol):
-    """What pynet uses of `nftables.Nftables` (tests may hand in a fake)."""
+    """What pynet uses of a libnftables context (libnftables.Libnftables; tests may hand in
+    a fake)."""
     def cmd(self, cmdline: str) -> tuple[int, str, str]: ...
     def json_cmd(self, json_root: dict) -> tuple[int, Any, str]: ...
 
 
 def libnftables_context() -> Context:
     try:
-        import nftables  # Debian's python3-nftables; see the README, "Firewall model"
-    except ImportError:
-        raise FirewallError("the libnftables Python binding (module nftables) cannot be imported: "
-                            "install Debian's python3-nftables (scripts/run.sh and "
-                            "scripts/install-test-deps.sh make it importable)") from None
-    try:
-        ctx = nftables.Nftables()
-    except OSError as exc:
-        raise FirewallError(f"cannot load libnftables: {exc} (Debian package libnftables1)") from None
-    ctx.set_json_output(False)
-    return ctx
+        return Libnftables()
+    except LibnftablesUnavailable as exc:
+        raise FirewallError(str(exc)) from None
 
 
 class Nft:

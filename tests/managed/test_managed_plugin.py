@@ -89,9 +89,12 @@ def test_build_writes_config_and_a_working_rootfs(managed_plugin_dir: Path) -> N
     assert json.loads((managed_plugin_dir / "config.json").read_text()) == \
         json.loads((REPO_ROOT / "plugin" / "config.json").read_text())
     rootfs = managed_plugin_dir / "rootfs"
-    # The official nftables binding comes from Debian, visible in the venv (system site packages).
+    # libnftables through pynet's ctypes adapter; nothing of Debian's Python in the venv.
     proc = subprocess.run(["chroot", str(rootfs), "/opt/pynet/bin/python", "-c",
-                           "import nftables, pyroute2, flask, gunicorn, consul, docker, pynet.app"],
+                           "import pyroute2, flask, gunicorn, consul, docker, pynet.app\n"
+                           "from driver.firewall.libnftables import load; load()\n"
+                           "try:\n    import nftables\nexcept ImportError:\n    pass\n"
+                           "else:\n    raise SystemExit('Debian python3-nftables is visible')"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     # Nothing of the build stayed: no source tree, pip cache or bind-mounted pip settings.

@@ -106,7 +106,7 @@ def test_forward_accept_remove_all_deletes_every_jump_then_the_chain():
 
 
 class FakeContext:
-    """What Nft uses of nftables.Nftables: cmd(text) -> (rc, out, err)."""
+    """What Nft uses of a libnftables context: cmd(text) -> (rc, out, err)."""
 
     def __init__(self, answers=None):
         self.scripts, self.answers = [], answers or {}
@@ -130,17 +130,14 @@ def test_nft_runs_scripts_in_process_and_reports_refusals():
         nft.apply("add table inet pynet\n")
 
 
-def test_nft_without_the_binding_says_what_to_install(monkeypatch):
-    import builtins
-    real = builtins.__import__
+def test_nft_without_libnftables_says_what_to_install(monkeypatch):
+    from driver.firewall import libnftables
 
-    def no_nftables(name, *args, **kwargs):
-        if name == "nftables":
-            raise ImportError(name)
-        return real(name, *args, **kwargs)
+    def absent(soname=libnftables.SONAME):
+        raise libnftables.LibnftablesUnavailable(f"cannot load {soname}: {libnftables.INSTALL_HINT}")
 
-    monkeypatch.setattr(builtins, "__import__", no_nftables)
-    with pytest.raises(FirewallError, match="python3-nftables"):
+    monkeypatch.setattr(libnftables, "load", absent)
+    with pytest.raises(FirewallError, match="apt-get install libnftables1"):
         Nft()
 
 

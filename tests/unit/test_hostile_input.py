@@ -166,3 +166,19 @@ def test_create_endpoint_remakes_a_lost_bridge_and_clears_a_leftover_pair(plugin
     kernel.add_veth("pnv" + other[:12], "pnc" + other[:12], 1500, bridge, None)
     assert endpoint(plugin_client, {"Address": "10.1.0.3/24"}, eid=other)[0] == 200
     assert kernel.peers["pnv" + other[:12]] == "pnc" + other[:12]
+
+
+def test_nesting_is_limited_by_pynet_not_by_the_python_version():
+    """Python 3.13 (Debian 13) parses thousands of levels where 3.11 raised RecursionError:
+    the limit is pynet's own, the same on both."""
+    from pynet.errors import BadRequest
+    from pynet.wire import MAX_DEPTH, Body
+
+    def nested(levels):
+        return ('{"a":' * (levels - 1) + "{}" + "}" * (levels - 1)).encode()
+
+    assert Body(nested(MAX_DEPTH)).data
+    with pytest.raises(BadRequest, match=f"nested too deeply .*more than {MAX_DEPTH} levels"):
+        Body(nested(MAX_DEPTH + 1))
+    with pytest.raises(BadRequest, match="nested too deeply"):
+        Body(b'{"a":' + b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1) + b"}")

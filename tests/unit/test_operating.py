@@ -195,6 +195,9 @@ def test_the_systemd_unit_passes_systemd_analyze_verify(tmp_path):
     unit.read_string(text)
     assert unit["Unit"]["Before"] == "docker.service"
     assert unit["Service"]["Restart"] == "always"
+    # ...except after serve's start-up refusal (pynet/preflight.py): restarting cannot help.
+    from pynet.preflight import EXIT_CODE
+    assert unit["Service"]["RestartPreventExitStatus"] == str(EXIT_CODE)
     assert unit["Service"]["EnvironmentFile"].lstrip("-") == "/etc/default/pynet"
     exec_start = unit["Service"]["ExecStart"].split()
     assert exec_start[1:] == ["serve"]
