@@ -166,7 +166,7 @@ class StateCollector:
             claims = self.store.list(keys.ipam_addrs_all())
             endpoints = self.store.list(keys.endpoints(self.host))
             networks = self.store.list(keys.networks(self.host))
-            peers = self.store.list(keys.overlay_nets())
+            peers = self.store.list(keys.overlay_hosts())
         except Exception as exc:
             log.warning("metrics: cannot read the store: %s", exc)
             readable.add_metric([], 0)
@@ -215,8 +215,8 @@ class StateCollector:
         remote: Tally = Tally()
         for entry in peers:
             parsed = keys.parse_overlay_key(entry.key)
-            if parsed and len(parsed[2]) == 3 and parsed[2][0] == "peers" and parsed[2][1] != self.host:
-                remote[f"{parsed[0]}/{parsed[1]}"] += 1
+            if parsed and parsed.kind == keys.PEER and parsed.host != self.host:
+                remote[f"{parsed.space}/{parsed.subnet}"] += 1
         for oid, count in sorted(remote.items()):
             overlay.add_metric([oid], count)
         yield overlay

@@ -193,8 +193,21 @@ class OverlayKind(PublishesNothing):
             except Exception as exc:  # one network's trouble must not keep the others down
                 log.error("overlay network %s cannot be restored: %s", net.id[:12],
                           exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}")
+        self._tidy_at_start(networks)
         if networks:
             self.runtime.sync()
+
+    def _tidy_at_start(self, networks: Sequence[NetworkRecord]) -> None:
+        """This host's records of the old key layout go (restore re-published what it has),
+        and with no overlay here its heartbeat too: a killed plugin's would stay for good."""
+        if not self.runtime.settings.shared_store:
+            return
+        try:
+            self.registry.drop_legacy_records()
+            if not networks:
+                self.registry.retire_beat()
+        except PynetError as exc:  # tidying; the next start tries again
+            log.warning("overlay: could not tidy this host's old records at start: %s", exc.message)
 
     def restore_network(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
         self._restore(net, endpoints)

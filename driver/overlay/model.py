@@ -95,6 +95,9 @@ class OverlayView:
     definition: Definition | None
     members: dict[str, Member]
     peers: tuple[Peer, ...]
+    # Hosts with a member record of the old key layout only (not read, but they hold the
+    # overlay: its definition stays while they may still use it).
+    legacy_members: frozenset[str] = frozenset()
 
 
 def max_mtu(underlay_mtu: int) -> int:

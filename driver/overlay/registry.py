@@ -29,25 +29,38 @@ MAX_ATTEMPTS = 32
 
 
 def parse_views(entries: list[Entry]) -> dict[OverlayId, OverlayView]:
-    """Every overlay under keys.overlay_nets() in a listing of it."""
+    """Every overlay in a listing of keys.overlay_all(): definitions, and each host's member
+    and peer records (a record under a host's prefix that names another host is not that
+    host's word, and is skipped)."""
     found: dict[OverlayId, dict] = {}
     for entry in entries:
         parsed = keys.parse_overlay_key(entry.key)
         if parsed is None:
             continue
-        space, subnet, rest = parsed
-        parts = found.setdefault(OverlayId(space, subnet), {"def": None, "members": {}, "peers": []})
+        parts = found.setdefault(OverlayId(parsed.space, parsed.subnet),
+                                 {"def": None, "members": {}, "peers": [], "legacy": set()})
+        if parsed.kind in (keys.LEGACY_MEMBER, keys.LEGACY_PEER):
+            # Not read (not host-owned), but a host that still has one holds the overlay.
+            if parsed.kind == keys.LEGACY_MEMBER:
+                parts["legacy"].add(parsed.host)
+            continue
         try:
             data = records.load(entry)
-            if rest == ("def",):
+            if parsed.kind == keys.DEF:
                 parts["def"] = Definition.from_dict(data)
-            elif len(rest) == 2 and rest[0] == "members":
-                parts["members"][rest[1]] = Member.from_dict(data)
-            elif len(rest) == 3 and rest[0] == "peers":
-                parts["peers"].append(Peer.from_dict(data))
-        except (KeyError, TypeError, ValueError) as exc:  # one bad record must not blind a host
+            elif parsed.kind == keys.MEMBER:
+                member = Member.from_dict(data)
+                if member.host != parsed.host:
+                    raise ValueError(f"it names host {member.host!r}, not {parsed.host!r}")
+                parts["members"][parsed.host] = member
+            elif parsed.kind == keys.PEER:
+                peer = Peer.from_dict(data)
+                if peer.host != parsed.host:
+                    raise ValueError(f"it names host {peer.host!r}, not {parsed.host!r}")
+                parts["peers"].append(peer)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # one bad record must not blind a host
             log.error("ignoring malformed overlay record %s: %s", entry.key, exc)
-    return {oid: OverlayView(oid, p["def"], p["members"], tuple(p["peers"]))
+    return {oid: OverlayView(oid, p["def"], p["members"], tuple(p["peers"]), frozenset(p["legacy"]))
             for oid, p in found.items()}
 
 
@@ -59,13 +72,15 @@ class Registry:
 
     # --- reading -------------------------------------------------------------------
     def views(self) -> dict[OverlayId, OverlayView]:
-        return parse_views(self.store.list(keys.overlay_nets()))
+        return parse_views(self.store.list(keys.overlay_all()))
 
     def view(self, oid: OverlayId) -> OverlayView:
         return self._read(oid)[0]
 
     def _read(self, oid: OverlayId) -> tuple[OverlayView, dict[str, Entry]]:
-        entries = self.store.list(keys.overlay_net(oid.space, oid.subnet))
+        # One listing of everything (one consistent read): an overlay's records are under
+        # its definition's prefix and under every host's own.
+        entries = self.store.list(keys.overlay_all())
         view = parse_views(entries).get(oid) or OverlayView(oid, None, {}, ())
         return view, {e.key: e for e in entries}
 
@@ -87,7 +102,7 @@ class Registry:
             member_op = Op("cas", member_key, value, held.version) if held else Op("create", member_key, value)
             def_key = keys.overlay_def(oid.space, oid.subnet)
             others = sorted(h for h in view.members if h != self.host)
-            if view.definition is not None and not others:
+            if view.definition is not None and not others and not view.legacy_members - {self.host}:
                 self._drop_stale_definition(oid, view.definition, entries[def_key])
                 continue
             if view.definition is None:
@@ -178,7 +193,7 @@ class Registry:
                 member_key = keys.overlay_member(oid.space, oid.subnet, self.host)
                 ops.append(Op("delete", member_key, version=entries[member_key].version))
                 def_key = keys.overlay_def(oid.space, oid.subnet)
-                if len(view.members) == 1 and def_key in entries:
+                if len(view.members) == 1 and not view.legacy_members - {self.host} and def_key in entries:
                     ops.append(Op("delete", def_key, version=entries[def_key].version))
                     assert view.definition is not None
                     vni_entry = self.store.get(keys.overlay_vni(view.definition.vni))
@@ -283,6 +298,20 @@ class Registry:
 
     def retire_beat(self) -> None:
         self.store.delete(keys.overlay_alive(self.host))
+
+    # --- the layout before host-owned keys -----------------------------------------
+    def drop_legacy_records(self) -> int:
+        """Delete this host's member and peer records of the old layout (each at the version
+        read); other hosts' are theirs to delete. Restore re-published them in the new one."""
+        dropped = 0
+        for entry in self.store.list(keys.overlay_nets()):
+            parsed = keys.parse_overlay_key(entry.key)
+            if parsed is not None and parsed.kind in (keys.LEGACY_MEMBER, keys.LEGACY_PEER) \
+                    and parsed.host == self.host and self.store.delete(entry.key, entry.version):
+                dropped += 1
+        if dropped:
+            log.info("overlay: removed %d record(s) of this host in the old key layout", dropped)
+        return dropped
 
 
 def _holds(vni_entry: Entry, oid: OverlayId) -> bool:

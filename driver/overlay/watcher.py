@@ -107,7 +107,7 @@ class PeerWatcher:
         while not stop.is_set():
             try:
                 self.beat_if_due()
-                index = self.store.watch(keys.overlay_nets(), index, self.interval)
+                index = self.store.watch(keys.overlay_all(), index, self.interval)
                 if stop.is_set():
                     return
                 if failing:

@@ -111,7 +111,7 @@ def doctor(ctx: Context, args) -> int:
     nets = [n for n in ctx.networks() if n.state == READY]
     eps = [e for e in ctx.endpoints() if e.state == READY]
     per_net = {n.id: [e for e in eps if e.network_id == n.id] for n in nets}
-    views = parse_views(ctx.store.list(keys.overlay_nets())) if any(
+    views = parse_views(ctx.store.list(keys.overlay_all())) if any(
         n.options.type == "overlay" for n in nets) else {}
     found: list[Difference] = []
     for net in nets:

@@ -12,12 +12,25 @@ v1/hosts/<host>/docker                       the engine ID of the dockerd proven
 v1/hosts/<host>/overlay-fence                the overlay's write fence
 v1/hosts/<host>/seen                         the host's last-seen heartbeat (--store consul)
 v1/overlay/nets/<space>/<subnet>/def         an overlay's definition (VNI, MTU, UDP port)
-v1/overlay/nets/<space>/<subnet>/members/<host>         a host that has the overlay, its VTEP
-v1/overlay/nets/<space>/<subnet>/peers/<host>/<eid>     an endpoint on it (IP, MAC, VTEP)
 v1/overlay/vnis/<vni>                        a VNI taken cluster-wide (create-if-absent)
+v1/overlay/hosts/<host>/members/<space>/<subnet>        <host> has the overlay: its VTEP
+v1/overlay/hosts/<host>/peers/<space>/<subnet>/<eid>    an endpoint of <host> on it (IP, MAC)
 v1/overlay-alive/<host>                      a host's heartbeat (outside the watched prefix)
+
+(<subnet> is the CIDR with "/" as "_".) Everything one host writes alone sits under a prefix
+naming that host, so a Consul ACL per host can be a handful of prefixes
+(docs/consul-policy-host.hcl): v1/hosts/<host>/, v1/ipam/fences/<host>,
+v1/overlay/hosts/<host>/, v1/overlay-alive/<host>. The rest is shared: IPAM pools and
+claims, overlay definitions and VNI claims. A record under v1/overlay/hosts/<host>/ speaks
+for <host> only: a "host" field naming another is rejected (driver/overlay/model.py).
+
+Before this layout a host's overlay records were v1/overlay/nets/<space>/<subnet>/members/<host>
+and .../peers/<host>/<eid>; a restarted pynet re-publishes its own and deletes those
+(legacy_overlay_member/legacy_overlay_peer, parse_overlay_key's LEGACY_* kinds).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 VERSION = "v1"
 
@@ -125,8 +138,14 @@ def overlay_fence(host: str) -> str:
     return f"{VERSION}/hosts/{host}/overlay-fence"
 
 
+def overlay_all() -> str:
+    """The prefix every host's overlay watcher watches: definitions, VNI claims, and every
+    host's members and peers (the heartbeats are outside: a beat wakes nobody)."""
+    return f"{VERSION}/overlay/"
+
+
 def overlay_nets() -> str:
-    """The prefix every host's overlay watcher watches."""
+    """The prefix of every overlay's definition."""
     return f"{VERSION}/overlay/nets/"
 
 
@@ -138,23 +157,87 @@ def overlay_def(space: str, subnet: str) -> str:
     return overlay_net(space, subnet) + "def"
 
 
+def overlay_hosts() -> str:
+    """The prefix of every host's own overlay records."""
+    return f"{VERSION}/overlay/hosts/"
+
+
+def overlay_host(host: str) -> str:
+    """The prefix only `host` writes (its per-host ACL covers it)."""
+    return f"{overlay_hosts()}{host}/"
+
+
 def overlay_member(space: str, subnet: str, host: str) -> str:
-    return overlay_net(space, subnet) + f"members/{host}"
+    return f"{overlay_host(host)}members/{space}/{_cidr(subnet)}"
+
+
+def overlay_peers(space: str, subnet: str, host: str) -> str:
+    return f"{overlay_host(host)}peers/{space}/{_cidr(subnet)}/"
 
 
 def overlay_peer(space: str, subnet: str, host: str, eid: str) -> str:
+    return overlay_peers(space, subnet, host) + eid
+
+
+def legacy_overlay_member(space: str, subnet: str, host: str) -> str:
+    """Where a member record was before the host-owned layout (migration only)."""
+    return overlay_net(space, subnet) + f"members/{host}"
+
+
+def legacy_overlay_peer(space: str, subnet: str, host: str, eid: str) -> str:
+    """Where a peer record was before the host-owned layout (migration only)."""
     return overlay_net(space, subnet) + f"peers/{host}/{eid}"
 
 
-def parse_overlay_key(key: str) -> tuple[str, str, tuple[str, ...]] | None:
-    """(space, subnet CIDR, the rest: ("def",), ("members", host), ("peers", host, eid)) of
-    a key under overlay_nets(); None for anything else."""
-    if not key.startswith(overlay_nets()):
+DEF, MEMBER, PEER, LEGACY_MEMBER, LEGACY_PEER = "def", "member", "peer", "legacy-member", "legacy-peer"
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayKey:
+    """What a key under overlay_all() names. `host` is the host the key belongs to (its
+    prefix), not what the record says; `endpoint` is set for peers."""
+    kind: str
+    space: str
+    subnet: str  # CIDR, with its "/"
+    host: str = ""
+    endpoint: str = ""
+
+
+def _subnet(level: str) -> str | None:
+    # One "_" (the CIDR's "/"), and something on both sides of it.
+    address, sep, length = level.partition("_")
+    return f"{address}/{length}" if sep and address and length and "_" not in length else None
+
+
+def parse_overlay_key(key: str) -> OverlayKey | None:
+    """The OverlayKey of a definition, member or peer key (either layout); None for anything
+    else (a VNI claim, a key with levels missing or extra, empty levels)."""
+    if not key.startswith(overlay_all()):
         return None
-    parts = key[len(overlay_nets()):].split("/")
-    if len(parts) < 3:
+    parts = key[len(overlay_all()):].split("/")
+    if any(p in ("", ".", "..") for p in parts):
         return None
-    return parts[0], parts[1].replace("_", "/"), tuple(parts[2:])
+    if parts[0] == "nets" and len(parts) >= 4:
+        subnet = _subnet(parts[2])
+        if subnet is None:
+            return None
+        rest = parts[3:]
+        if rest == ["def"]:
+            return OverlayKey(DEF, parts[1], subnet)
+        if len(rest) == 2 and rest[0] == "members":
+            return OverlayKey(LEGACY_MEMBER, parts[1], subnet, rest[1])
+        if len(rest) == 3 and rest[0] == "peers":
+            return OverlayKey(LEGACY_PEER, parts[1], subnet, rest[1], rest[2])
+        return None
+    if parts[0] == "hosts" and len(parts) >= 5:
+        host, what, space, subnet = parts[1], parts[2], parts[3], _subnet(parts[4])
+        if subnet is None:
+            return None
+        if what == "members" and len(parts) == 5:
+            return OverlayKey(MEMBER, space, subnet, host)
+        if what == "peers" and len(parts) == 6:
+            return OverlayKey(PEER, space, subnet, host, parts[5])
+    return None
 
 
 def overlay_vnis() -> str:

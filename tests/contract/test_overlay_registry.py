@@ -65,11 +65,11 @@ def test_concurrent_first_joins_make_one_definition_and_distinct_overlays_distin
 def test_a_published_peer_wakes_another_hosts_watch(open_store):
     h1, h2 = registry(open_store, "h1"), registry(open_store, "h2")
     join(h1), join(h2)
-    index = h2.store.watch(keys.overlay_nets(), 0, 0.1)
+    index = h2.store.watch(keys.overlay_all(), 0, 0.1)
     woke = threading.Event()
 
     def watch():
-        h2.store.watch(keys.overlay_nets(), index, 10)
+        h2.store.watch(keys.overlay_all(), index, 10)
         woke.set()
 
     threading.Thread(target=watch, daemon=True).start()

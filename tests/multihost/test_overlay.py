@@ -376,7 +376,7 @@ def test_a_host_cut_off_the_underlay_is_withdrawn_and_catches_up_when_healed(obe
     # The others stop sending to it after the peer timeout (6 s here); its claims stay.
     wait_until(lambda: not any(dst == victim.address for _, dst in fdb(peer, nets[peer])), 30,
                f"{peer}'s entries for the cut {victim} withdrawn")
-    assert any(k.startswith(f"pynet/v1/overlay/") and f"/peers/{victim.name}/" in k for k in obed.kv(host=peer))
+    assert any(k.startswith(f"pynet/v1/overlay/hosts/{victim.name}/peers/") for k in obed.kv(host=peer))
     new = _changes_meanwhile(peer, gone, "new")
     obed.heal(victim)
     want = {(a.ip, a.mac), (new.ip, new.mac)}
