@@ -23,6 +23,7 @@ from driver.routes import network_handlers
 from driver.service import NetworkService
 from driver.stale import DockerNetworks, StaleCheck
 from driver.swarm import SwarmNetworks
+from ipam_driver.claim_owners import ClaimOwners
 from ipam_driver.docker_addresses import DockerView
 from ipam_driver.leaks import LeakCheck
 from ipam_driver.routes import ipam_handlers
@@ -34,6 +35,7 @@ from .plugin_api import plugin_app
 from .readiness import RestoreGate
 from .repair import RepairQueue
 from .settings import Settings
+from .store import rejected
 from .store.api import Store
 
 log = logging.getLogger("pynet")
@@ -106,6 +108,11 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                              repairs) if overlay else None
     network = NetworkService(deps.store, settings.host,
                              build_kinds(deps.netlink, deps.firewall, runtime), repairs)
+    if runtime is not None:
+        # The overlay believes its own side from this host's records, and a peer's address
+        # only if the IPAM's claim is that peer's host's (driver/overlay/admission.py).
+        runtime.wire(network.ledger, ClaimOwners(deps.store))
+    rejected.counter = metrics.store_record_rejected
     ipam = IpamService(deps.store, settings.host, settings.default_pools,
                        block_size=settings.ipam_block_size,
                        host_routes=deps.netlink.routes)

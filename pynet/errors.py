@@ -44,3 +44,16 @@ class StoreContention(PynetError):
     """Compare-and-set kept losing races; the caller may retry."""
 
     status = 503
+
+
+class BadStoreRecord(PynetError):
+    """A record in the shared store is not what pynet writes (a hand or another host wrote
+    it), and the call cannot go on without it: the store's fault, not the caller's nor a bug."""
+
+    status = 502
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"the store's record {key} is unusable: {reason} (pynet did not write it "
+                         "so; fix or delete that key)")
+        self.key = key
+        self.reason = reason

@@ -61,6 +61,15 @@ OVERLAY_CHANGES = Counter("pynet_overlay_peer_entries_changed", "FDB and neighbo
                           "the overlay watcher added or removed", registry=REGISTRY)
 
 
+RECORDS_REJECTED = Counter("pynet_store_records_rejected", "Store records skipped because they "
+                           "failed validation (each key and version once), by kind of record",
+                           ["kind"], registry=REGISTRY)
+
+
+def store_record_rejected(kind: str) -> None:
+    RECORDS_REJECTED.labels(kind).inc()
+
+
 def outcome(status: int) -> str:
     if status == 200:
         return "ok"
@@ -68,6 +77,8 @@ def outcome(status: int) -> str:
         return "not_implemented"
     if status == 503:
         return "unavailable"
+    if status == 502:
+        return "bad_store_record"
     return "refused" if status < 500 else "error"
 
 

@@ -26,7 +26,7 @@ from driver.netlink.api import Netlink
 from driver.overlay.model import LOCAL_SPACE, Member, OverlayId, Peer, link_mtu, max_mtu
 from driver.overlay.runtime import OverlayRuntime
 from driver.protocol import JoinAnswer
-from pynet.errors import BadRequest, Conflict, PynetError
+from pynet.errors import BackendUnavailable, BadRequest, Conflict, PynetError
 
 from .base import PublishesNothing
 
@@ -221,7 +221,8 @@ class OverlayKind(PublishesNothing):
         oid = overlay_id(net)
         view = self.registry.view(oid)
         mine = view.members.get(self.runtime.host)
-        if mine is None or mine.network != net.id:
+        # Written again unless it is exactly this host's own (a forged or stale one is not).
+        if mine is None or replace(mine, attempt="") != self._member(net):
             _, link = self.runtime.underlay()
             self.registry.join(oid, self._member(net), vni=net.vni, mtu=net.mtu, default_mtu=net.mtu,
                                mtu_limit=max_mtu(link.mtu), port=self.runtime.settings.port)
@@ -230,18 +231,21 @@ class OverlayKind(PublishesNothing):
             if peer.host == self.runtime.host and peer.endpoint not in recorded:
                 log.warning("overlay %s: withdrawing endpoint %s, removed while pynet was down",
                             oid, peer.endpoint[:12])
-                self.registry.withdraw(oid, peer.endpoint)
+                _each_peer(peer.endpoint, "withdrawn", self.registry.withdraw, oid, peer.endpoint)
         published = {p.endpoint: p for p in view.peers if p.host == self.runtime.host}
-        for ep in endpoints:
-            if ep.host_if is not None and inside.link(ep.host_if) is not None:
-                inside.ensure_port(ep.host_if, BRIDGE)
-            else:
-                log.warning("endpoint %s on overlay network %s has lost its veth %s; its container "
-                            "must be restarted to regain connectivity", ep.id[:12], net.id[:12], ep.host_if)
-            peer = self._peer(net, ep)
-            known = published.get(ep.id)
-            if known is None or replace(known, attempt="") != peer:
-                self.registry.publish(oid, peer)
+        for ep in endpoints:  # peer by peer: one that fails leaves the others restored
+            _each_peer(ep.id, "restored", self._restore_endpoint, net, ep, inside, published.get(ep.id))
+
+    def _restore_endpoint(self, net: NetworkRecord, ep: EndpointRecord, inside: Netlink,
+                          known: Peer | None) -> None:
+        if ep.host_if is not None and inside.link(ep.host_if) is not None:
+            inside.ensure_port(ep.host_if, BRIDGE)
+        else:
+            log.warning("endpoint %s on overlay network %s has lost its veth %s; its container "
+                        "must be restarted to regain connectivity", ep.id[:12], net.id[:12], ep.host_if)
+        peer = self._peer(net, ep)
+        if known is None or replace(known, attempt="") != peer:
+            self.registry.publish(overlay_id(net), peer)
 
     def _ensure_kernel(self, net: NetworkRecord) -> None:
         assert net.netns is not None
@@ -253,6 +257,16 @@ class OverlayKind(PublishesNothing):
     def owned_links(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> set[str]:
         # In the host namespace: the container ends not yet moved (the rest is in net.netns).
         return {naming.vxlan(net.id)} | {ep.peer_if for ep in endpoints}
+
+
+def _each_peer(endpoint: str, what: str, call, *args) -> None:
+    try:
+        call(*args)
+    except BackendUnavailable:
+        raise  # the store is down: restore as a whole is retried
+    except Exception as exc:  # one endpoint's trouble must not keep the others down
+        log.error("overlay endpoint %s could not be %s: %s", endpoint[:12], what,
+                  exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}")
 
 
 def _ipv4(ep: EndpointRecord) -> ipaddress.IPv4Address | None:

@@ -36,16 +36,25 @@ class PeerApplier:
             except PynetError as exc:
                 log.debug("overlay device %s in %s not programmable: %s", vxlan, netns, exc.message)
                 return None
+            # One entry the kernel refuses must not keep the others from being programmed.
             for entry in changes.fdb_remove:
-                inside.remove_fdb(vxlan, entry.mac, entry.dst)
+                _each(inside.remove_fdb, vxlan, entry.mac, entry.dst)
             for neighbour in changes.neigh_remove:
-                inside.remove_neighbour(bridge, neighbour.ip)
+                _each(inside.remove_neighbour, bridge, neighbour.ip)
             for entry in changes.fdb_add:
-                inside.ensure_fdb(vxlan, entry.mac, entry.dst)
+                _each(inside.ensure_fdb, vxlan, entry.mac, entry.dst)
             for neighbour in changes.neigh_add:
-                inside.ensure_neighbour(bridge, neighbour.ip, neighbour.mac)
+                _each(inside.ensure_neighbour, bridge, neighbour.ip, neighbour.mac)
             if changes:
                 log.info("overlay %s: %d peer entries changed (+%d fdb, -%d fdb, +%d neigh, -%d neigh)",
                          vxlan, changes.count(), len(changes.fdb_add), len(changes.fdb_remove),
                          len(changes.neigh_add), len(changes.neigh_remove))
             return changes
+
+
+def _each(call, *args) -> None:
+    try:
+        call(*args)
+    except Exception as exc:  # noqa: BLE001 - logged; the next sync diffs and tries again
+        log.error("overlay peer entry %s %s failed: %s", call.__name__, " ".join(map(str, args)),
+                  exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}")

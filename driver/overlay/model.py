@@ -6,10 +6,15 @@ several hosts is one overlay, whatever NetworkID each host's dockerd made up. It
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from pynet.errors import BadRequest, Conflict
+
+from driver import naming
 
 # Docker's overlay manager hands out VNIs from here; below is left to -o vni=.
 FIRST_AUTO_VNI = 4096
@@ -23,6 +28,109 @@ VNI_MAX = 16777215
 VXLAN_OVERHEAD = 50
 DEFAULT_PORT = 4789
 LOCAL_SPACE = "LocalDefault"
+# The MTU a definition may carry: from IPv4's minimum to what a 64 KiB underlay carries.
+MTU_MIN, MTU_MAX = 68, 65535 - VXLAN_OVERHEAD
+# Docker's IDs: 64 hex characters outside Swarm, 25 alphanumerics for Swarm's networks.
+_ID = re.compile(r"[A-Za-z0-9]{1,64}", re.ASCII)
+# What a host id may be in a record: one key level, printable, no path characters.
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,252}", re.ASCII)
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", re.ASCII)
+_ATTEMPT = re.compile(r"[0-9a-f]{0,64}", re.ASCII)
+
+
+class BadRecord(ValueError):
+    """A record read from the store that is not what pynet writes: `reason` says what and
+    which value (the caller knows the key). Raised by the from_dict parsers, once, at the
+    edge of the model: what gets past them is well formed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def record_object(data: Any) -> Mapping[str, Any]:
+    if not isinstance(data, dict):
+        raise BadRecord(f"not a JSON object (got {type(data).__name__} {_shown(data)})")
+    return data
+
+
+def _field(data: Mapping[str, Any], name: str) -> Any:
+    if name not in data:
+        raise BadRecord(f"'{name}' is missing")
+    return data[name]
+
+
+def _text(data: Mapping[str, Any], name: str, pattern: re.Pattern | None = None) -> str:
+    value = _field(data, name)
+    if not isinstance(value, str):
+        raise BadRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise BadRecord(f"'{name}' {_shown(value)} is not a valid {name}")
+    return value
+
+
+def _attempt(data: Mapping[str, Any]) -> str:
+    value = data.get("attempt", "")
+    if not isinstance(value, str) or not _ATTEMPT.fullmatch(value):
+        raise BadRecord(f"'attempt' {_shown(value)} is not a write id")
+    return value
+
+
+def _int(data: Mapping[str, Any], name: str, low: int, high: int) -> int:
+    value = _field(data, name)
+    # bool is an int to Python, never to a record; a float 4096.0 is not what pynet writes.
+    if type(value) is not int:
+        raise BadRecord(f"'{name}' must be an integer, got {type(value).__name__} {_shown(value)}")
+    if not low <= value <= high:
+        raise BadRecord(f"'{name}' {value} is outside {low}..{high}")
+    return value
+
+
+def ipv4(value: Any, name: str) -> ipaddress.IPv4Address:
+    """A dotted-quad IPv4 address (no IPv6, no integers, no leading zeros)."""
+    if not isinstance(value, str):
+        raise BadRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise BadRecord(f"'{name}' {_shown(value)} is not an IPv4 address") from None
+
+
+def vtep_address(value: Any, name: str = "vtep") -> str:
+    """A VTEP another host can send VXLAN to: a unicast IPv4 address (the underlay is IPv4
+    only), not loopback, unspecified, multicast, broadcast, link-local or reserved."""
+    ip = ipv4(value, name)
+    for bad, what in ((ip.is_loopback, "loopback"), (ip.is_unspecified, "unspecified"),
+                      (ip.is_multicast, "multicast"), (ip == ipaddress.IPv4Address("255.255.255.255"), "broadcast"),
+                      (ip.is_link_local, "link-local"), (ip.is_reserved, "reserved")):
+        if bad:
+            raise BadRecord(f"'{name}' {ip} is a {what} address, not one another host can reach")
+    return str(ip)
+
+
+def unicast_mac(value: Any, name: str = "mac") -> str:
+    """A well-formed unicast MAC, not all zeros (lower case)."""
+    if not isinstance(value, str):
+        raise BadRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
+    mac = value.lower()
+    if not _MAC.fullmatch(mac):
+        raise BadRecord(f"'{name}' {_shown(value)} is not a MAC address (xx:xx:xx:xx:xx:xx)")
+    if int(mac[:2], 16) & 1:
+        raise BadRecord(f"'{name}' {mac} is a multicast MAC")
+    if mac == "00:00:00:00:00:00":
+        raise BadRecord(f"'{name}' {mac} is the zero MAC")
+    return mac
+
+
+def host_id(value: Any, name: str = "host") -> str:
+    if not isinstance(value, str) or not _HOST.fullmatch(value):
+        raise BadRecord(f"'{name}' {_shown(value)} is not a host id")
+    return value
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -45,8 +153,11 @@ class Definition:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Definition":
-        return cls(int(data["vni"]), int(data["mtu"]), int(data["port"]), data.get("attempt", ""))
+    def from_dict(cls, data: Any) -> "Definition":
+        """Strict: BadRecord unless it is what pynet writes (VNI 1..16777215, MTU, port)."""
+        data = record_object(data)
+        return cls(_int(data, "vni", 1, VNI_MAX), _int(data, "mtu", MTU_MIN, MTU_MAX),
+                   _int(data, "port", 1, 65535), _attempt(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +174,18 @@ class Member:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Member":
-        return cls(**{k: data[k] for k in ("host", "network", "vtep", "netns", "vxlan")},
-                   attempt=data.get("attempt", ""))
+    def from_dict(cls, data: Any) -> "Member":
+        """Strict: BadRecord unless well formed, its VTEP one another host can reach and its
+        kernel names the ones pynet gives its network."""
+        data = record_object(data)
+        network = _text(data, "network", _ID)
+        netns, vxlan = _text(data, "netns"), _text(data, "vxlan")
+        if netns != naming.overlay_netns(network):
+            raise BadRecord(f"'netns' {_shown(netns)} is not network {network[:12]}'s namespace name")
+        if vxlan != naming.vxlan(network):
+            raise BadRecord(f"'vxlan' {_shown(vxlan)} is not network {network[:12]}'s VXLAN device name")
+        return cls(host_id(_field(data, "host")), network, vtep_address(_field(data, "vtep")),
+                   netns, vxlan, _attempt(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +203,45 @@ class Peer:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Peer":
-        return cls(**{k: data[k] for k in ("host", "endpoint", "network", "ip", "mac", "vtep")},
-                   attempt=data.get("attempt", ""))
+    def from_dict(cls, data: Any) -> "Peer":
+        """Strict: BadRecord unless well formed (an IPv4 address, a unicast MAC, a reachable
+        VTEP). Whether the address is the overlay's and the host's: admission.py."""
+        data = record_object(data)
+        return cls(host_id(_field(data, "host")), _text(data, "endpoint", _ID), _text(data, "network", _ID),
+                   str(ipv4(_field(data, "ip"), "ip")), unicast_mac(_field(data, "mac")),
+                   vtep_address(_field(data, "vtep")), _attempt(data))
+
+
+@dataclass(frozen=True, slots=True)
+class VniClaim:
+    """Who holds a VNI cluster-wide: an overlay (its first host's join), or a Swarm network
+    (AllocateNetwork, `network` set)."""
+    space: str | None
+    subnet: str | None
+    network: str | None = None
+    attempt: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "VniClaim":
+        data = record_object(data)
+        space, subnet, network = data.get("space"), data.get("subnet"), data.get("network")
+        for name, value in (("space", space), ("subnet", subnet), ("network", network)):
+            if value is not None and not isinstance(value, str):
+                raise BadRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
+        if network is None and (space is None or subnet is None):
+            raise BadRecord("it names neither an overlay (space and subnet) nor a Swarm network")
+        return cls(space, subnet, network, _attempt(data))
+
+    def holds(self, oid: "OverlayId") -> bool:
+        """The overlay's own claim (a Swarm network's never: FreeNetwork alone frees it)."""
+        return self.network is None and (self.space, self.subnet) == (oid.space, oid.subnet)
+
+
+def heartbeat(data: Any, host: str) -> None:
+    """A heartbeat record: an object naming `host` (only its version is used)."""
+    data = record_object(data)
+    if _field(data, "host") != host:
+        raise BadRecord(f"'host' {_shown(data['host'])} is not {host!r}, whose heartbeat key it is")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +254,24 @@ class OverlayView:
     # Hosts with a member record of the old key layout only (not read, but they hold the
     # overlay: its definition stays while they may still use it).
     legacy_members: frozenset[str] = frozenset()
+    # The version of each member and peer record read (key -> version), and the records of
+    # this overlay that failed validation (key -> reason): skipped, but the key exists.
+    versions: Mapping[str, int] = field(default_factory=dict)
+    rejected: Mapping[str, str] = field(default_factory=dict)
+    # Hosts whose member record exists but failed validation.
+    unreadable_members: frozenset[str] = frozenset()
+
+    def holders(self) -> frozenset[str]:
+        """Every host that may still use the overlay's definition: one with a member record,
+        readable or not, in either key layout. A definition is dropped only when none is."""
+        return frozenset(self.members) | self.unreadable_members | self.legacy_members
+
+
+def overlay_of(subnets: Iterable[str], space: str | None) -> OverlayId | None:
+    """The overlay a network of these subnets in this address space is (its one IPv4
+    subnet); None without one."""
+    v4 = [s for s in subnets if ipaddress.ip_network(s, strict=False).version == 4]
+    return OverlayId(space or LOCAL_SPACE, v4[0]) if v4 else None
 
 
 def max_mtu(underlay_mtu: int) -> int:

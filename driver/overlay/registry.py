@@ -12,56 +12,113 @@ definition only at the version it read. One of the two transactions fails and is
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
-from pynet.errors import Conflict, StoreContention
+from pynet.errors import BadStoreRecord, Conflict, StoreContention
 from pynet.repair import RepairQueue
-from pynet.store import keys, records
+from pynet.store import keys, records, rejected
 from pynet.store.api import Entry, Op, Store
 from pynet.store.fenced import FencedWrites, claim_id, delete_if_unchanged
 
-from .model import (FIRST_SWARM_VNI, Definition, Member, OverlayId, OverlayView, Peer, agreed,
-                    lowest_free_vni)
+from .model import (FIRST_SWARM_VNI, VNI_MAX, BadRecord, Definition, Member, OverlayId,
+                    OverlayView, Peer, VniClaim, agreed, heartbeat, host_id, lowest_free_vni)
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 32
 
 
-def parse_views(entries: list[Entry]) -> dict[OverlayId, OverlayView]:
+def load_record(entry: Entry) -> Any:
+    """The JSON of `entry`, or BadRecord: not UTF-8, not JSON, or nested beyond reason."""
+    try:
+        return records.load(entry)
+    except records.NotUtf8:
+        raise BadRecord("its value is not UTF-8 text") from None
+    except RecursionError:
+        raise BadRecord("its value is JSON nested too deeply") from None
+    except ValueError as exc:
+        raise BadRecord(f"its value is not JSON ({exc})") from None
+
+
+KIND_NAMES = {keys.DEF: "overlay definition", keys.MEMBER: "overlay member",
+              keys.PEER: "overlay peer"}
+
+
+def parse_views(entries: list[Entry],
+                report: Callable[[str, int, str, str], object] = rejected.report) -> dict[OverlayId, OverlayView]:
     """Every overlay in a listing of keys.overlay_all(): definitions, and each host's member
-    and peer records (a record under a host's prefix that names another host is not that
-    host's word, and is skipped)."""
+    and peer records, each validated once here (model.py's parsers). A record that fails is
+    reported (`report(key, version, kind, reason)`: logged once per version, counted) and
+    skipped; the rest of the view stands. A record under a host's prefix that names another
+    host is not that host's word. VNI claims are validated too (and reported), not kept."""
     found: dict[OverlayId, dict] = {}
     for entry in entries:
         parsed = keys.parse_overlay_key(entry.key)
         if parsed is None:
+            _check_other(entry, report)
             continue
         parts = found.setdefault(OverlayId(parsed.space, parsed.subnet),
-                                 {"def": None, "members": {}, "peers": [], "legacy": set()})
+                                 {"def": None, "members": {}, "peers": [], "legacy": set(),
+                                  "versions": {}, "rejected": {}, "unreadable": set()})
         if parsed.kind in (keys.LEGACY_MEMBER, keys.LEGACY_PEER):
             # Not read (not host-owned), but a host that still has one holds the overlay.
             if parsed.kind == keys.LEGACY_MEMBER:
                 parts["legacy"].add(parsed.host)
             continue
         try:
-            data = records.load(entry)
+            data = load_record(entry)
             if parsed.kind == keys.DEF:
                 parts["def"] = Definition.from_dict(data)
             elif parsed.kind == keys.MEMBER:
                 member = Member.from_dict(data)
-                if member.host != parsed.host:
-                    raise ValueError(f"it names host {member.host!r}, not {parsed.host!r}")
+                _same_host(member.host, parsed.host)
                 parts["members"][parsed.host] = member
-            elif parsed.kind == keys.PEER:
+            else:
                 peer = Peer.from_dict(data)
-                if peer.host != parsed.host:
-                    raise ValueError(f"it names host {peer.host!r}, not {parsed.host!r}")
+                _same_host(peer.host, parsed.host)
+                if peer.endpoint != parsed.endpoint:
+                    raise BadRecord(f"'endpoint' {peer.endpoint[:12]} is not the one its key names")
                 parts["peers"].append(peer)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # one bad record must not blind a host
-            log.error("ignoring malformed overlay record %s: %s", entry.key, exc)
-    return {oid: OverlayView(oid, p["def"], p["members"], tuple(p["peers"]), frozenset(p["legacy"]))
+            parts["versions"][entry.key] = entry.version
+        except BadRecord as exc:  # one bad record must not blind a host
+            parts["rejected"][entry.key] = exc.reason
+            if parsed.kind == keys.MEMBER:
+                parts["unreadable"].add(parsed.host)
+            report(entry.key, entry.version, KIND_NAMES[parsed.kind], exc.reason)
+    return {oid: OverlayView(oid, p["def"], p["members"], tuple(p["peers"]), frozenset(p["legacy"]),
+                             p["versions"], p["rejected"], frozenset(p["unreadable"]))
             for oid, p in found.items()}
+
+
+def _same_host(named: str, owner: str) -> None:
+    if named != owner:
+        raise BadRecord(f"it names host {named!r}, but sits under host {owner!r}'s prefix")
+
+
+def _check_other(entry: Entry, report: Callable[[str, int, str, str], object]) -> None:
+    """A VNI claim is validated (Registry reads it where it needs it); any other key under
+    the overlay's prefix is not one pynet writes."""
+    if entry.key.startswith(keys.overlay_vnis()):
+        try:
+            vni_claim(entry)
+        except BadRecord as exc:
+            report(entry.key, entry.version, "overlay VNI claim", exc.reason)
+    elif entry.key.startswith((keys.overlay_nets(), keys.overlay_hosts())):
+        report(entry.key, entry.version, "overlay key", "pynet writes no key of this shape")
+
+
+def vni_of(key: str) -> int:
+    """The VNI a key under keys.overlay_vnis() claims, or BadRecord."""
+    text = key[len(keys.overlay_vnis()):]
+    if not (text.isascii() and text.isdigit() and len(text) <= 8 and 1 <= int(text) <= VNI_MAX):
+        raise BadRecord(f"{text!r} is not a VNI (1..{VNI_MAX})")
+    return int(text)
+
+
+def vni_claim(entry: Entry) -> tuple[int, VniClaim]:
+    return vni_of(entry.key), VniClaim.from_dict(load_record(entry))
 
 
 class Registry:
@@ -85,8 +142,19 @@ class Registry:
         return view, {e.key: e for e in entries}
 
     def beats(self) -> dict[str, int]:
+        """host -> the version of its heartbeat; a heartbeat that is not one is no beat."""
         prefix = keys.overlay_alive_all()
-        return {e.key[len(prefix):]: e.version for e in self.store.list(prefix)}
+        beats = {}
+        for entry in self.store.list(prefix):
+            host = entry.key[len(prefix):]
+            try:
+                host_id(host, "key's host")
+                heartbeat(load_record(entry), host)
+            except BadRecord as exc:
+                rejected.report(entry.key, entry.version, "overlay heartbeat", exc.reason)
+                continue
+            beats[host] = entry.version
+        return beats
 
     # --- membership ----------------------------------------------------------------
     def join(self, oid: OverlayId, member: Member, *, vni: int | None, mtu: int | None,
@@ -102,7 +170,12 @@ class Registry:
             member_op = Op("cas", member_key, value, held.version) if held else Op("create", member_key, value)
             def_key = keys.overlay_def(oid.space, oid.subnet)
             others = sorted(h for h in view.members if h != self.host)
-            if view.definition is not None and not others and not view.legacy_members - {self.host}:
+            if def_key in view.rejected:  # no host can follow a definition nobody can read
+                if view.holders() - {self.host}:
+                    raise BadStoreRecord(def_key, view.rejected[def_key])
+                self._drop_unreadable_definition(oid, view, entries[def_key])
+                continue
+            if view.definition is not None and not view.holders() - {self.host}:
                 self._drop_stale_definition(oid, view.definition, entries[def_key])
                 continue
             if view.definition is None:
@@ -133,8 +206,13 @@ class Registry:
         vni_key = keys.overlay_vni(chosen)
         held = self.store.get(vni_key)
         if held is not None:
-            holder = records.load(held) or {}
-            if vni is not None and holder.get("network") == mine.network:
+            try:
+                holder = vni_claim(held)[1]
+            except BadRecord as exc:
+                if vni is None:
+                    return None, definition  # taken (by whatever it is): choose again
+                raise BadStoreRecord(vni_key, exc.reason) from None
+            if vni is not None and holder.network == mine.network:
                 # Allocated by a Swarm manager for this very network (allocate_swarm_vni):
                 # the claim stays that allocation's, freed by FreeNetwork alone.
                 ops = [Op("create", keys.overlay_def(oid.space, oid.subnet),
@@ -143,9 +221,11 @@ class Registry:
                 return ops, definition
             if vni is None:
                 return None, definition  # taken since the listing: choose again
-            if not _holds(held, oid):
-                raise Conflict(f"VNI {vni} is already used by overlay {holder.get('subnet')} "
-                               f"({holder.get('space')}); choose another -o vni, or none")
+            if not holder.holds(oid):
+                raise Conflict(f"VNI {vni} is already used by "
+                               + (f"Swarm network {holder.network[:12]}" if holder.network else
+                                  f"overlay {holder.subnet} ({holder.space})")
+                               + "; choose another -o vni, or none")
             # This overlay's own claim without a definition: left by a crash. Removed only
             # while there is still no definition (another host may be defining it now).
             self.store.transaction([Op("check_absent", keys.overlay_def(oid.space, oid.subnet)),
@@ -157,8 +237,13 @@ class Registry:
         return ops, definition
 
     def _taken_vnis(self) -> list[int]:
-        prefix = keys.overlay_vnis()
-        return [int(e.key[len(prefix):]) for e in self.store.list(prefix) if e.key[len(prefix):].isdigit()]
+        taken = []
+        for entry in self.store.list(keys.overlay_vnis()):
+            try:
+                taken.append(vni_of(entry.key))
+            except BadRecord:
+                pass  # not a VNI: takes none
+        return taken
 
     def _drop_stale_definition(self, oid: OverlayId, definition: Definition, entry: Entry) -> None:
         """A definition no host holds (the last one crashed while leaving): it and its VNI
@@ -170,38 +255,54 @@ class Registry:
             ops.append(Op("delete", vni_entry.key, version=vni_entry.version))
         self.store.transaction(ops)
 
+    def _drop_unreadable_definition(self, oid: OverlayId, view: OverlayView, entry: Entry) -> None:
+        """An unreadable definition no host holds: it and the overlay's VNI claim go (at the
+        versions read), and the joining host defines the overlay afresh."""
+        log.warning("overlay %s: removing its unreadable definition %s, which no host holds", oid, entry.key)
+        self.store.transaction([Op("delete", entry.key, version=entry.version)] +
+                               [Op("delete", e.key, version=e.version) for e in self._own_vni_claims(oid, view)])
+
     def _undo_join(self, oid: OverlayId, mine: Member):
         member_key = keys.overlay_member(oid.space, oid.subnet, self.host)
 
         def settle(store: Store) -> None:
             delete_if_unchanged(member_key, records.dump(mine.to_dict()))(store)
             view, entries = self._read(oid)
-            if not view.members and view.definition is not None and view.definition.attempt == mine.attempt:
+            if not view.holders() and view.definition is not None and view.definition.attempt == mine.attempt:
                 self._drop_stale_definition(oid, view.definition, entries[keys.overlay_def(oid.space, oid.subnet)])
         return settle
 
     def leave(self, oid: OverlayId, network: str) -> None:
         """Remove this host's member record for `network` and its peers; the last host
-        takes the definition and the VNI with it. Absent is fine."""
+        takes the definition and the VNI with it. Absent is fine. This host's own records
+        that fail validation go too (they are under its prefix, and it is leaving), and an
+        unreadable definition does not keep the last host from removing it."""
         for _ in range(MAX_ATTEMPTS):
             view, entries = self._read(oid)
-            ops = [Op("delete", keys.overlay_peer(oid.space, oid.subnet, p.host, p.endpoint),
-                      version=entries[keys.overlay_peer(oid.space, oid.subnet, p.host, p.endpoint)].version)
-                   for p in view.peers if p.host == self.host and p.network == network]
+            peers_prefix = keys.overlay_peers(oid.space, oid.subnet, self.host)
+            mine_peers = {keys.overlay_peer(oid.space, oid.subnet, p.host, p.endpoint)
+                          for p in view.peers if p.host == self.host and p.network == network}
+            mine_peers |= {k for k in view.rejected if k.startswith(peers_prefix)}
+            ops = [Op("delete", k, version=entries[k].version) for k in sorted(mine_peers)]
+            member_key = keys.overlay_member(oid.space, oid.subnet, self.host)
             mine = view.members.get(self.host)
-            if mine is not None and mine.network == network:
-                member_key = keys.overlay_member(oid.space, oid.subnet, self.host)
+            if (mine is not None and mine.network == network) or member_key in view.rejected:
                 ops.append(Op("delete", member_key, version=entries[member_key].version))
                 def_key = keys.overlay_def(oid.space, oid.subnet)
-                if len(view.members) == 1 and not view.legacy_members - {self.host} and def_key in entries:
+                if not view.holders() - {self.host} and def_key in entries:
                     ops.append(Op("delete", def_key, version=entries[def_key].version))
-                    assert view.definition is not None
-                    vni_entry = self.store.get(keys.overlay_vni(view.definition.vni))
-                    if vni_entry is not None and _holds(vni_entry, oid):
-                        ops.append(Op("delete", vni_entry.key, version=vni_entry.version))
+                    ops += [Op("delete", e.key, version=e.version) for e in self._own_vni_claims(oid, view)]
             if not ops or self.store.transaction(ops):
                 return
         raise StoreContention(f"leaving overlay {oid}: its records kept changing")
+
+    def _own_vni_claims(self, oid: OverlayId, view: OverlayView) -> list[Entry]:
+        """The overlay's own VNI claim: its definition's, or (definition unreadable) any
+        claim that names the overlay."""
+        if view.definition is not None:
+            entry = self.store.get(keys.overlay_vni(view.definition.vni))
+            return [entry] if entry is not None and _holds(entry, oid) else []
+        return [e for e in self.store.list(keys.overlay_vnis()) if _holds(e, oid)]
 
     # --- Swarm: VNIs allocated by a manager (AllocateNetwork / FreeNetwork) ----------
     def swarm_vni(self, network: str) -> int | None:
@@ -316,6 +417,9 @@ class Registry:
 
 def _holds(vni_entry: Entry, oid: OverlayId) -> bool:
     """Whether the VNI claim is the overlay's own (made by its first host's join). A Swarm
-    manager's claim (it names its network) is never: FreeNetwork alone gives it back."""
-    holder = records.load(vni_entry) or {}
-    return "network" not in holder and (holder.get("space"), holder.get("subnet")) == (oid.space, oid.subnet)
+    manager's claim (it names its network) is never: FreeNetwork alone gives it back. An
+    unreadable claim is nobody's: left alone."""
+    try:
+        return vni_claim(vni_entry)[1].holds(oid)
+    except BadRecord:
+        return False

@@ -12,6 +12,7 @@ from driver.netlink.api import Link, Netlink
 
 from . import underlay
 from .applier import PeerApplier
+from .claims import AddressClaims, LocalRecords
 from .model import DEFAULT_PORT
 from .registry import Registry
 from .watcher import PeerWatcher
@@ -37,6 +38,12 @@ class OverlayRuntime:
         self.registry = Registry(store, host, repairs or RepairQueue())
         self.applier = PeerApplier(netlink)
         self.watcher = PeerWatcher(store, self.registry, self.applier, host, settings.peer_timeout)
+
+    def wire(self, records: LocalRecords, claims: AddressClaims) -> None:
+        """The composition root's: this host's own records (what its side of each overlay
+        is) and the IPAM's claims (which host holds a peer's address)."""
+        self.watcher.records = records
+        self.watcher.claims = claims
 
     def require_shared_store(self) -> None:
         if not self.settings.shared_store:

@@ -17,12 +17,14 @@ from collections.abc import Callable
 
 from driver import naming
 from pynet.errors import BackendUnavailable
-from pynet.store import keys
+from pynet.store import keys, rejected
 from pynet.store.api import Store
 
+from .admission import Admitted, Local, admit, local_overlays
 from .applier import PeerApplier
+from .claims import AddressClaims, LocalRecords
 from .liveness import Liveness
-from .model import OverlayId
+from .model import OverlayId, OverlayView
 from .peers import Changes, desired
 from .registry import Registry
 
@@ -44,6 +46,12 @@ class PeerWatcher:
         self._dead: set[str] = set()
         self._member = False
         self._last_beat: float | None = None
+        self._failed: dict[OverlayId, str] = {}  # overlays whose last sync failed, and why
+        # This host's own records (the ledger) and the IPAM's claims: wired by the
+        # composition root. Without records no overlay is this host's; without claims no
+        # remote peer is believed.
+        self.records: LocalRecords | None = None
+        self.claims: AddressClaims | None = None
         self.syncs = 0  # completed syncs (tests wait on it)
         # Told (seconds, entries changed) after every sync: the composition root's metrics.
         self.on_synced: Callable[[float, int], None] | None = None
@@ -51,31 +59,72 @@ class PeerWatcher:
     def sync(self) -> dict[OverlayId, Changes]:
         """Bring every overlay this host is a member of to the store's current view. Reading
         and applying happen under one lock, so what the kernel gets is never older than what
-        an earlier sync applied."""
+        an earlier sync applied. This host's side of each overlay is its own records, never
+        the store's (admission.py); one overlay that fails is logged and the others go on."""
         started = time.monotonic()
         with self._lock:
             views = self.registry.views()
             beats = self.registry.beats()
+            local = self._local()
             now = self.clock()
             self.liveness.observe(beats, {h for v in views.values() for h in v.members}, now)
             self._report_deaths(now)
             done: dict[OverlayId, Changes] = {}
             was_member, self._member = self._member, False
-            for oid, view in views.items():
-                mine = view.members.get(self.host)
-                if mine is None:
+            failed: dict[OverlayId, str] = {}
+            for oid, mine in local.items():
+                # Only a made network makes this host beat: a create that fails leaves none.
+                self._member = self._member or mine.ready
+                try:
+                    changes = self._sync_one(views.get(oid) or OverlayView(oid, None, {}, ()), mine, now)
+                except BackendUnavailable:
+                    raise  # the store went away: the whole sync is retried
+                except Exception as exc:  # one overlay's trouble must not stop the others'
+                    failed[oid] = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+                    if self._failed.get(oid) != failed[oid]:
+                        log.exception("overlay %s: its peers could not be synced", oid)
                     continue
-                self._member = True
-                want = desired(view, self.host, lambda h: self.liveness.alive(h, now))
-                changes = self.applier.apply(mine.netns, mine.vxlan, naming.OVERLAY_BRIDGE, want)
                 if changes is not None:
                     done[oid] = changes
+            for oid in self._failed.keys() - failed.keys():
+                log.info("overlay %s: its peers sync again", oid)
+            self._failed = failed
             if was_member and not self._member:
                 self._retire_beat()
             self.syncs += 1
         if self.on_synced is not None:
             self.on_synced(time.monotonic() - started, sum(c.count() for c in done.values()))
         return done
+
+    def _local(self) -> dict[OverlayId, Local]:
+        if self.records is None:
+            return {}
+        return local_overlays(self.host, self.records.networks(), self.records.endpoints())
+
+    def _sync_one(self, view: OverlayView, mine: Local, now: float) -> Changes | None:
+        claims = None
+        if self.claims is not None:
+            claims = self.claims.owners(view.id.space, view.id.subnet)
+        admitted = admit(view, self.host, mine, claims)
+        self._report(view, admitted)
+        want = desired(admitted.view, self.host, lambda h: self.liveness.alive(h, now))
+        assert mine.member is not None
+        return self.applier.apply(mine.member.netns, mine.member.vxlan, naming.OVERLAY_BRIDGE, want)
+
+    def _report(self, view: OverlayView, admitted: Admitted) -> None:
+        """Each record not believed, once per version (pynet/store/rejected.py)."""
+        oid = view.id
+        for refused in admitted.refused:
+            if refused.endpoint is None:
+                key, kind = keys.overlay_member(oid.space, oid.subnet, refused.host), "overlay member"
+            else:
+                key, kind = keys.overlay_peer(oid.space, oid.subnet, refused.host, refused.endpoint), "overlay peer"
+            rejected.report(key, view.versions.get(key, 0), kind, refused.reason)
+        if admitted.own_member_differs:
+            key = keys.overlay_member(oid.space, oid.subnet, self.host)
+            rejected.report(key, view.versions.get(key, 0), "overlay member",
+                            "it differs from this host's own network record, which is what counts "
+                            "(restore or the next CreateNetwork writes it again)")
 
     def _retire_beat(self) -> None:
         """This host left its last overlay: its heartbeat key goes too (nothing of pynet's

@@ -2,7 +2,9 @@
 
 Links through the netlink adapter (driver/netlink), the firewall through its read-only
 audit (driver/firewall/audit.py), overlay peers through the overlay's own desired-state
-code (driver/overlay/peers.py). Only ready records are compared: one that is not ready
+code (driver/overlay/admission.py, peers.py): store records it ignores, records of one host
+speaking for another and clashes (two hosts giving one address or MAC) are differences too.
+Only ready records are compared: one that is not ready
 is an interrupted call that restore finishes.
 """
 from __future__ import annotations
@@ -11,9 +13,11 @@ from driver import naming
 from driver.firewall.audit import RESTART, Difference, differences
 from driver.models import READY, EndpointRecord, NetworkRecord
 from driver.netlink.api import Netlink
+from driver.overlay.admission import Local, admit, local_overlays
 from driver.overlay.peers import desired, diff
 from driver.overlay.registry import parse_views
 from driver.kinds.overlay import overlay_id
+from ipam_driver.claim_owners import ClaimOwners
 from pynet.errors import PynetError
 from pynet.store import keys
 
@@ -67,8 +71,14 @@ def check_macvlan(nl: Netlink, net: NetworkRecord) -> list[Difference]:
     return []
 
 
+STORE_FIX = ("find which host wrote it (pynet networks / docker ps on that host) and correct or delete "
+             "that key under pynet's prefix (consul kv delete); pynet ignores it meanwhile")
+CLASH_FIX = ("find which host's container really has it (pynet networks on each host); remove the other "
+             "container, or the stale record of a host that no longer has it")
+
+
 def check_overlay(nl: Netlink, net: NetworkRecord, eps: list[EndpointRecord], views: dict,
-                  host: str) -> list[Difference]:
+                  host: str, local: dict | None = None, claims=None) -> list[Difference]:
     if not net.netns:
         return []
     try:
@@ -89,10 +99,24 @@ def check_overlay(nl: Netlink, net: NetworkRecord, eps: list[EndpointRecord], vi
         if ep.host_if and inside.link(ep.host_if) is None:
             out.append(Difference(f"veth {ep.host_if} of endpoint {ep.id[:12]} is missing in {net.netns}",
                                   "restart the container"))
-    view = views.get(overlay_id(net))
-    if view is not None and host in view.members:
+    oid = overlay_id(net)
+    view = views.get(oid)
+    if view is None:
+        return out
+    mine = (local or {}).get(oid) or Local(None)
+    owners = claims.owners(oid.space, oid.subnet) if claims is not None else None
+    admitted = admit(view, host, mine, owners)
+    out += [Difference(f"overlay {oid}: store record {key} is ignored: {reason}", STORE_FIX)
+            for key, reason in sorted(view.rejected.items())]
+    out += [Difference(f"overlay {oid}: {clash.what} {clash.value} is given by hosts "
+                       f"{', '.join(clash.hosts)}: neither is programmed", CLASH_FIX)
+            for clash in admitted.clashes]
+    out += [Difference(f"overlay {oid}: {'member' if r.endpoint is None else 'endpoint ' + r.endpoint[:12]} "
+                       f"of host {r.host} is not believed: {r.reason}", STORE_FIX)
+            for r in admitted.refused if "is also given by" not in r.reason]
+    if admitted.view.members.get(host) is not None:
         # Every member counted alive: a host the watcher has withdrawn shows up here as missing.
-        changes = diff(desired(view, host, lambda h: True), inside.fdb_entries(vx_name),
+        changes = diff(desired(admitted.view, host, lambda h: True), inside.fdb_entries(vx_name),
                        inside.neighbours(naming.OVERLAY_BRIDGE))
         fix = "restart pynet, or wait for its overlay watcher (a host it judged dead is withdrawn)"
         out += [Difference(f"FDB entry missing on {vx_name}: {e.mac} -> {e.dst}", fix) for e in changes.fdb_add]
@@ -111,8 +135,11 @@ def doctor(ctx: Context, args) -> int:
     nets = [n for n in ctx.networks() if n.state == READY]
     eps = [e for e in ctx.endpoints() if e.state == READY]
     per_net = {n.id: [e for e in eps if e.network_id == n.id] for n in nets}
-    views = parse_views(ctx.store.list(keys.overlay_all())) if any(
-        n.options.type == "overlay" for n in nets) else {}
+    overlays = any(n.options.type == "overlay" for n in nets)
+    # Rejected records are reported below, as differences; not logged as the plugin does.
+    views = parse_views(ctx.store.list(keys.overlay_all()), report=lambda *_: None) if overlays else {}
+    local = local_overlays(ctx.host, ctx.networks(), ctx.endpoints()) if overlays else {}
+    claims = ClaimOwners(ctx.store)
     found: list[Difference] = []
     for net in nets:
         if net.options.type == "bridge" and net.bridge:
@@ -120,7 +147,7 @@ def doctor(ctx: Context, args) -> int:
         elif net.options.type == "macvlan":
             found += check_macvlan(nl, net)
         elif net.options.type == "overlay":
-            found += check_overlay(nl, net, per_net[net.id], views, ctx.host)
+            found += check_overlay(nl, net, per_net[net.id], views, ctx.host, local, claims)
     found += differences(nets, eps)
     named = {n.bridge for n in nets} | {n.lower for n in nets} | {e.host_if for e in eps} | \
         {e.peer_if for e in eps} | {naming.vxlan(n.id) for n in nets}

@@ -173,7 +173,10 @@ class ConsulStore:
 
     def _entry(self, item: dict[str, Any]) -> Entry:
         value = item.get("Value")  # bytes, or None for an empty value
-        return Entry(item["Key"][len(self._prefix):], value.decode() if value else "", item["ModifyIndex"])
+        # Bytes that are not UTF-8 (any host may write anything) must not fail the whole
+        # listing: they are kept as surrogates, and records.load rejects that one record.
+        text = value.decode("utf-8", "surrogateescape") if value else ""
+        return Entry(item["Key"][len(self._prefix):], text, item["ModifyIndex"])
 
     @contextmanager
     def _call(self, what: str) -> Iterator[None]:

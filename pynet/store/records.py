@@ -13,8 +13,20 @@ from .api import Entry, Store
 MAX_ATTEMPTS = 64
 
 
+class NotUtf8(ValueError):
+    """A value whose bytes are not UTF-8 (the Consul store keeps them as surrogates)."""
+
+
 def load(entry: Entry | None) -> Any:
-    return json.loads(entry.value) if entry else None
+    """The JSON value of `entry` (None for no entry); ValueError (json's, or NotUtf8) when the
+    value is not UTF-8 JSON."""
+    if entry is None:
+        return None
+    try:
+        entry.value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NotUtf8("its value is not UTF-8 text") from None
+    return json.loads(entry.value)
 
 
 def dump(value: Any) -> str:

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from driver import naming
 from driver.overlay.model import Member, OverlayId, Peer
 from driver.overlay.registry import Registry
 from pynet.errors import Conflict
@@ -21,7 +22,7 @@ def registry(open_store, host):
 
 
 def member(host, nid="n", vtep="198.18.0.11"):
-    return Member(host, nid + host, vtep, "pno-" + host, "pnx" + host)
+    return Member(host, nid + host, vtep, naming.overlay_netns(nid + host), naming.vxlan(nid + host))
 
 
 def join(reg, oid=OID, vni=None, mtu=None):

@@ -28,6 +28,7 @@ class FakeHost:
     def __init__(self, name: str, vtep: str, store: Store, netlink: FakeNetlink | None = None,
                  store_kind: str = "consul", mtu: int = 1500, **settings: Any) -> None:
         self.name, self.vtep, self.store = name, vtep, store
+        self.pools: dict[str, str] = {}  # network -> the PoolID pynet's IPAM gave it
         if netlink is None:
             netlink = FakeNetlink()
             netlink.add_device("eth0", mtu=mtu)
@@ -57,20 +58,36 @@ class FakeHost:
         return answer
 
     def create_network(self, nid: str, subnet: str | None, space: str = "LocalDefault", **options: str):
-        # Docker's IPAM hands a gateway to every network; an overlay leaves it unused.
+        # Docker's IPAM hands a gateway to every network; an overlay leaves it unused. The
+        # pool comes from pynet's IPAM, as with `--ipam-driver pynet`: the overlay believes a
+        # peer's address only when that host's claim holds it.
         gateway = f"{next(ipaddress.ip_network(subnet).hosts())}/{subnet.split('/')[1]}" if subnet else ""
         data = [{"AddressSpace": space, "Pool": subnet, "Gateway": gateway}] if subnet else []
+        if subnet and self.settings.store == "consul":
+            status, pool = self.call("IpamDriver.RequestPool", {"AddressSpace": space, "Pool": subnet})
+            if status == 200:
+                self.pools[nid] = pool["PoolID"]
         return self.call("NetworkDriver.CreateNetwork", {
             "NetworkID": nid, "Options": {GENERIC: {"type": "overlay", **options}}, "IPv4Data": data})
 
     def create_endpoint(self, nid: str, eid: str, address: str) -> Any:
+        self.claim(nid, address, eid)
         self.ok("NetworkDriver.CreateEndpoint", {"NetworkID": nid, "EndpointID": eid,
                                                  "Interface": {"Address": address}})
         return self.ok("NetworkDriver.Join", {"NetworkID": nid, "EndpointID": eid, "SandboxKey": f"/s/{eid[:6]}"})
 
-    def delete_endpoint(self, nid: str, eid: str) -> None:
+    def claim(self, nid: str, address: str, eid: str = "") -> None:
+        """RequestAddress, as dockerd does before CreateEndpoint."""
+        if nid in self.pools:
+            self.ok("IpamDriver.RequestAddress", {
+                "PoolID": self.pools[nid], "Address": address.split("/")[0],
+                "Options": {"com.docker.network.endpoint.name": eid[:12] or "c"}})
+
+    def delete_endpoint(self, nid: str, eid: str, address: str | None = None) -> None:
         self.ok("NetworkDriver.Leave", {"NetworkID": nid, "EndpointID": eid})
         self.ok("NetworkDriver.DeleteEndpoint", {"NetworkID": nid, "EndpointID": eid})
+        if address and nid in self.pools:
+            self.ok("IpamDriver.ReleaseAddress", {"PoolID": self.pools[nid], "Address": address.split("/")[0]})
 
     def sync(self):
         return self.client.overlay.sync()

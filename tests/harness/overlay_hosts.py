@@ -54,6 +54,7 @@ class SimHost:
     make_netns: Callable[..., str]
     client: AppClient = field(init=False)
     networks: list[str] = field(default_factory=list)
+    pools: dict[str, str] = field(default_factory=dict)  # network -> its PoolID
 
     def __post_init__(self) -> None:
         self.start()
@@ -77,6 +78,9 @@ class SimHost:
 
     def network(self, subnet: str, space: str = "LocalDefault", **options: str) -> str:
         nid = secrets.token_hex(32)  # dockerd makes up its own on every host
+        # The pool and, per container, the address from pynet's IPAM, as with
+        # `--ipam-driver pynet`: a peer's address is believed only under its host's claim.
+        self.pools[nid] = self.ok("IpamDriver.RequestPool", {"AddressSpace": space, "Pool": subnet})["PoolID"]
         self.ok("NetworkDriver.CreateNetwork", {
             "NetworkID": nid, "Options": {GENERIC: {"type": "overlay", **options}},
             "IPv4Data": [{"AddressSpace": space, "Pool": subnet}]})
@@ -86,11 +90,14 @@ class SimHost:
     def delete_network(self, nid: str) -> None:
         self.ok("NetworkDriver.DeleteNetwork", {"NetworkID": nid})
         self.networks.remove(nid)
+        self.ok("IpamDriver.ReleasePool", {"PoolID": self.pools.pop(nid)})
 
     def container(self, nid: str, address: str) -> Container:
         """CreateEndpoint + Join, then what dockerd does with the interface: move it into a
         new namespace, rename it eth0, address it, bring it up."""
         eid = secrets.token_hex(32)
+        self.ok("IpamDriver.RequestAddress", {"PoolID": self.pools[nid], "Address": address.split("/")[0],
+                                              "Options": {"com.docker.network.endpoint.name": eid[:12]}})
         answer = self.ok("NetworkDriver.CreateEndpoint", {
             "NetworkID": nid, "EndpointID": eid, "Interface": {"Address": address}})
         ctr = self.make_netns("c")
@@ -118,6 +125,7 @@ class SimHost:
             ipr.link("set", index=idx, ifname=naming.peer_veth(ctr.endpoint))
             ipr.link("set", index=idx, net_ns_fd=f"/run/netns/{self.ns}")
         self.ok("NetworkDriver.DeleteEndpoint", {"NetworkID": ctr.network, "EndpointID": ctr.endpoint})
+        self.ok("IpamDriver.ReleaseAddress", {"PoolID": self.pools[ctr.network], "Address": ctr.ip})
 
     def inside(self, nid: str) -> Pyroute2Netlink:
         return self.netlink.within(naming.overlay_netns(nid))

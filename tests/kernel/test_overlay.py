@@ -156,3 +156,53 @@ def test_a_restarted_plugin_reconciles_with_the_store_and_traffic_survives_its_a
                timeout=5, what="h2 reconciled after its restart")
     assert bed.pings(b, new.ip) and bed.pings(b, a.ip)
     assert (gone.mac, "198.18.0.11") not in h2.fdb(n2)
+
+
+def test_bad_and_forged_records_leave_the_real_entries_intact_while_good_peers_are_programmed(bed):
+    """Issue 17: records with a bad MAC, VTEP, address or bytes, and records of one host
+    giving another host's container's MAC or address, program nothing; the real FDB and
+    neighbour entries stay, the traffic flows, and a good peer arriving meanwhile is
+    programmed."""
+    import json
+
+    from pynet.store import keys
+
+    h1, h2 = bed.host("h1", "198.18.0.11"), bed.host("h2", "198.18.0.12")
+    n1, n2 = h1.network(SUBNET), h2.network(SUBNET)
+    a, b = h1.container(n1, "10.50.0.2/24"), h2.container(n2, "10.50.0.3/24")
+    wait_until(lambda: bed.pings(a, b.ip) and bed.pings(b, a.ip), timeout=5, what="a and b reaching each other")
+    ns1 = naming.overlay_netns(n1)
+
+    def port_of(mac):  # the port h1's bridge has `mac` on (it learnt a's from its traffic)
+        shown = bed.run(ns1, "bridge", "fdb", "show", "br", naming.OVERLAY_BRIDGE).stdout.lower().splitlines()
+        return {line.split()[2] for line in shown if line.startswith(mac.lower()) and " dev " in line}
+
+    assert port_of(a.mac) == {naming.host_veth(a.endpoint)}
+    # h2 holds 10.50.0.50 in the IPAM, so only the local-MAC rule can stop the first forgery.
+    h2.ok("IpamDriver.RequestAddress", {"PoolID": h2.pools[n2], "Address": "10.50.0.50",
+                                        "Options": {"com.docker.network.endpoint.name": "forger"}})
+
+    def put(eid, value):
+        key = keys.overlay_peer("LocalDefault", SUBNET, "h2", eid)
+        bed.store.create(key, value if isinstance(value, str) else json.dumps(value))
+
+    def peer(eid, ip, mac, vtep="198.18.0.12"):
+        return {"host": "h2", "endpoint": eid, "network": n2, "ip": ip, "mac": mac, "vtep": vtep}
+
+    put("f1" * 32, peer("f1" * 32, "10.50.0.50", a.mac))                 # a's MAC
+    put("f2" * 32, peer("f2" * 32, a.ip, "02:42:de:ad:be:ef"))            # a's address
+    put("f3" * 32, peer("f3" * 32, "10.50.0.51", 5))
+    put("f4" * 32, peer("f4" * 32, "10.50.0.52", "02:42:0a:32:00:34", "127.0.0.1"))
+    put("f5" * 32, peer("f5" * 32, "10.50.0.53", "02:42:0a:32:00:35", "198.18.0.11"))  # h1's own VTEP
+    put("f6" * 32, peer("f6" * 32, "10.50.0.255", "02:42:0a:32:00:36"))
+    put("f7" * 32, b'{"ip": "\xff"}'.decode("utf-8", "surrogateescape"))
+    put("f8" * 32, peer("f8" * 32, "10.50.0.54", "00:00:00:00:00:00"))
+    c = h2.container(n2, "10.50.0.4/24")  # a good peer arriving with them
+    wait_until(lambda: (c.ip, c.mac) in h1.neighbours(n1), timeout=5, what="c programmed on h1")
+    assert h1.neighbours(n1) == {(b.ip, b.mac), (c.ip, c.mac)}
+    assert h1.fdb(n1) == {(FLOOD_MAC, "198.18.0.12"), (b.mac, "198.18.0.12"), (c.mac, "198.18.0.12")}
+    # h2 neither gave a's address another MAC.
+    h2.client.overlay.sync()
+    assert h2.neighbours(n2) == {(a.ip, a.mac)}
+    assert bed.pings(a, b.ip) and bed.pings(a, c.ip) and bed.pings(b, a.ip) and bed.pings(c, a.ip)
+    assert port_of(a.mac) == {naming.host_veth(a.endpoint)}  # not moved to the VXLAN port

@@ -26,6 +26,7 @@ PURE = {
     "driver.options", "driver.naming", "driver.portmap", "driver.models", "driver.protocol",
     "driver.macvlan_parents", "driver.firewall.nft_rules", "driver.netlink.api",
     "driver.overlay.model", "driver.overlay.underlay", "driver.overlay.peers", "driver.overlay.liveness",
+    "driver.overlay.admission", "driver.overlay.claims",
     "ipam_driver.allocator", "ipam_driver.blocks", "ipam_driver.pool_id", "ipam_driver.options",
 }
 PURE_STDLIB = {"__future__", "abc", "bisect", "collections", "collections.abc", "dataclasses",

@@ -1,0 +1,174 @@
+"""Which of the store's overlay records this host believes (pure).
+
+The records are well formed once parsed (model.py); here they are checked against each other
+and against what this host knows for itself, because any host can write the shared store
+and no host may speak for another:
+* this host's own member is never the store's: it is built from this host's own network
+  record (so a forged member for this host cannot point one overlay's peers at another
+  overlay's device), and no other member may use one of this host's VTEPs;
+* a peer is believed only if its address is in the overlay's subnet (not its network or
+  broadcast address), its VTEP is its host's member VTEP, its address is claimed in the
+  overlay's pool by that same host (the IPAM's record), and neither its MAC nor its address
+  is one of this host's own endpoints';
+* two hosts giving one address or one MAC: neither is programmed (a conflict, reported by
+  `pynet doctor`), since the store cannot say which is right.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from driver import naming
+from driver.models import DELETING, READY, EndpointRecord, NetworkRecord
+
+from .model import Member, OverlayId, OverlayView, Peer, overlay_of
+
+
+@dataclass(frozen=True, slots=True)
+class Local:
+    """This host's side, from its own records: its member of the overlay (None: it has no
+    network on it), every VTEP address it uses, and its endpoints' MACs and addresses."""
+    member: Member | None
+    vteps: frozenset[str] = frozenset()
+    macs: frozenset[str] = frozenset()
+    ips: frozenset[str] = frozenset()
+    ready: bool = True  # False: its network is still being created
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A record not believed: whose (host, endpoint None for a member) and why."""
+    host: str
+    endpoint: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Clash:
+    """Several hosts giving one address or MAC in one overlay."""
+    what: str  # "address" or "MAC"
+    value: str
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    view: OverlayView  # only what is believed; this host's member is its own
+    refused: tuple[Refused, ...] = ()
+    clashes: tuple[Clash, ...] = ()
+    # The store's member record for this host, when it differs from this host's own.
+    own_member_differs: bool = field(default=False)
+
+
+def admit(view: OverlayView, host: str, local: Local,
+          claims: Mapping[str, str] | None) -> Admitted:
+    """The part of `view` this host believes. `claims`: address -> the host whose claim in
+    the overlay's pool it is (gateways left out); None when they could not be read, then no
+    remote peer is believed. (Swarm too: each node claims its tasks' addresses in its own
+    local pool, docs/swarm.md, besides the leader's claims in the global space.)"""
+    refused: list[Refused] = []
+    stored_own = view.members.get(host)
+    members: dict[str, Member] = {}
+    if local.member is not None:
+        members[host] = local.member
+    for other, member in view.members.items():
+        if other == host:
+            continue
+        if member.vtep in local.vteps:
+            refused.append(Refused(other, None, f"its VTEP {member.vtep} is this host's own"))
+            continue
+        members[other] = member
+    subnet = ipaddress.IPv4Network(view.id.subnet) if _is_v4(view.id.subnet) else None
+    believed: list[Peer] = []
+    for peer in view.peers:
+        if peer.host == host:
+            continue  # this host's endpoints are on its own bridge
+        member = members.get(peer.host)
+        reason = _doubt(peer, member, subnet, local, claims)
+        if reason is not None:
+            refused.append(Refused(peer.host, peer.endpoint, reason))
+        else:
+            believed.append(peer)
+    kept, clashes = _without_clashes(believed)
+    for peer in believed:
+        for clash in clashes:
+            if clash.value == (peer.ip if clash.what == "address" else peer.mac):
+                others = ", ".join(h for h in clash.hosts if h != peer.host)
+                refused.append(Refused(peer.host, peer.endpoint,
+                                       f"{clash.what} {clash.value} is also given by host {others}"))
+    differs = stored_own is not None and (local.member is None or
+                                          replace(stored_own, attempt="") != replace(local.member, attempt=""))
+    return Admitted(replace(view, members=members, peers=tuple(kept)), tuple(refused),
+                    tuple(clashes), differs)
+
+
+def _is_v4(subnet: str) -> bool:
+    try:
+        return ipaddress.ip_network(subnet).version == 4
+    except ValueError:
+        return False
+
+
+def _doubt(peer: Peer, member: Member | None, subnet: ipaddress.IPv4Network | None, local: Local,
+           claims: Mapping[str, str] | None) -> str | None:
+    """Why `peer` is not believed, or None."""
+    if member is None:
+        return "its host has no member record of this overlay"
+    ip = ipaddress.IPv4Address(peer.ip)
+    if subnet is None or ip not in subnet:
+        return f"address {ip} is outside the overlay's subnet {subnet}"
+    if subnet.prefixlen < 31 and ip in (subnet.network_address, subnet.broadcast_address):
+        return f"address {ip} is the network or broadcast address of {subnet}"
+    if peer.vtep != member.vtep:
+        return f"VTEP {peer.vtep} is not its host's member VTEP {member.vtep}"
+    if peer.mac in local.macs:
+        return f"MAC {peer.mac} is one of this host's endpoints'"
+    if peer.ip in local.ips:
+        return f"address {ip} is one of this host's endpoints'"
+    if claims is None:
+        return "the overlay's address claims could not be read"
+    holder = claims.get(peer.ip)
+    if holder is None:
+        return f"address {ip} is not claimed in the overlay's pool"
+    if holder != peer.host:
+        return f"address {ip} is claimed by host {holder}, not {peer.host}"
+    return None
+
+
+def _without_clashes(peers: list[Peer]) -> tuple[list[Peer], list[Clash]]:
+    """The peers whose address and MAC no other host gives, and the clashes."""
+    by_ip: dict[str, set[str]] = {}
+    by_mac: dict[str, set[str]] = {}
+    for peer in peers:
+        by_ip.setdefault(peer.ip, set()).add(peer.host)
+        by_mac.setdefault(peer.mac, set()).add(peer.host)
+    clashes = [Clash("address", ip, tuple(sorted(hosts))) for ip, hosts in sorted(by_ip.items()) if len(hosts) > 1]
+    clashes += [Clash("MAC", mac, tuple(sorted(hosts))) for mac, hosts in sorted(by_mac.items()) if len(hosts) > 1]
+    bad_ips = {c.value for c in clashes if c.what == "address"}
+    bad_macs = {c.value for c in clashes if c.what == "MAC"}
+    return [p for p in peers if p.ip not in bad_ips and p.mac not in bad_macs], clashes
+
+
+def local_overlays(host: str, networks: Iterable[NetworkRecord],
+                   endpoints: Iterable[EndpointRecord]) -> dict[OverlayId, Local]:
+    """This host's side of each overlay it has a network on, from its own records alone
+    (a network being created counts: CreateNetwork programs its peers before it answers;
+    one being deleted does not)."""
+    nets = [n for n in networks if n.options.type == "overlay" and n.state != DELETING
+            and n.netns and n.vtep]
+    eps = list(endpoints)
+    vteps = frozenset(n.vtep for n in nets if n.vtep)
+    macs = frozenset(ep.mac.lower() for ep in eps if ep.mac)
+    found: dict[OverlayId, Local] = {}
+    # A ready network first: if a stale attempt names the same overlay, the ready one wins.
+    for net in sorted(nets, key=lambda n: n.state != READY):
+        oid = overlay_of(net.subnets, net.address_space)
+        if oid is None or oid in found:
+            continue
+        assert net.netns is not None and net.vtep is not None
+        member = Member(host, net.id, net.vtep, net.netns, naming.vxlan(net.id))
+        ips = frozenset(str(ipaddress.ip_interface(a).ip) for ep in eps if ep.network_id == net.id
+                        for a in ep.addresses)
+        found[oid] = Local(member, vteps, macs, ips, net.state == READY)
+    return found
