@@ -47,6 +47,17 @@ class Batch:
         return self
 
 
+def eid(tag: str, i: int = 0) -> str:
+    """An endpoint ID of Docker's shape (64 hex characters), different per tag and index."""
+    return (tag.encode().hex() + f"{i:04x}").ljust(64, "0")[:64]
+
+
+def peer_record(good: dict, host: str, endpoint: str, **fields: object) -> dict:
+    """The good peer record moved to `host` and `endpoint` (the ones its key will name), with
+    `fields` changed: the only faults are the ones asked for."""
+    return {**good, "host": host, "endpoint": endpoint, **fields}
+
+
 BAD_MACS = [7, None, "zz:zz:zz:zz:zz:zz", "01:00:5e:00:00:05", "ff:ff:ff:ff:ff:ff",
             "00:00:00:00:00:00", "", "02:42:0a", ["02:42:0a:4d:00:09"], {"mac": 1}, 0x0242]
 BAD_VTEPS = ["localhost", "fd00::1", "300.1.1.1", "127.0.0.1", "224.0.0.5", "0.0.0.0",
@@ -69,12 +80,14 @@ def handmade(s: Scene) -> list[Batch]:
 
     b = Batch("peer MACs: a number, null, 'zz:..', multicast, broadcast, zero")
     for i, mac in enumerate(BAD_MACS):
-        b.put(peer_key(ph, sp, X, f"badmac{i:02d}" + "0" * 56), {**good_p, "endpoint": f"badmac{i:02d}", "mac": mac})
+        e = eid("mac", i)
+        b.put(peer_key(ph, sp, X, e), peer_record(good_p, ph, e, mac=mac))
     batches.append(b)
 
     b = Batch("peer IPs: a list, '', 10.77.0.300, outside the subnet, network, broadcast, IPv6")
     for i, ip in enumerate(bad_ips(X)):
-        b.put(peer_key(ph, sp, X, f"badip{i:02d}" + "0" * 57), {**good_p, "endpoint": f"badip{i:02d}", "ip": ip})
+        e = eid("ip", i)
+        b.put(peer_key(ph, sp, X, e), peer_record(good_p, ph, e, ip=ip))
     batches.append(b)
 
     b = Batch("VTEPs: localhost, fd00::1, 300.1.1.1, loopback, multicast, unspecified, "
@@ -82,40 +95,46 @@ def handmade(s: Scene) -> list[Batch]:
     for i, vtep in enumerate(BAD_VTEPS + [s.self_vtep]):
         host = f"hs-vtep{i:02d}"
         b.put(member_key(host, sp, X), {**good_m, "host": host, "vtep": vtep})
-        b.put(peer_key(host, sp, X, "e" * 64), {**good_p, "host": host, "vtep": vtep})
+        b.put(peer_key(host, sp, X, eid("vtep", i)), peer_record(good_p, host, eid("vtep", i), vtep=vtep))
+        # The fake host's member is good: only the peer's own VTEP is wrong.
+        e = eid("pvtep", i)
+        b.put(peer_key(ph, sp, X, e), peer_record(good_p, ph, e, vtep=vtep))
     batches.append(b)
 
     b = Batch("bytes that are not UTF-8, and records that are not JSON objects")
-    b.put(peer_key(ph, sp, X, "f0" * 32), b"\xff\xfe\x00\x9c garbage")
-    b.put(peer_key(ph, sp, X, "f1" * 32), json.dumps(good_p).encode().replace(b'"mac"', b'"m\xe9c"'))
-    b.put(peer_key(ph, sp, X, "f2" * 32), b'{"host": "hs-peer", "ip": ')
-    b.put(peer_key(ph, sp, X, "f3" * 32), b"")
-    b.put(peer_key(ph, sp, X, "f4" * 32), b"null")
-    b.put(peer_key(ph, sp, X, "f5" * 32), b"[1, 2, 3]")
-    b.put(peer_key(ph, sp, X, "f6" * 32), b'"a string"')
-    b.put(peer_key(ph, sp, X, "f7" * 32), b"1e999")
+    e = eid("utf", 1)
+    b.put(peer_key(ph, sp, X, eid("utf", 0)), b"\xff\xfe\x00\x9c garbage")
+    b.put(peer_key(ph, sp, X, e), json.dumps(peer_record(good_p, ph, e)).encode().replace(b'"mac"', b'"m\xe9c"'))
+    e = eid("utf", 2)
+    b.put(peer_key(ph, sp, X, e), json.dumps(peer_record(good_p, ph, e, mac="02:42:0a:4d:ab:02"))
+          .encode().replace(b"02:42:0a:4d:ab:02", b"02:42:0a:4d:ab:\xff"))
+    for i, raw in enumerate([b'{"host": "hs-peer", "ip": ', b"", b"null", b"[1, 2, 3]", b'"a string"',
+                             b"1e999", b"NaN"]):
+        b.put(peer_key(ph, sp, X, eid("json", i)), raw)
     b.put(member_key("hs-bytes", sp, X), b"\xc3\x28\xa0\xa1")
-    b.put(peer_key("hs-bytes", sp, X, "f8" * 32), b"\x00" * 64)
+    b.put(peer_key("hs-bytes", sp, X, eid("bytes")), b"\x00" * 64)
     b.put(alive_key("hs-bytes"), b"\xff\xff")
     b.put(f"v1/overlay/hosts/{ph}/peers/{sp}", {**good_p, "endpoint": "short"})  # a key too short
     b.put(f"v1/overlay/hosts/{ph}/members/{sp}/{X.replace('/', '_')}/extra", good_m)
-    b.put(f"v1/overlay/hosts/{ph}/peers/{sp}/not-a-cidr/{'f9' * 32}", good_p)
+    b.put(f"v1/overlay/hosts/{ph}/peers/{sp}/not-a-cidr/{eid('cidr')}", peer_record(good_p, ph, eid("cidr")))
+    # The good record itself under another endpoint ID than it names.
+    b.put(peer_key(ph, sp, X, eid("other")), {**good_p})
     batches.append(b)
 
     ip0, mac0 = s.local[0]
     b = Batch("peers claiming a local container's MAC or IP")
     # The local address, held by this host: not the fake host's to publish.
-    b.put(peer_key(ph, sp, X, "c0" * 32), {**good_p, "endpoint": "c0" * 32, "ip": ip0,
-                                            "mac": "02:42:aa:bb:cc:01"})
+    b.put(peer_key(ph, sp, X, eid("local", 0)), peer_record(good_p, ph, eid("local", 0), ip=ip0,
+                                                            mac="02:42:aa:bb:cc:01"))
     # An address the fake host does hold, but with a MAC of this host's own endpoint.
-    b.put(peer_key(ph, sp, X, "c1" * 32), {**good_p, "endpoint": "c1" * 32, "ip": s.spare_ip,
-                                            "mac": mac0})
+    b.put(peer_key(ph, sp, X, eid("local", 1)), peer_record(good_p, ph, eid("local", 1), ip=s.spare_ip,
+                                                            mac=mac0))
     # Both at once, and the upper-case spelling of a local MAC.
-    b.put(peer_key(ph, sp, X, "c2" * 32), {**good_p, "endpoint": "c2" * 32, "ip": s.local[1][0],
-                                            "mac": s.local[1][1].upper()})
+    b.put(peer_key(ph, sp, X, eid("local", 2)), peer_record(good_p, ph, eid("local", 2), ip=s.local[1][0],
+                                                            mac=s.local[1][1].upper()))
     # An address whose claim record is junk: nobody can be shown to hold it.
-    b.put(peer_key(ph, sp, X, "c3" * 32), {**good_p, "endpoint": "c3" * 32, "ip": s.junk_claim_ip,
-                                            "mac": "02:42:aa:bb:cc:03"})
+    b.put(peer_key(ph, sp, X, eid("local", 3)), peer_record(good_p, ph, eid("local", 3), ip=s.junk_claim_ip,
+                                                            mac="02:42:aa:bb:cc:03"))
     b.put(addr_key(sp, X, s.junk_claim_ip), b"{not json")
     batches.append(b)
 
@@ -129,20 +148,21 @@ def handmade(s: Scene) -> list[Batch]:
 
     b = Batch("forged records under another host's prefix with a mismatched host field")
     b.put(member_key("hs-third", sp, X), {**good_m, "vtep": "198.18.201.4"})  # says hs-peer
-    b.put(peer_key("hs-third", sp, X, "d0" * 32), {**good_p, "endpoint": "d0" * 32,
-                                                   "mac": "02:42:aa:bb:cc:d0"})
-    b.put(peer_key(ph, sp, X, "d1" * 32), {**good_p, "host": "hs-third", "endpoint": "d1" * 32,
-                                           "mac": "02:42:aa:bb:cc:d1", "ip": s.spare_ip})
-    b.put(peer_key(ph, sp, X, "d2" * 32), {**good_p, "host": s.self_host, "endpoint": "d2" * 32,
-                                           "ip": ip0, "mac": mac0})
+    b.put(peer_key("hs-third", sp, X, eid("third", 0)),  # says hs-peer
+          peer_record(good_p, ph, eid("third", 0), mac="02:42:aa:bb:cc:d0", ip=s.spare_ip))
+    b.put(peer_key(ph, sp, X, eid("third", 1)),
+          peer_record(good_p, "hs-third", eid("third", 1), mac="02:42:aa:bb:cc:d1", ip=s.spare_ip))
+    b.put(peer_key(ph, sp, X, eid("third", 2)),
+          peer_record(good_p, s.self_host, eid("third", 2), ip=ip0, mac=mac0, vtep=s.self_vtep))
     batches.append(b)
 
     b = Batch("the old layout: member and peer keys under the shared prefix")
     b.put(old_member_key("hs-old", sp, X), {**good_m, "host": "hs-old", "vtep": "198.18.201.5"})
-    b.put(old_peer_key("hs-old", sp, X, "b0" * 32), {**good_p, "host": "hs-old", "endpoint": "b0" * 32,
-                                                     "ip": s.spare_ip, "mac": "02:42:aa:bb:cc:b0"})
-    b.put(old_peer_key(ph, sp, X, "b1" * 32), {**good_p, "endpoint": "b1" * 32, "ip": s.spare_ip,
-                                               "mac": "02:42:aa:bb:cc:b1"})
+    b.put(old_peer_key("hs-old", sp, X, eid("old", 0)),
+          peer_record(good_p, "hs-old", eid("old", 0), ip=s.spare_ip, mac="02:42:aa:bb:cc:b0", vtep="198.18.201.5"))
+    # The fake host's own, where only the old layout had it: the spare address it holds.
+    b.put(old_peer_key(ph, sp, X, eid("old", 1)),
+          peer_record(good_p, ph, eid("old", 1), ip=s.spare_ip, mac="02:42:aa:bb:cc:b1"))
     batches.append(b)
 
     b = Batch("junk definitions, VNI claims and heartbeats of overlays this host does not have")
@@ -160,7 +180,7 @@ def handmade(s: Scene) -> list[Batch]:
 
 # --- generated -----------------------------------------------------------------------------
 def _mutate_peer(rng: random.Random, s: Scene, i: int) -> dict | bytes | list | str | int | None:
-    record: dict = {**s.good_peer, "endpoint": f"g{i:05d}".ljust(64, "0")}
+    record: dict = peer_record(s.good_peer, s.peer_host, eid("gen", i))
     field_bad = {
         "mac": lambda: rng.choice(BAD_MACS),
         "ip": lambda: rng.choice(bad_ips(s.subnet) + [s.local[0][0], s.local[1][0]]),
@@ -224,16 +244,16 @@ def generated(rng: random.Random, s: Scene, count: int, batch: int) -> Batch:
         roll = rng.random()
         if roll < 0.6:
             record = _mutate_peer(rng, s, n)
-            key = peer_key(s.peer_host, s.space, s.subnet, f"g{n:05d}".ljust(64, "0"))
+            key = peer_key(s.peer_host, s.space, s.subnet, eid("gen", n))
         elif roll < 0.85:
             host = f"hs-gen{n}"
             record = _mutate_member(rng, s, host)
             key = member_key(host, s.space, s.subnet)
-            b.put(peer_key(host, s.space, s.subnet, f"h{n:05d}".ljust(64, "0")),
-                  _raw(rng, {**s.good_peer, "host": host, "endpoint": f"h{n:05d}",
-                             "mac": "02:42:0c:00:%02x:%02x" % (n // 256 % 256, n % 256)}))
+            b.put(peer_key(host, s.space, s.subnet, eid("genh", n)),
+                  _raw(rng, peer_record(s.good_peer, host, eid("genh", n), vtep=record.get("vtep"),
+                                        mac="02:42:0c:00:%02x:%02x" % (n // 256 % 256, n % 256))))
         else:
             record = rng.choice([None, 5, "x", [s.good_peer], {"host": s.peer_host}, {}])
-            key = peer_key(s.peer_host, s.space, s.subnet, f"j{n:05d}".ljust(64, "0"))
+            key = peer_key(s.peer_host, s.space, s.subnet, eid("junk", n))
         b.put(key, _raw(rng, record))
     return b
