@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from pynet.errors import BackendUnavailable, Conflict
+from pynet.errors import BackendUnavailable, BadRecord, Conflict, StoreContention
 from pynet.repair import RepairQueue
-from pynet.store import keys, records
-from pynet.store.api import Op, Store
+from pynet.store import bad_records, keys, records
+from pynet.store.api import Entry, Op, Store
 from pynet.store.fenced import FencedWrites, claim_id
 
-from . import naming
+from . import models, naming
 from .models import READY, EndpointRecord, NetworkRecord
 
 log = logging.getLogger(__name__)
@@ -47,21 +47,24 @@ class Ledger:
         self.writes = FencedWrites(store, host, self.repairs, keys.driver_fence(host))
 
     # --- reading -------------------------------------------------------------------
+    # One bad record (written by another client) never hides the others: a listing skips
+    # it (logged once per key and version, counted); a call that needs exactly that record
+    # answers BadRecord naming its key.
     def network(self, nid: str) -> NetworkRecord | None:
-        data = records.read(self.store, keys.network(self.host, nid))
-        return NetworkRecord.from_dict(data) if data else None
+        entry = self.store.get(keys.network(self.host, nid))
+        return None if entry is None else network_at(entry)
 
     def networks(self) -> list[NetworkRecord]:
-        return [NetworkRecord.from_dict(records.load(e))
-                for e in self.store.list(keys.networks(self.host))]
+        return list(bad_records.readable(self.store.list(keys.networks(self.host)), network_at,
+                                         "network"))
 
     def endpoint(self, nid: str, eid: str) -> EndpointRecord | None:
-        data = records.read(self.store, keys.endpoint(self.host, nid, eid))
-        return EndpointRecord.from_dict(data) if data else None
+        entry = self.store.get(keys.endpoint(self.host, nid, eid))
+        return None if entry is None else endpoint_at(entry)
 
     def endpoints(self, nid: str | None = None) -> list[EndpointRecord]:
-        return [EndpointRecord.from_dict(records.load(e))
-                for e in self.store.list(keys.endpoints(self.host, nid))]
+        return list(bad_records.readable(self.store.list(keys.endpoints(self.host, nid)),
+                                         endpoint_at, "endpoint"))
 
     # --- networks ------------------------------------------------------------------
     def begin_network(self, net: NetworkRecord) -> NetworkRecord:
@@ -86,10 +89,10 @@ class Ledger:
         return changed
 
     def forget_network(self, net: NetworkRecord) -> None:
-        """Delete the record and release its names (absent is fine); the last network
-        takes the host's fence with it."""
-        self.store.delete(keys.network(self.host, net.id))
-        self._release_names(network_names(net), {"network": net.id})
+        """Delete the record and release its names (absent is fine) in one transaction, so
+        a crash can never leave a name held by no record; the last network takes the host's
+        fence with it."""
+        self._forget(keys.network(self.host, net.id), network_names(net), {"network": net.id})
         self._retire_if_idle()
 
     def _retire_if_idle(self) -> None:
@@ -130,8 +133,8 @@ class Ledger:
                        lambda _current: ep.to_dict(), f"saving endpoint {ep.id[:12]}")
 
     def forget_endpoint(self, ep: EndpointRecord) -> None:
-        self.store.delete(keys.endpoint(self.host, ep.network_id, ep.id))
-        self._release_names(endpoint_names(ep), {"network": ep.network_id, "endpoint": ep.id})
+        self._forget(keys.endpoint(self.host, ep.network_id, ep.id), endpoint_names(ep),
+                     {"network": ep.network_id, "endpoint": ep.id})
 
     def forget_endpoint_later(self, ep: EndpointRecord) -> None:
         self.repairs.add(f"removing the record of endpoint {ep.id[:12]} (attempt {ep.attempt})",
@@ -156,7 +159,8 @@ class Ledger:
         for (space, name), owner in wanted:
             key = keys.host_name(self.host, space, name)
             if not self.store.create(key, records.dump(owner)):
-                holder = records.read(self.store, key)
+                entry = self.store.get(key)
+                holder = None if entry is None else _owner(entry)
                 if holder != owner:
                     log.error("%s name %s of %s is also held by %s", space, name, owner, holder)
 
@@ -164,14 +168,26 @@ class Ledger:
         ops = [Op("create", key, records.dump(value))]
         ops += [Op("create", keys.host_name(self.host, space, name), records.dump(owner))
                 for space, name in names]
-        if self.writes.transaction(ops, lambda _store: settle(), f"begin {what} {value['attempt']}"):
-            return
-        if self.store.get(key) is not None:
-            raise Conflict(f"{what} was created concurrently")
-        for space, name in names:
-            holder = records.read(self.store, keys.host_name(self.host, space, name))
-            if holder is not None and holder != owner:
-                raise Conflict(_taken(space, name, holder))
+        for attempt in range(2):
+            if self.writes.transaction(ops, lambda _store: settle(),
+                                       f"begin {what} {value['attempt']}"):
+                return
+            if self.store.get(key) is not None:
+                raise Conflict(f"{what} was created concurrently")
+            orphans = False
+            for space, name in names:
+                held = self.store.get(keys.host_name(self.host, space, name))
+                if held is None:
+                    continue
+                holder = _owner(held)
+                if holder is None:
+                    raise BadRecord(held.key, "a kernel name's owner must be a JSON object")
+                if holder != owner:
+                    raise Conflict(_taken(space, name, holder))
+                orphans = True  # this very record's name, left by a deletion interrupted
+            if not orphans or attempt:
+                break
+            self.release_orphan_names()
         raise Conflict(f"{what}: its records changed concurrently; try again")
 
     def _commit(self, key: str, value: dict, settle, what: str) -> None:
@@ -182,12 +198,67 @@ class Ledger:
         if not self.writes.transaction(ops, lambda _store: settle(), f"commit {what} {value['attempt']}"):
             raise Conflict(f"the record of {what} changed while it was being made")
 
-    def _release_names(self, names: list[Name], owner: dict) -> None:
-        for space, name in names:
-            key = keys.host_name(self.host, space, name)
+    def _forget(self, key: str, names: list[Name], owner: dict) -> None:
+        """The record at key and the names owner holds, all in one transaction (each at the
+        version read, so a name taken by another record meanwhile stays)."""
+        for _ in range(records.MAX_ATTEMPTS):
+            ops = []
             entry = self.store.get(key)
-            if entry is not None and records.load(entry) == owner:
-                self.store.delete(key, entry.version)
+            if entry is not None:
+                ops.append(Op("delete", key, version=entry.version))
+            for space, name in names:
+                held = self.store.get(keys.host_name(self.host, space, name))
+                if held is not None and _owner(held) == owner:
+                    ops.append(Op("delete", held.key, version=held.version))
+            if not ops or self.store.transaction(ops):
+                return
+        raise StoreContention(f"gave up removing {key}: it or its names kept changing")
+
+    def release_orphan_names(self) -> list[str]:
+        """Restore: names whose record is gone (a pynet before one-transaction deletes, killed
+        between the two steps) are released, each only while its record is still absent.
+        Without this the same NetworkID, which Swarm nodes reuse, is refused for good."""
+        released = []
+        for entry in self.store.list(keys.host_names(self.host)):
+            owner = _owner(entry)
+            if owner is None:
+                continue  # not readable: not provably an orphan
+            nid, eid = owner.get("network"), owner.get("endpoint")
+            if not isinstance(nid, str) or not (eid is None or isinstance(eid, str)):
+                continue
+            record = keys.network(self.host, nid) if eid is None else keys.endpoint(self.host, nid, eid)
+            if self.store.get(record) is not None:
+                continue
+            if self.store.transaction([Op("check_absent", record),
+                                       Op("delete", entry.key, version=entry.version)]):
+                log.warning("released name %s: its record %s is gone (a deletion interrupted)",
+                            entry.key, record)
+                released.append(entry.key)
+        return released
+
+
+def network_at(entry: Entry) -> NetworkRecord:
+    """The network record at entry, or BadRecord naming the key."""
+    net = models.decode(NetworkRecord, entry.key, records.checked_load(entry))
+    if entry.key.rsplit("/", 1)[-1] != net.id:
+        raise BadRecord(entry.key, f"it describes another network ({net.id[:12]})")
+    return net
+
+
+def endpoint_at(entry: Entry) -> EndpointRecord:
+    """The endpoint record at entry, or BadRecord naming the key."""
+    ep = models.decode(EndpointRecord, entry.key, records.checked_load(entry))
+    if not entry.key.endswith(f"/{ep.network_id}/{ep.id}"):
+        raise BadRecord(entry.key, f"it describes another endpoint ({ep.network_id[:12]}/{ep.id[:12]})")
+    return ep
+
+
+def _owner(entry: Entry) -> dict | None:
+    try:
+        owner = records.checked_load(entry)
+    except BadRecord:
+        return None
+    return owner if isinstance(owner, dict) else None
 
 
 def _taken(space: str, name: str, holder: dict) -> str:

@@ -1,7 +1,17 @@
-"""What pynet records about networks and endpoints (pure data, JSON round-trip)."""
+"""What pynet records about networks and endpoints (pure data, JSON round-trip).
+
+Records are read from a store other clients can write, so from_dict checks every field
+once, here, at the edge of the model: a wrong type, a bad address, MAC or CIDR raises
+ValueError naming the field, and decode() turns it into BadRecord naming the key.
+"""
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pynet.errors import BadRecord
 
 from .options import NetworkOptions
 from .portmap import PortBinding
@@ -13,6 +23,143 @@ DEFAULT_MTU = 1500
 # kernel objects go. Restore finishes what a crash interrupted: a record that is not ready
 # has its kernel objects removed and goes.
 CREATING, READY, DELETING = "creating", "ready", "deleting"
+STATES = (CREATING, READY, DELETING)
+
+_ID = re.compile(r"[A-Za-z0-9]{1,128}", re.ASCII)
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", re.ASCII)
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "type": (str,), "mtu": (int, type(None)), "iface_prefix": (str,),
+    "bridge_name": (str, type(None)), "parent": (str, type(None)),
+    "macvlan_mode": (str, type(None)), "internal": (bool,), "ipv6": (bool,),
+    "masquerade": (bool,), "icc": (bool,), "host_binding_ipv4": (str, type(None)),
+    "vni": (int, type(None)),
+}
+
+
+# --- field checks: each raises ValueError naming the field ----------------------------
+def _object(value: Any, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name!r} must be an object, got {type(value).__name__}")
+    return value
+
+
+_REQUIRED: Any = object()
+
+
+def _text(data: dict, name: str, default: Any = _REQUIRED, optional: bool = False) -> Any:
+    """A string field (optional: null too); a missing one is `default`, or an error."""
+    if name not in data:
+        if default is _REQUIRED:
+            raise ValueError(f"missing field {name!r}")
+        return default
+    value = data[name]
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name!r} must be a string, got {value!r:.60}")
+    return value
+
+
+def _flag(data: dict, name: str, default: bool) -> bool:
+    value = data.get(name, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name!r} must be true or false, got {value!r:.60}")
+    return value
+
+
+def _number(data: dict, name: str, low: int, high: int) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name!r} must be a number from {low} to {high}, got {value!r:.60}")
+    return value
+
+
+def _id(data: dict, name: str) -> str:
+    value = _text(data, name)
+    if not _ID.fullmatch(value):
+        raise ValueError(f"{name!r} must be an ID of letters and digits, got {value!r:.60}")
+    return value
+
+
+def _state(data: dict) -> str:
+    value = _text(data, "state", READY)
+    if value not in STATES:
+        raise ValueError(f"'state' must be one of {', '.join(STATES)}, got {value!r:.60}")
+    return value
+
+
+def _list(data: dict, name: str, check) -> tuple:
+    value = data.get(name, [])
+    if not isinstance(value, (list, tuple)):  # tuple: a record not yet through JSON
+        raise ValueError(f"{name!r} must be a list, got {type(value).__name__}")
+    return tuple(check(item, name) for item in value)
+
+
+def _interface(text: Any, name: str) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"{name!r} must hold addresses as strings, got {text!r:.60}")
+    try:
+        ipaddress.ip_interface(text)
+        return text
+    except ValueError:
+        raise ValueError(f"{name!r}: {text!r:.60} is not an address with a prefix length") from None
+
+
+def _subnet(text: Any, name: str) -> str:
+    if not isinstance(text, str):
+        raise ValueError(f"{name!r} must hold subnets as strings, got {text!r:.60}")
+    try:
+        ipaddress.ip_network(text)
+    except ValueError:
+        raise ValueError(f"{name!r}: {text!r:.60} is not a subnet (CIDR)") from None
+    return text
+
+
+def _address(data: dict, name: str) -> str | None:
+    value = _text(data, name, None, optional=True)
+    if value is not None:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{name!r}: {value!r:.60} is not an IP address") from None
+    return value
+
+
+def _options(value: Any) -> NetworkOptions:
+    data = _object(value, "options")
+    for name, types in _OPTION_TYPES.items():
+        if name in data and (not isinstance(data[name], types)
+                             or (bool not in types and isinstance(data[name], bool))):
+            raise ValueError(f"option {name!r} has the wrong type: {data[name]!r:.60}")
+    return NetworkOptions.from_dict(data)
+
+
+def _binding(value: Any, name: str) -> PortBinding:
+    data = _object(value, name)
+    proto = _text(data, "proto")
+    if proto not in ("tcp", "udp"):
+        raise ValueError(f"{name!r}: protocol {proto!r:.20} is not tcp or udp")
+    ports = {f: _number(data, f, 0, 65535) for f in
+             ("container_port", "host_port", "host_port_start", "host_port_end")}
+    if any(p is None for p in ports.values()):
+        raise ValueError(f"{name!r}: every port must be given")
+    for ip in ("container_ip", "host_ip"):
+        if _address(data, ip) is None:
+            raise ValueError(f"{name!r}: {ip!r} must be given")
+    return PortBinding(proto=proto, container_ip=data["container_ip"], host_ip=data["host_ip"],
+                       **ports)  # type: ignore[arg-type]
+
+
+def decode(cls, key: str, data: Any):
+    """cls.from_dict(data) for the record at key, or BadRecord naming the key and the reason."""
+    if not isinstance(data, dict):
+        raise BadRecord(key, f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return cls.from_dict(data)
+    except ValueError as exc:
+        raise BadRecord(key, str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +201,21 @@ class NetworkRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkRecord":
+        """The record, every field checked (ValueError naming the first that is wrong)."""
+        if "options" not in data:
+            raise ValueError("missing field 'options'")
         return cls(
-            id=data["id"], options=NetworkOptions.from_dict(data["options"]),
-            bridge=data.get("bridge"), bridge_created=data.get("bridge_created", False),
-            gateways=tuple(data.get("gateways", ())), subnets=tuple(data.get("subnets", ())),
-            lower=data.get("lower"), lower_created=data.get("lower_created", False),
-            state=data.get("state", READY), attempt=data.get("attempt", ""),
-            address_space=data.get("address_space", ""), netns=data.get("netns"),
-            vni=data.get("vni"), vtep=data.get("vtep"), link_mtu=data.get("link_mtu"),
+            id=_id(data, "id"), options=_options(data["options"]),
+            bridge=_text(data, "bridge", None, optional=True),
+            bridge_created=_flag(data, "bridge_created", False),
+            gateways=_list(data, "gateways", _interface), subnets=_list(data, "subnets", _subnet),
+            lower=_text(data, "lower", None, optional=True),
+            lower_created=_flag(data, "lower_created", False),
+            state=_state(data), attempt=_text(data, "attempt", ""),
+            address_space=_text(data, "address_space", ""),
+            netns=_text(data, "netns", None, optional=True),
+            vni=_number(data, "vni", 1, 16777215), vtep=_address(data, "vtep"),
+            link_mtu=_number(data, "link_mtu", 68, 65535),
         )
 
 
@@ -96,5 +250,19 @@ class EndpointRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> "EndpointRecord":
-        return cls(**{**data, "addresses": tuple(data["addresses"]),
-                      "published": tuple(PortBinding.from_dict(p) for p in data.get("published", ()))})
+        """The record, every field checked (ValueError naming the first that is wrong)."""
+        if "addresses" not in data:
+            raise ValueError("missing field 'addresses'")
+        mac = _text(data, "mac")
+        if not _MAC.fullmatch(mac):
+            raise ValueError(f"'mac' {mac!r:.40} is not a MAC address (xx:xx:xx:xx:xx:xx)")
+        return cls(
+            network_id=_id(data, "network_id"), id=_id(data, "id"),
+            host_if=_text(data, "host_if", None, optional=True), peer_if=_text(data, "peer_if"),
+            addresses=_list(data, "addresses", _interface), mac=mac,
+            sandbox=_text(data, "sandbox", None, optional=True),
+            options=dict(_object(data.get("options", {}), "options")),
+            published=_list(data, "published", _binding),
+            kind=_text(data, "kind", "bridge"), state=_state(data),
+            attempt=_text(data, "attempt", ""),
+        )

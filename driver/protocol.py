@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pynet.errors import BadRequest
+from pynet.store.segments import segment_problem
 from pynet.wire import Body, printable
 
 from .options import NetworkOptions, parse_network_options
@@ -66,6 +67,11 @@ def _address_space(entries: list) -> str:
         if space is not None and not isinstance(space, str):
             raise BadRequest(f"IPv4Data AddressSpace must be a string, got {printable(space)}")
         if space:
+            # It becomes a store key level of an overlay's records (pynet/store/segments.py).
+            problem = segment_problem(space)
+            if problem is not None:
+                raise BadRequest(f"IPv4Data AddressSpace {printable(space)} is not a valid address "
+                                 f"space name: {problem}")
             spaces.add(space)
     if len(spaces) > 1:
         raise BadRequest("IPv4Data names more than one address space: "

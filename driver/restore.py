@@ -37,6 +37,9 @@ def restore(service: NetworkService, netlink: Netlink) -> None:
             service.remove_endpoint(ready[ep.network_id], ep)
         else:
             by_network[ep.network_id].append(ep)
+    # Names whose record is gone: a deletion killed between its two steps by a pynet from
+    # before they were one transaction (ledger.Ledger.forget_network).
+    ledger.release_orphan_names()
     owned: set[str] = set()
     for type_name, kind in service.kinds.items():
         mine = [n for n in ready.values() if n.options.type == type_name]

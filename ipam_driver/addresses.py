@@ -17,7 +17,7 @@ from pynet.store.api import Entry, Store
 from . import allocator, blocks, models
 from .allocator import Address, Interface, Network
 from pynet.store.fenced import FencedCreates, FencedWrites, claim_id
-from .hostblocks import HostBlocks, used_addresses
+from .hostblocks import HostBlocks, addresses_in, used_addresses
 from .models import AddressClaim, claimed_ip
 from .pool_id import PoolId
 from .pools import GLOBAL_SPACE, Pools
@@ -68,7 +68,7 @@ class Addresses:
             entries = self.store.list(keys.ipam_addrs(pool_id.space, str(pool_id.pool)))
             ip = _gateway_in(entries)
             if ip is None:
-                used = {int(claimed_ip(e)) for e in entries}
+                used = addresses_in(entries)
                 free = allocator.first_free_address(pool_id.pool, pool_id.pool, used)
                 if free is None:
                     raise Exhausted(f"no free address left in {pool_id.pool} for its gateway")
@@ -180,4 +180,5 @@ class Addresses:
 
 def _gateway_in(entries: list[Entry]) -> Address | None:
     """The pool's gateway among its address claims, if one is claimed."""
-    return next((claimed_ip(e) for e in entries if models.decode(AddressClaim, e).gateway), None)
+    return next((claimed_ip(e) for e, claim in models.readable(entries, AddressClaim, "address claim")
+                 if claim.gateway), None)

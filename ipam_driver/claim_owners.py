@@ -2,7 +2,7 @@
 addresses it holds (the overlay's port: driver/overlay/claims.py, wired by pynet/app.py)."""
 from __future__ import annotations
 
-from pynet.store import keys, rejected
+from pynet.store import bad_records, keys
 from pynet.store.api import Store
 
 from .models import AddressClaim, decode
@@ -15,11 +15,7 @@ class ClaimOwners:
     def owners(self, space: str, pool: str) -> dict[str, str]:
         found: dict[str, str] = {}
         for entry in self.store.list(keys.ipam_addrs(space, pool)):
-            try:
-                claim = decode(AddressClaim, entry)
-            except (ValueError, RecursionError) as exc:
-                rejected.report(entry.key, entry.version, "address-claim", str(exc))
-                continue
-            if not claim.gateway:
-                found[keys.claimed_address(entry.key)] = claim.host
+            for claim in bad_records.readable([entry], lambda e: decode(AddressClaim, e), "address claim"):
+                if not claim.gateway:
+                    found[keys.claimed_address(entry.key)] = claim.host
         return found

@@ -18,8 +18,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from pynet.errors import Exhausted, StoreContention
-from pynet.store import keys, records
+from pynet.errors import BadRecord, Exhausted, StoreContention
+from pynet.store import bad_records, keys, records
 from pynet.store.api import Store
 
 from . import blocks, models
@@ -180,8 +180,11 @@ class HostBlocks:
         for entry in self.store.list(keys.ipam_blocks(pool_id.space, str(pool_id.pool))):
             block = ipaddress.ip_network(entry.key.rsplit("/", 1)[1].replace("_", "/"))
             taken.append(block)
-            if models.decode(BlockClaim, entry).host == self.host:
-                mine.append(block)
+            try:
+                if models.decode(BlockClaim, entry).host == self.host:
+                    mine.append(block)
+            except BadRecord as exc:  # taken all the same: its key exists
+                bad_records.skipped(entry, exc.reason, "block claim")
         return mine, taken
 
     def _claim_block(self, pool_id: PoolId, block: Network) -> bool:
@@ -194,11 +197,30 @@ class HostBlocks:
     def _drop(self, pool_id: PoolId, block: Network) -> None:
         key = keys.ipam_block(pool_id.space, str(pool_id.pool), str(block))
         entry = self.store.get(key)
-        if entry is not None and models.decode(BlockClaim, entry).host == self.host:
+        if entry is not None and _owner(entry) == self.host:
             if self.store.delete(key, entry.version):
                 log.info("host %s gave back block %s of pool %s", self.host, block, pool_id)
 
 
 def used_addresses(store: Store, prefix: str) -> set[int]:
     """Every address claimed under prefix (a pool's ipam_addrs), as integers."""
-    return {int(models.claimed_ip(e)) for e in store.list(prefix)}
+    return addresses_in(store.list(prefix))
+
+
+def addresses_in(entries: list) -> set[int]:
+    """The addresses a listing of claims takes, as integers (a key naming none takes none)."""
+    used = set()
+    for entry in entries:
+        try:
+            used.add(int(models.claimed_ip(entry)))
+        except BadRecord as exc:  # names no address, so it takes none
+            bad_records.skipped(entry, exc.reason, "address claim")
+    return used
+
+
+def _owner(entry) -> str | None:
+    """The host a block claim names; None for a bad record (not provably this host's)."""
+    try:
+        return models.decode(BlockClaim, entry).host
+    except BadRecord:
+        return None

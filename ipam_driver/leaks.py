@@ -22,6 +22,13 @@ that is merely absent:
 - A claim of this host on a pool it no longer holds (a ReleaseAddress lost after the
   ReleasePool went through; a gateway this host still holds) follows the pool rule.
 
+An address is released together with what of this host names it, or not at all: before a
+claim goes, `users` (the composition root's, over the network driver, which this package
+never imports) removes the endpoint record naming the address, with its links and rules, as
+DeleteEndpoint would; if it cannot, the claim stays. Otherwise the address would be free for
+a new container while a record still names it (`pynet ipam check`: "unclaimed ... of
+endpoint ...").
+
 Swarm's claims are never judged: on a dockerd in a swarm (or whose swarm state is unknown),
 pools and addresses in the global address space (GLOBAL_SPACE) are a Swarm manager's
 allocations for tasks, VIPs and load-balancer addresses on every node of the cluster (a
@@ -40,7 +47,6 @@ never touched. When dockerd cannot be asked, nothing is released.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -48,18 +54,26 @@ from typing import Callable, Hashable, Protocol
 
 from pynet import docker_proof
 from pynet.defaults import DEFAULT_LEAK_GRACE
-from pynet.store import keys
+from pynet.errors import BadRecord
+from pynet.store import bad_records, keys
 from pynet.store.api import Entry, Store
 
 from . import models
-from .allocator import Network
+from .allocator import Address, Network
 from .docker_addresses import DockerView
-from .models import AddressClaim, AddressSpace, claimed_ip
+from .models import AddressClaim, AddressSpace, claim_key
 from .pools import GLOBAL_SPACE
 
 log = logging.getLogger(__name__)
 
 SPACES_PREFIX = keys.ipam_space("")
+
+
+class AddressUsers(Protocol):
+    def release_users(self, space: str, pool: Network, ip: Address) -> bool:
+        """Remove what of this host names ip of pool (an endpoint record with its kernel
+        objects), as its Delete call would; True once nothing names it (or nothing did).
+        Called only for an address proven unused (the rules above)."""
 
 
 class Releases(Protocol):
@@ -79,7 +93,8 @@ class LeakCheck:
     def __init__(self, store: Store, host: str, docker: Callable[[], DockerView | None],
                  ipam: Releases, *, grace: float = DEFAULT_LEAK_GRACE,
                  clock: Callable[[], float] = time.monotonic,
-                 judged_space: Callable[[str], bool] = lambda space: True) -> None:
+                 judged_space: Callable[[str], bool] = lambda space: True,
+                 users: AddressUsers | None = None) -> None:
         self.store = store
         self.host = host
         self.docker = docker
@@ -92,6 +107,7 @@ class LeakCheck:
         # Which address spaces this dockerd's word counts for (`pynet ipam check` leaves
         # swarm-scope claims, made by a Swarm manager for any node, out of it).
         self.judged_space = judged_space
+        self.users = users
         self.last_view: DockerView | None = None
 
     @property
@@ -137,22 +153,25 @@ class LeakCheck:
                             "at %s has used it for %.0f s (a ReleasePool Docker sent while pynet "
                             "was down)", space, pool, self.host, view.docker_host, self.grace)
         for entry in claims:
-            space, cidr, _ = keys.claimed_address_parts(entry.key)
+            try:
+                space, pool, ip = claim_key(entry)
+            except BadRecord as exc:
+                bad_records.skipped(entry, exc.reason, "address claim")
+                continue
             if not self._judges(space, view):
                 continue  # Swarm's allocation (module docstring), or left out by the caller
             claim = self._own(entry)
             if claim is None:
                 continue
-            if (space, cidr) in pools_released:
+            if (space, str(pool)) in pools_released:
                 continue  # went with its pool
-            pool = ipaddress.ip_network(cidr)
             if (space, pool) in held:
-                if claim.gateway or not view.judges(pool) or claimed_ip(entry) in view.in_use:
+                if claim.gateway or not view.judges(pool) or ip in view.in_use:
                     continue  # a gateway goes with its pool; no evidence; or in use
             elif view.knows(pool):
                 continue
             if self._overdue(entry.key, (claim.claim or "", entry.version)) and \
-                    self.ipam.release_leaked(entry):
+                    self._users_released(space, pool, ip) and self.ipam.release_leaked(entry):
                 released.append(entry.key)
                 log.warning("released %s %s: claimed by this host (%s) but unknown to dockerd at "
                             "%s for %.0f s (a release Docker sent while pynet was down)",
@@ -160,6 +179,17 @@ class LeakCheck:
                             view.docker_host, self.grace)
         self._suspects = self._next
         return released
+
+    def _users_released(self, space: str, pool: Network, ip: Address) -> bool:
+        """Whether nothing of this host names ip any more (its users removed first)."""
+        if self.users is None:
+            return True
+        try:
+            return self.users.release_users(space, pool, ip)
+        except Exception as exc:  # noqa: BLE001 - one address must not stop the check
+            log.error("keeping %s of pool %s/%s: removing the endpoint that names it failed: %s",
+                      ip, space, pool, exc)
+            return False
 
     def _judges(self, space: str, view: DockerView) -> bool:
         """Whether this dockerd's word counts for claims in `space`: not for the global space
@@ -208,8 +238,8 @@ class LeakCheck:
                 continue
             try:
                 record = models.decode(AddressSpace, entry)
-            except ValueError as exc:
-                log.error("leak check: ignoring unreadable address space %s: %s", entry.key, exc)
+            except BadRecord as exc:
+                bad_records.skipped(entry, exc.reason, "address space")
                 continue
             for pool, pool_entry in record.pools.items():
                 if pool_entry.held_by(self.host):
@@ -220,8 +250,8 @@ class LeakCheck:
     def _own(self, entry: Entry) -> AddressClaim | None:
         try:
             claim = models.decode(AddressClaim, entry)
-        except ValueError as exc:
-            log.error("ignoring unreadable address claim %s: %s", entry.key, exc)
+        except BadRecord as exc:
+            bad_records.skipped(entry, exc.reason, "address claim")
             return None
         mine = self.host in (claim.holders or ()) if claim.gateway else claim.host == self.host
         return claim if mine else None

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Self, TypeVar
 
-from pynet.errors import Conflict
-from pynet.store import keys, records
+from pynet.errors import BadRecord, Conflict
+from pynet.store import bad_records, keys, records
 from pynet.store.api import Entry, Store
 
 from .allocator import Address, Network
@@ -43,24 +43,37 @@ def encode(record: Record) -> str:
 
 
 def decode(cls: type[R], entry: Entry) -> R:
-    """The record stored at entry. ValueError names the key when the value is not a record
-    of that type."""
-    try:
-        return from_json(cls, records.load(entry))
-    except ValueError as exc:
-        raise ValueError(f"unreadable {cls.__name__} at {entry.key}: {exc}") from None
+    """The record stored at entry, every field checked once, here; BadRecord (a ValueError)
+    naming the key and the reason when it is not a record of that type (not UTF-8, not
+    JSON, wrong types, bad CIDRs or addresses). Where a list is read, callers skip such a
+    record (pynet/store/bad_records.py); a call that needs this very record answers it."""
+    return from_json(cls, records.checked_load(entry), entry.key)
 
 
-def from_json(cls: type[R], data: Any) -> R:
-    """cls.from_dict, with any malformation reported as ValueError."""
+def from_json(cls: type[R], data: Any, key: str = "?") -> R:
+    """cls.from_dict, with any malformation reported as BadRecord naming key."""
     if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        raise BadRecord(key, f"expected a JSON object, got {type(data).__name__}")
     try:
         return cls.from_dict(data)
+    except BadRecord:
+        raise
     except KeyError as exc:
-        raise ValueError(f"missing field {exc}") from None
-    except (TypeError, AttributeError) as exc:
-        raise ValueError(str(exc)) from None
+        raise BadRecord(key, f"missing field {exc}") from None
+    except (TypeError, AttributeError, ValueError) as exc:
+        raise BadRecord(key, f"{cls.__name__}: {exc}") from None
+
+
+def readable(entries: list[Entry], cls: type[R], kind: str) -> list[tuple[Entry, R]]:
+    """(entry, record) for every entry that is a good record of cls; the others skipped,
+    logged once per key and version, and counted."""
+    found = []
+    for entry in entries:
+        try:
+            found.append((entry, decode(cls, entry)))
+        except BadRecord as exc:
+            bad_records.skipped(entry, exc.reason, kind)
+    return found
 
 
 def read(store: Store, key: str, cls: type[R]) -> R | None:
@@ -70,18 +83,37 @@ def read(store: Store, key: str, cls: type[R]) -> R | None:
 
 def update(store: Any, key: str, cls: type[R], mutate: Callable[[R | None], R | None],
            what: str) -> R | None:
-    """records.update on typed records: mutate(current) -> new (None: delete the key)."""
+    """records.update on typed records: mutate(current) -> new (None: delete the key).
+    BadRecord when the current record is not one: it is never written over blindly."""
     def step(data: Any) -> dict | None:
-        new = mutate(None if data is None else from_json(cls, data))
+        new = mutate(None if data is None else from_json(cls, data, key))
         return None if new is None else new.to_dict()
 
-    written = records.update(store, key, step, what)
-    return None if written is None else from_json(cls, written)
+    try:
+        written = records.update(store, key, step, what)
+    except BadRecord:
+        raise
+    except ValueError as exc:  # records.update's own load: not JSON
+        raise BadRecord(key, f"its value is not JSON ({exc})") from None
+    return None if written is None else from_json(cls, written, key)
 
 
 def claimed_ip(entry: Entry) -> Address:
-    """The address an address claim's key names (its last level)."""
-    return ipaddress.ip_address(keys.claimed_address(entry.key))
+    """The address an address claim's key names (its last level); BadRecord if it names none."""
+    return claim_key(entry)[2]
+
+
+def claim_key(entry: Entry) -> tuple[str, Network, Address]:
+    """(space, pool, address) an address claim's key names; BadRecord for a key pynet never
+    writes (another client's), so it is skipped like a bad value."""
+    try:
+        space, pool, ip = keys.claimed_address_parts(entry.key)
+        network, address = ipaddress.ip_network(pool), ipaddress.ip_address(ip)
+    except ValueError:
+        raise BadRecord(entry.key, "its key names no address of a pool") from None
+    if address not in network:
+        raise BadRecord(entry.key, f"address {address} is not in pool {network}")
+    return space, network, address
 
 
 def _text(data: Mapping, name: str) -> str:
@@ -97,8 +129,22 @@ def _optional_text(data: Mapping, name: str) -> str | None:
 
 def _mapping(value: Any, name: str) -> Mapping:
     if not isinstance(value, dict):
-        raise TypeError(f"{name!r} must be an object, got {value!r}")
+        raise TypeError(f"{name!r} must be an object, got {value!r:.60}")
     return value
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _cidr(text: Any, name: str) -> Network:
+    """A canonical CIDR (as pynet writes them): ValueError naming the field otherwise."""
+    if not isinstance(text, str):
+        raise TypeError(f"{name!r} must be a CIDR string, got {text!r:.60}")
+    try:
+        return ipaddress.ip_network(text)
+    except ValueError:
+        raise ValueError(f"{name!r}: {text!r:.60} is not a subnet (CIDR without host bits)") from None
 
 
 # --- address spaces and their pools ---------------------------------------------------
@@ -131,16 +177,16 @@ class PoolEntry:
     def from_dict(cls, data: Mapping) -> "PoolEntry":
         sub = _optional_text(data, "subpool")
         holders = _mapping({} if data.get("holders") is None else data["holders"], "holders")
-        if not all(isinstance(h, str) and isinstance(n, int) for h, n in holders.items()):
-            raise TypeError(f"'holders' must map hosts to counts, got {holders!r}")
+        if not all(isinstance(h, str) and _count(n) for h, n in holders.items()):
+            raise TypeError(f"'holders' must map hosts to counts, got {holders!r:.60}")
         block = data.get("block")
-        if block is not None and not isinstance(block, int):
-            raise TypeError(f"'block' must be a number, got {block!r}")
+        if block is not None and not _count(block):  # 0: no blocks
+            raise TypeError(f"'block' must be a number of addresses, got {block!r:.60}")
         holds = data.get("holds")
         if holds is not None and not (isinstance(holds, dict) and all(
                 isinstance(i, str) and isinstance(h, str) for i, h in holds.items())):
             raise TypeError(f"'holds' must map hold ids to hosts, got {holds!r}")
-        return cls(ipaddress.ip_network(sub) if sub else None, dict(holders), block,
+        return cls(_cidr(sub, "subpool") if sub else None, dict(holders), block,
                    None if holds is None else dict(holds))
 
     def held_by(self, host: str) -> bool:
@@ -207,9 +253,14 @@ class AddressSpace:
     def from_dict(cls, data: Mapping) -> "AddressSpace":
         pools = {} if data.get("pools") is None else data["pools"]
         chosen = _optional_text(data, "chosen")
-        return cls({ipaddress.ip_network(cidr): PoolEntry.from_dict(_mapping(p, cidr))
-                    for cidr, p in _mapping(pools, "pools").items()},
-                   ipaddress.ip_network(chosen) if chosen else None)
+        parsed = {}
+        for cidr, p in _mapping(pools, "pools").items():
+            pool, entry = _cidr(cidr, "pools"), PoolEntry.from_dict(_mapping(p, cidr))
+            if entry.subpool is not None and (entry.subpool.version != pool.version
+                                              or not entry.subpool.subnet_of(pool)):
+                raise ValueError(f"pool {cidr}: its IP range {entry.subpool} is not inside it")
+            parsed[pool] = entry
+        return cls(parsed, _cidr(chosen, "chosen") if chosen else None)
 
     def holding(self, chosen: Network, sub: Network | None, host: str, block: int,
                 exclusive: bool, hold: str) -> "AddressSpace":
@@ -282,7 +333,7 @@ class AddressClaim:
         holders = data.get("holders")
         if holders is not None and not (isinstance(holders, list)
                                         and all(isinstance(h, str) for h in holders)):
-            raise TypeError(f"'holders' must be a list of hosts, got {holders!r}")
+            raise TypeError(f"'holders' must be a list of hosts, got {holders!r:.60}")
         return cls(kind, _text(data, "name"), _text(data, "host"), _optional_text(data, "claim"),
                    None if holders is None else tuple(holders), _optional_text(data, "hold"))
 

@@ -21,6 +21,8 @@ from pynet.defaults import DefaultPool
 from pynet.errors import BackendUnavailable, BadRequest, Exhausted, NotFound, StoreContention
 from pynet.repair import RepairQueue
 from pynet.store import keys, records
+from pynet.store.segments import segment_problem
+from pynet.wire import printable
 from pynet.store.api import Op, Store
 from pynet.store.fenced import FencedWrites, claim_id
 
@@ -64,7 +66,11 @@ class Pools:
     def request(self, req: PoolRequest) -> PoolId:
         space = req.space or LOCAL_SPACE
         if space not in SPACES:
-            raise BadRequest(f"unknown address space {space!r}: pynet serves {', '.join(SPACES)}")
+            # Only Docker's two names: a space is a store key level (never '/' or '..').
+            problem = segment_problem(space)
+            raise BadRequest(f"unknown address space {printable(space)}: "
+                             + (f"not a valid name ({problem}); " if problem else "")
+                             + f"pynet serves {', '.join(SPACES)}")
         check_pool_options(req.options)
         block = pool_block_size(req.options, self.block_size)
         wanted, sub = req.pool, req.subpool
@@ -210,11 +216,9 @@ class Pools:
     def _drop_own_claims(self, pool_id: PoolId) -> None:
         """This host's claims on a pool it no longer holds, which other hosts still do: its
         addresses, and its name among the gateway's holders."""
-        for entry in self.store.list(keys.ipam_addrs(pool_id.space, str(pool_id.pool))):
-            try:
-                claim = models.decode(AddressClaim, entry)
-            except ValueError:
-                continue  # not readable, so not provably this host's
+        # A bad record is skipped: not readable, so not provably this host's.
+        for entry, claim in models.readable(self.store.list(keys.ipam_addrs(pool_id.space, str(pool_id.pool))),
+                                            AddressClaim, "address claim"):
             if claim.gateway and self.host in (claim.holders or ()):
                 rest = claim.freed_by(self.host)
                 if rest is None:

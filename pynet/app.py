@@ -30,12 +30,12 @@ from ipam_driver.routes import ipam_handlers
 from ipam_driver.service import IpamService
 
 from . import heartbeat, metrics
+from .ops.address_users import EndpointsNamingAddress
 from .jobs import every
 from .plugin_api import plugin_app
 from .readiness import RestoreGate
 from .repair import RepairQueue
 from .settings import Settings
-from .store import rejected
 from .store.api import Store
 
 log = logging.getLogger("pynet")
@@ -112,7 +112,6 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         # The overlay believes its own side from this host's records, and a peer's address
         # only if the IPAM's claim is that peer's host's (driver/overlay/admission.py).
         runtime.wire(network.ledger, ClaimOwners(deps.store))
-    rejected.counter = metrics.store_record_rejected
     ipam = IpamService(deps.store, settings.host, settings.default_pools,
                        block_size=settings.ipam_block_size,
                        host_routes=deps.netlink.routes)
@@ -127,8 +126,9 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         log.info("overlay: peer watcher started (VXLAN port %d, peer timeout %g s)",
                  settings.vxlan_port, settings.overlay_peer_timeout)
     if deps.docker_addresses is not None and settings.leak_check_interval > 0:
+        # An address goes with the endpoint record naming it, or not at all (pynet/ops/address_users.py).
         check = LeakCheck(deps.store, settings.host, deps.docker_addresses, ipam,
-                          grace=settings.leak_grace)
+                          grace=settings.leak_grace, users=EndpointsNamingAddress(network))
         background.stops.append(every(settings.leak_check_interval,
                                       lambda: metrics.leak_released(check.check_once()), "leak check"))
         log.info("leak check: every %g s against dockerd at %s, grace %g s",

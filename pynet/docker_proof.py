@@ -17,7 +17,21 @@ from pynet.store.api import Store
 def proven(store: Store, host: str, engine: str, knows_ours: bool) -> bool:
     key = keys.docker_engine(host)
     if knows_ours:
-        if engine and records.read(store, key) != {"engine": engine}:
-            records.update(store, key, lambda _: {"engine": engine}, "recording the dockerd's engine ID")
+        if engine and _recorded(store, key) != {"engine": engine}:
+            entry = store.get(key)
+            value = records.dump({"engine": engine})
+            # Written over whatever is there, a record that is not JSON included.
+            if entry is None:
+                store.create(key, value)
+            else:
+                store.cas(key, value, entry.version)
         return True
-    return bool(engine) and records.read(store, key) == {"engine": engine}
+    return bool(engine) and _recorded(store, key) == {"engine": engine}
+
+
+def _recorded(store: Store, key: str) -> object:
+    entry = store.get(key)
+    try:
+        return None if entry is None else records.checked_load(entry)
+    except ValueError:
+        return None  # not what pynet writes: proves nothing

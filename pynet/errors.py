@@ -46,14 +46,15 @@ class StoreContention(PynetError):
     status = 503
 
 
-class BadStoreRecord(PynetError):
-    """A record in the shared store is not what pynet writes (a hand or another host wrote
-    it), and the call cannot go on without it: the store's fault, not the caller's nor a bug."""
+class BadRecord(PynetError, ValueError):
+    """A record read from the store is not what pynet writes (wrong types, not JSON, not
+    UTF-8, a bad address). It is the store's fault, not the caller's: the answer names the
+    key and the reason, never a traceback (and never a 500). A ValueError too, so code that
+    skips unreadable records keeps doing so."""
 
-    status = 502
+    status = 409
 
     def __init__(self, key: str, reason: str):
-        super().__init__(f"the store's record {key} is unusable: {reason} (pynet did not write it "
-                         "so; fix or delete that key)")
+        super().__init__(f"the store's record at {key} is unreadable: {reason}")
         self.key = key
         self.reason = reason

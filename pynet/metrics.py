@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import MetricsHandler
 
-from .store import keys, records
+from .store import bad_records, keys, records
 from .store.api import Entry, Op, Store
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ STORE_ERRORS = Counter("pynet_store_errors", "Store calls that raised (store unr
                        "timeout, refused)", ["op"], registry=REGISTRY)
 LEAK_RELEASES = Counter("pynet_leak_check_releases", "What the leak check gave back "
                         "(address claims, pools)", ["what"], registry=REGISTRY)
+SKIPPED_RECORDS = Counter("pynet_store_records_skipped", "Records read from the store that are "
+                          "not what pynet writes, skipped where a list was read (logged once "
+                          "per key and version)", ["kind"], registry=REGISTRY)
+bad_records.listeners.append(lambda kind: SKIPPED_RECORDS.labels(kind).inc())
 LEAK_CHECKS = Counter("pynet_leak_checks", "Leak checks run", registry=REGISTRY)
 RESTORE_SECONDS = Gauge("pynet_restore_duration_seconds", "How long the last restore took",
                         registry=REGISTRY)
@@ -61,15 +65,6 @@ OVERLAY_CHANGES = Counter("pynet_overlay_peer_entries_changed", "FDB and neighbo
                           "the overlay watcher added or removed", registry=REGISTRY)
 
 
-RECORDS_REJECTED = Counter("pynet_store_records_rejected", "Store records skipped because they "
-                           "failed validation (each key and version once), by kind of record",
-                           ["kind"], registry=REGISTRY)
-
-
-def store_record_rejected(kind: str) -> None:
-    RECORDS_REJECTED.labels(kind).inc()
-
-
 def outcome(status: int) -> str:
     if status == 200:
         return "ok"
@@ -77,8 +72,6 @@ def outcome(status: int) -> str:
         return "not_implemented"
     if status == 503:
         return "unavailable"
-    if status == 502:
-        return "bad_store_record"
     return "refused" if status < 500 else "error"
 
 

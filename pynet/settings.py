@@ -6,6 +6,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from .store.segments import segment_problem
 from .defaults import (DEFAULT_BLOCK_SIZE, DEFAULT_LEAK_CHECK_INTERVAL, DEFAULT_LEAK_GRACE,
                        DEFAULT_POOLS, MIN_LEAK_GRACE, DefaultPool, is_block_size, parse_bool)
 
@@ -16,6 +17,7 @@ DEFAULT_CONSUL_PREFIX = "pynet/"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DEFAULT_VXLAN_PORT = 4789
 DEFAULT_OVERLAY_PEER_TIMEOUT = 30.0
+HOST_ID_MAX = 253  # a fully qualified hostname
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.overlay_peer_timeout < 3:
         raise ValueError(f"--overlay-peer-timeout {args.overlay_peer_timeout:g}: expected at least "
                          "3 seconds (hosts beat three times per timeout)")
+    # The host id is a store key level (v1/hosts/<host>/...): never '/' or '..'.
+    host = args.host_id or socket.gethostname()
+    problem = segment_problem(host, HOST_ID_MAX)
+    if problem is not None:
+        raise ValueError(f"host id {host!r} ({'--host-id' if args.host_id else 'the hostname'}) "
+                         f"cannot name this host in the store: {problem}; pass --host-id")
     allow_remote = (_env_bool("METRICS_ALLOW_REMOTE", False) if args.metrics_allow_remote is None
                     else args.metrics_allow_remote)
     if args.metrics_addr:

@@ -86,7 +86,7 @@ class OverlayKind(PublishesNothing):
             undo.callback(self.netlink.remove_netns, net.netns)
         self._ensure_devices(net)
         undo.callback(self._remove_vxlan, net)
-        self.runtime.sync()
+        self.runtime.sync(oid)  # this overlay only: others' syncs never hold it up
         log.info("overlay network %s: %s, VNI %d, MTU %d, VTEP %s", net.id[:12], oid,
                  definition.vni, definition.mtu, net.vtep)
         return net
@@ -211,7 +211,7 @@ class OverlayKind(PublishesNothing):
 
     def restore_network(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
         self._restore(net, endpoints)
-        self.runtime.sync()
+        self.runtime.sync(overlay_id(net))
 
     def _restore(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> None:
         """Kernel objects as recorded, this host's member and peer records exactly its

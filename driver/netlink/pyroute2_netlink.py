@@ -5,8 +5,9 @@ import errno
 import os
 import ipaddress
 import logging
-
 import socket
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
@@ -16,7 +17,8 @@ from pyroute2.netlink.rtnl.ndmsg import states as NUD
 
 from pynet.errors import BadRequest, Conflict, PynetError
 
-from .api import FLOOD_MAC, FdbEntry, Interface, Link, Neighbour, NoSuchLink, NotSupported, Vxlan
+from .api import (FLOOD_MAC, FdbEntry, Interface, Link, Neighbour, NoSuchLink, NotSupported,
+                  PeerEntries, Vxlan)
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +36,18 @@ class KernelError(PynetError):
 
 class Pyroute2Netlink:
     """Netlink through pyroute2. A fresh IPRoute per operation: sockets are cheap, and
-    sharing one between gunicorn threads would interleave replies."""
+    sharing one between gunicorn threads would interleave replies. A session() shares one
+    socket between the calls of one thread (a batch of peers: one helper forked, not one
+    per entry)."""
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, shared: IPRoute | None = None) -> None:
         # netns is for tests: run the whole driver against a throwaway namespace.
         self._netns = netns
+        self._shared = shared
 
-    def _ipr(self) -> IPRoute:
+    def _ipr(self):
+        if self._shared is not None:
+            return nullcontext(self._shared)  # the session closes it, not each call
         if not self._netns:
             return IPRoute()
         try:
@@ -257,6 +264,14 @@ class Pyroute2Netlink:
             raise KernelError(f"network namespace {netns} does not exist")
         return Pyroute2Netlink(netns)
 
+    @contextmanager
+    def session(self) -> Iterator["Pyroute2Netlink"]:
+        if self._shared is not None:
+            yield self
+            return
+        with self._ipr() as ipr:
+            yield Pyroute2Netlink(self._netns, shared=ipr)
+
     # --- VXLAN -------------------------------------------------------------------------
     def add_vxlan(self, name: str, vni: int, local: str, port: int, mtu: int, master: str,
                   netns: str | None = None) -> None:
@@ -369,10 +384,13 @@ class Pyroute2Netlink:
 
     def neighbours(self, dev: str) -> list[Neighbour]:
         with self._ipr() as ipr:
-            idx = _index(ipr, dev)
-            return sorted(Neighbour(m.get("NDA_DST"), m.get("NDA_LLADDR"))
-                          for m in ipr.neigh("dump", ifindex=idx, family=socket.AF_INET)
-                          if m["ifindex"] == idx and m["state"] & NUD["permanent"])
+            return self._neighbours(ipr, _index(ipr, dev))
+
+    @staticmethod
+    def _neighbours(ipr: IPRoute, idx: int) -> list[Neighbour]:
+        return sorted(Neighbour(m.get("NDA_DST"), m.get("NDA_LLADDR"))
+                      for m in ipr.neigh("dump", ifindex=idx, family=socket.AF_INET)
+                      if m["ifindex"] == idx and m["state"] & NUD["permanent"])
 
     def ensure_neighbour(self, dev: str, ip: str, mac: str) -> None:
         with self._ipr() as ipr:
@@ -391,6 +409,78 @@ class Pyroute2Netlink:
                     raise _kernel(exc, f"removing neighbour {ip} on {dev}")
                 return False
             return True
+
+    # --- peers in bulk -----------------------------------------------------------------
+    def peer_entries(self, dev: str, bridge: str) -> PeerEntries:
+        with self._ipr() as ipr:
+            idx, bridge_idx = _index(ipr, dev), _index(ipr, bridge)
+            return PeerEntries(sorted(self._fdb(ipr, idx, whole=False)), self._neighbours(ipr, bridge_idx))
+
+    def change_peers(self, dev: str, bridge: str, *, fdb_remove: Iterable[FdbEntry] = (),
+                     neigh_remove: Iterable[Neighbour] = (), fdb_add: Iterable[FdbEntry] = (),
+                     neigh_add: Iterable[Neighbour] = ()) -> list[str]:
+        failed: list[str] = []
+        with self._ipr() as ipr:
+            idx, bridge_idx = _index(ipr, dev), _index(ipr, bridge)
+
+            def each(entries, doing, call, gone_ok: bool) -> None:
+                for entry in entries:
+                    try:
+                        call(entry)
+                    except NetlinkError as exc:
+                        if gone_ok and exc.code in (errno.ENOENT, errno.ENODEV):
+                            continue  # already gone: what was asked
+                        failed.append(_kernel(exc, doing(entry)).message)
+
+            each(fdb_remove, lambda e: f"removing FDB entry {e.mac} -> {e.dst} on {dev}",
+                 lambda e: self._del_fdb(ipr, idx, e), gone_ok=True)
+            each(neigh_remove, lambda n: f"removing neighbour {n.ip} on {bridge}",
+                 lambda n: ipr.neigh("del", ifindex=bridge_idx, dst=n.ip, family=socket.AF_INET),
+                 gone_ok=True)
+            each(fdb_add, lambda e: f"adding FDB entry {e.mac} -> {e.dst} on {dev}",
+                 lambda e: self._add_fdb(ipr, idx, e), gone_ok=False)
+            each(neigh_add, lambda n: f"adding neighbour {n.ip} at {n.mac} on {bridge}",
+                 lambda n: ipr.neigh("replace", ifindex=bridge_idx, dst=n.ip, lladdr=n.mac,
+                                     state=NUD["permanent"], family=socket.AF_INET),
+                 gone_ok=False)
+        return failed
+
+    @staticmethod
+    def _del_fdb(ipr: IPRoute, idx: int, entry: FdbEntry) -> None:
+        """The remote entry, and for a unicast MAC the bridge's entry beside it. Both in one
+        request (the bridge ignores the VTEP; the kernel stops at the first that is
+        missing), then one by one when one of the pair is gone already (half made)."""
+        gone = (errno.ENOENT, errno.ENODEV)
+        if entry.mac != FLOOD_MAC:
+            try:
+                ipr.fdb("del", ifindex=idx, lladdr=entry.mac, dst=entry.dst, state=NUD["noarp"],
+                        flags=ND_FLAGS["self"] | ND_FLAGS["master"])
+                return
+            except NetlinkError as exc:
+                if exc.code not in gone:
+                    raise
+        calls = [{"dst": entry.dst}]
+        if entry.mac != FLOOD_MAC:
+            calls.append({"state": NUD["noarp"], "flags": ND_FLAGS["master"]})
+        for extra in calls:
+            try:
+                ipr.fdb("del", ifindex=idx, lladdr=entry.mac, **extra)
+            except NetlinkError as exc:
+                if exc.code not in gone:
+                    raise
+
+    @staticmethod
+    def _add_fdb(ipr: IPRoute, idx: int, entry: FdbEntry) -> None:
+        if entry.mac == FLOOD_MAC:
+            try:
+                ipr.fdb("append", ifindex=idx, lladdr=entry.mac, dst=entry.dst)
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+            return
+        ipr.fdb("replace", ifindex=idx, lladdr=entry.mac, dst=entry.dst,
+                state=NUD["permanent"] | NUD["noarp"], flags=ND_FLAGS["self"])
+        ipr.fdb("replace", ifindex=idx, lladdr=entry.mac, state=NUD["noarp"], flags=ND_FLAGS["master"])
 
     # --- removal -----------------------------------------------------------------------
     def remove_link(self, name: str) -> bool:

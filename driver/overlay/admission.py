@@ -9,7 +9,7 @@ and no host may speak for another:
 * a peer is believed only if its address is in the overlay's subnet (not its network or
   broadcast address), its VTEP is its host's member VTEP, its address is claimed in the
   overlay's pool by that same host (the IPAM's record), and neither its MAC nor its address
-  is one of this host's own endpoints';
+  is one of this host's own endpoints' on the overlay;
 * two hosts giving one address or one MAC: neither is programmed (a conflict, reported by
   `pynet doctor`), since the store cannot say which is right.
 """
@@ -28,7 +28,8 @@ from .model import Member, OverlayId, OverlayView, Peer, overlay_of
 @dataclass(frozen=True, slots=True)
 class Local:
     """This host's side, from its own records: its member of the overlay (None: it has no
-    network on it), every VTEP address it uses, and its endpoints' MACs and addresses."""
+    network on it), every VTEP address it uses, and the MACs and addresses of its endpoints
+    on the overlay."""
     member: Member | None
     vteps: frozenset[str] = frozenset()
     macs: frozenset[str] = frozenset()
@@ -159,7 +160,6 @@ def local_overlays(host: str, networks: Iterable[NetworkRecord],
             and n.netns and n.vtep]
     eps = list(endpoints)
     vteps = frozenset(n.vtep for n in nets if n.vtep)
-    macs = frozenset(ep.mac.lower() for ep in eps if ep.mac)
     found: dict[OverlayId, Local] = {}
     # A ready network first: if a stale attempt names the same overlay, the ready one wins.
     for net in sorted(nets, key=lambda n: n.state != READY):
@@ -168,7 +168,11 @@ def local_overlays(host: str, networks: Iterable[NetworkRecord],
             continue
         assert net.netns is not None and net.vtep is not None
         member = Member(host, net.id, net.vtep, net.netns, naming.vxlan(net.id))
-        ips = frozenset(str(ipaddress.ip_interface(a).ip) for ep in eps if ep.network_id == net.id
-                        for a in ep.addresses)
+        # The endpoints on this overlay's own bridge: entries in its namespace can only take
+        # their traffic (another network's bridge, with its own MACs, is out of reach, and
+        # its addresses and MACs may repeat this one's in another address space).
+        mine = [ep for ep in eps if ep.network_id == net.id]
+        macs = frozenset(ep.mac.lower() for ep in mine if ep.mac)
+        ips = frozenset(str(ipaddress.ip_interface(a).ip) for ep in mine for a in ep.addresses)
         found[oid] = Local(member, vteps, macs, ips, net.state == READY)
     return found

@@ -38,10 +38,11 @@ _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", re.ASCII)
 _ATTEMPT = re.compile(r"[0-9a-f]{0,64}", re.ASCII)
 
 
-class BadRecord(ValueError):
+class InvalidRecord(ValueError):
     """A record read from the store that is not what pynet writes: `reason` says what and
-    which value (the caller knows the key). Raised by the from_dict parsers, once, at the
-    edge of the model: what gets past them is well formed."""
+    which value. Raised by the from_dict parsers, once, at the edge of the model: what gets
+    past them is well formed. The registry, which knows the key, skips the record
+    (pynet/store/bad_records.py) or, where a call needs it, raises pynet.errors.BadRecord."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -55,29 +56,29 @@ def _shown(value: Any) -> str:
 
 def record_object(data: Any) -> Mapping[str, Any]:
     if not isinstance(data, dict):
-        raise BadRecord(f"not a JSON object (got {type(data).__name__} {_shown(data)})")
+        raise InvalidRecord(f"not a JSON object (got {type(data).__name__} {_shown(data)})")
     return data
 
 
 def _field(data: Mapping[str, Any], name: str) -> Any:
     if name not in data:
-        raise BadRecord(f"'{name}' is missing")
+        raise InvalidRecord(f"'{name}' is missing")
     return data[name]
 
 
 def _text(data: Mapping[str, Any], name: str, pattern: re.Pattern | None = None) -> str:
     value = _field(data, name)
     if not isinstance(value, str):
-        raise BadRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
+        raise InvalidRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
     if pattern is not None and not pattern.fullmatch(value):
-        raise BadRecord(f"'{name}' {_shown(value)} is not a valid {name}")
+        raise InvalidRecord(f"'{name}' {_shown(value)} is not a valid {name}")
     return value
 
 
 def _attempt(data: Mapping[str, Any]) -> str:
     value = data.get("attempt", "")
     if not isinstance(value, str) or not _ATTEMPT.fullmatch(value):
-        raise BadRecord(f"'attempt' {_shown(value)} is not a write id")
+        raise InvalidRecord(f"'attempt' {_shown(value)} is not a write id")
     return value
 
 
@@ -85,20 +86,20 @@ def _int(data: Mapping[str, Any], name: str, low: int, high: int) -> int:
     value = _field(data, name)
     # bool is an int to Python, never to a record; a float 4096.0 is not what pynet writes.
     if type(value) is not int:
-        raise BadRecord(f"'{name}' must be an integer, got {type(value).__name__} {_shown(value)}")
+        raise InvalidRecord(f"'{name}' must be an integer, got {type(value).__name__} {_shown(value)}")
     if not low <= value <= high:
-        raise BadRecord(f"'{name}' {value} is outside {low}..{high}")
+        raise InvalidRecord(f"'{name}' {value} is outside {low}..{high}")
     return value
 
 
 def ipv4(value: Any, name: str) -> ipaddress.IPv4Address:
     """A dotted-quad IPv4 address (no IPv6, no integers, no leading zeros)."""
     if not isinstance(value, str):
-        raise BadRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
+        raise InvalidRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
     try:
         return ipaddress.IPv4Address(value)
     except ValueError:
-        raise BadRecord(f"'{name}' {_shown(value)} is not an IPv4 address") from None
+        raise InvalidRecord(f"'{name}' {_shown(value)} is not an IPv4 address") from None
 
 
 def vtep_address(value: Any, name: str = "vtep") -> str:
@@ -109,27 +110,27 @@ def vtep_address(value: Any, name: str = "vtep") -> str:
                       (ip.is_multicast, "multicast"), (ip == ipaddress.IPv4Address("255.255.255.255"), "broadcast"),
                       (ip.is_link_local, "link-local"), (ip.is_reserved, "reserved")):
         if bad:
-            raise BadRecord(f"'{name}' {ip} is a {what} address, not one another host can reach")
+            raise InvalidRecord(f"'{name}' {ip} is a {what} address, not one another host can reach")
     return str(ip)
 
 
 def unicast_mac(value: Any, name: str = "mac") -> str:
     """A well-formed unicast MAC, not all zeros (lower case)."""
     if not isinstance(value, str):
-        raise BadRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
+        raise InvalidRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
     mac = value.lower()
     if not _MAC.fullmatch(mac):
-        raise BadRecord(f"'{name}' {_shown(value)} is not a MAC address (xx:xx:xx:xx:xx:xx)")
+        raise InvalidRecord(f"'{name}' {_shown(value)} is not a MAC address (xx:xx:xx:xx:xx:xx)")
     if int(mac[:2], 16) & 1:
-        raise BadRecord(f"'{name}' {mac} is a multicast MAC")
+        raise InvalidRecord(f"'{name}' {mac} is a multicast MAC")
     if mac == "00:00:00:00:00:00":
-        raise BadRecord(f"'{name}' {mac} is the zero MAC")
+        raise InvalidRecord(f"'{name}' {mac} is the zero MAC")
     return mac
 
 
 def host_id(value: Any, name: str = "host") -> str:
     if not isinstance(value, str) or not _HOST.fullmatch(value):
-        raise BadRecord(f"'{name}' {_shown(value)} is not a host id")
+        raise InvalidRecord(f"'{name}' {_shown(value)} is not a host id")
     return value
 
 
@@ -154,7 +155,7 @@ class Definition:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Definition":
-        """Strict: BadRecord unless it is what pynet writes (VNI 1..16777215, MTU, port)."""
+        """Strict: InvalidRecord unless it is what pynet writes (VNI 1..16777215, MTU, port)."""
         data = record_object(data)
         return cls(_int(data, "vni", 1, VNI_MAX), _int(data, "mtu", MTU_MIN, MTU_MAX),
                    _int(data, "port", 1, 65535), _attempt(data))
@@ -175,15 +176,15 @@ class Member:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Member":
-        """Strict: BadRecord unless well formed, its VTEP one another host can reach and its
+        """Strict: InvalidRecord unless well formed, its VTEP one another host can reach and its
         kernel names the ones pynet gives its network."""
         data = record_object(data)
         network = _text(data, "network", _ID)
         netns, vxlan = _text(data, "netns"), _text(data, "vxlan")
         if netns != naming.overlay_netns(network):
-            raise BadRecord(f"'netns' {_shown(netns)} is not network {network[:12]}'s namespace name")
+            raise InvalidRecord(f"'netns' {_shown(netns)} is not network {network[:12]}'s namespace name")
         if vxlan != naming.vxlan(network):
-            raise BadRecord(f"'vxlan' {_shown(vxlan)} is not network {network[:12]}'s VXLAN device name")
+            raise InvalidRecord(f"'vxlan' {_shown(vxlan)} is not network {network[:12]}'s VXLAN device name")
         return cls(host_id(_field(data, "host")), network, vtep_address(_field(data, "vtep")),
                    netns, vxlan, _attempt(data))
 
@@ -204,7 +205,7 @@ class Peer:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Peer":
-        """Strict: BadRecord unless well formed (an IPv4 address, a unicast MAC, a reachable
+        """Strict: InvalidRecord unless well formed (an IPv4 address, a unicast MAC, a reachable
         VTEP). Whether the address is the overlay's and the host's: admission.py."""
         data = record_object(data)
         return cls(host_id(_field(data, "host")), _text(data, "endpoint", _ID), _text(data, "network", _ID),
@@ -227,9 +228,9 @@ class VniClaim:
         space, subnet, network = data.get("space"), data.get("subnet"), data.get("network")
         for name, value in (("space", space), ("subnet", subnet), ("network", network)):
             if value is not None and not isinstance(value, str):
-                raise BadRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
+                raise InvalidRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
         if network is None and (space is None or subnet is None):
-            raise BadRecord("it names neither an overlay (space and subnet) nor a Swarm network")
+            raise InvalidRecord("it names neither an overlay (space and subnet) nor a Swarm network")
         return cls(space, subnet, network, _attempt(data))
 
     def holds(self, oid: "OverlayId") -> bool:
@@ -241,7 +242,7 @@ def heartbeat(data: Any, host: str) -> None:
     """A heartbeat record: an object naming `host` (only its version is used)."""
     data = record_object(data)
     if _field(data, "host") != host:
-        raise BadRecord(f"'host' {_shown(data['host'])} is not {host!r}, whose heartbeat key it is")
+        raise InvalidRecord(f"'host' {_shown(data['host'])} is not {host!r}, whose heartbeat key it is")
 
 
 @dataclass(frozen=True, slots=True)

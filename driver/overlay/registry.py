@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pynet.errors import BadStoreRecord, Conflict, StoreContention
+from pynet.errors import BadRecord, Conflict, StoreContention
 from pynet.repair import RepairQueue
-from pynet.store import keys, records, rejected
+from pynet.store import bad_records, keys, records
 from pynet.store.api import Entry, Op, Store
 from pynet.store.fenced import FencedWrites, claim_id, delete_if_unchanged
 
-from .model import (FIRST_SWARM_VNI, VNI_MAX, BadRecord, Definition, Member, OverlayId,
+from .model import (FIRST_SWARM_VNI, VNI_MAX, InvalidRecord, Definition, Member, OverlayId,
                     OverlayView, Peer, VniClaim, agreed, heartbeat, host_id, lowest_free_vni)
 
 log = logging.getLogger(__name__)
@@ -31,15 +31,15 @@ MAX_ATTEMPTS = 32
 
 
 def load_record(entry: Entry) -> Any:
-    """The JSON of `entry`, or BadRecord: not UTF-8, not JSON, or nested beyond reason."""
+    """The JSON of `entry`, or InvalidRecord: not UTF-8, not JSON, or nested beyond reason."""
     try:
-        return records.load(entry)
-    except records.NotUtf8:
-        raise BadRecord("its value is not UTF-8 text") from None
-    except RecursionError:
-        raise BadRecord("its value is JSON nested too deeply") from None
-    except ValueError as exc:
-        raise BadRecord(f"its value is not JSON ({exc})") from None
+        return records.checked_load(entry)
+    except BadRecord as exc:
+        raise InvalidRecord(exc.reason) from None
+
+
+def _skipped(key: str, version: int, kind: str, reason: str) -> None:
+    bad_records.skipped(Entry(key, "", version), reason, kind)
 
 
 KIND_NAMES = {keys.DEF: "overlay definition", keys.MEMBER: "overlay member",
@@ -47,7 +47,7 @@ KIND_NAMES = {keys.DEF: "overlay definition", keys.MEMBER: "overlay member",
 
 
 def parse_views(entries: list[Entry],
-                report: Callable[[str, int, str, str], object] = rejected.report) -> dict[OverlayId, OverlayView]:
+                report: Callable[[str, int, str, str], object] = _skipped) -> dict[OverlayId, OverlayView]:
     """Every overlay in a listing of keys.overlay_all(): definitions, and each host's member
     and peer records, each validated once here (model.py's parsers). A record that fails is
     reported (`report(key, version, kind, reason)`: logged once per version, counted) and
@@ -79,10 +79,10 @@ def parse_views(entries: list[Entry],
                 peer = Peer.from_dict(data)
                 _same_host(peer.host, parsed.host)
                 if peer.endpoint != parsed.endpoint:
-                    raise BadRecord(f"'endpoint' {peer.endpoint[:12]} is not the one its key names")
+                    raise InvalidRecord(f"'endpoint' {peer.endpoint[:12]} is not the one its key names")
                 parts["peers"].append(peer)
             parts["versions"][entry.key] = entry.version
-        except BadRecord as exc:  # one bad record must not blind a host
+        except InvalidRecord as exc:  # one bad record must not blind a host
             parts["rejected"][entry.key] = exc.reason
             if parsed.kind == keys.MEMBER:
                 parts["unreadable"].add(parsed.host)
@@ -94,7 +94,7 @@ def parse_views(entries: list[Entry],
 
 def _same_host(named: str, owner: str) -> None:
     if named != owner:
-        raise BadRecord(f"it names host {named!r}, but sits under host {owner!r}'s prefix")
+        raise InvalidRecord(f"it names host {named!r}, but sits under host {owner!r}'s prefix")
 
 
 def _check_other(entry: Entry, report: Callable[[str, int, str, str], object]) -> None:
@@ -103,17 +103,17 @@ def _check_other(entry: Entry, report: Callable[[str, int, str, str], object]) -
     if entry.key.startswith(keys.overlay_vnis()):
         try:
             vni_claim(entry)
-        except BadRecord as exc:
+        except InvalidRecord as exc:
             report(entry.key, entry.version, "overlay VNI claim", exc.reason)
     elif entry.key.startswith((keys.overlay_nets(), keys.overlay_hosts())):
         report(entry.key, entry.version, "overlay key", "pynet writes no key of this shape")
 
 
 def vni_of(key: str) -> int:
-    """The VNI a key under keys.overlay_vnis() claims, or BadRecord."""
+    """The VNI a key under keys.overlay_vnis() claims, or InvalidRecord."""
     text = key[len(keys.overlay_vnis()):]
     if not (text.isascii() and text.isdigit() and len(text) <= 8 and 1 <= int(text) <= VNI_MAX):
-        raise BadRecord(f"{text!r} is not a VNI (1..{VNI_MAX})")
+        raise InvalidRecord(f"{text!r} is not a VNI (1..{VNI_MAX})")
     return int(text)
 
 
@@ -150,8 +150,8 @@ class Registry:
             try:
                 host_id(host, "key's host")
                 heartbeat(load_record(entry), host)
-            except BadRecord as exc:
-                rejected.report(entry.key, entry.version, "overlay heartbeat", exc.reason)
+            except InvalidRecord as exc:
+                bad_records.skipped(entry, exc.reason, "overlay heartbeat")
                 continue
             beats[host] = entry.version
         return beats
@@ -172,7 +172,7 @@ class Registry:
             others = sorted(h for h in view.members if h != self.host)
             if def_key in view.rejected:  # no host can follow a definition nobody can read
                 if view.holders() - {self.host}:
-                    raise BadStoreRecord(def_key, view.rejected[def_key])
+                    raise BadRecord(def_key, view.rejected[def_key])
                 self._drop_unreadable_definition(oid, view, entries[def_key])
                 continue
             if view.definition is not None and not view.holders() - {self.host}:
@@ -208,10 +208,10 @@ class Registry:
         if held is not None:
             try:
                 holder = vni_claim(held)[1]
-            except BadRecord as exc:
+            except InvalidRecord as exc:
                 if vni is None:
                     return None, definition  # taken (by whatever it is): choose again
-                raise BadStoreRecord(vni_key, exc.reason) from None
+                raise BadRecord(vni_key, exc.reason) from None
             if vni is not None and holder.network == mine.network:
                 # Allocated by a Swarm manager for this very network (allocate_swarm_vni):
                 # the claim stays that allocation's, freed by FreeNetwork alone.
@@ -241,7 +241,7 @@ class Registry:
         for entry in self.store.list(keys.overlay_vnis()):
             try:
                 taken.append(vni_of(entry.key))
-            except BadRecord:
+            except InvalidRecord:
                 pass  # not a VNI: takes none
         return taken
 
@@ -311,48 +311,81 @@ class Registry:
 
     def allocate_swarm_vni(self, network: str, oid: OverlayId, vni: int | None) -> int:
         """The VNI of Swarm network `network`, claimed cluster-wide (create-if-absent, so
-        two managers never get one VNI): the one it already has (a retry, or a new leader
-        allocating again), else `vni`, else the lowest free from FIRST_SWARM_VNI. A claim
-        that lands after the call gave up is removed once the store answers (fenced)."""
+        two managers never get one VNI): the one it already has (a retry, a new leader
+        allocating again, or a parallel call of the same allocation), else `vni`, else the
+        lowest free from FIRST_SWARM_VNI. Never a VNI some node's overlay definition still
+        uses (its network freed while a node had not yet deleted it). A claim that lands
+        after the call gave up is removed once the store answers (fenced)."""
         for _ in range(MAX_ATTEMPTS):
             entries = self._vni_entries()
-            claims = [(v, records.load(e) or {}) for v, e in entries]
-            found = next(((v, e) for v, e in entries
-                          if (records.load(e) or {}).get("network") == network), None)
-            if found is not None:
-                mine, entry = found
-                if vni is not None and vni != mine:
-                    raise Conflict(f"Swarm network {network[:12]} already has VNI {mine}; it asks "
-                                   f"for VNI {vni}")
-                # Adopted with a new write id: it may be the late landing of an attempt that
-                # failed, whose settling would otherwise delete it once the fence moves.
-                adopted = records.dump({**(records.load(entry) or {}), "attempt": claim_id()})
-                if self.writes.transaction([Op("cas", entry.key, adopted, entry.version)],
-                                           lambda _store: None,
-                                           f"adopting VNI {mine} of Swarm network {network[:12]}"):
-                    return mine
+            mine = sorted((v, e) for v, e in entries if _claim(e).get("network") == network)
+            if mine:
+                found = self._adopt(network, mine, vni)
+                if found is not None:
+                    return found
                 continue
-            chosen = vni if vni is not None else lowest_free_vni((v for v, _ in claims), FIRST_SWARM_VNI)
+            in_use = self._definition_vnis(network)
+            if vni is not None and vni in in_use:
+                raise Conflict(f"VNI {vni} is still used by overlay {in_use[vni]}; choose another "
+                               "-o vni, or none")
+            chosen = vni if vni is not None else lowest_free_vni(
+                [v for v, _ in entries] + list(in_use), FIRST_SWARM_VNI)
             key = keys.overlay_vni(chosen)
             value = records.dump({"space": oid.space, "subnet": oid.subnet, "network": network,
                                   "attempt": claim_id()})
             if self.writes.transaction([Op("create", key, value)], delete_if_unchanged(key, value),
                                        f"allocating VNI {chosen} to Swarm network {network[:12]}"):
                 log.info("overlay %s: VNI %d allocated to Swarm network %s", oid, chosen, network[:12])
-                return chosen
+                # Settled like any other found claim: a parallel allocation of this network
+                # that chose another VNI from an older listing gives way to the lowest.
+                continue
             if vni is not None:
-                holder = records.load(self.store.get(key)) if self.store.get(key) else {}
-                raise Conflict(f"VNI {vni} is already used by overlay {(holder or {}).get('subnet')} "
-                               f"({(holder or {}).get('space')}); choose another -o vni, or none")
+                held = self.store.get(key)
+                holder = {} if held is None else _claim(held)
+                if held is None or holder.get("network") == network:
+                    continue  # gone meanwhile, or this network's own claim from a parallel call
+                raise Conflict(f"VNI {vni} is already used by overlay {holder.get('subnet')} "
+                               f"({holder.get('space')}); choose another -o vni, or none")
         raise StoreContention(f"allocating a VNI to Swarm network {network[:12]}: other hosts "
                               "kept taking the free one first")
+
+    def _adopt(self, network: str, mine: list[tuple[int, Entry]], vni: int | None) -> int | None:
+        """The network's lowest claim, adopted with a new write id (it may be the late landing
+        of an attempt that failed, whose settling would otherwise delete it once the fence
+        moves); its other claims (parallel calls that listed at different moments) go.
+        None: a claim changed meanwhile, read again."""
+        chosen, entry = mine[0]
+        if vni is not None and vni != chosen:
+            raise Conflict(f"Swarm network {network[:12]} already has VNI {chosen}; it asks "
+                           f"for VNI {vni}")
+        adopted = records.dump({**_claim(entry), "attempt": claim_id()})
+        ops = [Op("cas", entry.key, adopted, entry.version)]
+        ops += [Op("delete", extra.key, version=extra.version) for _, extra in mine[1:]]
+        if self.writes.transaction(ops, lambda _store: None,
+                                   f"adopting VNI {chosen} of Swarm network {network[:12]}"):
+            return chosen
+        return None
+
+    def _definition_vnis(self, network: str) -> dict[int, str]:
+        """VNI -> the overlay whose definition uses it, for every definition that is not
+        `network`'s own (a node of that very network keeps its VNI)."""
+        used: dict[int, str] = {}
+        for oid, view in self.views().items():
+            if view.definition is None:
+                continue
+            hosts = sorted(view.members)
+            if any(m.network == network for m in view.members.values()):
+                continue
+            used[view.definition.vni] = (f"{oid}, defined on host {', '.join(hosts)}" if hosts
+                                         else f"{oid}, whose definition no host holds yet")
+        return used
 
     def free_swarm_vni(self, network: str) -> int | None:
         """Give back the VNI claim of Swarm network `network` (only that network's claim,
         at the version read). Absent is fine: FreeNetwork may be repeated."""
         for _ in range(MAX_ATTEMPTS):
             entry = next((e for e in self.store.list(keys.overlay_vnis())
-                          if (records.load(e) or {}).get("network") == network), None)
+                          if _claim(e).get("network") == network), None)
             if entry is None:
                 return None
             if self.store.delete(entry.key, entry.version):
@@ -360,7 +393,7 @@ class Registry:
         raise StoreContention(f"freeing the VNI of Swarm network {network[:12]}: its claim kept changing")
 
     def _vni_claims(self) -> list[tuple[int, dict]]:
-        return [(vni, records.load(entry) or {}) for vni, entry in self._vni_entries()]
+        return [(vni, _claim(entry)) for vni, entry in self._vni_entries()]
 
     def _vni_entries(self) -> list[tuple[int, Entry]]:
         prefix = keys.overlay_vnis()
@@ -415,11 +448,21 @@ class Registry:
         return dropped
 
 
+def _claim(entry: Entry) -> dict:
+    """A VNI claim's fields; {} for a value that is not a JSON object (it names no network,
+    and its key still takes the VNI)."""
+    try:
+        data = records.checked_load(entry)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _holds(vni_entry: Entry, oid: OverlayId) -> bool:
     """Whether the VNI claim is the overlay's own (made by its first host's join). A Swarm
     manager's claim (it names its network) is never: FreeNetwork alone gives it back. An
     unreadable claim is nobody's: left alone."""
     try:
         return vni_claim(vni_entry)[1].holds(oid)
-    except BadRecord:
+    except InvalidRecord:
         return False

@@ -2,8 +2,10 @@
 applier and the watcher of this host."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from pynet import deadline
 from pynet.errors import BadRequest
 from pynet.repair import RepairQueue
 from pynet.store.api import Store
@@ -11,13 +13,17 @@ from pynet.store.api import Store
 from driver.netlink.api import Link, Netlink
 
 from . import underlay
-from .applier import PeerApplier
+from .applier import DeviceBusy, PeerApplier
 from .claims import AddressClaims, LocalRecords
-from .model import DEFAULT_PORT
+from .model import DEFAULT_PORT, OverlayId
 from .registry import Registry
 from .watcher import PeerWatcher
 
+log = logging.getLogger(__name__)
+
 DEFAULT_PEER_TIMEOUT = 30.0
+# Of a plugin call's budget, what a sync inside it leaves for the call's own store writes.
+RESERVED_FOR_THE_CALL = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,14 @@ class OverlayRuntime:
         return underlay.choose(self.settings.data_path_addr, self.netlink.local_addresses(),
                                self.netlink.default_route_links(), links)
 
-    def sync(self) -> None:
-        """Program every local overlay's peers now (after CreateNetwork, restore)."""
-        self.watcher.sync()
+    def sync(self, only: OverlayId | None = None) -> None:
+        """Program the peers of local overlays now (every one, or `only`: after its
+        CreateNetwork or restore). Inside a plugin call, another sync of the same overlay
+        is waited for only as long as the call's budget allows; past that the peers are
+        left to that sync, which is programming them already."""
+        left = deadline.remaining()
+        wait = None if left is None else max(left - RESERVED_FOR_THE_CALL, 0.0)
+        try:
+            self.watcher.sync(only, wait=wait)
+        except DeviceBusy as exc:
+            log.warning("%s; this call leaves them to it", exc.message)

@@ -16,16 +16,16 @@ import time
 from collections.abc import Callable
 
 from driver import naming
-from pynet.errors import BackendUnavailable
-from pynet.store import keys, rejected
-from pynet.store.api import Store
+from pynet.errors import BackendUnavailable, PynetError
+from pynet.store import bad_records, keys
+from pynet.store.api import Entry, Store
 
 from .admission import Admitted, Local, admit, local_overlays
-from .applier import PeerApplier
+from .applier import DeviceBusy, PeerApplier
 from .claims import AddressClaims, LocalRecords
 from .liveness import Liveness
-from .model import OverlayId, OverlayView
-from .peers import Changes, desired
+from .model import Member, OverlayId, OverlayView
+from .peers import Changes, Desired, desired
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,9 @@ class PeerWatcher:
         self.interval = peer_timeout / 3
         self.liveness = Liveness(peer_timeout)
         self.clock = clock
+        # Held while reading the store's view (not while applying it): reads in order.
         self._lock = threading.Lock()
+        self._reads = 0
         self._dead: set[str] = set()
         self._member = False
         self._last_beat: float | None = None
@@ -56,75 +58,106 @@ class PeerWatcher:
         # Told (seconds, entries changed) after every sync: the composition root's metrics.
         self.on_synced: Callable[[float, int], None] | None = None
 
-    def sync(self) -> dict[OverlayId, Changes]:
-        """Bring every overlay this host is a member of to the store's current view. Reading
-        and applying happen under one lock, so what the kernel gets is never older than what
-        an earlier sync applied. This host's side of each overlay is its own records, never
-        the store's (admission.py); one overlay that fails is logged and the others go on."""
+    def sync(self, only: OverlayId | None = None, wait: float | None = None) -> dict[OverlayId, Changes]:
+        """Bring every overlay this host is a member of (or only `only`) to the store's
+        current view. Reads are serialized and numbered (a later read sees no less than an
+        earlier one), and the applier never applies to a device a view older than one it
+        already applied; applying takes only that overlay's lock, so a slow sync of one
+        overlay does not hold up another's. `wait`: how long to wait for another sync of
+        the same overlay (the applier's DeviceBusy). This host's side of each overlay is its
+        own records, never the store's (admission.py); one overlay that fails is logged and
+        the others go on."""
         started = time.monotonic()
+        failed: dict[OverlayId, str] = {}
+        wants: dict[OverlayId, tuple[Member, Desired]] = {}
         with self._lock:
-            views = self.registry.views()
+            views = self.registry.views() if only is None else {only: self.registry.view(only)}
             beats = self.registry.beats()
             local = self._local()
+            if only is not None:
+                local = {only: local[only]} if only in local else {}
             now = self.clock()
-            self.liveness.observe(beats, {h for v in views.values() for h in v.members}, now)
+            hosts = {h for v in views.values() for h in v.members}
+            self.liveness.observe(beats, hosts, now)
             self._report_deaths(now)
-            done: dict[OverlayId, Changes] = {}
-            was_member, self._member = self._member, False
-            failed: dict[OverlayId, str] = {}
+            self._reads += 1
+            seq = self._reads
+            alive = {h for h in hosts if self.liveness.alive(h, now)}
+            # Only a made network makes this host beat: a create that fails leaves none.
+            member = any(mine.ready for mine in local.values())
+            if only is None:
+                was_member, self._member = self._member, member
+                if was_member and not member:
+                    self._retire_beat()
+            elif member:
+                self._member = True
+            # What to believe is decided with the view (and the claims) read here, in order.
             for oid, mine in local.items():
-                # Only a made network makes this host beat: a create that fails leaves none.
-                self._member = self._member or mine.ready
                 try:
-                    changes = self._sync_one(views.get(oid) or OverlayView(oid, None, {}, ()), mine, now)
+                    wants[oid] = self._want(views.get(oid) or OverlayView(oid, None, {}, ()), mine, alive)
                 except BackendUnavailable:
                     raise  # the store went away: the whole sync is retried
                 except Exception as exc:  # one overlay's trouble must not stop the others'
-                    failed[oid] = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
-                    if self._failed.get(oid) != failed[oid]:
-                        log.exception("overlay %s: its peers could not be synced", oid)
-                    continue
-                if changes is not None:
-                    done[oid] = changes
-            for oid in self._failed.keys() - failed.keys():
+                    self._failing(oid, exc, failed)
+        done: dict[OverlayId, Changes] = {}
+        for oid, (member_, want) in wants.items():
+            try:
+                changes = self.applier.apply(member_.netns, member_.vxlan, naming.OVERLAY_BRIDGE, want,
+                                             seq=seq, wait=wait)
+            except (BackendUnavailable, DeviceBusy):
+                raise
+            except Exception as exc:
+                self._failing(oid, exc, failed)
+                continue
+            if changes is not None:
+                done[oid] = changes
+        with self._lock:
+            synced = set(local) - set(failed)
+            for oid in sorted(synced & set(self._failed), key=str):
                 log.info("overlay %s: its peers sync again", oid)
-            self._failed = failed
-            if was_member and not self._member:
-                self._retire_beat()
+                del self._failed[oid]
+            self._failed.update(failed)
             self.syncs += 1
         if self.on_synced is not None:
             self.on_synced(time.monotonic() - started, sum(c.count() for c in done.values()))
         return done
+
+    def _failing(self, oid: OverlayId, exc: Exception, failed: dict[OverlayId, str]) -> None:
+        failed[oid] = f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
+        if self._failed.get(oid) != failed[oid]:  # once per distinct failure, not every sync
+            log.error("overlay %s: its peers could not be synced: %s", oid, failed[oid],
+                      exc_info=not isinstance(exc, PynetError))
 
     def _local(self) -> dict[OverlayId, Local]:
         if self.records is None:
             return {}
         return local_overlays(self.host, self.records.networks(), self.records.endpoints())
 
-    def _sync_one(self, view: OverlayView, mine: Local, now: float) -> Changes | None:
+    def _want(self, view: OverlayView, mine: Local, alive: set[str]) -> tuple[Member, Desired]:
+        """(this host's member, the entries its device should have) for one overlay."""
         claims = None
         if self.claims is not None:
             claims = self.claims.owners(view.id.space, view.id.subnet)
         admitted = admit(view, self.host, mine, claims)
         self._report(view, admitted)
-        want = desired(admitted.view, self.host, lambda h: self.liveness.alive(h, now))
         assert mine.member is not None
-        return self.applier.apply(mine.member.netns, mine.member.vxlan, naming.OVERLAY_BRIDGE, want)
+        return mine.member, desired(admitted.view, self.host, alive.__contains__)
 
     def _report(self, view: OverlayView, admitted: Admitted) -> None:
-        """Each record not believed, once per version (pynet/store/rejected.py)."""
+        """Each record not believed: logged once per version, counted (bad_records.py)."""
         oid = view.id
         for refused in admitted.refused:
             if refused.endpoint is None:
                 key, kind = keys.overlay_member(oid.space, oid.subnet, refused.host), "overlay member"
             else:
                 key, kind = keys.overlay_peer(oid.space, oid.subnet, refused.host, refused.endpoint), "overlay peer"
-            rejected.report(key, view.versions.get(key, 0), kind, refused.reason)
+            bad_records.skipped(Entry(key, "", view.versions.get(key, 0)), refused.reason, kind)
         if admitted.own_member_differs:
             key = keys.overlay_member(oid.space, oid.subnet, self.host)
-            rejected.report(key, view.versions.get(key, 0), "overlay member",
-                            "it differs from this host's own network record, which is what counts "
-                            "(restore or the next CreateNetwork writes it again)")
+            bad_records.skipped(Entry(key, "", view.versions.get(key, 0)),
+                                "it differs from this host's own network record, which is what "
+                                "counts (restore or the next CreateNetwork writes it again)",
+                                "overlay member")
 
     def _retire_beat(self) -> None:
         """This host left its last overlay: its heartbeat key goes too (nothing of pynet's

@@ -19,7 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from driver.ledger import endpoint_at
 from driver.models import EndpointRecord
+from driver.service import NetworkService
 from ipam_driver import models
 from ipam_driver.docker_addresses import DockerAddresses
 from ipam_driver.leaks import LeakCheck
@@ -28,8 +30,11 @@ from ipam_driver.pools import GLOBAL_SPACE
 from ipam_driver.service import IpamService
 from pynet import heartbeat
 from pynet.defaults import MIN_LEAK_GRACE
-from pynet.store import keys, records
+from pynet.errors import BadRecord
+from pynet.store import bad_records, keys
+from pynet.store.api import Entry
 
+from .address_users import EndpointsNamingAddress
 from .context import CannotLook, Context, ReadOnlyStore
 from .ipam_show import read_pools
 from .render import DECLINED, OK, PROBLEMS, UNAVAILABLE
@@ -43,12 +48,16 @@ def _describe(ctx: Context, what: str) -> dict:
                 "text": f"pool {what[len('pool '):]}: held by this host, no network of dockerd uses it"}
     space, pool, ip = keys.claimed_address_parts(what)
     entry = ctx.store.get(what)
-    claim = models.decode(AddressClaim, entry) if entry else None
+    claim = next((c for _, c in models.readable([entry], AddressClaim, "address claim")), None) \
+        if entry else None
     kind = claim.kind if claim else "claim"
     owner = f" {claim.name}" if claim and claim.name else ""
+    endpoints = _naming(ctx, what)
+    named = f"; named by endpoint {', '.join(endpoints)}, removed with it" if endpoints else ""
     return {"what": kind, "pool": f"{space}/{pool}", "address": ip, "key": what,
+            "endpoints": endpoints,
             "text": f"address {ip} ({kind}{owner}) in pool {space}/{pool}: claimed by this host, "
-                    "unknown to dockerd"}
+                    f"unknown to dockerd{named}"}
 
 
 def _leak_check(ctx: Context, grace: float, read_only: bool) -> LeakCheck:
@@ -56,7 +65,45 @@ def _leak_check(ctx: Context, grace: float, read_only: bool) -> LeakCheck:
     ipam = IpamService(ctx.store, ctx.host, s.default_pools, block_size=s.ipam_block_size)
     docker = DockerAddresses(s.docker_host, ipam_driver=Path(s.socket).stem)
     return LeakCheck(ReadOnlyStore(ctx.store) if read_only else ctx.store, ctx.host, docker, ipam,
-                     grace=grace, judged_space=lambda space: space != GLOBAL_SPACE)
+                     grace=grace, judged_space=lambda space: space != GLOBAL_SPACE,
+                     users=None if read_only else _endpoints(ctx))
+
+
+class _PluginsFirewall:
+    """The firewall is the running plugin's (its table, and the host port sockets it holds):
+    this command never changes it. Endpoints with published ports are refused before."""
+
+    def __getattr__(self, name: str):
+        raise RuntimeError(f"pynet ipam check does not change the plugin's firewall ({name})")
+
+
+def _endpoints(ctx: Context) -> EndpointsNamingAddress:
+    """An address goes with the endpoint record naming it, its links removed here as
+    DeleteEndpoint removes them, or not at all (pynet/ops/address_users.py)."""
+    from driver.kinds import build_kinds
+    from driver.netlink.pyroute2_netlink import Pyroute2Netlink
+    service = NetworkService(ctx.store, ctx.host, build_kinds(Pyroute2Netlink(), _PluginsFirewall()))
+
+    def refuse(ep: EndpointRecord) -> str | None:
+        if ep.kind not in service.kinds:
+            return (f"is on a {ep.kind} network, whose namespace only the running plugin holds: "
+                    "the plugin's own checks remove both")
+        if ep.published:
+            return ("has published ports, whose rules and host sockets only the running plugin "
+                    "holds: the plugin's own checks remove both")
+        return None
+    return EndpointsNamingAddress(service, refuse)
+
+
+def _naming(ctx: Context, what: str) -> list[str]:
+    """The endpoint records of this host that name an unused address: --repair removes them
+    with it (and their links), or releases neither."""
+    try:
+        space, pool, ip = models.claim_key(Entry(what, "", 0))
+    except ValueError:
+        return []
+    return [f"{ep.network_id[:12]}/{ep.id[:12]}"
+            for ep in EndpointsNamingAddress(NetworkService(ctx.store, ctx.host, {})).naming(space, pool, ip)]
 
 
 def _local(ctx: Context, check: LeakCheck) -> dict:
@@ -82,22 +129,17 @@ def _claims_by_host(ctx: Context, pools: list[dict]) -> dict[str, dict]:
     def of(host: str) -> dict:
         return hosts.setdefault(host, {"addresses": [], "pools": [], "blocks": 0})
 
-    for entry in ctx.store.list(keys.ipam_addrs_all()):
-        try:
-            claim = models.decode(AddressClaim, entry)
-        except ValueError:
-            continue
+    for entry, claim in models.readable(ctx.store.list(keys.ipam_addrs_all()), AddressClaim,
+                                        "address claim"):
         space, pool, ip = keys.claimed_address_parts(entry.key)
         for host in (claim.holders or (claim.host,)) if claim.gateway else (claim.host,):
             of(host)["addresses"].append(f"{space}/{pool} {ip} ({claim.kind})")
     for p in pools:
         for host in p["holders"]:
             of(host)["pools"].append(f"{p['space']}/{p['pool']}")
-    for entry in ctx.store.list(f"{keys.VERSION}/ipam/blocks/"):
-        try:
-            of(models.decode(BlockClaim, entry).host)["blocks"] += 1
-        except ValueError:
-            continue
+    for _, block in models.readable(ctx.store.list(f"{keys.VERSION}/ipam/blocks/"), BlockClaim,
+                                    "block claim"):
+        of(block.host)["blocks"] += 1
     return hosts
 
 
@@ -123,9 +165,9 @@ def _endpoint_records(ctx: Context) -> list[tuple[str, EndpointRecord]]:
         host = keys.host_of(entry.key)
         if host and entry.key.startswith(keys.endpoints(host)):
             try:
-                found.append((host, EndpointRecord.from_dict(records.load(entry))))
-            except (ValueError, KeyError, TypeError):
-                continue
+                found.append((host, endpoint_at(entry)))
+            except BadRecord as exc:
+                bad_records.skipped(entry, exc.reason, "endpoint")
     return found
 
 
@@ -149,9 +191,9 @@ def _consistency(ctx: Context, pools: list[dict]) -> tuple[list[dict], list[dict
 
 def _swarm_claims(ctx: Context) -> list[dict]:
     found = []
-    for entry in ctx.store.list(keys.ipam_addrs_all() + GLOBAL_SPACE + "/"):
+    for entry, claim in models.readable(ctx.store.list(keys.ipam_addrs_all() + GLOBAL_SPACE + "/"),
+                                        AddressClaim, "address claim"):
         _, pool, ip = keys.claimed_address_parts(entry.key)
-        claim = models.decode(AddressClaim, entry)
         found.append({"pool": pool, "address": ip, "kind": claim.kind, "host": claim.host})
     return found
 

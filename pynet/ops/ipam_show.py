@@ -14,9 +14,9 @@ from .render import OK
 
 def read_pools(ctx: Context) -> list[dict]:
     pools = []
-    for entry in ctx.store.list(keys.ipam_space("")):
+    for entry, record in models.readable(ctx.store.list(keys.ipam_space("")), AddressSpace,
+                                         "address space"):
         space = entry.key[len(keys.ipam_space("")):]
-        record = models.decode(AddressSpace, entry)
         for cidr, pool in sorted(record.pools.items(), key=lambda p: (p[0].version, p[0])):
             hosts = sorted(set(pool.holders) | set((pool.holds or {}).values()))
             pools.append({"space": space, "pool": str(cidr),
@@ -34,8 +34,8 @@ def read_claims(ctx: Context, space: str, pool: str) -> list[dict]:
         for a in ep.addresses:
             by_address[a.split("/")[0]] = names.containers.get(ep.id) or ep.id[:12]
     found = []
-    for entry in ctx.store.list(keys.ipam_addrs(space, pool)):
-        claim = models.decode(AddressClaim, entry)
+    for entry, claim in models.readable(ctx.store.list(keys.ipam_addrs(space, pool)), AddressClaim,
+                                        "address claim"):
         ip = keys.claimed_address(entry.key)
         found.append({"address": ip, "kind": claim.kind, "host": claim.host,
                       "holders": list(claim.holders or ()), "name": claim.name or None,

@@ -173,8 +173,8 @@ class ConsulStore:
 
     def _entry(self, item: dict[str, Any]) -> Entry:
         value = item.get("Value")  # bytes, or None for an empty value
-        # Bytes that are not UTF-8 (any host may write anything) must not fail the whole
-        # listing: they are kept as surrogates, and records.load rejects that one record.
+        # Bytes that are not UTF-8 (written by another client) must not fail the whole
+        # listing: they are kept, escaped, and refused by records.checked_load for that key alone.
         text = value.decode("utf-8", "surrogateescape") if value else ""
         return Entry(item["Key"][len(self._prefix):], text, item["ModifyIndex"])
 
@@ -183,6 +183,13 @@ class ConsulStore:
         """Turn every way of failing to talk to Consul into one actionable error."""
         left = deadline.remaining()
         if left is not None and left <= 0:
+            elsewhere = deadline.spent_elsewhere(share=0.5)
+            if elsewhere is not None:
+                # The time went to the kernel or a sync, not to Consul: say so.
+                raise BackendUnavailable(
+                    f"this plugin call used up its {deadline.CALL_BUDGET:g}s before {what}: "
+                    f"{elsewhere[1]:.1f}s of it went to {elsewhere[0]} (consul at {self.addr} "
+                    "was not the cause)")
             raise BackendUnavailable(
                 f"consul at {self.addr} is answering too slowly: this plugin call used up its "
                 f"{deadline.CALL_BUDGET:g}s before {what}; is the agent up and does its cluster have a leader?"
@@ -193,6 +200,9 @@ class ConsulStore:
         except requests.Timeout:
             within = (f"within {self.timeout}s" if waited is None or waited >= self.timeout
                       else f"in the {deadline.CALL_BUDGET:g}s one plugin call may take")
+            elsewhere = deadline.spent_elsewhere(share=0.1)
+            if waited is not None and waited < self.timeout and elsewhere is not None:
+                within += f", of which {elsewhere[1]:.1f}s went to {elsewhere[0]} first"
             raise BackendUnavailable(
                 f"consul at {self.addr} did not answer {within} ({what}); "
                 "is the agent up and does its cluster have a leader?"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from pynet.errors import StoreContention
+from pynet.errors import BadRecord, StoreContention
 
 from .api import Entry, Store
 
@@ -13,20 +13,23 @@ from .api import Entry, Store
 MAX_ATTEMPTS = 64
 
 
-class NotUtf8(ValueError):
-    """A value whose bytes are not UTF-8 (the Consul store keeps them as surrogates)."""
-
-
 def load(entry: Entry | None) -> Any:
-    """The JSON value of `entry` (None for no entry); ValueError (json's, or NotUtf8) when the
-    value is not UTF-8 JSON."""
-    if entry is None:
-        return None
+    return json.loads(entry.value) if entry else None
+
+
+def checked_load(entry: Entry) -> Any:
+    """The JSON of entry, or BadRecord naming its key: text that is not UTF-8 (a backend
+    keeps such bytes escaped) or not JSON."""
     try:
         entry.value.encode("utf-8")
     except UnicodeEncodeError:
-        raise NotUtf8("its value is not UTF-8 text") from None
-    return json.loads(entry.value)
+        raise BadRecord(entry.key, "its value is not UTF-8 text") from None
+    try:
+        return json.loads(entry.value)
+    except ValueError as exc:
+        raise BadRecord(entry.key, f"its value is not JSON ({exc})") from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser goes
+        raise BadRecord(entry.key, "its value is JSON nested too deeply") from None
 
 
 def dump(value: Any) -> str:

@@ -4,10 +4,12 @@ Only for fast tests of service logic; tests/kernel proves the real Pyroute2Netli
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
 
 from pynet.errors import BadRequest, Conflict, PynetError
-from driver.netlink.api import FLOOD_MAC, FdbEntry, Link, Neighbour, NoSuchLink, NotSupported, Vxlan
+from driver.netlink.api import (FLOOD_MAC, FdbEntry, Link, Neighbour, NoSuchLink, NotSupported,
+                                PeerEntries, Vxlan)
 
 
 class InjectedFailure(PynetError):
@@ -37,6 +39,13 @@ class FakeNetlink:
         self.addrs: list[tuple[str, object]] = []  # test setup: (link, ip_interface)
         self.default_links: list[str] = []
         self.bridge_nf: dict[str, bool] = {}  # bridge -> its own nf_call_iptables
+        # What a batch costs on a real kernel: sockets opened (a forked helper each, in a
+        # named namespace) and whole-table dumps (FDB, neighbours), counted for the tests.
+        self.sockets = 0
+        self.dumps = 0
+        self._in_session = False
+        # MACs and IPs whose entries the kernel refuses to add (per-entry failures).
+        self.refuse_entries: set[str] = set()
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.fail_on:
@@ -184,12 +193,30 @@ class FakeNetlink:
         return None if info is None or link is None else replace(info, master=link.master, mtu=link.mtu)
 
     # --- peers -------------------------------------------------------------------------
+    @contextmanager
+    def session(self):
+        if self._in_session:
+            yield self
+            return
+        self.sockets += 1
+        self._in_session = True
+        try:
+            yield self
+        finally:
+            self._in_session = False
+
+    def _socket(self):
+        if not self._in_session:
+            self.sockets += 1  # each call on its own opens one
+
     def _vxlan_dev(self, dev):
         if dev not in self.vxlans:
-            raise BadRequest(f"interface {dev} does not exist on this host")
+            raise NoSuchLink(f"interface {dev} does not exist on this host")
         return dev
 
     def fdb_entries(self, dev):
+        self._socket()
+        self.dumps += 1
         return sorted(self.fdb[self._vxlan_dev(dev)])
 
     def ensure_fdb(self, dev, mac, dst):
@@ -208,10 +235,12 @@ class FakeNetlink:
 
     def _neigh(self, dev):
         if dev not in self.state:
-            raise BadRequest(f"interface {dev} does not exist on this host")
+            raise NoSuchLink(f"interface {dev} does not exist on this host")
         return self.neigh.setdefault(dev, {})
 
     def neighbours(self, dev):
+        self._socket()
+        self.dumps += 1
         return sorted(Neighbour(ip, mac) for ip, mac in self._neigh(dev).items())
 
     def ensure_neighbour(self, dev, ip, mac):
@@ -220,6 +249,37 @@ class FakeNetlink:
 
     def remove_neighbour(self, dev, ip):
         return self._neigh(dev).pop(ip, None) is not None
+
+    def peer_entries(self, dev, bridge):
+        self._maybe_fail("peer_entries")
+        with self.session():
+            self._vxlan_dev(dev), self._neigh(bridge)  # NoSuchLink-like for either missing
+            return PeerEntries(self.fdb_entries(dev), self.neighbours(bridge))
+
+    def change_peers(self, dev, bridge, *, fdb_remove=(), neigh_remove=(), fdb_add=(), neigh_add=()):
+        self._maybe_fail("change_peers")
+        with self.session():
+            entries, neigh = self.fdb[self._vxlan_dev(dev)], self._neigh(bridge)
+            failed = []
+            for e in fdb_remove:
+                entries.discard(FdbEntry(e.mac, e.dst))
+            for n in neigh_remove:
+                neigh.pop(n.ip, None)
+            for e in fdb_add:
+                if e.mac in self.refuse_entries:
+                    failed.append(f"kernel refused adding FDB entry {e.mac} -> {e.dst} on {dev}: "
+                                  "Invalid argument (errno 22)")
+                    continue
+                if e.mac != FLOOD_MAC:
+                    entries -= {x for x in entries if x.mac == e.mac}
+                entries.add(e)
+            for n in neigh_add:
+                if n.ip in self.refuse_entries:
+                    failed.append(f"kernel refused adding neighbour {n.ip} at {n.mac} on {bridge}: "
+                                  "Invalid argument (errno 22)")
+                    continue
+                neigh[n.ip] = n.mac
+            return failed
 
     def remove_link(self, name):
         self._maybe_fail("remove_link")

@@ -206,3 +206,66 @@ def test_bad_and_forged_records_leave_the_real_entries_intact_while_good_peers_a
     assert h2.neighbours(n2) == {(a.ip, a.mac)}
     assert bed.pings(a, b.ip) and bed.pings(a, c.ip) and bed.pings(b, a.ip) and bed.pings(c, a.ip)
     assert port_of(a.mac) == {naming.host_veth(a.endpoint)}  # not moved to the VXLAN port
+
+
+def _kernel_tables(netns: str, vxlan: str) -> tuple[set, set, set]:
+    """What the kernel holds, read with iproute2 (not pynet's own reader): the VXLAN
+    device's remote entries, the bridge's static entries on that port, the bridge's
+    permanent neighbours."""
+    def run(*argv: str) -> list[str]:
+        return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True,
+                              check=True).stdout.splitlines()
+    remote, bridged = set(), set()
+    for line in run("bridge", "fdb", "show", "dev", vxlan):
+        words = line.split()
+        if "dst" in words:
+            remote.add((words[0], words[words.index("dst") + 1]))
+        elif "master" in words and "static" in words:
+            bridged.add(words[0])
+    neigh = {(w[0], w[w.index("lladdr") + 1]) for w in (line.split() for line in run(
+        "ip", "-4", "neigh", "show", "dev", naming.OVERLAY_BRIDGE, "nud", "permanent")) if "lladdr" in w}
+    return remote, bridged, neigh
+
+
+def test_a_thousand_peers_are_programmed_and_withdrawn_exactly_in_one_batch(make_netns):
+    """1,000 remote endpoints (one host) into a real VXLAN device and bridge through the
+    applier every sync uses, then all withdrawn, as when that host dies. Timings are
+    bench/overlay_peers.py's; the bound here only catches a return to a dump per entry
+    (which took minutes)."""
+    from pyroute2 import IPRoute
+
+    from driver.netlink.api import FdbEntry, Neighbour
+    from driver.netlink.pyroute2_netlink import Pyroute2Netlink
+    from driver.overlay.applier import PeerApplier
+    from driver.overlay.peers import Desired
+
+    host, overlay = make_netns("h"), make_netns("o")
+    with IPRoute(netns=host, flags=0) as ipr:
+        ipr.link("add", ifname="eth0", kind="veth", peer={"ifname": "eth1"})
+        idx = ipr.link_lookup(ifname="eth0")[0]
+        ipr.addr("add", index=idx, address="198.18.0.11", prefixlen=24)
+        ipr.link("set", index=idx, state="up")
+    netlink = Pyroute2Netlink(host)
+    netlink.within(overlay).ensure_bridge(naming.OVERLAY_BRIDGE, 1450, [])
+    netlink.add_vxlan("pnxbig", 4300, "198.18.0.11", 4789, 1450, naming.OVERLAY_BRIDGE, netns=overlay)
+    macs = [f"02:42:0a:33:{i >> 8:02x}:{i & 0xff:02x}" for i in range(1000)]
+    want = Desired(frozenset({FdbEntry(FLOOD_MAC, "198.18.0.12")} | {FdbEntry(m, "198.18.0.12") for m in macs}),
+                   frozenset(Neighbour(f"10.51.{i >> 8}.{i & 0xff}", m) for i, m in enumerate(macs, start=2)))
+    applier = PeerApplier(netlink)
+
+    started = time.monotonic()
+    changes = applier.apply(overlay, "pnxbig", naming.OVERLAY_BRIDGE, want)
+    assert time.monotonic() - started < 30
+    assert changes is not None and changes.count() == 2001 and applier.failed_entries == 0
+    remote, bridged, neigh = _kernel_tables(overlay, "pnxbig")
+    assert remote == {(e.mac, e.dst) for e in want.fdb}
+    assert bridged == set(macs)
+    assert neigh == {(n.ip, n.mac) for n in want.neighbours}
+    assert not applier.apply(overlay, "pnxbig", naming.OVERLAY_BRIDGE, want)  # nothing left to do
+
+    started = time.monotonic()
+    gone = applier.apply(overlay, "pnxbig", naming.OVERLAY_BRIDGE, Desired(frozenset(), frozenset()))
+    assert time.monotonic() - started < 30
+    assert gone is not None and len(gone.fdb_remove) == 1001 and len(gone.neigh_remove) == 1000
+    assert _kernel_tables(overlay, "pnxbig") == (set(), set(), set())
+    assert applier.failed_entries == 0

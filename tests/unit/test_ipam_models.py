@@ -65,7 +65,7 @@ def test_decoded_records_are_typed():
 
 
 @pytest.mark.parametrize("cls, stored, match", [
-    (AddressClaim, "not json", "unreadable AddressClaim at v1/ipam/x"),
+    (AddressClaim, "not json", "v1/ipam/x is unreadable: its value is not JSON"),
     (AddressClaim, "[1, 2]", "expected a JSON object, got list"),
     (AddressClaim, '{"host":"h1","kind":"endpoint"}', "missing field 'name'"),
     (AddressClaim, '{"host":"h1","kind":"router","name":""}', "'kind' must be one of"),

@@ -22,7 +22,7 @@ COMPOSITION_ROOT = "pynet.app"
 OPS_ROOT = "pynet.ops"
 
 PURE = {
-    "pynet.errors", "pynet.defaults", "pynet.wire", "pynet.store.keys",
+    "pynet.errors", "pynet.defaults", "pynet.wire", "pynet.store.keys", "pynet.store.segments",
     "driver.options", "driver.naming", "driver.portmap", "driver.models", "driver.protocol",
     "driver.macvlan_parents", "driver.firewall.nft_rules", "driver.netlink.api",
     "driver.overlay.model", "driver.overlay.underlay", "driver.overlay.peers", "driver.overlay.liveness",

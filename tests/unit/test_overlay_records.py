@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from driver import naming
 from driver.overlay.admission import Local, admit
-from driver.overlay.model import (BadRecord, Definition, Member, OverlayId, OverlayView, Peer,
+from driver.overlay.model import (InvalidRecord, Definition, Member, OverlayId, OverlayView, Peer,
                                   VniClaim, heartbeat)
 from driver.overlay.peers import desired
 from driver.overlay.registry import parse_views, vni_claim
-from pynet.store import keys, rejected
+from pynet.store import bad_records, keys
 from pynet.store.api import Entry
 
 SPACE, SUBNET = "LocalDefault", "10.77.0.0/24"
@@ -64,7 +64,7 @@ def test_what_pynet_writes_parses_back():
     (["02:42:0a:4d:00:02"], "must be a string"), ("02-42-0a-4d-00-02", "not a MAC"),
 ])
 def test_a_peer_mac_must_be_a_well_formed_unicast_non_zero_mac(mac, why):
-    with pytest.raises(BadRecord, match=why):
+    with pytest.raises(InvalidRecord, match=why):
         Peer.from_dict(peer_dict(mac=mac))
 
 
@@ -74,7 +74,7 @@ def test_a_peer_mac_must_be_a_well_formed_unicast_non_zero_mac(mac, why):
     ("010.77.0.2", "not an IPv4"), ("10.77.0.2/24", "not an IPv4"),
 ])
 def test_a_peer_ip_must_be_an_ipv4_address(ip, why):
-    with pytest.raises(BadRecord, match=why):
+    with pytest.raises(InvalidRecord, match=why):
         Peer.from_dict(peer_dict(ip=ip))
 
 
@@ -85,9 +85,9 @@ def test_a_peer_ip_must_be_an_ipv4_address(ip, why):
     (3323068427, "must be a string"), (None, "must be a string"),
 ])
 def test_a_vtep_must_be_a_unicast_ipv4_address_another_host_can_reach(vtep, why):
-    with pytest.raises(BadRecord, match=why):
+    with pytest.raises(InvalidRecord, match=why):
         Member.from_dict(member_dict(vtep=vtep))
-    with pytest.raises(BadRecord, match=why):
+    with pytest.raises(InvalidRecord, match=why):
         Peer.from_dict(peer_dict(vtep=vtep))
 
 
@@ -98,7 +98,7 @@ def test_a_vtep_must_be_a_unicast_ipv4_address_another_host_can_reach(vtep, why)
     ({"attempt": 7}, "not a write id"),
 ])
 def test_a_member_must_name_the_kernel_objects_pynet_makes_for_its_network(over, why):
-    with pytest.raises(BadRecord, match=why):
+    with pytest.raises(InvalidRecord, match=why):
         Member.from_dict(member_dict(**over))
 
 
@@ -109,21 +109,21 @@ def test_a_member_must_name_the_kernel_objects_pynet_makes_for_its_network(over,
     ({"port": 0}, "outside"), ({"port": 65536}, "outside"), ({"port": [4789]}, "must be an integer"),
 ])
 def test_a_definition_needs_a_vni_mtu_and_port_in_range(over, why):
-    with pytest.raises(BadRecord, match=why):
+    with pytest.raises(InvalidRecord, match=why):
         Definition.from_dict(def_dict(**over))
 
 
 @pytest.mark.parametrize("data", [None, [], ["vni", 4096], "text", 4096, True])
 def test_json_that_is_not_an_object_is_no_record(data):
     for parse in (Definition.from_dict, Member.from_dict, Peer.from_dict, VniClaim.from_dict):
-        with pytest.raises(BadRecord, match="not a JSON object"):
+        with pytest.raises(InvalidRecord, match="not a JSON object"):
             parse(data)
 
 
 def test_a_missing_field_is_named():
     data = peer_dict()
     del data["mac"]
-    with pytest.raises(BadRecord, match="'mac' is missing"):
+    with pytest.raises(InvalidRecord, match="'mac' is missing"):
         Peer.from_dict(data)
 
 
@@ -138,12 +138,12 @@ def test_vni_claims_and_heartbeats_are_validated_too():
         ("v1/overlay/vnis/4096", "{", "not JSON"),
         ("v1/overlay/vnis/4096", NOT_UTF8, "not UTF-8"),
     ]:
-        with pytest.raises(BadRecord, match=why):
+        with pytest.raises(InvalidRecord, match=why):
             vni_claim(Entry(key, value, 1))
     heartbeat({"host": "h2", "beat": "ab"}, "h2")
-    with pytest.raises(BadRecord, match="not 'h2'"):
+    with pytest.raises(InvalidRecord, match="not 'h2'"):
         heartbeat({"host": "h3"}, "h2")
-    with pytest.raises(BadRecord, match="not a JSON object"):
+    with pytest.raises(InvalidRecord, match="not a JSON object"):
         heartbeat(None, "h2")
 
 
@@ -203,24 +203,24 @@ def test_keys_of_no_shape_pynet_writes_are_reported():
     assert [(k, kind) for k, _, kind, _ in reports.seen] == [(odd, "overlay key")]
 
 
-def test_a_rejected_record_is_logged_and_counted_once_per_key_and_version(caplog):
-    rejected.forget()
+def test_a_rejected_record_is_logged_once_per_key_and_version_and_counted(caplog):
+    bad_records._logged.clear()
     counted = []
-    rejected.counter = counted.append
+    bad_records.listeners.append(counted.append)
     try:
         bad = [(keys.overlay_peer(SPACE, SUBNET, "h2", "d" * 64), "{")]
         for _ in range(3):
             parse_views(entries(*good_overlay(), *bad))
-        assert counted == ["overlay peer"]
-        assert sum("ignoring overlay peer record" in r.message for r in caplog.records) == 1
-        assert keys.overlay_peer(SPACE, SUBNET, "h2", "d" * 64) in caplog.text and "not JSON" in caplog.text
+        assert counted == ["overlay peer"] * 3  # the metric counts every skip
+        lines = [r.message for r in caplog.records if "skipping the overlay peer record" in r.message]
+        assert len(lines) == 1
+        assert keys.overlay_peer(SPACE, SUBNET, "h2", "d" * 64) in lines[0] and "not JSON" in lines[0]
         # A new version of the same key is news again.
-        moved = [Entry(bad[0][0], "[", 99)]
-        parse_views([*entries(*good_overlay()), *moved])
-        assert counted == ["overlay peer", "overlay peer"]
+        parse_views([*entries(*good_overlay()), Entry(bad[0][0], "[", 99)])
+        assert sum("skipping the overlay peer record" in r.message for r in caplog.records) == 2
     finally:
-        rejected.counter = None
-        rejected.forget()
+        bad_records.listeners.remove(counted.append)
+        bad_records._logged.clear()
 
 
 # --- admission: no host speaks for another --------------------------------------------
@@ -322,7 +322,7 @@ def test_generated_records_parse_or_raise_bad_record_and_nothing_else(data):
     for parse in (Definition.from_dict, Member.from_dict, Peer.from_dict, VniClaim.from_dict):
         try:
             parse(data)
-        except BadRecord as exc:
+        except InvalidRecord as exc:
             assert exc.reason
 
 
