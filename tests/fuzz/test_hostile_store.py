@@ -23,6 +23,7 @@ At the end, with every batch present at once, X and Y are deleted with Docker's 
 from __future__ import annotations
 
 import json
+import os
 import random
 import secrets
 import subprocess
@@ -271,8 +272,9 @@ def bed():
             if name in listed:
                 subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=15)
         left = spaces.close()  # deleting the namespace deletes the veth pair too
-        if plugin is not None:
-            shutil.copy(plugin.log_path, Path(tempfile.gettempdir()) / "pynet-hostile-last.log")
+        keep = os.environ.get("PYNET_FUZZ_KEEP_LOG")
+        if keep and plugin is not None and plugin.log_path.exists():
+            shutil.copy(plugin.log_path, keep)
         shutil.rmtree(tmp, ignore_errors=True)
         assert not left, f"could not delete namespaces {left}"
 
