@@ -27,12 +27,17 @@ class ConsulAgent:
     """One local agent. leader=True: a -dev server that elects itself at once.
     leader=False: a server waiting for a second server that never comes, i.e. a
     cluster without a leader (reads and writes hang, then fail with 500).
-    acl_token: ACLs on, default deny, this token is the master token."""
+    acl_token: ACLs on, default deny, this token is the master token.
+    netns: run the agent inside that network namespace (`ip netns exec`, which execs: the PID
+    stays the agent's), serving its HTTP API on `client` (the first address is the one `addr`
+    names: give one the test process reaches) and on that namespace's loopback."""
 
     def __init__(
         self, *, leader: bool = True, acl_token: str | None = None, startup_timeout: float = 30.0,
-        extra_args: tuple[str, ...] = (),
+        extra_args: tuple[str, ...] = (), netns: str | None = None, client: str = "127.0.0.1",
     ) -> None:
+        self.netns = netns
+        self.client = client
         self.leader = leader
         self.acl_token = acl_token
         self.startup_timeout = startup_timeout
@@ -50,6 +55,10 @@ class ConsulAgent:
         self.stop()
 
     @property
+    def port(self) -> int:
+        return int(self.addr.rsplit(":", 1)[1])
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
@@ -65,7 +74,7 @@ class ConsulAgent:
         # before consul does; the agent then exits at once and we retry with new ports.
         for attempt in range(3):
             ports = _free_ports(len(_PORT_FLAGS))
-            self.addr = f"127.0.0.1:{ports[0]}"
+            self.addr = f"{self.client}:{ports[0]}"
             self._spawn(binary, ports)
             try:
                 self._wait_ready()
@@ -84,7 +93,9 @@ class ConsulAgent:
     def _spawn(self, binary: str, ports: list[int]) -> None:
         assert self.dir is not None
         data = self.dir / "data"
-        cmd = [binary, "agent", "-client", "127.0.0.1", "-bind", "127.0.0.1",
+        clients = " ".join(dict.fromkeys([self.client, "127.0.0.1"]))
+        cmd = ["ip", "netns", "exec", self.netns] if self.netns else []
+        cmd += [binary, "agent", "-client", clients, "-bind", "127.0.0.1",
                "-data-dir", str(data), "-pid-file", str(self.dir / "consul.pid"),
                "-log-level", "info", "-hcl", "disable_update_check = true"]
         cmd += ["-dev"] if self.leader else ["-server", "-bootstrap-expect", "2"]
