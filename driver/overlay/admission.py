@@ -16,7 +16,7 @@ and no host may speak for another:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from driver import naming
@@ -62,8 +62,8 @@ class Admitted:
     own_member_differs: bool = field(default=False)
 
 
-def admit(view: OverlayView, host: str, local: Local,
-          claims: Mapping[str, str] | None) -> Admitted:
+def admit(view: OverlayView, host: str, local: Local, claims: Mapping[str, str] | None,
+          alive: Callable[[str], bool] = lambda _host: True) -> Admitted:
     """The part of `view` this host believes. `claims`: address -> the host whose claim in
     the overlay's pool it is (gateways left out); None when they could not be read, then no
     remote peer is believed. (Swarm too: each node claims its tasks' addresses in its own
@@ -81,23 +81,33 @@ def admit(view: OverlayView, host: str, local: Local,
             continue
         members[other] = member
     subnet = ipaddress.IPv4Network(view.id.subnet) if _is_v4(view.id.subnet) else None
-    believed: list[Peer] = []
+    plausible: list[Peer] = []
     for peer in view.peers:
         if peer.host == host:
             continue  # this host's endpoints are on its own bridge
-        member = members.get(peer.host)
-        reason = _doubt(peer, member, subnet, local, claims)
+        reason = _implausible(peer, members.get(peer.host), subnet, local)
         if reason is not None:
             refused.append(Refused(peer.host, peer.endpoint, reason))
-        else:
-            believed.append(peer)
-    kept, clashes = _without_clashes(believed)
-    for peer in believed:
+        elif alive(peer.host):  # a dead host's entries are withdrawn anyway (peers.desired)
+            plausible.append(peer)
+    # Clashes are judged before the claims: a host can rewrite the shared IPAM claim of
+    # another host's address, but never that host's own peer record, so two live hosts
+    # giving one address (or MAC) program neither, whoever holds the claim. A compromised
+    # host can then deny that address service, but never take its traffic.
+    unclashed, clashes = _without_clashes(plausible)
+    for peer in plausible:
         for clash in clashes:
             if clash.value == (peer.ip if clash.what == "address" else peer.mac):
                 others = ", ".join(h for h in clash.hosts if h != peer.host)
                 refused.append(Refused(peer.host, peer.endpoint,
                                        f"{clash.what} {clash.value} is also given by host {others}"))
+    kept: list[Peer] = []
+    for peer in unclashed:
+        reason = _unclaimed(peer, claims)
+        if reason is not None:
+            refused.append(Refused(peer.host, peer.endpoint, reason))
+        else:
+            kept.append(peer)
     differs = stored_own is not None and (local.member is None or
                                           replace(stored_own, attempt="") != replace(local.member, attempt=""))
     return Admitted(replace(view, members=members, peers=tuple(kept)), tuple(refused),
@@ -111,9 +121,9 @@ def _is_v4(subnet: str) -> bool:
         return False
 
 
-def _doubt(peer: Peer, member: Member | None, subnet: ipaddress.IPv4Network | None, local: Local,
-           claims: Mapping[str, str] | None) -> str | None:
-    """Why `peer` is not believed, or None."""
+def _implausible(peer: Peer, member: Member | None, subnet: ipaddress.IPv4Network | None,
+                 local: Local) -> str | None:
+    """Why `peer` cannot be believed whatever the other records say, or None."""
     if member is None:
         return "its host has no member record of this overlay"
     ip = ipaddress.IPv4Address(peer.ip)
@@ -127,6 +137,12 @@ def _doubt(peer: Peer, member: Member | None, subnet: ipaddress.IPv4Network | No
         return f"MAC {peer.mac} is one of this host's endpoints'"
     if peer.ip in local.ips:
         return f"address {ip} is one of this host's endpoints'"
+    return None
+
+
+def _unclaimed(peer: Peer, claims: Mapping[str, str] | None) -> str | None:
+    """Why the IPAM does not back `peer`'s address as its host's, or None."""
+    ip = peer.ip
     if claims is None:
         return "the overlay's address claims could not be read"
     holder = claims.get(peer.ip)

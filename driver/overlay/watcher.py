@@ -138,7 +138,7 @@ class PeerWatcher:
         claims = None
         if self.claims is not None:
             claims = self.claims.owners(view.id.space, view.id.subnet)
-        admitted = admit(view, self.host, mine, claims)
+        admitted = admit(view, self.host, mine, claims, alive.__contains__)
         self._report(view, admitted)
         assert mine.member is not None
         return mine.member, desired(admitted.view, self.host, alive.__contains__)

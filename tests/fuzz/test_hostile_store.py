@@ -423,10 +423,6 @@ def test_a_taken_over_claim_of_a_local_address_steals_nothing(bed: Bed, scene: S
             "a neighbour entry for a local address"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap (docs/overlay.md, threat model): address claims are shared keys, so a "
-    "compromised host can rewrite the claim of another host's endpoint and have its own peer "
-    "believed for that address; strict: this turns red once a reader refuses it"))
 def test_a_taken_over_claim_of_a_remote_address_steals_nothing(bed: Bed, scene: Scene):
     """The same with the fake host's good endpoint's address: the good peer may be withdrawn
     (denial of service is within a compromised host's power), but no host should program
