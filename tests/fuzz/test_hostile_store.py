@@ -105,6 +105,8 @@ class FakeHost:
     def leave(self) -> None:
         for subnet, nid in self.nids.items():
             self.registry.leave(OverlayId(SPACE, subnet), nid)
+            self.ipam.release_pool(self.pools.pop(subnet))  # as DeleteNetwork's ReleasePool
+        self.nids.clear()
 
 
 @dataclass
