@@ -17,6 +17,8 @@ fi
 
 if [[ "${PYNET_SKIP_INSTALL:-0}" != 1 ]]; then
     bash "$REPO_ROOT/scripts/install-test-deps.sh"
+    # The engine matrix's newer dockerds (tests/engines), cached after the first run.
+    bash "$REPO_ROOT/scripts/fetch-engine.sh"
 fi
 
 cd "$REPO_ROOT"

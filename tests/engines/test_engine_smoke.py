@@ -1,4 +1,4 @@
-"""pynet on Docker Engine 26.1 and 28.5 (see conftest.py): the single-host promises, lean.
+"""pynet on Docker Engine 20.10, 26.1 and 28.5 (see conftest.py): the single-host promises, lean.
 
 Each test makes its own networks (fixed subnets: one bed per engine at a time) and leaves
 them to the bed's tear-down, so the bed's dockerd starts and stops once per engine.
@@ -9,6 +9,7 @@ import json
 import random
 import secrets
 import subprocess
+import time
 
 import pytest
 
@@ -63,6 +64,10 @@ def free_port() -> int:
 def curl(prefix: list[str], url: str) -> str:
     return subprocess.run([*prefix, "curl", "-s", "--max-time", "5", url], capture_output=True,
                           text=True).stdout.strip()
+
+
+def _nft_pynet() -> str:
+    return subprocess.run(["nft", "list", "table", "inet", "pynet"], capture_output=True, text=True).stdout
 
 
 def test_engine_is_the_one_asked_for(bed: Bed) -> None:
@@ -129,7 +134,7 @@ def test_ipv6_network_gives_addresses_that_carry_traffic(bed: Bed) -> None:
 def test_ipv6_only_network(bed: Bed) -> None:
     """Docker 28.0 added `--ipv4=false` (com.docker.network.enable_ipv4): no IPv4 pool is
     asked of pynet's IPAM and CreateNetwork carries no IPv4Data."""
-    if bed.engine < "28":
+    if float(bed.engine) < 28:
         pytest.skip(f"docker {bed.engine} has no --ipv4 option (it came with 28.0)")
     net = network(bed, "--ipv4=false", "--ipv6", "--subnet", "fd18:218::/64")
     a, b = run(bed, net), run(bed, net)
@@ -170,3 +175,27 @@ def test_pynet_docker_client_negotiates_the_api_version(bed: Bed) -> None:
     view = DockerNetworkList(bed.dockerd.base_url)()
     assert view is not None, "pynet could not read this dockerd"
     assert eid in (view.networks.get(nid) or ())
+
+
+def test_published_port_is_released_when_dockerd_crashes_and_comes_back(bed: Bed) -> None:
+    """Last in the module: it restarts the bed's dockerd. A container with a published port
+    does not come back after dockerd is killed; whatever Docker sends on the way up (28 and
+    older: Revoke, Leave, DeleteEndpoint; 29: no Revoke for an endpoint it did not see Join),
+    the port is free again and a new container publishes it."""
+    net = network(bed, "--subnet", "198.18.222.0/24")
+    port = free_port()
+    serve = ("sh", "-c", f"mkdir -p /www && echo {PAGE} > /www/index.html && exec httpd -f -p 80 -h /www")
+    gone = run(bed, net, "-p", f"{port}:80", cmd=serve)
+    assert curl([], f"http://127.0.0.1:{port}/") == PAGE
+    bed.dockerd.restart(crash=True)
+    assert bed.dockerd.cli("inspect", "-f", "{{.State.Running}}", gone).stdout.strip() == "false"
+    deadline = time.monotonic() + 30
+    while curl([], f"http://127.0.0.1:{port}/") == PAGE and time.monotonic() < deadline:
+        time.sleep(1)  # pynet's own check reclaims endpoints Docker abandoned
+    assert curl([], f"http://127.0.0.1:{port}/") != PAGE, "the crashed container's port is still published"
+    # Not only is nothing serving: no DNAT element names the port any more.
+    while f" {port} " in _nft_pynet() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert f" {port} " not in _nft_pynet(), f"pynet still publishes host port {port}"
+    run(bed, net, "-p", f"{port}:80", cmd=serve)
+    assert curl([], f"http://127.0.0.1:{port}/") == PAGE
