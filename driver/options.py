@@ -16,6 +16,7 @@ from pynet.errors import BadRequest
 from pynet.wire import printable
 
 GENERIC = "com.docker.network.generic"
+ENABLE_IPV4 = "com.docker.network.enable_ipv4"  # Docker 28+; absent before: IPv4 is on
 ENABLE_IPV6 = "com.docker.network.enable_ipv6"
 INTERNAL = "com.docker.network.internal"
 
@@ -155,6 +156,7 @@ class NetworkOptions:
     parent: str | None = None
     macvlan_mode: str | None = None
     internal: bool = False
+    ipv4: bool = True
     ipv6: bool = False
     masquerade: bool = True
     icc: bool = True
@@ -202,7 +204,10 @@ def parse_network_options(options: dict, available: tuple[str, ...] = IMPLEMENTE
         values[spec.field] = (key, value)
     parsed = {name: value for name, (_, value) in values.items()}
     parsed["internal"] = _flag(options, INTERNAL)
+    parsed["ipv4"] = _flag(options, ENABLE_IPV4, default=True)
     parsed["ipv6"] = _flag(options, ENABLE_IPV6)
+    if not parsed["ipv4"] and not parsed["ipv6"]:
+        raise BadRequest(f"{ENABLE_IPV4} and {ENABLE_IPV6} are both false: a network needs one of them")
     if parsed.get("type") == "macvlan":
         parsed.setdefault("macvlan_mode", "bridge")
         # Like Docker's macvlan driver: with no parent the network is internal.
@@ -212,8 +217,8 @@ def parse_network_options(options: dict, available: tuple[str, ...] = IMPLEMENTE
     return NetworkOptions(**parsed)
 
 
-def _flag(options: dict, key: str) -> bool:
-    value = options.get(key, False)
+def _flag(options: dict, key: str, default: bool = False) -> bool:
+    value = options.get(key, default)
     if isinstance(value, bool):
         return value
     return parse_flag(key, value)

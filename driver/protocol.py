@@ -21,6 +21,10 @@ from .portmap import ANY_IPV4, PortRequest
 
 PORTMAP = "com.docker.network.portmap"
 EXPOSED_PORTS = "com.docker.network.endpoint.exposedports"
+# An exact name for the container's interface (`docker run --network name=N,driver-opt=...`,
+# Compose's interface_name). Docker's remote-driver proxy passes only Join's DstPrefix on
+# (drivers/remote/driver.go: SetNames(SrcName, DstPrefix, "")), so no remote driver can honour it.
+IFNAME = "com.docker.network.endpoint.ifname"
 # Docker's protocol numbers (types/types.go): 1 icmp, 6 tcp, 17 udp, 132 sctp.
 PROTOCOLS = {6: "tcp", 17: "udp"}
 _UNSUPPORTED = {1: "icmp", 132: "sctp"}
@@ -36,6 +40,8 @@ SCOPES = ("local", "global")
 def capabilities(scope: str = "local") -> dict:
     if scope not in SCOPES:
         raise ValueError(f"scope {scope!r}: expected one of {', '.join(SCOPES)}")
+    # No GwAllocChecker (Docker 28+; absent means false): every pynet network has its gateway
+    # from the IPAM, so Docker need not ask /NetworkDriver.GwAllocCheck whether to skip it.
     return {"Scope": scope, "ConnectivityScope": "global"}
 
 
@@ -57,6 +63,8 @@ class CreateNetwork:
             parse_network_options(mapping, available)
         v4 = body.items("IPv4Data")
         gateways, subnets = _ipam_data(v4 + body.items("IPv6Data"))
+        if not options.ipv4 and any(ipaddress.ip_network(s).version == 4 for s in subnets):
+            raise BadRequest("IPv4Data carries an IPv4 subnet but com.docker.network.enable_ipv4 is false")
         return cls(network_id, options, gateways, subnets, _address_space(v4))
 
 
@@ -177,6 +185,10 @@ class CreateEndpoint:
             raise BadRequest(f"Interface.MacAddress {printable(mac)} is not a MAC address "
                              "(six hex pairs separated by colons)")
         options = body.mapping("Options")
+        if options.get(IFNAME):
+            raise BadRequest(f"endpoint option {IFNAME}={printable(options[IFNAME])} cannot be honoured: "
+                             "Docker passes a remote driver's containers only an interface name prefix "
+                             "(the network option com.docker.network.container_iface_prefix sets it)")
         keep = {k: options[k] for k in (PORTMAP, EXPOSED_PORTS) if k in options}
         return cls(network_id, endpoint_id, address, address_v6, mac, keep)
 

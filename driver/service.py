@@ -226,6 +226,14 @@ class NetworkService:
         nid, eid = req.network_id, req.endpoint_id
         with self._locks.endpoint(nid, eid):
             ep = self.ledger.endpoint(nid, eid)
+            if ep is not None and ep.published:
+                # Docker 29 sends RevokeExternalConnectivity only for endpoints it saw Join
+                # since it started: after a daemon restart it never comes, so the ports go here.
+                net, was = self.ledger.network(nid), ep
+                ep = replace(ep, published=())
+                self.ledger.save_endpoint(ep)  # record first, as in revoke_external
+                if net is not None:
+                    self._kind(net).unpublish(net, was)
             if ep is not None and ep.sandbox is not None:
                 self.ledger.save_endpoint(replace(ep, sandbox=None))
 

@@ -19,6 +19,8 @@ fi
 
 if [[ "${PYNET_SKIP_INSTALL:-0}" != 1 ]]; then
     bash "$REPO_ROOT/scripts/install-test-deps.sh"
+    # The engine matrix's newer dockerds (tests/engines), cached after the first run.
+    bash "$REPO_ROOT/scripts/fetch-engine.sh"
 fi
 
 . "$REPO_ROOT/scripts/test-python.sh"  # after the install: it may have brought python3

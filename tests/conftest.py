@@ -18,7 +18,7 @@ from tests.harness.netns import Namespaces, NetnsError, require_root
 # Tiers that share the host's firewall, /run/docker/plugins or its dockerd binaries: two
 # pytest sessions running them at once corrupt each other's state, so a session that
 # collected any of them holds this lock until it ends (a second one waits, and says so).
-SHARED_HOST_TIERS = frozenset({"e2e", "multihost", "storm", "managed", "fuzz", "bench_smoke"})
+SHARED_HOST_TIERS = frozenset({"e2e", "engines", "multihost", "storm", "managed", "fuzz", "bench_smoke"})
 SHARED_HOST_LOCK = Path(os.environ.get("PYNET_TEST_LOCK", "/run/lock/pynet-tests.lock"))
 _TESTS_DIR = Path(__file__).resolve().parent
 _held_lock: list[int] = []

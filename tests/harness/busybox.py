@@ -1,7 +1,7 @@
 """A tiny container image built from Debian's busybox-static (no registry is reachable).
 
 The image holds /bin/busybox plus a symlink per applet, minimal /etc/passwd and /etc/group,
-and CMD ["sh"]. Run containers with `--pull never`.
+CMD ["sh"] and PATH=/bin. Run containers with `--pull never`.
 
 Busybox quirks seen here:
 * busybox-static 1.35 `wget` segfaults when given `-T`. Bound it with the `timeout` applet
@@ -46,7 +46,9 @@ def ensure_busybox_image(dockerd: DockerDaemon, tag: str = IMAGE) -> str:
     """Import the image into DOCKERD unless it is already there; return its tag."""
     if dockerd.cli("image", "inspect", tag, check=False).returncode == 0:
         return tag
-    dockerd.cli("import", "--change", 'CMD ["sh"]', "-", tag, input=build_rootfs_tar(find_busybox()))
+    # Docker 26+ gives `docker exec` no default PATH in an image that has none.
+    dockerd.cli("import", "--change", 'CMD ["sh"]', "--change", "ENV PATH=/bin", "-", tag,
+                input=build_rootfs_tar(find_busybox()))
     return tag
 
 

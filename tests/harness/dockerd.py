@@ -18,6 +18,11 @@ NOT private (hard-coded in dockerd/containerd, no flag):
 Realism: FORWARD policy is DROP while our dockerd runs (dockerd only sets it when it had to
 turn ip_forward on; we set it either way). --ip-masq=false: no NAT way out for test containers.
 
+Engine: the host's dockerd (Debian 12's 20.10) unless ENGINE (or PYNET_TEST_ENGINE) names a
+newer one from tests/harness/engines.py (26.1, 28.5): its binaries' directory then goes first
+on PATH for dockerd (so its containerd, shim, docker-proxy and docker-init are found, and the
+host's runc after them) and for the docker CLI, the engine's own client.
+
 Deliberate deviations from the plain flag set:
 * `--bridge pnt-docker0` (a bridge we create with 198.19.200.1/24) instead of `--bip`:
   --bip always configures the bridge named docker0, which a system dockerd also owns.
@@ -47,6 +52,7 @@ from types import TracebackType
 
 import docker
 
+from tests.harness import engines
 from tests.harness.cgroups import kill_cgroup_procs, rmdir_cgroups
 
 RUN_DIR = Path("/run/pynet-test")  # short: unix socket paths are limited to 108 bytes
@@ -106,8 +112,10 @@ class Snapshot:
 class DockerDaemon:
     def __init__(self, base_dir: Path | None = None, *, run_dir: Path | None = None,
                  startup_timeout: float = 30.0, extra_args: tuple[str, ...] = (),
-                 layout: Layout = Layout()) -> None:
+                 layout: Layout = Layout(), engine: str | None = None) -> None:
         run_dir = run_dir or layout.run_dir
+        self.engine = engine or engines.selected()
+        self._engine_bin: Path | None = None  # set by start(): fetching may take a minute
         self.layout = layout
         self._own_base = base_dir is None
         self.base_dir = Path(base_dir) if base_dir else Path(tempfile.mkdtemp(prefix="pynet-dockerd-"))
@@ -172,10 +180,15 @@ class DockerDaemon:
     def start(self) -> DockerDaemon:
         if os.geteuid() != 0:
             raise RuntimeError("the e2e suite needs root (dockerd, iptables, network namespaces)")
-        binary = shutil.which("dockerd")
+        try:
+            self._engine_bin = engines.bin_dir(self.engine)
+        except engines.EngineError as e:
+            raise RuntimeError(f"docker engine {self.engine}: {e}") from None
+        self.env = self._make_env()
+        binary = self._dockerd_binary()
         if binary is None:
             raise RuntimeError("dockerd is not installed; run scripts/install-test-deps.sh (Debian docker.io)")
-        if shutil.which("docker") is None:
+        if shutil.which("docker", path=self.env["PATH"]) is None:
             raise RuntimeError("the docker CLI is not installed; run scripts/install-test-deps.sh")
         self._refuse_if_already_running()
         self._started = True
@@ -244,7 +257,18 @@ class DockerDaemon:
                *self.extra_args]
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True, preexec_fn=die_with_parent)
+                                          env=self._daemon_env(), start_new_session=True,
+                                          preexec_fn=die_with_parent)
+
+    def _dockerd_binary(self) -> str | None:
+        return shutil.which("dockerd", path=self.env["PATH"])
+
+    def _daemon_env(self) -> dict[str, str]:
+        # The engine's directory first: dockerd finds containerd, the shim, docker-proxy and
+        # docker-init there, and runc further on PATH (the host's).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        env["PATH"] = self.env["PATH"]
+        return env
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
@@ -370,7 +394,7 @@ class DockerDaemon:
         # this machine's init reaps it; a dockerd started before that waits on it in vain.
         self._wait_containerd_reaped(timeout=15)
         self.socket.unlink(missing_ok=True)
-        self._spawn(shutil.which("dockerd") or "dockerd")
+        self._spawn(self._dockerd_binary() or "dockerd")
         try:
             self._wait_ready()
         except RuntimeError as e:
@@ -420,6 +444,10 @@ class DockerDaemon:
                if k not in ("DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_API_VERSION")}
         env["DOCKER_HOST"] = self.base_url
         env["DOCKER_CONFIG"] = str(self.base_dir / "cli-config")  # keep ~/.docker untouched
+        path = env.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        if self._engine_bin is not None:
+            path = f"{self._engine_bin}:{path}"
+        env["PATH"] = path
         return env
 
 

@@ -56,6 +56,7 @@ from typing import Any
 
 from tests.harness.busybox import IMAGE, build_rootfs_tar, find_busybox
 from tests.harness.cgroups import cgroup_dirs, kill_cgroup_procs, rmdir_cgroups
+from tests.harness import engines
 from tests.harness.dockerd import (alive, cmdline, die_with_parent, pgid_members, signal_if, tail,
                                    wait_gone)
 from tests.harness.plugin import call_socket
@@ -245,14 +246,17 @@ class MultiHost:
     (inside that host's network namespace only: docker_gwbridge egress and `-p`), the others
     run with --iptables=false; dockerd_args: extra flags for every dockerd;
     legacy_plugin=False: no `pynet serve` of the bed's own (tests/harness/swarm.py installs
-    the managed plugin in each dockerd instead)."""
+    the managed plugin in each dockerd instead); engine: the Docker Engine every host runs
+    (tests/harness/engines.py; default the machine's own dockerd)."""
 
     def __init__(self, base_dir: Path, *, hosts: int = 3, name: str = "pnm",
                  underlay: str = "198.18.0.0/24", plugin_args: tuple[str, ...] = (),
                  plugin_env: dict[str, str] | None = None, docker: bool = True,
                  startup_timeout: float = 60.0, docker_iptables: tuple[str, ...] = (),
-                 dockerd_args: tuple[str, ...] = (), legacy_plugin: bool = True) -> None:
+                 dockerd_args: tuple[str, ...] = (), legacy_plugin: bool = True,
+                 engine: str | None = None) -> None:
         self.legacy_plugin = legacy_plugin
+        self.engine = engine or engines.HOST_ENGINE
         self.base_dir = Path(base_dir).resolve()
         self.name = name
         self.network = ipaddress.ip_network(underlay)
@@ -386,7 +390,11 @@ class MultiHost:
                    *(["--iptables=true", "--ip-forward=true", "--ip-masq=true"] if h.name in self.docker_iptables
                      else ["--iptables=false", "--ip-forward=false", "--ip-masq=false"]),
                    *self.dockerd_args]
-        h.procs["dockerd"] = HostProcess(h, "dockerd", dockerd)
+        # A newer engine's binaries first on PATH (its containerd, shim, docker-proxy, docker-init).
+        engine_bin = engines.bin_dir(self.engine)
+        path_env = {"PATH": f"{engine_bin}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"} \
+            if engine_bin else {}
+        h.procs["dockerd"] = HostProcess(h, "dockerd", dockerd, env=path_env)
         plugin = [sys.executable, "-m", "pynet.cli", "serve", "--socket", PLUGIN_SOCKET_IN_HOST,
                   "--state-dir", str(h.dir / "pynet"), "--store", "consul",
                   "--consul-addr", f"127.0.0.1:{CONSUL_HTTP}", "--host-id", h.name,
@@ -404,7 +412,9 @@ class MultiHost:
         if self.legacy_plugin:
             self.wait_plugin(h, deadline - time.monotonic())
         if self.with_docker:
-            h.docker("import", "--change", 'CMD ["sh"]', "-", IMAGE, input=_busybox_tar())
+            # Docker 26+ gives `docker exec` no default PATH in an image that has none.
+            h.docker("import", "--change", 'CMD ["sh"]', "--change", "ENV PATH=/bin", "-", IMAGE,
+                     input=_busybox_tar())
 
     def restart_dockerd(self, h: Host, timeout: float = 60.0) -> None:
         """Stop the host's dockerd (SIGTERM) and start it again; back when it answers."""

@@ -74,10 +74,11 @@ class SwarmBed:
     def __init__(self, base_dir: Path, plugin_dir: Path, *, name: str = "pnsw",
                  underlay: str = "198.18.9.0/24", hosts: int = 3, managers: int = 1,
                  plugin_env: dict[str, str] | None = None,
-                 dockerd_args: tuple[str, ...] = (), docker_iptables: tuple[str, ...] = ()) -> None:
+                 dockerd_args: tuple[str, ...] = (), docker_iptables: tuple[str, ...] = (),
+                 engine: str | None = None) -> None:
         self.bed = MultiHost(base_dir, hosts=hosts, name=name, underlay=underlay,
                              legacy_plugin=False, dockerd_args=dockerd_args,
-                             docker_iptables=docker_iptables)
+                             docker_iptables=docker_iptables, engine=engine)
         self.plugin_dir = Path(plugin_dir)
         self.plugin_env = dict(plugin_env or {})
         self.managers = managers
