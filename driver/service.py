@@ -9,6 +9,7 @@ network types is the kind's.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from contextlib import ExitStack
@@ -248,7 +249,8 @@ class NetworkService:
             kind = self._kind(net)
             if not kind.publishes(net):
                 return
-            requests = resolve_host_ips(req.ports, net.options.host_binding_ipv4)
+            families = {ipaddress.ip_interface(a).version for a in ep.addresses}
+            requests = resolve_host_ips(req.ports, net.options.host_binding_ipv4, families)
             if tuple(b.request for b in ep.published) == requests:
                 return
             if ep.published:

@@ -70,7 +70,7 @@ class Topology:
     def firewall(self) -> NftFirewall:
         return NftFirewall(forward=ForwardAccept(netns=self.host), nft=Nft(self.host),
                            knobs=KernelKnobs(self.host),
-                           ports=HostPorts(lambda kind: self.socket(kind)))
+                           ports=HostPorts(self.socket))
 
     def start_plugin(self) -> None:
         """(Re)start the plugin's app on the same store, as a restarted process would."""
@@ -88,11 +88,14 @@ class Topology:
     def call(self, method: str, body: dict) -> tuple[int, dict]:
         return self.client.call(method, body)
 
-    def socket(self, kind: int) -> socket.socket:
-        """A socket in the host namespace (setns affects only the calling thread)."""
+    def socket(self, family: int, kind: int | None = None) -> socket.socket:
+        """A socket in the host namespace (setns affects only the calling thread).
+        socket(kind) is an IPv4 one."""
+        if kind is None:
+            family, kind = socket.AF_INET, family
         pr_netns.pushns(self.host)
         try:
-            return socket.socket(socket.AF_INET, kind)
+            return socket.socket(family, kind)
         finally:
             pr_netns.popns()
 

@@ -48,7 +48,8 @@ def test_parse_portmap_uses_the_networks_host_binding_ipv4():
     (entry(HostPort="80"), "HostPort must be"),
     (entry(HostPort=9000, HostPortEnd=8000), "reversed"),
     (entry(HostPort=0, HostPortEnd=10), "HostPortEnd without HostPort"),
-    (entry(HostIP="::1"), "IPv4 host addresses only"),
+    (entry(HostIP="::1"), "IPv6 loopback cannot be forwarded"),
+    (entry(HostIP="::ffff:198.18.0.1"), "give the IPv4 address 198.18.0.1"),
     (entry(HostIP="localhost"), "not an IP address"),
     ("8080:80", "must be objects"),
 ])
@@ -143,6 +144,9 @@ class FakeKnobs:
 
     def ensure_route_localnet(self, bridge):
         self.calls.append(f"route_localnet {bridge}")
+
+    def ensure_ipv6_forward(self):
+        self.calls.append("ipv6_forward")
 
     def ensure_hairpin(self, port):
         self.calls.append(f"hairpin {port}")
