@@ -15,14 +15,19 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
-from collections.abc import Iterator
+import socket
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness.dockerd import DockerCLIError
-from tests.e2e.test_bridge_external import (PAGE, Env, _bindable, _run, env, free_port,  # noqa: F401
-                                            free_subnets, nft_table)
+from tests.harness.dockerd import DockerCLIError, DockerDaemon
+from tests.harness.netprobe import PING
+from tests.harness.outside import PAGE, Env, free_port, free_subnets, nft_table, outside_env
+from tests.harness.outside import bindable as _bindable
+from tests.harness.outside import run as _run
+from tests.harness.plugin import PluginProcess
 
 IPV6_FORWARDING = Path("/proc/sys/net/ipv6/conf/all/forwarding")
 
@@ -76,6 +81,13 @@ class Env6:
     def gateway6_of(self, network: str) -> str:
         return self.env.dockerd.cli("network", "inspect", "-f",
                                     "{{range .IPAM.Config}}{{.Gateway}} {{end}}", network).stdout.split()[-1]
+
+
+@pytest.fixture
+def env(dockerd: DockerDaemon, busybox_image: str, plugin: PluginProcess,
+        make_netns: Callable[[], str]) -> Iterator[Env]:
+    with outside_env(dockerd, busybox_image, plugin, make_netns) as e:
+        yield e
 
 
 @pytest.fixture
@@ -169,14 +181,10 @@ def test_routed_gateway_mode_ipv6(env6: Env6) -> None:
 
 
 def _ping_from_outside(env: Env, address: str) -> bool:
-    import sys
-
-    from tests.harness.netprobe import PING
     return _run(*env.in_outside(), sys.executable, "-c", PING, address).stdout.strip() == "ok"
 
 
 def _bindable6(proto: str, port: int) -> bool:
-    import socket
     s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
     try:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
