@@ -104,11 +104,12 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     repairs = RepairQueue()
     runtime = OverlayRuntime(deps.store, settings.host, deps.netlink, overlay_settings(settings),
                              repairs) if overlay else None
-    network = NetworkService(deps.store, settings.host,
-                             build_kinds(deps.netlink, deps.firewall, runtime), repairs)
     ipam = IpamService(deps.store, settings.host, settings.default_pools,
                        block_size=settings.ipam_block_size,
                        host_routes=deps.netlink.routes)
+    network = NetworkService(deps.store, settings.host,
+                             build_kinds(deps.netlink, deps.firewall, runtime, ipam.holds_pool),
+                             repairs)
     # With the store down, start anyway: restore is retried and calls answer 503 until then.
     gate = RestoreGate(metrics.timed_restore(lambda: restore(network, deps.netlink)),
                        restored=not restore_on_start)

@@ -56,7 +56,14 @@ class FakeHost:
         assert status == 200, (self.name, method, answer)
         return answer
 
-    def create_network(self, nid: str, subnet: str | None, space: str = "LocalDefault", **options: str):
+    def create_network(self, nid: str, subnet: str | None, space: str = "LocalDefault",
+                       pool_from_pynet: bool = True, **options: str):
+        """As Docker with --ipam-driver pynet: RequestPool of this host's pynet first (its
+        answer does not matter here: a pool this host already holds is refused again),
+        unless pool_from_pynet=False (another IPAM driver gave the pool)."""
+        if subnet and pool_from_pynet:
+            self.call("IpamDriver.RequestPool", {"AddressSpace": space, "Pool": subnet, "Options": {},
+                                                 "V6": False})
         # Docker's IPAM hands a gateway to every network; an overlay leaves it unused.
         gateway = f"{next(ipaddress.ip_network(subnet).hosts())}/{subnet.split('/')[1]}" if subnet else ""
         data = [{"AddressSpace": space, "Pool": subnet, "Gateway": gateway}] if subnet else []

@@ -66,6 +66,8 @@ def test_allocate_answers_the_options_with_a_vni_that_the_nodes_take(hosts, stor
     assert allocate(worker, OTHER_NET, "10.61.0.0/24")[1]["Options"][VXLANID] == "1048577"
     # The nodes create the network from the driver state, with the manager's NetworkID.
     for host in (manager, worker):
+        host.ok("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": SUBNET, "Options": {},
+                                           "V6": False})
         status, err = host.call("NetworkDriver.CreateNetwork", {
             "NetworkID": SWARM_NET, "Options": {GENERIC: answer["Options"]},
             "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": SUBNET, "Gateway": "10.60.0.1/24"}]})
