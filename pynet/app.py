@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                        host_routes=deps.netlink.routes)
     network = NetworkService(deps.store, settings.host,
                              build_kinds(deps.netlink, deps.firewall, runtime, ipam.holds_pool),
-                             repairs)
+                             repairs, scope=settings.scope)
     # With the store down, start anyway: restore is retried and calls answer 503 until then.
     gate = RestoreGate(metrics.timed_restore(lambda: restore(network, deps.netlink)),
                        restored=not restore_on_start)
