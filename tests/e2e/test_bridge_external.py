@@ -22,7 +22,7 @@ from tests.harness.dockerd import DockerDaemon, DockerCLIError
 from tests.harness.outside import (PAGE, TABLE, Env, dnat_port, free_port, free_subnets, nft_table,
                                    nft_text, outside_env, published_ports, shim_rules)
 from tests.harness.outside import bindable as _bindable
-from tests.harness.outside import name as _name
+from tests.harness.outside import unique_name as _name
 from tests.harness.outside import run as _run
 from tests.harness.plugin import PluginProcess
 

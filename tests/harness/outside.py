@@ -30,7 +30,7 @@ TABLE = ["inet", "pynet"]
 PAGE = "pynet-published-page"
 
 
-def name(kind: str) -> str:
+def unique_name(kind: str) -> str:
     return f"pynet-t-ext-{kind}-{secrets.token_hex(3)}"
 
 
@@ -126,13 +126,13 @@ class Env:
 
     # --- docker ---------------------------------------------------------------------
     def network(self, subnet: str, *opts: str, internal: bool = False) -> str:
-        name = name("net")
+        name = unique_name("net")
         argv = ["network", "create", *DRIVER, "--subnet", subnet, *opts]
         self.dockerd.cli(*argv, *(["--internal"] if internal else []), name)
         return name
 
     def run(self, network: str, *extra: str, cmd: tuple[str, ...] = ("sleep", "600")) -> str:
-        ctr = name("c")
+        ctr = unique_name("c")
         self.dockerd.cli("run", "-d", "--pull", "never", "--name", ctr, "--network", network,
                          *extra, self.image, *cmd)
         return ctr
