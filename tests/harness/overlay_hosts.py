@@ -77,6 +77,10 @@ class SimHost:
 
     def network(self, subnet: str, space: str = "LocalDefault", **options: str) -> str:
         nid = secrets.token_hex(32)  # dockerd makes up its own on every host
+        # As Docker with --ipam-driver pynet: the pool from this host's pynet first (its
+        # answer does not matter: a pool the host already holds is refused again).
+        self.client.call("IpamDriver.RequestPool", {"AddressSpace": space, "Pool": subnet, "Options": {},
+                                                    "V6": False})
         self.ok("NetworkDriver.CreateNetwork", {
             "NetworkID": nid, "Options": {GENERIC: {"type": "overlay", **options}},
             "IPv4Data": [{"AddressSpace": space, "Pool": subnet}]})
