@@ -253,7 +253,7 @@ class EndpointRecord:
     attempt: str = ""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "published": [b.to_dict() for b in self.published]}
 
     def links(self) -> tuple[str, ...]:
         """The links the endpoint's kind makes for it (host end first)."""

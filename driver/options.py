@@ -99,6 +99,18 @@ def parse_vni(key: str, value: str) -> int:
 
 
 MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
+# Docker's bridge gateway modes pynet implements (per address family): nat (outbound
+# masquerade, ports published by DNAT on host ports) and routed (no NAT: published ports
+# are open at the container's own address, and ICMP reaches the containers).
+GATEWAY_MODES = ("nat", "routed")
+
+
+def parse_gateway_mode(key: str, value: str) -> str:
+    if value not in GATEWAY_MODES:
+        raise BadRequest(f"option {key}={printable(value)}: the gateway mode must be one of "
+                         f"{', '.join(GATEWAY_MODES)} (nat is the default; Docker's nat-unprotected "
+                         "and isolated are not implemented by pynet)")
+    return value
 
 
 def parse_parent(key: str, value: str) -> str | None:
@@ -140,6 +152,8 @@ OPTIONS: dict[str, OptionSpec] = {
     "com.docker.network.bridge.enable_icc": OptionSpec("icc", parse_flag, ("bridge",)),
     "icc": OptionSpec("icc", parse_flag, ("bridge",)),
     "com.docker.network.bridge.host_binding_ipv4": OptionSpec("host_binding_ipv4", parse_host_ipv4, ("bridge",)),
+    "com.docker.network.bridge.gateway_mode_ipv4": OptionSpec("gateway_mode_ipv4", parse_gateway_mode, ("bridge",)),
+    "com.docker.network.bridge.gateway_mode_ipv6": OptionSpec("gateway_mode_ipv6", parse_gateway_mode, ("bridge",)),
     # overlay: the VXLAN network identifier, chosen cluster-wide when not given. Docker's
     # overlay spells it as a list (one VNI per subnet); pynet's overlay has one subnet.
     "vni": OptionSpec("vni", parse_vni, ("overlay",)),
@@ -161,6 +175,8 @@ class NetworkOptions:
     masquerade: bool = True
     icc: bool = True
     host_binding_ipv4: str | None = None
+    gateway_mode_ipv4: str = "nat"
+    gateway_mode_ipv6: str = "nat"
     vni: int | None = None
 
     def to_dict(self) -> dict:

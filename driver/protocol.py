@@ -329,9 +329,16 @@ def _port_entry(entry: Any, default_host_ip: str) -> PortRequest:
         except ValueError:
             raise BadRequest(f"cannot publish port {port}: host address {printable(host_ip)} is not an IP "
                              "address") from None
-        if address.version != 4:
-            raise BadRequest(f"cannot publish port {port} on {host_ip}: pynet publishes ports on "
-                             "IPv4 host addresses only")
+        if address.version == 6 and address.is_loopback:
+            # Connections from ::1 cannot be DNAT'd to a container: the kernel drops the
+            # replies (IPv6 has no route_localnet), so Docker needs docker-proxy for them.
+            raise BadRequest(f"cannot publish port {port} on ::1: IPv6 loopback cannot be "
+                             "forwarded to a container in the kernel and pynet runs no userland "
+                             "proxy; publish on 127.0.0.1, on [::] or on another IPv6 address of "
+                             "the host")
+        if address.version == 6 and address.ipv4_mapped is not None:
+            raise BadRequest(f"cannot publish port {port} on {host_ip}: give the IPv4 address "
+                             f"{address.ipv4_mapped} instead")
         host_ip = str(address)
     return PortRequest(PROTOCOLS[proto_number], port, host_ip, start, end)
 

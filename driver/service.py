@@ -9,6 +9,7 @@ network types is the kind's.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from contextlib import ExitStack
@@ -26,16 +27,20 @@ from .models import CREATING, DELETING, READY, EndpointRecord, NetworkRecord
 from .portmap import resolve_host_ips
 from .protocol import (CreateEndpoint, CreateEndpointAnswer, CreateNetwork, EndpointCall,
                        EndpointInfo, Join, JoinAnswer, NetworkCall, ProgramExternal)
+from .swarm import refuse_swarm_network_on_local_scope
 
 log = logging.getLogger(__name__)
 
 
 class NetworkService:
     def __init__(self, store: Store, host: str, kinds: dict[str, NetworkKind],
-                 repairs: RepairQueue | None = None) -> None:
+                 repairs: RepairQueue | None = None, scope: str = "local") -> None:
         self.store = store
         self.host = host
         self.kinds = kinds
+        # The driver scope pynet announced (GetCapabilities): with "local", a swarm
+        # network reaching CreateNetwork is Swarm's silent node-local fallback (swarm.py).
+        self.scope = scope
         self.ledger = Ledger(store, host, repairs)
         # Endpoint calls of one network run side by side, one at a time per endpoint;
         # CreateNetwork/DeleteNetwork alone (call_locks.py). This only avoids wasted work,
@@ -91,6 +96,8 @@ class NetworkService:
             if existing is not None:
                 self._kind(existing).restore_network(existing, self.ledger.endpoints(nid))
                 return
+            if self.scope == "local":
+                refuse_swarm_network_on_local_scope(nid)
             draft = NetworkRecord(id=nid, options=req.options, gateways=req.gateways,
                                   subnets=req.subnets, address_space=req.address_space,
                                   state=CREATING)
@@ -256,7 +263,8 @@ class NetworkService:
             kind = self._kind(net)
             if not kind.publishes(net):
                 return
-            requests = resolve_host_ips(req.ports, net.options.host_binding_ipv4)
+            families = {ipaddress.ip_interface(a).version for a in ep.addresses}
+            requests = resolve_host_ips(req.ports, net.options.host_binding_ipv4, families)
             if tuple(b.request for b in ep.published) == requests:
                 return
             if ep.published:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 
 from pynet.errors import BadRequest
 
@@ -26,6 +27,30 @@ VXLANID_LIST = "com.docker.network.driver.overlay.vxlanid_list"
 # A global-scope network's pools are in the IPAM's global address space; Swarm's
 # AllocateNetwork does not name it.
 GLOBAL_SPACE = "GlobalDefault"
+
+
+# Swarm names its objects with 25 lowercase letters and digits (swarmkit's identity.NewID);
+# a network dockerd makes itself has 64 hex digits.
+_SWARM_ID = re.compile(r"[0-9a-z]{25}")
+
+
+def is_swarm_network(network_id: str) -> bool:
+    return bool(_SWARM_ID.fullmatch(network_id))
+
+
+def refuse_swarm_network_on_local_scope(network_id: str) -> None:
+    """A --scope swarm network reaching a local-scope pynet: Swarm did not allocate it
+    (AllocateNetwork is for global-scope drivers), so each node got neither its options nor
+    its pools and would make a node-local network with Docker's own IPAM and a subnet of
+    its own, whose tasks cannot reach the other nodes' (issue 18). Refused, naming the fix."""
+    if is_swarm_network(network_id):
+        raise BadRequest(
+            f"network {network_id} is a swarm network (--scope swarm), but this pynet serves the "
+            "local scope, so Swarm gave this node neither its options nor its IPAM: it would be a "
+            "node-local network that tasks on other nodes cannot reach. Set PYNET_SCOPE=global on "
+            "every node (docker plugin disable pynet:latest; docker plugin set pynet:latest "
+            "PYNET_SCOPE=global; docker plugin enable pynet:latest), then create the network "
+            "again (docs/swarm.md)")
 
 
 class SwarmNetworks:

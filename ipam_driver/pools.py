@@ -229,6 +229,13 @@ class Pools:
                 self.store.delete(entry.key, entry.version)
 
     # --- lookups -----------------------------------------------------------------------
+    def held_here(self, space: str, pool: Network) -> bool:
+        """Whether this host holds `pool` in `space`: Docker asked this pynet for it
+        (RequestPool), so it did not come from another IPAM driver."""
+        current = models.read(self.store, keys.ipam_space(space), AddressSpace)
+        entry = current.pools.get(pool) if current is not None else None
+        return entry is not None and entry.holders.get(self.host, 0) > 0
+
     def entry(self, pool_id: PoolId) -> PoolEntry:
         """The pool's record, checked against what the PoolID claims; NotFound if it is not
         allocated, BadRequest if the PoolID names another range."""

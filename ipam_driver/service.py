@@ -9,6 +9,8 @@ once the store answers (repair.py). Requests and replies are typed (protocol.py)
 """
 from __future__ import annotations
 
+import ipaddress
+
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -58,6 +60,10 @@ class IpamService:
 
     def release_pool(self, pool_id: PoolId) -> None:
         self._pools.release(pool_id)
+
+    def holds_pool(self, space: str, subnet: str) -> bool:
+        """Whether this host's pynet IPAM gave out `subnet` as a pool of `space`."""
+        return self._pools.held_here(space, ipaddress.ip_network(subnet))
 
     def request_address(self, req: AddressRequest) -> Interface:
         return self._addresses.request(req)

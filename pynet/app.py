@@ -107,15 +107,16 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     repairs = RepairQueue()
     runtime = OverlayRuntime(deps.store, settings.host, deps.netlink, overlay_settings(settings),
                              repairs) if overlay else None
+    ipam = IpamService(deps.store, settings.host, settings.default_pools,
+                       block_size=settings.ipam_block_size,
+                       host_routes=deps.netlink.routes)
     network = NetworkService(deps.store, settings.host,
-                             build_kinds(deps.netlink, deps.firewall, runtime), repairs)
+                             build_kinds(deps.netlink, deps.firewall, runtime, ipam.holds_pool),
+                             repairs, scope=settings.scope)
     if runtime is not None:
         # The overlay believes its own side from this host's records, and a peer's address
         # only if the IPAM's claim is that peer's host's (driver/overlay/admission.py).
         runtime.wire(network.ledger, ClaimOwners(deps.store))
-    ipam = IpamService(deps.store, settings.host, settings.default_pools,
-                       block_size=settings.ipam_block_size,
-                       host_routes=deps.netlink.routes)
     # With the store down, start anyway: restore is retried and calls answer 503 until then.
     gate = RestoreGate(metrics.timed_restore(lambda: restore(network, deps.netlink)),
                        restored=not restore_on_start)

@@ -31,7 +31,7 @@ from typing import Iterable
 
 from pynet.errors import BadRequest, Conflict, PynetError
 from driver.models import EndpointRecord, NetworkRecord
-from driver.portmap import PortBinding, PortRequest
+from driver.portmap import ANY, PortBinding, PortRequest
 
 from .forward_accept import FirewallError, ForwardAccept
 from .nft import Nft
@@ -126,17 +126,13 @@ class NftFirewall:
             if endpoint.id in self._published:
                 raise FirewallError(f"endpoint {endpoint.id[:12]} already has published ports")
             self._awaiting.pop(endpoint.id, None)
-            container_ip = _ipv4_of(endpoint)
             bindings: list[PortBinding] = []
             try:
                 for req in requests:
-                    port = self.ports.reserve(req.proto, req.host_ip, req.host_port_start,
-                                              req.host_port_end)
-                    bindings.append(PortBinding(req.proto, container_ip, req.container_port,
-                                                req.host_ip, port, req.host_port_start,
-                                                req.host_port_end))
+                    bindings.append(self._bind(network, endpoint, req, bindings))
                 if bindings:
-                    self.knobs.ensure_hairpin(endpoint.host_if)
+                    if any(not b.routed for b in bindings):
+                        self.knobs.ensure_hairpin(endpoint.host_if)
                     self._published[endpoint.id] = (network.id, endpoint.host_if, tuple(bindings))
                     self._change(add_elements(self._port_elements(network.id, endpoint.id,
                                                                   bindings)))
@@ -145,6 +141,35 @@ class NftFirewall:
                 self._release(bindings)
                 raise
             return tuple(bindings)
+
+    def _bind(self, network: NetworkRecord, endpoint: EndpointRecord, req: PortRequest,
+              earlier: list[PortBinding]) -> PortBinding:
+        """One request's binding. nat mode: a host port held (the same one as the request's
+        other-family twin already bound, as Docker gives 0.0.0.0 and :: one port). routed
+        mode: no host port; the container port is opened at the container's address."""
+        family = ipaddress.ip_address(req.host_ip).version
+        container_ip = _address_of(endpoint, family)
+        mode = network.options.gateway_mode_ipv4 if family == 4 else network.options.gateway_mode_ipv6
+        if mode == "routed":
+            if req.host_port_start or req.host_ip != ANY[family]:
+                log.warning("endpoint %s: %s is published in routed mode: at the container's "
+                            "address, not on a host address or port", endpoint.id[:12],
+                            req.describe())
+            return PortBinding(req.proto, container_ip, req.container_port, req.host_ip,
+                               req.container_port, req.host_port_start, req.host_port_end,
+                               routed=True)
+        twin = next((b for b in earlier if not b.routed and b.proto == req.proto
+                     and b.container_port == req.container_port
+                     and (b.host_port_start, b.host_port_end) == (req.host_port_start, req.host_port_end)
+                     and b.host_ip == ANY[b.family] and req.host_ip == ANY[family]
+                     and b.family != family), None)
+        if twin is not None:
+            port = self.ports.reserve(req.proto, req.host_ip, twin.host_port, twin.host_port)
+        else:
+            port = self.ports.reserve(req.proto, req.host_ip, req.host_port_start,
+                                      req.host_port_end)
+        return PortBinding(req.proto, container_ip, req.container_port, req.host_ip, port,
+                           req.host_port_start, req.host_port_end)
 
     def unpublish(self, network: NetworkRecord, endpoint: EndpointRecord) -> None:
         """RevokeExternalConnectivity (and DeleteEndpoint): absent is fine."""
@@ -177,7 +202,8 @@ class NftFirewall:
             for ep in endpoints:
                 if ep.published and ep.network_id in self._networks:
                     wanted[ep.id] = (ep.network_id, ep.host_if, ep.published)
-            keep = {(b.proto, b.host_ip, b.host_port) for _, _, bs in wanted.values() for b in bs}
+            keep = {(b.proto, b.host_ip, b.host_port) for _, _, bs in wanted.values() for b in bs
+                    if not b.routed}
             for key in self.ports.held() - keep:
                 self.ports.release(*key)
             self._published = {}
@@ -198,7 +224,7 @@ class NftFirewall:
 
     def _retake(self, eid: str, bindings: tuple[PortBinding, ...], last_try: bool = False) -> bool:
         taken: list[PortBinding] = []
-        for b in bindings:
+        for b in (b for b in bindings if not b.routed):
             try:
                 self.ports.hold(b.proto, b.host_ip, b.host_port)
                 taken.append(b)
@@ -296,10 +322,13 @@ class NftFirewall:
         if not network.options.internal:
             self.knobs.ensure_ip_forward()
             self.knobs.ensure_route_localnet(network.bridge)
+            if any(ipaddress.ip_network(s).version == 6 for s in network.subnets):
+                self.knobs.ensure_ipv6_forward()
 
     def _release(self, bindings: Iterable[PortBinding]) -> None:
         for b in bindings:
-            self.ports.release(b.proto, b.host_ip, b.host_port)
+            if not b.routed:  # a routed binding holds no host port
+                self.ports.release(b.proto, b.host_ip, b.host_port)
 
     @staticmethod
     def _try(fn, *args) -> None:
@@ -309,10 +338,10 @@ class NftFirewall:
             log.warning("%s", exc.message)
 
 
-def _ipv4_of(endpoint: EndpointRecord) -> str:
+def _address_of(endpoint: EndpointRecord, family: int) -> str:
     for address in endpoint.addresses:
         iface = ipaddress.ip_interface(address)
-        if iface.version == 4:
+        if iface.version == family:
             return str(iface.ip)
-    raise BadRequest(f"endpoint {endpoint.id[:12]} has no IPv4 address, and pynet publishes "
-                     "ports to IPv4 addresses only")
+    raise BadRequest(f"endpoint {endpoint.id[:12]} has no IPv{family} address, so it cannot "
+                     f"publish ports on IPv{family} host addresses")

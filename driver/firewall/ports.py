@@ -12,22 +12,27 @@ with backlog 0; UDP: bound), and keeps the socket for as long as the port is pub
 * nobody else can take the port while it is published. The DNAT happens before any socket
   lookup, so the held socket never receives traffic.
 
+IPv6 host addresses get IPv6 sockets with IPV6_V6ONLY, so :: is every IPv6 address and
+0.0.0.0 every IPv4 one: Docker 27+ holds both for `-p 8080:80`, and a program bound to
+either family's wildcard is a conflict for that family only.
+
 Sockets belong to the plugin process: after a restart, sync() binds the recorded ports again.
 """
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 from typing import Callable
 
 from pynet.errors import BadRequest, Conflict, Exhausted
 
 Key = tuple[str, str, int]  # proto, host_ip, host_port
-SocketFactory = Callable[[int], socket.socket]
+SocketFactory = Callable[[int, int], socket.socket]  # (address family, socket type)
 
 
-def _new_socket(kind: int) -> socket.socket:
-    return socket.socket(socket.AF_INET, kind)
+def _new_socket(family: int, kind: int) -> socket.socket:
+    return socket.socket(family, kind)
 
 
 class HostPorts:
@@ -70,13 +75,16 @@ class HostPorts:
 
     def _bind(self, proto: str, host_ip: str, port: int) -> int:
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+        v6 = ipaddress.ip_address(host_ip).version == 6
         try:
-            sock = self._new(kind)
+            sock = self._new(socket.AF_INET6 if v6 else socket.AF_INET, kind)
         except OSError as exc:  # EMFILE/ENFILE: every held port costs a descriptor
             raise Exhausted(f"cannot hold host port {port or 'any'}/{proto} on {host_ip}: {exc.strerror} "
                             f"(pynet holds {len(self._held)} published ports, one descriptor each; "
                             "raise the plugin's open-files limit, LimitNOFILE= in its unit)") from None
         try:
+            if v6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if proto == "tcp":
                 # Like Go's listeners: a port with connections in TIME_WAIT is still free.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,7 +1,8 @@
 """Kernel settings the bridge firewall depends on, read and written through /proc and /sys.
 
 * net.ipv4.ip_forward=1: routing between the bridges and the host's uplinks (Docker sets it
-  at daemon start; pynet sets it when a bridge network that may reach out exists).
+  at daemon start; pynet sets it when a bridge network that may reach out exists), and
+  net.ipv6.conf.all.forwarding=1 when such a network has an IPv6 subnet (as Docker does).
 * net.ipv4.conf.<bridge>.route_localnet=1: a connection from 127.0.0.1 on the host to a
   published port is DNAT'd to a container; its packets (source 127.0.0.1) must be allowed
   out of the bridge and its replies in. The rule set drops everything else addressed to
@@ -38,6 +39,18 @@ class KernelKnobs:
         if self._read("/proc/sys/net/ipv4/ip_forward").strip() != "1":
             self._write("/proc/sys/net/ipv4/ip_forward", "1")
             log.info("enabled IPv4 forwarding (net.ipv4.ip_forward=1) for pynet bridge networks")
+
+    def ensure_ipv6_forward(self) -> None:
+        """net.ipv6.conf.all.forwarding=1, as Docker sets it for IPv6 bridge networks. Note
+        that it makes interfaces with accept_ra=1 ignore router advertisements (accept_ra=2
+        keeps them): logged, because a host configured by SLAAC may lose its default route."""
+        path = "/proc/sys/net/ipv6/conf/all/forwarding"
+        if self._read(path, missing="").strip() in ("1", ""):
+            return
+        self._write(path, "1")
+        log.info("enabled IPv6 forwarding (net.ipv6.conf.all.forwarding=1) for pynet IPv6 bridge "
+                 "networks; interfaces that take router advertisements need accept_ra=2 to keep "
+                 "doing so")
 
     def ensure_route_localnet(self, bridge: str) -> None:
         path = f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet"

@@ -11,13 +11,15 @@ from driver.overlay.runtime import OverlayRuntime
 from .base import NetworkKind
 from .bridge import BridgeKind
 from .macvlan import MacvlanKind
-from .overlay import OverlayKind
+from .overlay import OverlayKind, PoolOrigin
 
 
-def build_kinds(netlink, firewall, overlay: OverlayRuntime | None = None) -> dict[str, NetworkKind]:
+def build_kinds(netlink, firewall, overlay: OverlayRuntime | None = None,
+                pool_origin: PoolOrigin | None = None) -> dict[str, NetworkKind]:
     """The kind serving each network type; options.IMPLEMENTED_TYPES must match the keys
-    when `overlay` is given (the composition root always gives it)."""
+    when `overlay` is given (the composition root always gives it). `pool_origin`: whether
+    this host's pynet IPAM gave out a pool (the overlay kind refuses pools it did not)."""
     kinds: dict[str, NetworkKind] = {"bridge": BridgeKind(netlink, firewall), "macvlan": MacvlanKind(netlink)}
     if overlay is not None:
-        kinds["overlay"] = OverlayKind(netlink, overlay)
+        kinds["overlay"] = OverlayKind(netlink, overlay, pool_origin)
     return kinds

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 
@@ -33,6 +33,8 @@ from .base import PublishesNothing
 log = logging.getLogger(__name__)
 
 BRIDGE = naming.OVERLAY_BRIDGE
+# (address space, subnet) -> whether this host's pynet IPAM gave out that pool.
+PoolOrigin = Callable[[str, str], bool]
 
 
 def overlay_id(net: NetworkRecord) -> OverlayId:
@@ -41,9 +43,11 @@ def overlay_id(net: NetworkRecord) -> OverlayId:
 
 
 class OverlayKind(PublishesNothing):
-    def __init__(self, netlink: Netlink, runtime: OverlayRuntime) -> None:
+    def __init__(self, netlink: Netlink, runtime: OverlayRuntime,
+                 pool_origin: PoolOrigin | None = None) -> None:
         self.netlink = netlink
         self.runtime = runtime
+        self.pool_origin = pool_origin
         self.registry = runtime.registry
         # Endpoint calls of one network run side by side (driver/call_locks.py); re-making a
         # lost namespace or VXLAN device is done by one of them at a time.
@@ -62,6 +66,15 @@ class OverlayKind(PublishesNothing):
                              "every host is what makes their networks one overlay"
                              + (f" (got {', '.join(v4)})" if v4 else ""))
         oid = OverlayId(net.address_space or LOCAL_SPACE, v4[0])
+        if self.pool_origin is not None and not self.pool_origin(oid.space, oid.subnet):
+            # Docker's own IPAM on each host hands out the same addresses on every host of
+            # the overlay, and nothing says so until two containers collide (issue 18).
+            raise BadRequest(
+                f"overlay networks need --ipam-driver pynet (this pool, {oid.subnet} in address "
+                f"space {oid.space or 'LocalDefault'}, came from another IPAM driver): only "
+                "pynet's IPAM hands out each address once across the hosts. On a swarm, a "
+                "--scope swarm overlay also needs the plugin set to PYNET_SCOPE=global on every "
+                "node (docs/swarm.md)")
         for other in others:
             if other.id != net.id and other.options.type == "overlay" and overlay_id(other) == oid:
                 raise Conflict(f"overlay {oid} already has pynet network {other.id[:12]} on this "

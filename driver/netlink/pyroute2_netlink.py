@@ -28,6 +28,7 @@ _NETNS_DIR = "/run/netns"
 # kinds are IFF_NO_QUEUE devices (noqueue qdisc) either way; 0 keeps them like Docker's if a
 # qdisc is ever attached, and makes the two drivers' links compare equal.
 NO_QUEUE = 0
+IFA_F_NODAD = 0x02  # linux/if_addr.h
 
 
 class KernelError(PynetError):
@@ -119,9 +120,12 @@ class Pyroute2Netlink:
             for iface in addresses:
                 if (str(iface.ip), iface.network.prefixlen) in have:
                     continue
+                # IPv6: no duplicate address detection (the IPAM made the gateway unique),
+                # else the gateway is unusable ("tentative") for a second after each start.
+                extra = {"flags": IFA_F_NODAD} if iface.version == 6 else {}
                 try:
                     ipr.addr("add", index=idx, address=str(iface.ip),
-                             prefixlen=iface.network.prefixlen)
+                             prefixlen=iface.network.prefixlen, **extra)
                 except NetlinkError as exc:
                     if exc.code != errno.EEXIST:
                         raise _kernel(exc, f"adding {iface} to {name}")

@@ -14,7 +14,7 @@ def ports(ctx: Context, args) -> int:
                          "network": ctx.docker_names.networks.get(ep.network_id) or ep.network_id[:12],
                          "endpoint": ep.id, "host_ip": b.host_ip, "host_port": b.host_port,
                          "container_ip": b.container_ip, "container_port": b.container_port,
-                         "proto": b.proto,
+                         "proto": b.proto, "routed": b.routed,
                          "requested": (f"{b.host_port_start}" if b.host_port_start == b.host_port_end
                                        else f"{b.host_port_start}-{b.host_port_end}")})
     rows.sort(key=lambda r: (r["proto"], r["host_port"], r["host_ip"]))
@@ -23,7 +23,12 @@ def ports(ctx: Context, args) -> int:
         return OK
     ctx.out.table(["CONTAINER", "NETWORK", "HOST ADDRESS", "", "CONTAINER ADDRESS", "PROTO", "REQUESTED"],
                   [[r["container"] or r["endpoint"][:12], r["network"],
-                    f"{r['host_ip']}:{r['host_port']}", "->",
-                    f"{r['container_ip']}:{r['container_port']}", r["proto"], r["requested"]]
+                    "(routed)" if r["routed"] else f"{_host(r['host_ip'])}:{r['host_port']}", "->",
+                    f"{_host(r['container_ip'])}:{r['container_port']}", r["proto"], r["requested"]]
                    for r in rows], empty="no published ports")
     return OK
+
+
+def _host(address: str) -> str:
+    """An IPv6 address in brackets, as in a URL, so its port stays readable."""
+    return f"[{address}]" if ":" in address else address

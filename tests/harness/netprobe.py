@@ -8,21 +8,41 @@ CLIENT PROTO HOST PORT: prints the answer, or "fail <error>" (3 s timeout).
 
 # A TCP server that answers each connection with the address it saw, and a UDP echo
 # server that does the same: what NAT did is visible to the client.
+# Both families where the namespace has IPv6 (one dual-stack socket each; an IPv4 peer
+# is printed without its ::ffff: prefix), IPv4 only where IPv6 is off (a container of a
+# network without IPv6).
 PEER_SERVER = r"""
 import socket, sys, threading
 port = int(sys.argv[1])
-t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-t.bind(("0.0.0.0", port)); t.listen(64)
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
+def bound(kind):
+    try:
+        s = socket.socket(socket.AF_INET6, kind)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        addr = "::"
+    except OSError:
+        s, addr = socket.socket(socket.AF_INET, kind), "0.0.0.0"
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((addr, port))
+    except OSError:
+        if addr == "0.0.0.0":
+            raise
+        s.close(); s = socket.socket(socket.AF_INET, kind)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", port))
+    return s
+def who(peer):
+    return peer[0][7:] if peer[0].startswith("::ffff:") else peer[0]
+t = bound(socket.SOCK_STREAM); t.listen(64)
+u = bound(socket.SOCK_DGRAM)
 def udp():
     while True:
         data, peer = u.recvfrom(2048)
-        u.sendto(b"udp " + peer[0].encode() + b" " + data, peer)
+        u.sendto(b"udp " + who(peer).encode() + b" " + data, peer)
 threading.Thread(target=udp, daemon=True).start()
 print("ready", flush=True)
 while True:
     c, peer = t.accept()
-    c.sendall(("tcp " + peer[0] + "\n").encode()); c.close()
+    c.sendall(("tcp " + who(peer) + "\n").encode()); c.close()
 """
 
 CLIENT = r"""
@@ -33,7 +53,8 @@ try:
         s = socket.create_connection((host, port), timeout=3)
         print(s.recv(200).decode().strip())
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(3)
         s.sendto(b"ping", (host, port)); print(s.recv(200).decode().strip())
 except OSError as e:
     print("fail", type(e).__name__)
@@ -94,4 +115,39 @@ while time.monotonic() < end:
     if arp[6:8] == b"\x00\x01" and arp[24:28] == target:
         print("seen", socket.inet_ntoa(arp[14:18]), flush=True); sys.exit(0)
 print("none", flush=True)
+"""
+
+# One ICMP echo (IPv4 or IPv6) without the `ping` binary (not installed everywhere): prints
+# "ok" on a reply, "fail <reason>" otherwise. Args: HOST.
+PING = r"""
+import os, socket, struct, sys, time
+host = sys.argv[1]
+v6 = ":" in host
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW,
+                  socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+s.settimeout(1)
+def checksum(data):
+    if len(data) % 2: data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xffff); total += total >> 16
+    return ~total & 0xffff
+ident, request, reply = os.getpid() & 0xffff, (128 if v6 else 8), (129 if v6 else 0)
+header = struct.pack("!BBHHH", request, 0, 0, ident, 1)
+# The kernel fills in the ICMPv6 checksum (it covers a pseudo-header).
+packet = header + b"pynet" if v6 else struct.pack("!BBHHH", 8, 0, checksum(header + b"pynet"), ident, 1) + b"pynet"
+try:
+    s.sendto(packet, (host, 0))
+except OSError as e:
+    print("fail", e.strerror); sys.exit(0)
+end = time.monotonic() + 1.5
+while time.monotonic() < end:
+    try:
+        data, peer = s.recvfrom(2048)
+    except socket.timeout:
+        break
+    icmp = data if v6 else data[(data[0] & 0x0f) * 4:]
+    kind, _, _, rid, _ = struct.unpack("!BBHHH", icmp[:8])
+    if kind == reply and rid == ident and peer[0] == host:
+        print("ok"); sys.exit(0)
+print("fail timeout")
 """

@@ -57,16 +57,20 @@ class FakeHost:
         assert status == 200, (self.name, method, answer)
         return answer
 
-    def create_network(self, nid: str, subnet: str | None, space: str = "LocalDefault", **options: str):
-        # Docker's IPAM hands a gateway to every network; an overlay leaves it unused. The
-        # pool comes from pynet's IPAM, as with `--ipam-driver pynet`: the overlay believes a
-        # peer's address only when that host's claim holds it.
-        gateway = f"{next(ipaddress.ip_network(subnet).hosts())}/{subnet.split('/')[1]}" if subnet else ""
-        data = [{"AddressSpace": space, "Pool": subnet, "Gateway": gateway}] if subnet else []
-        if subnet and self.settings.store == "consul":
-            status, pool = self.call("IpamDriver.RequestPool", {"AddressSpace": space, "Pool": subnet})
+    def create_network(self, nid: str, subnet: str | None, space: str = "LocalDefault",
+                       pool_from_pynet: bool = True, **options: str):
+        """As Docker with --ipam-driver pynet: RequestPool of this host's pynet first (the
+        overlay believes a peer's address only under its host's claim; a pool this host
+        already holds is refused again, and then no pool is kept), unless
+        pool_from_pynet=False (another IPAM driver gave the pool)."""
+        if subnet and pool_from_pynet:
+            status, pool = self.call("IpamDriver.RequestPool", {"AddressSpace": space, "Pool": subnet,
+                                                                "Options": {}, "V6": False})
             if status == 200:
                 self.pools[nid] = pool["PoolID"]
+        # Docker's IPAM hands a gateway to every network; an overlay leaves it unused.
+        gateway = f"{next(ipaddress.ip_network(subnet).hosts())}/{subnet.split('/')[1]}" if subnet else ""
+        data = [{"AddressSpace": space, "Pool": subnet, "Gateway": gateway}] if subnet else []
         return self.call("NetworkDriver.CreateNetwork", {
             "NetworkID": nid, "Options": {GENERIC: {"type": "overlay", **options}}, "IPv4Data": data})
 

@@ -29,10 +29,13 @@ from driver.netlink.pyroute2_netlink import Pyroute2Netlink
 from pynet.store.local import LocalStore
 from tests.harness.app_client import AppClient, app_client
 from tests.harness.netns import Namespaces
-from tests.harness.netprobe import CLIENT, PEER_SERVER
+from tests.harness.netprobe import CLIENT, PEER_SERVER, PING
 
 OUTSIDE_HOST_IP = "198.18.50.1"
 OUTSIDE_IP = "198.18.50.2"
+# IPv6 on the same link, ULA (fd00::/8), never the host's own fd00::/64.
+OUTSIDE_HOST_IP6 = "fd18:50::1"
+OUTSIDE_IP6 = "fd18:50::2"
 
 def sh(*argv: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess[str]:
     full = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
@@ -61,6 +64,8 @@ class Topology:
             sh("ip", "addr", "add", f"{OUTSIDE_HOST_IP}/24", "dev", "pnt-up", ns=self.host)
             sh("ip", "link", "set", "pnt-up", "up", ns=self.host)
             sh("ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0", ns=self.outside)
+            sh("ip", "-6", "addr", "add", f"{OUTSIDE_HOST_IP6}/64", "dev", "pnt-up", "nodad", ns=self.host)
+            sh("ip", "-6", "addr", "add", f"{OUTSIDE_IP6}/64", "dev", "eth0", "nodad", ns=self.outside)
             sh("ip", "link", "set", "eth0", "up", ns=self.outside)
         except BaseException:
             self.namespaces.close()
@@ -70,7 +75,7 @@ class Topology:
     def firewall(self) -> NftFirewall:
         return NftFirewall(forward=ForwardAccept(netns=self.host), nft=Nft(self.host),
                            knobs=KernelKnobs(self.host),
-                           ports=HostPorts(lambda kind: self.socket(kind)))
+                           ports=HostPorts(self.socket))
 
     def start_plugin(self) -> None:
         """(Re)start the plugin's app on the same store, as a restarted process would."""
@@ -88,29 +93,41 @@ class Topology:
     def call(self, method: str, body: dict) -> tuple[int, dict]:
         return self.client.call(method, body)
 
-    def socket(self, kind: int) -> socket.socket:
-        """A socket in the host namespace (setns affects only the calling thread)."""
+    def socket(self, family: int, kind: int | None = None) -> socket.socket:
+        """A socket in the host namespace (setns affects only the calling thread).
+        socket(kind) is an IPv4 one."""
+        if kind is None:
+            family, kind = socket.AF_INET, family
         pr_netns.pushns(self.host)
         try:
-            return socket.socket(socket.AF_INET, kind)
+            return socket.socket(family, kind)
         finally:
             pr_netns.popns()
 
     # --- networks and containers, through the plugin API ---------------------------
-    def network(self, nid: str, subnet: str, internal: bool = False, **generic: str) -> str:
-        net = ipaddress.ip_network(subnet)
+    def network(self, nid: str, subnet: str | None, internal: bool = False,
+                subnet6: str | None = None, **generic: str) -> str:
+        """The network's gateway (its IPv6 one if it has no IPv4 subnet)."""
+        data = {}
+        for key, pool in (("IPv4Data", subnet), ("IPv6Data", subnet6)):
+            if pool:
+                net = ipaddress.ip_network(pool)
+                data[key] = [{"Pool": pool, "Gateway": f"{net[1]}/{net.prefixlen}"}]
         status, answer = self.call("NetworkDriver.CreateNetwork", {
             "NetworkID": nid, "Options": {"com.docker.network.generic": generic,
-                                          "com.docker.network.internal": internal},
-            "IPv4Data": [{"Pool": subnet, "Gateway": f"{net[1]}/{net.prefixlen}"}]})
+                                          "com.docker.network.internal": internal,
+                                          "com.docker.network.enable_ipv6": subnet6 is not None},
+            **data})
         assert status == 200, answer
-        return str(net[1])
+        return str(ipaddress.ip_network(subnet or subnet6)[1])
 
-    def container(self, nid: str, eid: str, address: str, gateway: str | None,
-                  portmap: list[dict] | None = None) -> str:
+    def container(self, nid: str, eid: str, address: str | None, gateway: str | None,
+                  portmap: list[dict] | None = None, address6: str | None = None,
+                  gateway6: str | None = None) -> str:
         """Endpoint + Join + what Docker does with the interface + ProgramExternalConnectivity."""
+        interface = {"Address": address or "", "AddressIPv6": address6 or ""}
         status, answer = self.call("NetworkDriver.CreateEndpoint", {
-            "NetworkID": nid, "EndpointID": eid, "Interface": {"Address": address}})
+            "NetworkID": nid, "EndpointID": eid, "Interface": interface})
         assert status == 200, answer
         ns = self.namespaces.make("c")
         status, answer = self.call("NetworkDriver.Join", {"NetworkID": nid, "EndpointID": eid,
@@ -119,11 +136,16 @@ class Topology:
         peer = answer["InterfaceName"]["SrcName"]
         sh("ip", "link", "set", peer, "netns", ns, ns=self.host)
         sh("ip", "link", "set", peer, "name", "eth0", ns=ns)
-        sh("ip", "addr", "add", address, "dev", "eth0", ns=ns)
+        if address:
+            sh("ip", "addr", "add", address, "dev", "eth0", ns=ns)
+        if address6:
+            sh("ip", "-6", "addr", "add", address6, "dev", "eth0", "nodad", ns=ns)
         sh("ip", "link", "set", "eth0", "up", ns=ns)
         sh("ip", "link", "set", "lo", "up", ns=ns)
         if gateway:
             sh("ip", "route", "add", "default", "via", gateway, ns=ns)
+        if gateway6:
+            sh("ip", "-6", "route", "add", "default", "via", gateway6, ns=ns)
         if portmap is not None:
             status, answer = self.call("NetworkDriver.ProgramExternalConnectivity", {
                 "NetworkID": nid, "EndpointID": eid,
@@ -144,7 +166,14 @@ class Topology:
         return sh(sys.executable, "-c", CLIENT, proto, host, str(port), ns=ns).stdout.strip()
 
     def ping(self, ns: str, address: str) -> bool:
-        return sh("ping", "-c", "1", "-W", "1", address, ns=ns, check=False).returncode == 0
+        """One ICMP echo (IPv4 or IPv6) answered? (netprobe: no `ping` binary needed)."""
+        answer = sh(sys.executable, "-c", PING, address, ns=ns).stdout.strip()
+        assert answer == "ok" or answer.startswith("fail"), answer
+        return answer == "ok"
+
+    def program(self, nid: str, eid: str, portmap: list[dict]) -> tuple[int, dict]:
+        return self.call("NetworkDriver.ProgramExternalConnectivity", {
+            "NetworkID": nid, "EndpointID": eid, "Options": {"com.docker.network.portmap": portmap}})
 
     @property
     def nft(self) -> Nft:

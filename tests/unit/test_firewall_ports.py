@@ -10,11 +10,11 @@ import pytest
 from pynet.errors import BadRequest, Conflict
 from driver.firewall.forward_accept import FirewallError
 from driver.firewall.nft_firewall import NftFirewall
-from driver.firewall.nft_rules import NetworkPolicy
+from driver.firewall.nft_rules import NetworkPolicy, Published, network_elements, port_element
 from driver.firewall.ports import HostPorts
 from driver.models import EndpointRecord, NetworkRecord
 from driver.options import parse_network_options
-from driver.portmap import PortBinding, PortRequest
+from driver.portmap import PortBinding, PortRequest, resolve_host_ips
 from driver.protocol import parse_portmap
 
 PM = "com.docker.network.portmap"
@@ -48,7 +48,8 @@ def test_parse_portmap_uses_the_networks_host_binding_ipv4():
     (entry(HostPort="80"), "HostPort must be"),
     (entry(HostPort=9000, HostPortEnd=8000), "reversed"),
     (entry(HostPort=0, HostPortEnd=10), "HostPortEnd without HostPort"),
-    (entry(HostIP="::1"), "IPv4 host addresses only"),
+    (entry(HostIP="::1"), "IPv6 loopback cannot be forwarded"),
+    (entry(HostIP="::ffff:198.18.0.1"), "give the IPv4 address 198.18.0.1"),
     (entry(HostIP="localhost"), "not an IP address"),
     ("8080:80", "must be objects"),
 ])
@@ -143,6 +144,9 @@ class FakeKnobs:
 
     def ensure_route_localnet(self, bridge):
         self.calls.append(f"route_localnet {bridge}")
+
+    def ensure_ipv6_forward(self):
+        self.calls.append("ipv6_forward")
 
     def ensure_hairpin(self, port):
         self.calls.append(f"hairpin {port}")
@@ -347,3 +351,100 @@ def test_a_refused_change_rebuilds_the_table_once_and_fails_only_if_that_fails_t
         fw.publish(net(), ep("d" * 64), [PortRequest("tcp", 80, "0.0.0.0", 8090, 8090)])
     assert len(fw.nft.docs) == applied and set(fw.published()) == {"e" * 64}
     assert ("tcp", "0.0.0.0", 8090) not in fw.ports.held()
+
+
+# --- IPv6 and Docker's routed gateway mode (real kernel: tests/kernel/test_firewall_ipv6.py) --
+A6, E6 = "a" * 64, "e" * 64
+
+
+@pytest.fixture
+def fw6():
+    return NftFirewall(forward=FakeShim(), nft=FakeNft(), knobs=FakeKnobs(), ports=FakePorts())
+
+
+
+def req(host_ip: str = "", start: int = 8080, end: int | None = None, proto: str = "tcp") -> PortRequest:
+    return PortRequest(proto, 80, host_ip, start, start if end is None else end)
+
+
+@pytest.mark.parametrize("host_ip, default, families, expect", [
+    ("", None, {4, 6}, ["0.0.0.0", "::"]),              # Docker 27+: both families
+    ("0.0.0.0", None, {4, 6}, ["0.0.0.0", "::"]),
+    ("", None, {4}, ["0.0.0.0"]),                       # no IPv6 address: IPv4 only
+    ("", None, {6}, ["::"]),                            # IPv6-only network
+    ("", "198.18.50.1", {4, 6}, ["198.18.50.1"]),       # host_binding_ipv4 given: that address
+    ("::", None, {4, 6}, ["::"]),
+    ("fd18:50::1", None, {4, 6}, ["fd18:50::1"]),
+])
+def test_host_addresses_become_one_request_per_family(host_ip, default, families, expect):
+    assert [r.host_ip for r in resolve_host_ips((req(host_ip),), default, families)] == expect
+
+
+def test_an_address_of_a_family_the_container_lacks_is_refused():
+    with pytest.raises(BadRequest, match="no IPv6 address"):
+        resolve_host_ips((req("fd18:50::1"),), None, {4})
+    with pytest.raises(BadRequest, match="no IPv4 address"):
+        resolve_host_ips((req("198.18.50.1"),), None, {6})
+    with pytest.raises(BadRequest, match="no IPv4 address"):
+        resolve_host_ips((req(""),), "198.18.50.1", {6})
+
+
+def net6(**generic: str) -> NetworkRecord:
+    return NetworkRecord(id=A6, options=parse_network_options({"com.docker.network.generic": generic}),
+                         bridge="pn-aaaaaaaaaaaa", bridge_created=True,
+                         gateways=("198.18.100.1/24", "fd18:100::1/64"),
+                         subnets=("198.18.100.0/24", "fd18:100::/64"))
+
+
+EP = EndpointRecord(A6, E6, "pnveeeeeeeeeeee", "pnceeeeeeeeeeee", ("198.18.100.2/24", "fd18:100::2/64"),
+                    "02:42:00:00:00:02")
+
+
+def test_zero_and_ranges_take_one_host_port_for_both_families(fw6):
+    fw6.network_added(net6())
+    assert "ipv6_forward" in fw6.knobs.calls
+    requests = resolve_host_ips((req(start=0), req(start=9000, end=9010)), None, {4, 6})
+    got = fw6.publish(net6(), EP, requests)
+    assert [(b.host_ip, b.host_port, b.container_ip) for b in got] == [
+        ("0.0.0.0", 49153, "198.18.100.2"), ("::", 49153, "fd18:100::2"),
+        ("0.0.0.0", 9000, "198.18.100.2"), ("::", 9000, "fd18:100::2")]
+    assert fw6.nft.docs[-1].splitlines() == [
+        'add element inet pynet published_any { tcp . 49153 comment "net aaaaaaaaaaaa endpoint '
+        'eeeeeeeeeeee" : 198.18.100.2 . 80, tcp . 9000 comment "net aaaaaaaaaaaa endpoint '
+        'eeeeeeeeeeee" : 198.18.100.2 . 80 }',
+        'add element inet pynet published_any6 { tcp . 49153 comment "net aaaaaaaaaaaa endpoint '
+        'eeeeeeeeeeee" : fd18:100::2 . 80, tcp . 9000 comment "net aaaaaaaaaaaa endpoint '
+        'eeeeeeeeeeee" : fd18:100::2 . 80 }']
+
+
+def test_routed_mode_holds_no_host_port_and_opens_the_container_port(fw6):
+    routed = net6(**{"com.docker.network.bridge.gateway_mode_ipv6": "routed"})
+    fw6.network_added(routed)
+    got = fw6.publish(routed, EP, resolve_host_ips((req(), req("", 8081)), None, {4, 6}))
+    assert [(b.host_ip, b.host_port, b.routed) for b in got] == [
+        ("0.0.0.0", 8080, False), ("::", 80, True), ("0.0.0.0", 8081, False), ("::", 80, True)]
+    assert fw6.ports.held() == {("tcp", "0.0.0.0", 8080), ("tcp", "0.0.0.0", 8081)}
+    # Two mappings of one container port are one open element, added and deleted once.
+    assert 'add element inet pynet open6 { fd18:100::2 . tcp . 80 comment "net aaaaaaaaaaaa endpoint ' \
+           'eeeeeeeeeeee" }' in fw6.nft.docs[-1].splitlines()
+    fw6.unpublish(routed, EP)
+    assert "delete element inet pynet open6 { fd18:100::2 . tcp . 80 }" in fw6.nft.docs[-1].splitlines()
+    assert fw6.ports.held() == set()
+
+
+def test_routed_mode_has_no_masquerade_and_lets_icmp_in():
+    sets = {e.set for e in network_elements(NetworkPolicy.of(
+        net6(**{"com.docker.network.bridge.gateway_mode_ipv6": "routed"})))}
+    assert {"nat4", "own6", "routed6"} <= sets and "nat6" not in sets and "routed4" not in sets
+    sets = {e.set for e in network_elements(NetworkPolicy.of(net6()))}
+    assert {"nat4", "nat6", "own4", "own6"} <= sets and not sets & {"routed4", "routed6"}
+
+
+def test_a_routed_binding_is_recorded_as_routed_and_a_nat_one_as_before():
+    nat = PortBinding("tcp", "fd18:100::2", 80, "::", 8080, 8080, 8080)
+    routed = PortBinding("tcp", "fd18:100::2", 80, "::", 80, 8080, 8080, routed=True)
+    assert "routed" not in nat.to_dict() and PortBinding.from_dict(nat.to_dict()) == nat
+    assert PortBinding.from_dict(routed.to_dict()) == routed
+    assert port_element(Published(A6, E6, nat)).key == "tcp . 8080"
+    assert port_element(Published(A6, E6, PortBinding("udp", "fd18:100::2", 53, "fd18:50::1", 53, 53, 53))).key \
+        == "fd18:50::1 . udp . 53"

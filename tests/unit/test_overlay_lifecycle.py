@@ -84,6 +84,24 @@ def test_overlay_needs_a_subnet_and_ipv4(hosts):
     assert status == 400 and "IPv4 only" in answer["Err"]
 
 
+def test_a_pool_from_another_ipam_driver_is_refused_naming_the_fix(hosts):
+    """Docker's own IPAM on each host would hand out the same addresses on every host of the
+    overlay, silently (issue 18): the pool must be one this host's pynet IPAM gave out."""
+    h1 = hosts.add("h1", "198.18.0.11")
+    status, answer = h1.create_network(N1, SUBNET, pool_from_pynet=False)
+    assert status == 400, answer
+    assert "overlay networks need --ipam-driver pynet" in answer["Err"]
+    assert f"{SUBNET} in address space LocalDefault" in answer["Err"]
+    assert "PYNET_SCOPE=global" in answer["Err"]
+    assert h1.netlink.world == {} and overlay_keys(hosts.store) == []
+    # Another host holding the pool does not make it this host's.
+    h2 = hosts.add("h2", "198.18.0.12")
+    assert h2.create_network(N1, SUBNET)[0] == 200
+    assert h1.create_network(N1, SUBNET, pool_from_pynet=False)[0] == 400
+    # Asked of pynet's IPAM first, as Docker does with --ipam-driver pynet: served.
+    assert h1.create_network(N1, SUBNET)[0] == 200
+
+
 def test_mtu_above_the_underlays_minus_50_is_refused_with_the_reason(hosts):
     h1 = hosts.add("h1", "198.18.0.11")
     status, answer = h1.create_network(N1, SUBNET, mtu="1451")

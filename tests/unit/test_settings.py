@@ -123,7 +123,7 @@ def test_running_out_of_descriptors_is_a_clear_error_not_a_traceback():
     from driver.firewall.ports import HostPorts
     from pynet.errors import Exhausted
 
-    def no_more(kind):
+    def no_more(family, kind):
         raise OSError(errno.EMFILE, "Too many open files")
 
     with pytest.raises(Exhausted, match="open-files limit"):

@@ -53,7 +53,7 @@ def test_the_scope_setting_is_what_get_capabilities_answers():
 
 
 def test_allocate_answers_the_options_with_a_vni_that_the_nodes_take(hosts, store):
-    manager, worker = hosts.add("h1", "198.18.0.11"), hosts.add("h2", "198.18.0.12")
+    manager, worker = hosts.add("h1", "198.18.0.11", scope="global"), hosts.add("h2", "198.18.0.12", scope="global")
     status, answer = allocate(manager)
     assert status == 200
     assert answer["Options"] == {"type": "overlay", VXLANID: "1048576"}
@@ -66,6 +66,8 @@ def test_allocate_answers_the_options_with_a_vni_that_the_nodes_take(hosts, stor
     assert allocate(worker, OTHER_NET, "10.61.0.0/24")[1]["Options"][VXLANID] == "1048577"
     # The nodes create the network from the driver state, with the manager's NetworkID.
     for host in (manager, worker):
+        host.ok("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": SUBNET, "Options": {},
+                                           "V6": False})
         status, err = host.call("NetworkDriver.CreateNetwork", {
             "NetworkID": SWARM_NET, "Options": {GENERIC: answer["Options"]},
             "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": SUBNET, "Gateway": "10.60.0.1/24"}]})
@@ -83,7 +85,7 @@ def test_allocate_answers_the_options_with_a_vni_that_the_nodes_take(hosts, stor
 
 
 def test_a_vni_given_by_the_user_is_claimed_and_echoed(hosts, store):
-    manager = hosts.add("h1", "198.18.0.11")
+    manager = hosts.add("h1", "198.18.0.11", scope="global")
     status, answer = allocate(manager, vni="5000")
     assert status == 200 and answer["Options"] == {"type": "overlay", "vni": "5000"}
     status, err = allocate(manager, OTHER_NET, "10.61.0.0/24", vni="5000")
@@ -96,7 +98,7 @@ def test_a_vni_given_by_the_user_is_claimed_and_echoed(hosts, store):
     ({"type": "tunnel"}, "type='tunnel'"),
 ])
 def test_bad_options_are_refused_naming_the_value_and_nothing_is_claimed(hosts, store, options, named):
-    manager = hosts.add("h1", "198.18.0.11")
+    manager = hosts.add("h1", "198.18.0.11", scope="global")
     status, err = manager.call("NetworkDriver.AllocateNetwork", {
         "NetworkID": SWARM_NET, "Options": options, "IPv4Data": [{"Pool": SUBNET}]})
     assert status == 400 and named in err["Err"], err
@@ -104,7 +106,7 @@ def test_bad_options_are_refused_naming_the_value_and_nothing_is_claimed(hosts, 
 
 
 def test_a_bad_body_is_refused_naming_the_field(hosts, store):
-    manager = hosts.add("h1", "198.18.0.11")
+    manager = hosts.add("h1", "198.18.0.11", scope="global")
     for body, named in (({"NetworkID": SWARM_NET, "Options": {"type": 7}}, "Options['type']"),
                         ({"NetworkID": SWARM_NET, "Options": {"type": "overlay"}, "IPv4Data": [{"Pool": "x"}]}, "'x'"),
                         ({"Options": {}}, "NetworkID")):
@@ -114,7 +116,7 @@ def test_a_bad_body_is_refused_naming_the_field(hosts, store):
 
 
 def test_bridge_networks_are_echoed_without_a_vni(hosts, store):
-    manager = hosts.add("h1", "198.18.0.11")
+    manager = hosts.add("h1", "198.18.0.11", scope="global")
     status, answer = manager.call("NetworkDriver.AllocateNetwork", {
         "NetworkID": SWARM_NET, "Options": {"mtu": "1400"}, "IPv4Data": [{"Pool": SUBNET}]})
     assert status == 200 and answer == {"Options": {"mtu": "1400"}}
@@ -123,7 +125,7 @@ def test_bridge_networks_are_echoed_without_a_vni(hosts, store):
 
 def test_two_managers_allocating_at_once_never_share_a_vni(hosts, store):
     import threading
-    managers = [hosts.add(f"h{i}", f"198.18.0.1{i}") for i in range(1, 4)]
+    managers = [hosts.add(f"h{i}", f"198.18.0.1{i}", scope="global") for i in range(1, 4)]
     answers: dict[str, str] = {}
 
     def run(i: int) -> None:
@@ -162,7 +164,7 @@ def test_a_vni_claim_that_landed_after_the_call_failed_is_undone_not_duplicated(
     store = FlakyStore()
     hosts = FakeOverlayHosts(store)
     try:
-        manager = hosts.add("h1", "198.18.0.11")
+        manager = hosts.add("h1", "198.18.0.11", scope="global")
         store.lose_next = True
         status, err = allocate(manager)
         assert status == 503 and "consul" in err["Err"]
@@ -213,3 +215,30 @@ def test_a_new_swarm_leader_asking_again_for_its_tasks_addresses_takes_them_over
     taken = old.request_address(local_old, "", {}).split("/")[0]
     with pytest.raises(Exception, match="already in use"):
         new.request_address(local_new, taken, {})
+
+
+def test_a_swarm_network_reaching_a_local_scope_plugin_is_refused_naming_pynet_scope_global(hosts, store):
+    """With the local scope Swarm does not allocate a --scope swarm network: each node gets
+    neither its options nor its pools (a bridge with Docker's own IPAM, observed on the bed),
+    so its tasks could not reach other nodes'. The node's CreateNetwork carries Swarm's
+    network ID: refused, naming the fix; a network dockerd made itself is served as ever."""
+    node = hosts.add("h1", "198.18.0.11")  # the default scope, local
+    status, answer = node.call("NetworkDriver.CreateNetwork", {
+        "NetworkID": SWARM_NET, "Options": {GENERIC: {}},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "198.19.247.64/26",
+                      "Gateway": "198.19.247.65/26"}]})
+    assert status == 400, answer
+    assert f"network {SWARM_NET} is a swarm network" in answer["Err"]
+    assert "PYNET_SCOPE=global" in answer["Err"] and "docs/swarm.md" in answer["Err"]
+    assert node.netlink.world == {} and list(store.list(keys.networks("h1"))) == []
+    local = "f" * 64
+    assert node.call("NetworkDriver.CreateNetwork", {
+        "NetworkID": local, "Options": {GENERIC: {}},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "198.19.247.64/26",
+                      "Gateway": "198.19.247.65/26"}]})[0] == 200
+    # With the global scope the same call is Swarm's normal path.
+    swarm_node = hosts.add("h2", "198.18.0.12", scope="global")
+    assert swarm_node.call("NetworkDriver.CreateNetwork", {
+        "NetworkID": SWARM_NET, "Options": {GENERIC: {}},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "198.19.246.64/26",
+                      "Gateway": "198.19.246.65/26"}]})[0] == 200
