@@ -12,10 +12,11 @@ class ClaimOwners:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def owners(self, space: str, pool: str) -> dict[str, str]:
-        found: dict[str, str] = {}
+    def owners(self, space: str, pool: str) -> dict[str, tuple[str, int]]:
+        """address -> (host, the claim record's version): the overlay's Owner."""
+        found: dict[str, tuple[str, int]] = {}
         for entry in self.store.list(keys.ipam_addrs(space, pool)):
             for claim in bad_records.readable([entry], lambda e: decode(AddressClaim, e), "address claim"):
                 if not claim.gateway:
-                    found[keys.claimed_address(entry.key)] = claim.host
+                    found[keys.claimed_address(entry.key)] = (claim.host, entry.version)
         return found

@@ -10,8 +10,10 @@ and no host may speak for another:
   broadcast address), its VTEP is its host's member VTEP, its address is claimed in the
   overlay's pool by that same host (the IPAM's record), and neither its MAC nor its address
   is one of this host's own endpoints' on the overlay;
-* two hosts giving one address or one MAC: neither is programmed (a conflict, reported by
-  `pynet doctor`), since the store cannot say which is right.
+* several live hosts giving one address: the claim's holder keeps it only while every other
+  record was written after the claim (a forgery, or a leftover); a claim rewritten under an
+  already published record is a takeover, and then neither is programmed. Several hosts
+  giving one MAC: neither. Conflicts are reported by `pynet doctor`.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from driver import naming
 from driver.models import DELETING, READY, EndpointRecord, NetworkRecord
 
+from .claims import Owner
 from .model import Member, OverlayId, OverlayView, Peer, overlay_of
 
 
@@ -62,12 +65,15 @@ class Admitted:
     own_member_differs: bool = field(default=False)
 
 
-def admit(view: OverlayView, host: str, local: Local, claims: Mapping[str, str] | None,
-          alive: Callable[[str], bool] = lambda _host: True) -> Admitted:
-    """The part of `view` this host believes. `claims`: address -> the host whose claim in
-    the overlay's pool it is (gateways left out); None when they could not be read, then no
-    remote peer is believed. (Swarm too: each node claims its tasks' addresses in its own
-    local pool, docs/swarm.md, besides the leader's claims in the global space.)"""
+def admit(view: OverlayView, host: str, local: Local, claims: Mapping[str, Owner] | None,
+          alive: Callable[[str], bool] = lambda _host: True,
+          written: Callable[[Peer], int] = lambda _peer: 0) -> Admitted:
+    """The part of `view` this host believes. `claims`: address -> its Owner (the host whose
+    claim in the overlay's pool it is, and since which store version; gateways left out);
+    None when they could not be read, then no remote peer is believed. `alive`: hosts whose
+    records count at all (a dead host's entries are withdrawn anyway: peers.desired).
+    `written`: the store version of a peer's record (registry.peer_version). (Swarm
+    too: each node claims its tasks' addresses in its own local pool, docs/swarm.md.)"""
     refused: list[Refused] = []
     stored_own = view.members.get(host)
     members: dict[str, Member] = {}
@@ -88,30 +94,72 @@ def admit(view: OverlayView, host: str, local: Local, claims: Mapping[str, str] 
         reason = _implausible(peer, members.get(peer.host), subnet, local)
         if reason is not None:
             refused.append(Refused(peer.host, peer.endpoint, reason))
-        elif alive(peer.host):  # a dead host's entries are withdrawn anyway (peers.desired)
+        elif alive(peer.host):
             plausible.append(peer)
-    # Clashes are judged before the claims: a host can rewrite the shared IPAM claim of
-    # another host's address, but never that host's own peer record, so two live hosts
-    # giving one address (or MAC) program neither, whoever holds the claim. A compromised
-    # host can then deny that address service, but never take its traffic.
-    unclashed, clashes = _without_clashes(plausible)
-    for peer in plausible:
-        for clash in clashes:
-            if clash.value == (peer.ip if clash.what == "address" else peer.mac):
-                others = ", ".join(h for h in clash.hosts if h != peer.host)
-                refused.append(Refused(peer.host, peer.endpoint,
-                                       f"{clash.what} {clash.value} is also given by host {others}"))
-    kept: list[Peer] = []
-    for peer in unclashed:
-        reason = _unclaimed(peer, claims)
+    if claims is None:
+        refused += [Refused(p.host, p.endpoint, "the overlay's address claims could not be read")
+                    for p in plausible]
+        plausible = []
+    sole, clashes, lost = _one_per_address(plausible, claims or {}, written)
+    refused += lost
+    backed: list[Peer] = []
+    for peer in sole:
+        reason = _unclaimed(peer, claims or {})
         if reason is not None:
             refused.append(Refused(peer.host, peer.endpoint, reason))
         else:
-            kept.append(peer)
+            backed.append(peer)
+    # No claim backs a MAC: several hosts giving one program neither.
+    kept, mac_clashes = _without_mac_clashes(backed)
+    clashes += mac_clashes
+    for peer in backed:
+        for clash in mac_clashes:
+            if clash.value == peer.mac:
+                refused.append(Refused(peer.host, peer.endpoint, _also(clash, peer.host)))
     differs = stored_own is not None and (local.member is None or
                                           replace(stored_own, attempt="") != replace(local.member, attempt=""))
     return Admitted(replace(view, members=members, peers=tuple(kept)), tuple(refused),
                     tuple(clashes), differs)
+
+
+def _one_per_address(peers: list[Peer], claims: Mapping[str, Owner], written: Callable[[Peer], int]
+                     ) -> tuple[list[Peer], list[Clash], list[Refused]]:
+    """At most one peer per address, among peers of several live hosts giving it.
+
+    Address claims are shared keys any host can rewrite, but a peer record only its own
+    host can write, and the store's versions only grow. So when hosts clash on an address,
+    its claim's holder keeps it only if every other host's record was written after the
+    claim took its current form: they published an address already held (forged, or left
+    over). A claim changed under a record that was already published is a claim taken
+    over: then neither is programmed (denial of service at worst, never a redirect)."""
+    by_ip: dict[str, list[Peer]] = {}
+    for peer in peers:
+        by_ip.setdefault(peer.ip, []).append(peer)
+    sole: list[Peer] = []
+    clashes: list[Clash] = []
+    lost: list[Refused] = []
+    for ip, given in sorted(by_ip.items()):
+        hosts = tuple(sorted({p.host for p in given}))
+        if len(hosts) == 1:
+            sole += given
+            continue
+        owner = claims.get(ip)
+        holder, since = (owner[0], owner[1]) if owner is not None else (None, 0)
+        others = [p for p in given if p.host != holder]
+        if holder in hosts and all(written(p) > since for p in others):
+            sole += [p for p in given if p.host == holder]
+            lost += [Refused(p.host, p.endpoint, f"address {ip} was already claimed by host {holder} "
+                                                 "when this record was written") for p in others]
+            continue
+        clash = Clash("address", ip, hosts)
+        clashes.append(clash)
+        lost += [Refused(p.host, p.endpoint, _also(clash, p.host)) for p in given]
+    return sole, clashes, lost
+
+
+def _also(clash: Clash, host: str) -> str:
+    others = ", ".join(h for h in clash.hosts if h != host)
+    return f"{clash.what} {clash.value} is also given by host {others}"
 
 
 def _is_v4(subnet: str) -> bool:
@@ -140,31 +188,24 @@ def _implausible(peer: Peer, member: Member | None, subnet: ipaddress.IPv4Networ
     return None
 
 
-def _unclaimed(peer: Peer, claims: Mapping[str, str] | None) -> str | None:
+def _unclaimed(peer: Peer, claims: Mapping[str, Owner]) -> str | None:
     """Why the IPAM does not back `peer`'s address as its host's, or None."""
-    ip = peer.ip
-    if claims is None:
-        return "the overlay's address claims could not be read"
-    holder = claims.get(peer.ip)
-    if holder is None:
-        return f"address {ip} is not claimed in the overlay's pool"
-    if holder != peer.host:
-        return f"address {ip} is claimed by host {holder}, not {peer.host}"
+    owner = claims.get(peer.ip)
+    if owner is None:
+        return f"address {peer.ip} is not claimed in the overlay's pool"
+    if owner[0] != peer.host:
+        return f"address {peer.ip} is claimed by host {owner[0]}, not {peer.host}"
     return None
 
 
-def _without_clashes(peers: list[Peer]) -> tuple[list[Peer], list[Clash]]:
-    """The peers whose address and MAC no other host gives, and the clashes."""
-    by_ip: dict[str, set[str]] = {}
+def _without_mac_clashes(peers: list[Peer]) -> tuple[list[Peer], list[Clash]]:
+    """The peers whose MAC no other host gives, and the clashes."""
     by_mac: dict[str, set[str]] = {}
     for peer in peers:
-        by_ip.setdefault(peer.ip, set()).add(peer.host)
         by_mac.setdefault(peer.mac, set()).add(peer.host)
-    clashes = [Clash("address", ip, tuple(sorted(hosts))) for ip, hosts in sorted(by_ip.items()) if len(hosts) > 1]
-    clashes += [Clash("MAC", mac, tuple(sorted(hosts))) for mac, hosts in sorted(by_mac.items()) if len(hosts) > 1]
-    bad_ips = {c.value for c in clashes if c.what == "address"}
-    bad_macs = {c.value for c in clashes if c.what == "MAC"}
-    return [p for p in peers if p.ip not in bad_ips and p.mac not in bad_macs], clashes
+    clashes = [Clash("MAC", mac, tuple(sorted(hosts))) for mac, hosts in sorted(by_mac.items()) if len(hosts) > 1]
+    bad = {c.value for c in clashes}
+    return [p for p in peers if p.mac not in bad], clashes
 
 
 def local_overlays(host: str, networks: Iterable[NetworkRecord],

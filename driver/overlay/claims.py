@@ -5,16 +5,23 @@ host's own network and endpoint records (driver/ledger.py)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from driver.models import EndpointRecord, NetworkRecord
 
 
+class Owner(NamedTuple):
+    """The host whose claim an address is, and the store version its claim record has had
+    since it last changed (versions are comparable across keys: pynet/store/api.py)."""
+    host: str
+    since: int = 0
+
+
 class AddressClaims(Protocol):
-    def owners(self, space: str, pool: str) -> Mapping[str, str]:
+    def owners(self, space: str, pool: str) -> Mapping[str, Owner]:
         """Every address claimed in `pool` of `space` for a container or an --aux-address
-        (gateways, which every host of a network shares, left out) -> the host whose claim
-        it is. Unreadable claims are left out. BackendUnavailable when the store is down."""
+        (gateways, which every host of a network shares, left out) -> its Owner. Unreadable
+        claims are left out. BackendUnavailable when the store is down."""
 
 
 class LocalRecords(Protocol):

@@ -92,6 +92,12 @@ def parse_views(entries: list[Entry],
             for oid, p in found.items()}
 
 
+def peer_version(view: OverlayView, peer: Peer) -> int:
+    """The store version of `peer`'s record as read into `view` (admission.py compares it
+    with address claims': versions only grow)."""
+    return view.versions.get(keys.overlay_peer(view.id.space, view.id.subnet, peer.host, peer.endpoint), 0)
+
+
 def _same_host(named: str, owner: str) -> None:
     if named != owner:
         raise InvalidRecord(f"it names host {named!r}, but sits under host {owner!r}'s prefix")

@@ -11,6 +11,7 @@ outage every host gets a fresh liveness timeout before anyone is judged dead.
 from __future__ import annotations
 
 import logging
+from functools import partial
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from .claims import AddressClaims, LocalRecords
 from .liveness import Liveness
 from .model import Member, OverlayId, OverlayView
 from .peers import Changes, Desired, desired
-from .registry import Registry
+from .registry import Registry, peer_version
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class PeerWatcher:
         claims = None
         if self.claims is not None:
             claims = self.claims.owners(view.id.space, view.id.subnet)
-        admitted = admit(view, self.host, mine, claims, alive.__contains__)
+        admitted = admit(view, self.host, mine, claims, alive.__contains__, partial(peer_version, view))
         self._report(view, admitted)
         assert mine.member is not None
         return mine.member, desired(admitted.view, self.host, alive.__contains__)

@@ -9,13 +9,15 @@ is an interrupted call that restore finishes.
 """
 from __future__ import annotations
 
+from functools import partial
+
 from driver import naming
 from driver.firewall.audit import RESTART, Difference, differences
 from driver.models import READY, EndpointRecord, NetworkRecord
 from driver.netlink.api import Netlink
 from driver.overlay.admission import Local, admit, local_overlays
 from driver.overlay.peers import desired, diff
-from driver.overlay.registry import parse_views
+from driver.overlay.registry import parse_views, peer_version
 from driver.kinds.overlay import overlay_id
 from ipam_driver.claim_owners import ClaimOwners
 from pynet.errors import PynetError
@@ -105,7 +107,7 @@ def check_overlay(nl: Netlink, net: NetworkRecord, eps: list[EndpointRecord], vi
         return out
     mine = (local or {}).get(oid) or Local(None)
     owners = claims.owners(oid.space, oid.subnet) if claims is not None else None
-    admitted = admit(view, host, mine, owners)
+    admitted = admit(view, host, mine, owners, written=partial(peer_version, view))
     out += [Difference(f"overlay {oid}: store record {key} is ignored: {reason}", STORE_FIX)
             for key, reason in sorted(view.rejected.items())]
     out += [Difference(f"overlay {oid}: {clash.what} {clash.value} is given by hosts "

@@ -5,9 +5,13 @@ hand-made, plus generated junk: a record that fails is skipped and reported (onc
 and version), the rest of the view stands."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 
 import pytest
+
+from pynet.store import keys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -226,7 +230,7 @@ def test_a_rejected_record_is_logged_once_per_key_and_version_and_counted(caplog
 # --- admission: no host speaks for another --------------------------------------------
 MINE = Member("h1", N1, "198.18.0.11", naming.overlay_netns(N1), naming.vxlan(N1))
 LOCAL = Local(MINE, frozenset({"198.18.0.11"}), frozenset({"02:42:0a:4d:00:09"}), frozenset({"10.77.0.9"}))
-CLAIMS = {"10.77.0.2": "h2", "10.77.0.3": "h3", "10.77.0.9": "h1"}
+CLAIMS = {"10.77.0.2": ("h2", 1), "10.77.0.3": ("h3", 1), "10.77.0.9": ("h1", 1)}  # address -> (holder, claim version)
 
 
 def view_of(*peers, members=None):
@@ -261,7 +265,7 @@ def test_good_peers_are_believed():
     (peer_dict(host="h4", endpoint="d" * 64, ip="10.77.0.4", mac="02:42:0a:4d:00:44"), "no member record"),
 ])
 def test_a_peer_that_speaks_for_another_or_is_impossible_is_refused_and_the_others_stand(bad, why):
-    admitted = admit(view_of(*good_peers(), bad), "h1", LOCAL, {**CLAIMS, "10.77.0.4": "h2", "10.77.0.6": "h3"}
+    admitted = admit(view_of(*good_peers(), bad), "h1", LOCAL, {**CLAIMS, "10.77.0.4": ("h2", 1), "10.77.0.6": ("h3", 1)}
                      if "not claimed" not in why else CLAIMS)
     assert believed(admitted) == [E2, E3]
     assert [r.endpoint for r in admitted.refused] == ["d" * 64] and why in admitted.refused[0].reason
@@ -272,18 +276,39 @@ def test_without_the_claims_no_remote_peer_is_believed():
     assert believed(admitted) == [] and all("could not be read" in r.reason for r in admitted.refused)
 
 
-def test_an_address_or_a_mac_two_hosts_give_goes_to_neither_whoever_holds_the_claim():
-    same_ip = peer_dict("h3", "d" * 64, N3, "10.77.0.2", "02:42:0a:4d:00:44", "198.18.0.13")
-    for holder in ("h2", "h3"):  # h3 may have rewritten the shared claim: it still gets nothing
-        admitted = admit(view_of(*good_peers(), same_ip), "h1", LOCAL, {**CLAIMS, "10.77.0.2": holder})
-        assert believed(admitted) == [E3]
-        assert [(c.what, c.value, c.hosts) for c in admitted.clashes] == [("address", "10.77.0.2", ("h2", "h3"))]
-        assert sorted(r.endpoint for r in admitted.refused) == [E2, "d" * 64]
+def written(**by_endpoint):
+    """The store versions of peer records (endpoint -> version, else 2), as admit takes them."""
+    return lambda peer: by_endpoint.get(peer.endpoint, 2)
+
+
+def test_an_address_already_claimed_when_another_host_gave_it_stays_its_holders():
+    # h3 publishes h2's address after h2's claim (version 1) was made: a forgery (or a
+    # leftover), refused; h2's endpoint keeps its entries.
+    forged = peer_dict("h3", "d" * 64, N3, "10.77.0.2", "02:42:0a:4d:00:44", "198.18.0.13")
+    admitted = admit(view_of(*good_peers(), forged), "h1", LOCAL, CLAIMS, written=written(**{"d" * 64: 9}))
+    assert believed(admitted) == [E2, E3] and admitted.clashes == ()
+    assert [(r.endpoint, r.reason) for r in admitted.refused] == [
+        ("d" * 64, "address 10.77.0.2 was already claimed by host h2 when this record was written")]
+
+
+def test_a_claim_taken_over_under_a_published_record_programs_neither():
+    # h3 rewrote the shared claim of h2's address (now h3's, version 5) after h2 published
+    # it (version 2), then published it itself (version 6): neither, whoever holds the claim.
+    thief = peer_dict("h3", "d" * 64, N3, "10.77.0.2", "02:42:0a:4d:00:44", "198.18.0.13")
+    admitted = admit(view_of(*good_peers(), thief), "h1", LOCAL, {**CLAIMS, "10.77.0.2": ("h3", 5)},
+                     written=written(**{E2: 2, "d" * 64: 6}))
+    assert believed(admitted) == [E3]
+    assert [(c.what, c.value, c.hosts) for c in admitted.clashes] == [("address", "10.77.0.2", ("h2", "h3"))]
+    assert sorted(r.endpoint for r in admitted.refused) == [E2, "d" * 64]
+    # A claim rewritten under both records (a leftover and its new holder): neither either.
+    admitted = admit(view_of(*good_peers(), thief), "h1", LOCAL, {**CLAIMS, "10.77.0.2": ("h2", 7)},
+                     written=written(**{E2: 2, "d" * 64: 6}))
+    assert believed(admitted) == [E3] and [c.value for c in admitted.clashes] == ["10.77.0.2"]
 
 
 def test_a_shared_mac_goes_to_neither():
     same_mac = peer_dict("h3", "d" * 64, N3, "10.77.0.4", MAC2, "198.18.0.13")
-    admitted = admit(view_of(*good_peers(), same_mac), "h1", LOCAL, {**CLAIMS, "10.77.0.4": "h3"})
+    admitted = admit(view_of(*good_peers(), same_mac), "h1", LOCAL, {**CLAIMS, "10.77.0.4": ("h3", 1)})
     assert believed(admitted) == [E3]
     assert [(c.what, c.value, c.hosts) for c in admitted.clashes] == [("MAC", MAC2, ("h2", "h3"))]
     assert sorted(r.endpoint for r in admitted.refused) == [E2, "d" * 64]
