@@ -230,8 +230,13 @@ def test_a_pynet_run_with_another_hosts_token_is_refused_naming_consul(agent, to
     store = ConsulStore(agent.addr, token=tokens[A], prefix="pynet/")
     hc = FakeHost("hc", "198.18.0.13", store)
     try:
-        status, answer = hc.create_network(NID_A, SUBNET)
+        # Docker asks the IPAM for the pool first: refused there, naming Consul's refusal.
+        status, answer = hc.call("IpamDriver.RequestPool", {"AddressSpace": "LocalDefault", "Pool": SUBNET,
+                                                            "Options": {}, "V6": False})
         assert status >= 500 and "refused access" in answer["Err"], (status, answer)
+        # And an overlay without that pool is refused before any write.
+        status, answer = hc.create_network(NID_A, SUBNET, pool_from_pynet=False)
+        assert status >= 400 and "Err" in answer, (status, answer)
         assert admin.keys("v1/hosts/") == [] and admin.keys("v1/overlay/") == []
         assert hc.netlink.world == {}  # no namespace, no VXLAN device left behind
     finally:

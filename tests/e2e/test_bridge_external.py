@@ -13,6 +13,7 @@ run with nsenter inside the container's network namespace (or in the outside nam
 from __future__ import annotations
 
 import ipaddress
+import json
 import secrets
 from collections.abc import Callable, Iterator
 

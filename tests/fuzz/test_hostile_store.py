@@ -160,16 +160,22 @@ class Bed:
         return made
 
     def unrelated_overlay_round_trip(self, index: int) -> None:
-        """CreateNetwork, CreateEndpoint, DeleteEndpoint, DeleteNetwork of an overlay no bad
-        record names: each answers 200 with JSON."""
+        """RequestPool, CreateNetwork, RequestAddress, CreateEndpoint, DeleteEndpoint,
+        DeleteNetwork and the releases of an overlay no bad record names (as dockerd makes
+        them with --ipam-driver pynet): each answers 200 with JSON."""
         subnet = f"10.90.{index % 250}.0/24"
-        nid = self.create_overlay(subnet, with_ipam=False)
-        eid = secrets.token_hex(32)
+        nid = self.create_overlay(subnet)
+        pool, eid = self.pools[subnet], secrets.token_hex(32)
+        address = self.ok("IpamDriver.RequestAddress", {
+            "PoolID": pool, "Address": "", "Options": {"com.docker.network.endpoint.name": eid[:6]}})["Address"]
         self.ok("NetworkDriver.CreateEndpoint", {
             "NetworkID": nid, "EndpointID": eid, "Options": {},
-            "Interface": {"Address": f"{subnet.rsplit('.', 1)[0]}.2/24", "AddressIPv6": "", "MacAddress": ""}})
+            "Interface": {"Address": address, "AddressIPv6": "", "MacAddress": ""}})
         self.ok("NetworkDriver.DeleteEndpoint", {"NetworkID": nid, "EndpointID": eid})
+        self.ok("IpamDriver.ReleaseAddress", {"PoolID": pool, "Address": address.split("/")[0]})
         self.ok("NetworkDriver.DeleteNetwork", {"NetworkID": nid})
+        self.ok("IpamDriver.ReleaseAddress", {"PoolID": pool, "Address": f"{subnet.rsplit('.', 1)[0]}.1"})
+        self.ok("IpamDriver.ReleasePool", {"PoolID": self.pools.pop(subnet)})
         del self.nets[subnet]
 
     # the kernel ---------------------------------------------------------------------------
