@@ -243,11 +243,13 @@ def test_compose_v2_bridge_project_with_driver_opts_and_ipam(bed: Bed, tmp_path:
                 break
             time.sleep(0.5)
         assert "HTTP/1." in reply, f"client -> web:8080 by service name: {reply!r}"
-        # pynet's store: the pool, with the gateway and the two containers claimed.
+        # pynet's store: the pool, with the gateway and the two containers' addresses claimed
+        # (kind "endpoint" only from 29 on, which names the endpoint; before, "aux").
         code, shown = _pynet(bed, "ipam", "show", SUBNET)
         assert code == 0, shown
-        held = {(c["address"], c["kind"]) for c in shown["claims"]}
-        assert held == {(GATEWAY, "gateway"), (ips["web"], "endpoint"), (ips["client"], "endpoint")}, shown
+        held = {c["address"]: c for c in shown["claims"]}
+        assert set(held) == {GATEWAY, ips["web"], ips["client"]} and held[GATEWAY]["kind"] == "gateway", shown
+        assert {held[ips[s]]["container"] for s in ips} == {f"{PROJECT}-{s}-1" for s in ips}, shown
 
         net_id = net["Id"]
         compose("down", "-t", "1")
