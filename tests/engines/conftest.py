@@ -43,7 +43,7 @@ MATRIX = (engines.HOST_ENGINE, *engines.ENGINES)  # 20.10, 26.1, 28.5
 OUTSIDE_SUBNET = "198.18.214.0/24"
 HOST_IP, OUTSIDE_IP = "198.18.214.1", "198.18.214.2"
 _HERE = Path(__file__).resolve().parent
-_timings: dict[str, float] = {}
+_timings: dict[tuple[str, str], float] = {}  # (engine, test module): a bed per module
 
 
 @dataclass
@@ -66,8 +66,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    for engine, seconds in _timings.items():
-        terminalreporter.write_line(f"[engines] docker {engine}: bed set-up, tests and tear-down took {seconds:.1f} s")
+    for (engine, module), seconds in _timings.items():
+        terminalreporter.write_line(f"[engines] docker {engine} ({module}): bed set-up, tests and tear-down "
+                                    f"took {seconds:.1f} s")
 
 
 def _ip(*argv: str, check: bool = True) -> None:
@@ -125,7 +126,7 @@ def bed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         drop_empty_nft_tables(tables)
         remove_empty_shared_dirs(absent)
         restore_ip_forward(ip_forward)
-        _timings[engine] = time.monotonic() - started
+        _timings[engine, request.module.__name__.rpartition(".")[2]] = time.monotonic() - started
         if errors or left:
             pytest.fail(f"docker {engine} bed cleanup: {errors} namespaces left {left}", pytrace=False)
 
