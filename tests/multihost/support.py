@@ -32,6 +32,21 @@ def consul_delete_tree(bed: MultiHost, prefix: str) -> None:
     raise BedError(f"could not delete {prefix} in Consul: {last}")
 
 
+def clear_overlay_bed(bed: MultiHost) -> None:
+    """What a failed test left on an overlay bed: every container and pynet network on each
+    host, then the overlay and IPAM records in Consul (a passing test leaves nothing)."""
+    for h in bed.hosts:
+        ids = h.docker("ps", "-aq").stdout.split()
+        if ids:
+            h.docker("rm", "-f", *ids, timeout=120)
+        nets = h.docker("network", "ls", "--filter", "driver=pynet", "-q").stdout.split()
+        if nets:
+            h.docker("network", "rm", *nets, timeout=120)
+    for prefix in ("pynet/v1/overlay/", "pynet/v1/ipam/addrs/", "pynet/v1/ipam/blocks/",
+                   "pynet/v1/ipam/spaces/"):
+        consul_delete_tree(bed, prefix)
+
+
 def _cidr_key(cidr: str) -> str:
     return cidr.replace("/", "_")
 

@@ -24,7 +24,7 @@ from tests.harness.hostile_store import RawConsul, alive_key, member_key, peer_k
 from tests.harness.multihost import Host, MultiHost
 from tests.harness.netprobe import CLIENT
 from tests.harness.wait import wait_until
-from tests.multihost.support import (Ctr, consul_delete_tree, ctr_python, fdb, neighbours,
+from tests.multihost.support import (Ctr, clear_overlay_bed, ctr_python, fdb, neighbours,
                                      network_id, overlay_create, pings, run_on, start_server)
 
 FLOOD = "00:00:00:00:00:00"
@@ -73,16 +73,7 @@ def forger(fbed: MultiHost) -> Iterator[RawConsul]:
             if not h.plugin.running():
                 h.plugin.start()
                 fbed.wait_plugin(h)
-        for h in fbed.hosts:
-            ids = h.docker("ps", "-aq").stdout.split()
-            if ids:
-                h.docker("rm", "-f", *ids, timeout=120)
-            nets = h.docker("network", "ls", "--filter", "driver=pynet", "-q").stdout.split()
-            if nets:
-                h.docker("network", "rm", *nets, timeout=120)
-        for prefix in ("pynet/v1/overlay/", "pynet/v1/ipam/addrs/", "pynet/v1/ipam/blocks/",
-                       "pynet/v1/ipam/spaces/"):
-            consul_delete_tree(fbed, prefix)
+        clear_overlay_bed(fbed)
 
 
 def expected(host: Host, ctrs: list[Ctr], hosts: list[Host]) -> tuple[set, set]:

@@ -28,7 +28,7 @@ from tests.multihost.support import (
     IMAGE,
     Ctr,
     Outside,
-    consul_delete_tree,
+    clear_overlay_bed,
     ctr_python,
     fdb,
     in_netns_of,
@@ -80,17 +80,7 @@ def _reset(obed: MultiHost) -> Iterator[None]:
         if not h.plugin.running():
             h.plugin.start()
             obed.wait_plugin(h)
-    for h in obed.hosts:
-        ids = h.docker("ps", "-aq").stdout.split()
-        if ids:
-            h.docker("rm", "-f", *ids, timeout=120)
-        nets = h.docker("network", "ls", "--filter", "driver=pynet", "-q").stdout.split()
-        if nets:
-            h.docker("network", "rm", *nets, timeout=120)
-    # What a failed test left (a passing one leaves nothing: test_nothing_is_left_behind).
-    for prefix in ("pynet/v1/overlay/", "pynet/v1/ipam/addrs/", "pynet/v1/ipam/blocks/",
-                   "pynet/v1/ipam/spaces/"):
-        consul_delete_tree(obed, prefix)
+    clear_overlay_bed(obed)
 
 
 # --- helpers -------------------------------------------------------------------------------
