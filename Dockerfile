@@ -20,6 +20,7 @@ RUN dpkg-query -W $DEBIAN_PACKAGES >/dev/null 2>&1 \
 RUN python3 -m venv /opt/pynet
 COPY pyproject.toml README.md /src/
 COPY pynet /src/pynet
+COPY pynet_core /src/pynet_core
 COPY driver /src/driver
 COPY ipam_driver /src/ipam_driver
 WORKDIR /src

@@ -3,7 +3,7 @@
 For each size (HOSTS x PEERS: that many remote hosts with that many endpoints each) it makes
 a throwaway host namespace with an underlay address, an overlay namespace holding the bridge
 and the VXLAN device exactly as CreateNetwork makes them, then times, through
-driver/overlay/applier.py (the code every sync runs):
+driver/kinds/overlay/applier.py (the code every sync runs):
 
   program    every peer at once (HOSTS flood entries, HOSTS x PEERS unicast FDB entries with
              their bridge entries, HOSTS x PEERS neighbour entries)
@@ -36,8 +36,8 @@ from pyroute2 import IPRoute  # noqa: E402
 from driver import naming  # noqa: E402
 from driver.netlink.api import FLOOD_MAC, FdbEntry, Neighbour  # noqa: E402
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink  # noqa: E402
-from driver.overlay.applier import PeerApplier  # noqa: E402
-from driver.overlay.peers import Desired  # noqa: E402
+from driver.kinds.overlay.applier import PeerApplier  # noqa: E402
+from driver.kinds.overlay.peers import Desired  # noqa: E402
 from tests.harness.netns import Namespaces  # noqa: E402
 
 LOCAL = "198.18.9.1"

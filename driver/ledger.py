@@ -5,7 +5,7 @@ in one transaction with a create-if-absent key for every kernel name it will tak
 (v1/hosts/<host>/names/<space>/<name>): two networks can never take one bridge name, nor two
 endpoints one veth name, whatever the timing, and restore knows exactly what pynet may have
 made. Once the kernel work is done the record is CAS'd to "ready". Both writes are fenced
-(pynet/store/fenced.py): a write of a failed attempt that lands after pynet gave up is
+(pynet_core/store/fenced.py): a write of a failed attempt that lands after pynet gave up is
 removed once the store answers again, so no record outlives an attempt Docker saw fail.
 Links that no record names are never pynet's to remove.
 """
@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from pynet.errors import BackendUnavailable, BadRecord, Conflict, StoreContention
-from pynet.repair import RepairQueue
-from pynet.store import bad_records, keys, records
-from pynet.store.api import Entry, Op, Store
-from pynet.store.fenced import FencedWrites, claim_id
+from pynet_core.errors import BackendUnavailable, BadRecord, Conflict, StoreContention
+from pynet_core.repair import RepairQueue
+from pynet_core.store import bad_records, keys, records
+from pynet_core.store.api import Entry, Op, Store
+from pynet_core.store.fenced import FencedWrites, claim_id
 
 from . import models, naming
 from .models import READY, EndpointRecord, NetworkRecord

@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pynet.errors import BadRecord
+from pynet_core.errors import BadRecord
 
 from .netlink.api import FoundLink
 from .options import NetworkOptions
@@ -188,7 +188,7 @@ class NetworkRecord:
     lower_created: bool = False
     state: str = READY
     # A random id per CreateNetwork attempt: what a late-landing write of a failed attempt
-    # is recognised by (pynet/store/fenced.py).
+    # is recognised by (pynet_core/store/fenced.py).
     attempt: str = ""
     # The IPv4 pool's address space (Docker's IPAM data): an overlay is one (space, subnet).
     address_space: str = ""

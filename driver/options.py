@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
-from pynet.defaults import parse_bool
-from pynet.errors import BadRequest
-from pynet.wire import printable
+from pynet_core.defaults import parse_bool
+from pynet_core.errors import BadRequest
+from pynet_core.wire import printable
 
 GENERIC = "com.docker.network.generic"
 ENABLE_IPV4 = "com.docker.network.enable_ipv4"  # Docker 28+; absent before: IPv4 is on
@@ -157,7 +157,7 @@ OPTIONS: dict[str, OptionSpec] = {
     # overlay: the VXLAN network identifier, chosen cluster-wide when not given. Docker's
     # overlay spells it as a list (one VNI per subnet); pynet's overlay has one subnet.
     "vni": OptionSpec("vni", parse_vni, ("overlay",)),
-    "com.docker.network.driver.overlay.vxlanid_list": OptionSpec("vni", parse_vni, ("overlay",)),
+    "com.docker.network.driver.kinds.overlay.vxlanid_list": OptionSpec("vni", parse_vni, ("overlay",)),
 }
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import asdict, dataclass, replace
 
-from pynet.errors import BadRequest
+from pynet_core.errors import BadRequest
 
 ANY_IPV4 = "0.0.0.0"
 ANY_IPV6 = "::"

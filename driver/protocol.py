@@ -1,7 +1,7 @@
 """The NetworkDriver half of Docker's plugin protocol: typed requests in, typed answers out.
 
 The only module of the network driver that knows Docker's field names (libnetwork's
-drivers/remote/api). Each request type decodes itself from a `pynet.wire.Body` and refuses
+drivers/remote/api). Each request type decodes itself from a `pynet_core.wire.Body` and refuses
 a malformed field with BadRequest naming it; each response type encodes itself with
 `to_wire()`. NetworkService takes and returns these types only.
 """
@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pynet.errors import BadRequest
-from pynet.store.segments import segment_problem
-from pynet.wire import Body, printable
+from pynet_core.errors import BadRequest
+from pynet_core.store.segments import segment_problem
+from pynet_core.wire import Body, printable
 
 from .options import NetworkOptions, parse_network_options
 from .portmap import ANY_IPV4, PortRequest
@@ -75,7 +75,7 @@ def _address_space(entries: list) -> str:
         if space is not None and not isinstance(space, str):
             raise BadRequest(f"IPv4Data AddressSpace must be a string, got {printable(space)}")
         if space:
-            # It becomes a store key level of an overlay's records (pynet/store/segments.py).
+            # It becomes a store key level of an overlay's records (pynet_core/store/segments.py).
             problem = segment_problem(space)
             if problem is not None:
                 raise BadRequest(f"IPv4Data AddressSpace {printable(space)} is not a valid address "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pynet.wire import Body
+from pynet_core.wire import Body
 
 from .protocol import (AllocateNetwork, CreateEndpoint, CreateNetwork, EndpointCall, Join,
                        NetworkCall, ProgramExternal, capabilities)

@@ -15,9 +15,9 @@ import threading
 from contextlib import ExitStack
 from dataclasses import replace
 
-from pynet.errors import BackendUnavailable, BadRequest, NotFound
-from pynet.repair import RepairQueue
-from pynet.store.api import Store
+from pynet_core.errors import BackendUnavailable, BadRequest, NotFound
+from pynet_core.repair import RepairQueue
+from pynet_core.store.api import Store
 
 from . import naming
 from .call_locks import CallLocks

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from pynet import docker_proof
+from pynet_core import docker_proof
 
 from .models import READY
 

@@ -14,16 +14,16 @@ import ipaddress
 import logging
 import re
 
-from pynet.errors import BadRequest
+from pynet_core.errors import BadRequest
 
 from .options import GENERIC, parse_network_options
-from .overlay.model import OverlayId
-from .overlay.runtime import OverlayRuntime
+from .kinds.overlay.model import OverlayId
+from .kinds.overlay.runtime import OverlayRuntime
 from .protocol import AllocateNetwork, AllocateNetworkAnswer, NetworkCall
 
 log = logging.getLogger(__name__)
 
-VXLANID_LIST = "com.docker.network.driver.overlay.vxlanid_list"
+VXLANID_LIST = "com.docker.network.driver.kinds.overlay.vxlanid_list"
 # A global-scope network's pools are in the IPAM's global address space; Swarm's
 # AllocateNetwork does not name it.
 GLOBAL_SPACE = "GlobalDefault"

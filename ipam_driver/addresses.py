@@ -10,19 +10,19 @@ import functools
 import ipaddress
 from dataclasses import replace
 
-from pynet.errors import BackendUnavailable, BadRequest, Conflict, Exhausted, StoreContention
-from pynet.store import keys, records
-from pynet.store.api import Entry, Store
+from pynet_core.errors import BackendUnavailable, BadRequest, Conflict, Exhausted, StoreContention
+from pynet_core.store import keys, records
+from pynet_core.store.api import Entry, Store
 
 from . import allocator, blocks, models
 from .allocator import Address, Interface, Network
-from pynet.store.fenced import FencedCreates, FencedWrites, claim_id
+from pynet_core.store.fenced import FencedCreates, FencedWrites, claim_id
 from .hostblocks import HostBlocks, addresses_in, used_addresses
 from .models import AddressClaim, claimed_ip
 from .pool_id import PoolId
 from .pools import GLOBAL_SPACE, Pools
 from .protocol import AddressRequest
-from pynet.repair import RepairQueue
+from pynet_core.repair import RepairQueue
 
 
 class Addresses:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ipaddress
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
-from pynet.defaults import Network
+from pynet_core.defaults import Network
 
 Address = IPv4Address | IPv6Address
 Interface = IPv4Interface | IPv6Interface  # an address with its pool's prefix length

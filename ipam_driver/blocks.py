@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pynet.defaults import MIN_BLOCK_SIZE
+from pynet_core.defaults import MIN_BLOCK_SIZE
 
 from .allocator import Network, first_free_address, next_free_subnet
 

@@ -1,9 +1,9 @@
 """Who holds each address of a pool, for the overlay's check that a host only publishes
-addresses it holds (the overlay's port: driver/overlay/claims.py, wired by pynet/app.py)."""
+addresses it holds (the overlay's port: driver/kinds/overlay/claims.py, wired by pynet/app.py)."""
 from __future__ import annotations
 
-from pynet.store import bad_records, keys
-from pynet.store.api import Store
+from pynet_core.store import bad_records, keys
+from pynet_core.store.api import Store
 
 from .models import AddressClaim, decode
 

@@ -46,7 +46,7 @@ class DockerView:
     pynet_subnets: frozenset[Network] = frozenset()
     # A network listed whose subnets are not known either: no pool can be judged this round.
     blind: bool = False
-    # The dockerd's engine ID (pynet/docker_proof.py): "" when unknown.
+    # The dockerd's engine ID (pynet_core/docker_proof.py): "" when unknown.
     engine: str = ""
     # Its Swarm state (`docker info` Swarm.LocalNodeState: "inactive" when not in a swarm,
     # "active", "pending", ...); "" when unknown. Only outside a swarm are the global

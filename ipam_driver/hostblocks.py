@@ -18,13 +18,13 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from pynet.errors import BadRecord, Exhausted, StoreContention
-from pynet.store import bad_records, keys, records
-from pynet.store.api import Store
+from pynet_core.errors import BadRecord, Exhausted, StoreContention
+from pynet_core.store import bad_records, keys, records
+from pynet_core.store.api import Store
 
 from . import blocks, models
 from .allocator import Network
-from pynet.store.fenced import FencedWrites, claim_id
+from pynet_core.store.fenced import FencedWrites, claim_id
 from .models import BlockClaim
 from .pool_id import PoolId
 

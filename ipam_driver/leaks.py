@@ -10,7 +10,7 @@ that is merely absent:
 
 - The dockerd must be provably this host's: it knows at least one pool this host holds,
   through a network with pynet as its IPAM driver, or it has the engine ID of a dockerd that
-  once did (pynet/docker_proof.py). A dockerd that knows none (pynet pointed
+  once did (pynet_core/docker_proof.py). A dockerd that knows none (pynet pointed
   at the wrong or an empty dockerd, or one just reset) releases nothing, and the log says
   so, once per change, naming the dockerd.
 - An address claim of a pool this host holds is judged only against a pynet network on
@@ -52,11 +52,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Hashable, Protocol
 
-from pynet import docker_proof
-from pynet.defaults import DEFAULT_LEAK_GRACE
-from pynet.errors import BadRecord
-from pynet.store import bad_records, keys
-from pynet.store.api import Entry, Store
+from pynet_core import docker_proof
+from pynet_core.defaults import DEFAULT_LEAK_GRACE
+from pynet_core.errors import BadRecord
+from pynet_core.store import bad_records, keys
+from pynet_core.store.api import Entry, Store
 
 from . import models
 from .allocator import Address, Network

@@ -3,7 +3,7 @@
 v1/ipam/spaces/<space>  AddressSpace  {"pools": {cidr: {"subpool", "holders", "holds", "block"}}, "chosen"}
 v1/ipam/addrs/...       AddressClaim  {"kind", "name", "host", "claim"} (+ "holders": gateways)
 v1/ipam/blocks/...      BlockClaim    {"host", "claim"}
-(The host fence, v1/ipam/fences/<host>, is the core's: pynet/store/fenced.py.)
+(The host fence, v1/ipam/fences/<host>, is the core's: pynet_core/store/fenced.py.)
 
 Existing stores keep working: a field older pynet versions did not write ("block", "claim", "holds")
 is optional on read and is not written back when it was absent, so a record read and
@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Self, TypeVar
 
-from pynet.errors import BadRecord, Conflict
-from pynet.store import bad_records, keys, records
-from pynet.store.api import Entry, Store
+from pynet_core.errors import BadRecord, Conflict
+from pynet_core.store import bad_records, keys, records
+from pynet_core.store.api import Entry, Store
 
 from .allocator import Address, Network
 
@@ -38,7 +38,7 @@ R = TypeVar("R", bound=Record)
 
 # --- the one serialisation path ---------------------------------------------------------
 def encode(record: Record) -> str:
-    """The stored text of a record: compact JSON with sorted keys (pynet.store.records.dump)."""
+    """The stored text of a record: compact JSON with sorted keys (pynet_core.store.records.dump)."""
     return records.dump(record.to_dict())
 
 
@@ -46,7 +46,7 @@ def decode(cls: type[R], entry: Entry) -> R:
     """The record stored at entry, every field checked once, here; BadRecord (a ValueError)
     naming the key and the reason when it is not a record of that type (not UTF-8, not
     JSON, wrong types, bad CIDRs or addresses). Where a list is read, callers skip such a
-    record (pynet/store/bad_records.py); a call that needs this very record answers it."""
+    record (pynet_core/store/bad_records.py); a call that needs this very record answers it."""
     return from_json(cls, records.checked_load(entry), entry.key)
 
 

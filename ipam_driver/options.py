@@ -1,8 +1,8 @@
 """pynet's own --ipam-opt options on RequestPool (Docker's fields: protocol.py)."""
 from __future__ import annotations
 
-from pynet.defaults import is_block_size
-from pynet.errors import BadRequest
+from pynet_core.defaults import is_block_size
+from pynet_core.errors import BadRequest
 
 # --ipam-opt keys pynet understands on RequestPool; refusing unknown keys beats silently
 # ignoring a typo. pynet.block-size: addresses per host block in this pool (0: no blocks).

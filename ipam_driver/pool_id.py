@@ -16,8 +16,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from pynet.errors import BadRequest
-from pynet.wire import printable
+from pynet_core.errors import BadRequest
+from pynet_core.wire import printable
 
 from .allocator import Network
 

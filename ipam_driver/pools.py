@@ -5,7 +5,7 @@ a LocalDefault pool once (a second network on the same subnet overlaps). Automat
 never overlap another pool or a host route.
 
 Every RequestPool makes one hold with its own id, written in the PoolID Docker keeps
-(pool_id.py). The write is fenced (pynet/store/fenced.py): when the store does not answer
+(pool_id.py). The write is fenced (pynet_core/store/fenced.py): when the store does not answer
 it may still land later, and the settle then removes exactly that hold, so a host never
 keeps a subnet for a network Docker never got. ReleasePool removes the hold its PoolID
 names, so a release repeated after a timeout (whose first try landed) removes nothing more.
@@ -17,14 +17,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from pynet.defaults import DefaultPool
-from pynet.errors import BackendUnavailable, BadRequest, Exhausted, NotFound, StoreContention
-from pynet.repair import RepairQueue
-from pynet.store import keys, records
-from pynet.store.segments import segment_problem
-from pynet.wire import printable
-from pynet.store.api import Op, Store
-from pynet.store.fenced import FencedWrites, claim_id
+from pynet_core.defaults import DefaultPool
+from pynet_core.errors import BackendUnavailable, BadRequest, Exhausted, NotFound, StoreContention
+from pynet_core.repair import RepairQueue
+from pynet_core.store import keys, records
+from pynet_core.store.segments import segment_problem
+from pynet_core.wire import printable
+from pynet_core.store.api import Op, Store
+from pynet_core.store.fenced import FencedWrites, claim_id
 
 from . import allocator, models
 from .allocator import Network

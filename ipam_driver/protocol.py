@@ -1,7 +1,7 @@
 """Docker's IpamDriver calls as typed requests and replies: the only place in ipam_driver
 that knows Docker's field and option names.
 
-Each request's decode() reads a pynet.wire.Body and fails with a 400 naming the field (or,
+Each request's decode() reads a pynet_core.wire.Body and fails with a 400 naming the field (or,
 for a value of the wrong form, what it is: "subnet", "IP range", "address"); each reply's
 encode() gives the JSON dict Docker reads. Specification: moby's libnetwork/ipams/remote/api.
 """
@@ -11,8 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
-from pynet.errors import BadRequest
-from pynet.wire import Body
+from pynet_core.errors import BadRequest
+from pynet_core.wire import Body
 
 from .allocator import Address, Interface, Network
 from .models import AUX, ENDPOINT, GATEWAY

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from pynet.wire import Body
+from pynet_core.wire import Body
 
 from .protocol import AddressRelease, AddressReply, AddressRequest, PoolRelease, PoolReply, PoolRequest
 from .service import IpamService

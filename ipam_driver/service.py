@@ -4,7 +4,7 @@ Uniqueness rests on the store alone: a pool set is one CAS'd record per address 
 (pools.py), and every claimed address is a create-if-absent key naming its owner
 (addresses.py). No lock; what a host remembers (its blocks, the pools it holds) only picks
 candidates, it never decides. With Consul, see docs/consul.md: per-host blocks
-(hostblocks.py), claims whose outcome is never left in doubt (pynet/store/fenced.py), releases repeated
+(hostblocks.py), claims whose outcome is never left in doubt (pynet_core/store/fenced.py), releases repeated
 once the store answers (repair.py). Requests and replies are typed (protocol.py).
 """
 from __future__ import annotations
@@ -14,17 +14,17 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pynet.defaults import DEFAULT_BLOCK_SIZE, DEFAULT_POOLS, DefaultPool
-from pynet.store.api import Entry, Store
+from pynet_core.defaults import DEFAULT_BLOCK_SIZE, DEFAULT_POOLS, DefaultPool
+from pynet_core.store.api import Entry, Store
 
 from .addresses import Addresses
 from .allocator import Address, Interface, Network
-from pynet.store.fenced import FencedWrites
+from pynet_core.store.fenced import FencedWrites
 from .hostblocks import HostBlocks
 from .pool_id import PoolId
 from .pools import GLOBAL_SPACE, LOCAL_SPACE, Pools
 from .protocol import AddressRequest, Capabilities, DefaultSpaces, PoolRequest
-from pynet.repair import RepairQueue
+from pynet_core.repair import RepairQueue
 
 __all__ = ["DefaultPool", "IpamService", "LOCAL_SPACE", "GLOBAL_SPACE"]
 

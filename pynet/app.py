@@ -18,7 +18,7 @@ from driver.firewall.api import Firewall
 from driver.firewall.libnftables import probe as libnftables_probe  # noqa: F401 - for preflight
 from driver.kinds import build_kinds
 from driver.netlink.api import Netlink
-from driver.overlay.runtime import OverlayRuntime, OverlaySettings
+from driver.kinds.overlay.runtime import OverlayRuntime, OverlaySettings
 from driver.restore import restore
 from driver.routes import network_handlers
 from driver.service import NetworkService
@@ -35,9 +35,9 @@ from .ops.address_users import EndpointsNamingAddress
 from .jobs import every
 from .plugin_api import plugin_app
 from .readiness import RestoreGate
-from .repair import RepairQueue
+from pynet_core.repair import RepairQueue
 from .settings import Settings
-from .store.api import Store
+from pynet_core.store.api import Store
 
 log = logging.getLogger("pynet")
 
@@ -80,7 +80,7 @@ def build_deps(settings: Settings) -> Deps:
     from driver.netlink.pyroute2_netlink import Pyroute2Netlink
     from ipam_driver.docker_addresses import DockerAddresses
 
-    from .store.factory import open_store
+    from .stores import open_store
 
     # --store local (sqlite in --state-dir) or consul; every call timed for the metrics.
     store = metrics.MeasuredStore(open_store(settings))
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                              repairs, scope=settings.scope)
     if runtime is not None:
         # The overlay believes its own side from this host's records, and a peer's address
-        # only if the IPAM's claim is that peer's host's (driver/overlay/admission.py).
+        # only if the IPAM's claim is that peer's host's (driver/kinds/overlay/admission.py).
         runtime.wire(network.ledger, ClaimOwners(deps.store))
     # With the store down, start anyway: restore is retried and calls answer 503 until then.
     gate = RestoreGate(metrics.timed_restore(lambda: restore(network, deps.netlink)),

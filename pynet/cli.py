@@ -11,7 +11,7 @@ import sys
 from .logformat import formatter, gunicorn_logconfig
 from .plugin_api import CONTENT_TYPE, failure
 from .settings import Settings, add_serve_arguments, settings_from_args
-from .wire import printable
+from pynet_core.wire import printable
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .store import keys, records
-from .store.api import Store
+from pynet_core.store import keys, records
+from pynet_core.store.api import Store
 
 # Written this often by `pynet serve` with --store consul.
 INTERVAL = 10.0

@@ -29,8 +29,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import MetricsHandler
 
-from .store import bad_records, keys, records
-from .store.api import Entry, Op, Store
+from pynet_core.store import bad_records, keys, records
+from pynet_core.store.api import Entry, Op, Store
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def overlay_synced(seconds: float, changed: int) -> None:
 
 class MeasuredStore:
     """A store whose every call is timed and whose failures are counted (the contract of
-    pynet/store/api.py unchanged). watch blocks by design: only its errors count."""
+    pynet_core/store/api.py unchanged). watch blocks by design: only its errors count."""
 
     def __init__(self, store: Store) -> None:
         self._store = store

@@ -15,10 +15,12 @@ from typing import Any, Callable
 
 from flask import Flask, Response, request
 
-from . import deadline, metrics
-from .errors import PynetError
+from pynet_core import deadline
+
+from . import metrics
+from pynet_core.errors import PynetError
 from .readiness import RestoreGate
-from .wire import Body, printable
+from pynet_core.wire import Body, printable
 
 log = logging.getLogger("pynet")
 

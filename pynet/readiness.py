@@ -18,8 +18,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from . import deadline
-from .errors import BackendUnavailable, PynetError
+from pynet_core import deadline
+from pynet_core.errors import BackendUnavailable, PynetError
 
 log = logging.getLogger(__name__)
 

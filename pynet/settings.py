@@ -6,8 +6,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from .store.segments import segment_problem
-from .defaults import (DEFAULT_BLOCK_SIZE, DEFAULT_LEAK_CHECK_INTERVAL, DEFAULT_LEAK_GRACE,
+from pynet_core.store.segments import segment_problem
+from pynet_core.defaults import (DEFAULT_BLOCK_SIZE, DEFAULT_LEAK_CHECK_INTERVAL, DEFAULT_LEAK_GRACE,
                        DEFAULT_POOLS, MIN_LEAK_GRACE, DefaultPool, is_block_size, parse_bool)
 
 DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
@@ -44,7 +44,7 @@ class Settings:
     leak_check_interval: float = DEFAULT_LEAK_CHECK_INTERVAL  # 0: off
     leak_grace: float = DEFAULT_LEAK_GRACE
     # Overlay networks (docs/overlay.md): this host's VTEP address (None: see
-    # driver/overlay/underlay.py for the default), the VXLAN UDP port, and how long a host's
+    # driver/kinds/overlay/underlay.py for the default), the VXLAN UDP port, and how long a host's
     # heartbeat may stand still before its peers' entries are withdrawn.
     data_path_addr: str | None = None
     vxlan_port: int = DEFAULT_VXLAN_PORT

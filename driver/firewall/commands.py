@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 
-from pynet import deadline
+from pynet_core import deadline
 
 TIMEOUT = 15.0
 # iptables waits this long (at most) for the xtables lock another program holds.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import subprocess
 
-from pynet.errors import PynetError
+from pynet_core.errors import PynetError
 from driver.models import NetworkRecord
 
 from . import commands

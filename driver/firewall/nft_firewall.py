@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Iterable
 
-from pynet.errors import BadRequest, Conflict, PynetError
+from pynet_core.errors import BadRequest, Conflict, PynetError
 from driver.models import EndpointRecord, NetworkRecord
 from driver.portmap import ANY, PortBinding, PortRequest
 

@@ -25,7 +25,7 @@ import ipaddress
 import socket
 from typing import Callable
 
-from pynet.errors import BadRequest, Conflict, Exhausted
+from pynet_core.errors import BadRequest, Conflict, Exhausted
 
 Key = tuple[str, str, int]  # proto, host_ip, host_port
 SocketFactory = Callable[[int, int], socket.socket]  # (address family, socket type)

@@ -6,12 +6,12 @@ runtime (the composition root always builds one; with the local store the kind r
 `-o type=overlay`, saying that overlay networks need --store consul)."""
 from __future__ import annotations
 
-from driver.overlay.runtime import OverlayRuntime
+from driver.kinds.overlay.runtime import OverlayRuntime
 
 from .base import NetworkKind
 from .bridge import BridgeKind
-from .macvlan import MacvlanKind
-from .overlay import OverlayKind, PoolOrigin
+from .macvlan.kind import MacvlanKind
+from .overlay.kind import OverlayKind, PoolOrigin
 
 
 def build_kinds(netlink, firewall, overlay: OverlayRuntime | None = None,

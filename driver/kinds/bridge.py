@@ -14,7 +14,7 @@ from driver.models import EndpointRecord, NetworkRecord
 from driver.netlink.api import Link, Netlink, NoSuchLink
 from driver.portmap import PortBinding, PortRequest
 from driver.protocol import JoinAnswer
-from pynet.errors import Conflict, PynetError
+from pynet_core.errors import Conflict, PynetError
 
 from .base import gateway_answer
 

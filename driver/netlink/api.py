@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface, IPv4Network, IPv6Network, ip_interface
 from typing import ContextManager, Protocol
 
-from pynet.errors import BadRequest, PynetError
+from pynet_core.errors import BadRequest, PynetError
 
 Interface = IPv4Interface | IPv6Interface
 

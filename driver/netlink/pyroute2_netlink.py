@@ -15,7 +15,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ndmsg import flags as ND_FLAGS
 from pyroute2.netlink.rtnl.ndmsg import states as NUD
 
-from pynet.errors import BadRequest, Conflict, PynetError
+from pynet_core.errors import BadRequest, Conflict, PynetError
 
 from .api import (FLOOD_MAC, FdbEntry, FoundLink, Interface, Link, Neighbour, NoSuchLink, NotSupported,
                   PeerEntries, Vxlan)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from pynet.errors import PynetError
+from pynet_core.errors import PynetError
 from pynet.settings import Settings, add_serve_arguments
 
 from . import render

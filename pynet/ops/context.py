@@ -10,9 +10,9 @@ from typing import Any
 
 from driver.ledger import Ledger
 from driver.models import EndpointRecord, NetworkRecord
-from pynet.errors import PynetError
+from pynet_core.errors import PynetError
 from pynet.settings import Settings
-from pynet.store.api import Store
+from pynet_core.store.api import Store
 
 from .render import Output
 
@@ -46,7 +46,7 @@ class Context:
 
     @cached_property
     def store(self) -> Store:
-        from pynet.store.factory import open_store
+        from pynet.stores import open_store
         if self.settings.store == "local":
             path = Path(self.settings.state_dir) / "pynet.db"
             if not path.exists():  # never create an empty store where pynet has none

@@ -2,7 +2,7 @@
 
 Links through the netlink adapter (driver/netlink), the firewall through its read-only
 audit (driver/firewall/audit.py), overlay peers through the overlay's own desired-state
-code (driver/overlay/admission.py, peers.py): store records it ignores, records of one host
+code (driver/kinds/overlay/admission.py, peers.py): store records it ignores, records of one host
 speaking for another and clashes (two hosts giving one address or MAC) are differences too.
 Only ready records are compared: one that is not ready
 is an interrupted call that restore finishes.
@@ -15,13 +15,13 @@ from driver import naming
 from driver.firewall.audit import RESTART, Difference, differences
 from driver.models import READY, EndpointRecord, NetworkRecord
 from driver.netlink.api import Netlink
-from driver.overlay.admission import Local, admit, local_overlays
-from driver.overlay.peers import desired, diff
-from driver.overlay.registry import parse_views, peer_version
-from driver.kinds.overlay import overlay_id
+from driver.kinds.overlay.admission import Local, admit, local_overlays
+from driver.kinds.overlay.peers import desired, diff
+from driver.kinds.overlay.registry import parse_views, peer_version
+from driver.kinds.overlay.kind import overlay_id
 from ipam_driver.claim_owners import ClaimOwners
-from pynet.errors import PynetError
-from pynet.store import keys
+from pynet_core.errors import PynetError
+from pynet_core.store import keys
 
 from .context import Context
 from .render import OK, PROBLEMS

@@ -1,7 +1,7 @@
 """`pynet ipam check [--repair] [--older-than S] [--host-timeout S] [--yes]`.
 
 The store's claims against what Docker uses, judged by the background leak check's own
-code and rules (ipam_driver/leaks.py with docker_addresses.py and pynet/docker_proof.py):
+code and rules (ipam_driver/leaks.py with docker_addresses.py and pynet_core/docker_proof.py):
 only this host's claims, only against a dockerd proven this host's, only in pools whose
 networks Docker listed completely. A dry run shows what is unused now; --repair looks again
 after --older-than seconds and releases only what stayed unused, unchanged, all that time.
@@ -29,10 +29,10 @@ from ipam_driver.models import AddressClaim, BlockClaim
 from ipam_driver.pools import GLOBAL_SPACE
 from ipam_driver.service import IpamService
 from pynet import heartbeat
-from pynet.defaults import MIN_LEAK_GRACE
-from pynet.errors import BadRecord
-from pynet.store import bad_records, keys
-from pynet.store.api import Entry
+from pynet_core.defaults import MIN_LEAK_GRACE
+from pynet_core.errors import BadRecord
+from pynet_core.store import bad_records, keys
+from pynet_core.store.api import Entry
 
 from .address_users import EndpointsNamingAddress
 from .context import CannotLook, Context, ReadOnlyStore

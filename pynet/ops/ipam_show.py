@@ -6,7 +6,7 @@ import ipaddress
 
 from ipam_driver import models
 from ipam_driver.models import AddressClaim, AddressSpace
-from pynet.store import keys
+from pynet_core.store import keys
 
 from .context import CannotLook, Context
 from .render import OK

@@ -7,9 +7,10 @@ import time
 from importlib import metadata
 
 from driver.models import READY
-from pynet import docker_proof, heartbeat
-from pynet.errors import PynetError
-from pynet.store import keys, records
+from pynet import heartbeat
+from pynet_core import docker_proof
+from pynet_core.errors import PynetError
+from pynet_core.store import keys, records
 
 from .context import Context
 from .networks import device
@@ -108,7 +109,7 @@ def status(ctx: Context, args) -> int:
 
 
 def _proven(ctx: Context, engine: str | None) -> bool:
-    """The leak check's proof (pynet/docker_proof.py), read only: the dockerd lists a pynet
+    """The leak check's proof (pynet_core/docker_proof.py), read only: the dockerd lists a pynet
     network on a pool this host holds, or has the engine ID once recorded."""
     if not engine:
         return False

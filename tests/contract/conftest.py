@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pynet.store.api import Store
-from pynet.store.consul import ConsulStore
-from pynet.store.local import LocalStore
-from pynet.store.memory import MemoryStore
+from pynet_core.store.api import Store
+from pynet_core.store.consul import ConsulStore
+from pynet_core.store.local import LocalStore
+from pynet_core.store.memory import MemoryStore
 from tests.harness.consul import ConsulAgent
 
 

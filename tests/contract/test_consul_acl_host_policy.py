@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from driver.overlay.model import OverlayId
-from pynet.store.consul import ConsulStore
+from driver.kinds.overlay.model import OverlayId
+from pynet_core.store.consul import ConsulStore
 from tests.harness.consul import ConsulAgent
 from tests.harness.hostile_store import (RawConsul, addr_key, alive_key, def_key, member_key,
                                          old_member_key, old_peer_key, peer_key)

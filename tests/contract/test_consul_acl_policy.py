@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pynet.errors import BackendUnavailable
-from pynet.store.consul import ConsulStore
-from pynet.repair import RepairQueue
+from pynet_core.errors import BackendUnavailable
+from pynet_core.store.consul import ConsulStore
+from pynet_core.repair import RepairQueue
 from ipam_driver.service import IpamService
 from tests.fakes.ipam_client import DockerIpam
 from tests.harness.consul import ConsulAgent

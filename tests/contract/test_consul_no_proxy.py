@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pynet.store.consul import ConsulStore
+from pynet_core.store.consul import ConsulStore
 
 
 class CountingProxy:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pynet.errors import BackendUnavailable
+from pynet_core.errors import BackendUnavailable
 from pynet.settings import add_serve_arguments, settings_from_args
-from pynet.store.factory import open_store
+from pynet.stores import open_store
 from tests.harness.consul import ConsulAgent, _free_ports
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from pynet.app import Deps
-from pynet.store.consul import ConsulStore
+from pynet_core.store.consul import ConsulStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
 from tests.harness.app_client import AppClient, app_client

@@ -17,11 +17,11 @@ from collections.abc import Iterator
 import pytest
 
 from ipam_driver.service import IpamService
-from pynet import deadline
-from pynet.errors import BackendUnavailable
-from pynet.repair import RepairQueue
-from pynet.store import keys
-from pynet.store.consul import ConsulStore
+from pynet_core import deadline
+from pynet_core.errors import BackendUnavailable
+from pynet_core.repair import RepairQueue
+from pynet_core.store import keys
+from pynet_core.store.consul import ConsulStore
 from tests.fakes.ipam_client import DockerIpam
 from tests.harness.consul import ConsulAgent
 from tests.harness.slow_consul import SlowConsul

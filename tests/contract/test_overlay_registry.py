@@ -8,11 +8,11 @@ import threading
 import pytest
 
 from driver import naming
-from driver.overlay.model import Member, OverlayId, Peer
-from driver.overlay.registry import Registry
-from pynet.errors import Conflict
-from pynet.repair import RepairQueue
-from pynet.store import keys
+from driver.kinds.overlay.model import Member, OverlayId, Peer
+from driver.kinds.overlay.registry import Registry
+from pynet_core.errors import Conflict
+from pynet_core.repair import RepairQueue
+from pynet_core.store import keys
 
 OID = OverlayId("LocalDefault", "10.50.0.0/24")
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 import consul
 import pytest
 
-from pynet.errors import BackendUnavailable
-from pynet.store.api import Op, Store
-from pynet.store.consul import MAX_TXN_OPS, ConsulStore
+from pynet_core.errors import BackendUnavailable
+from pynet_core.store.api import Op, Store
+from pynet_core.store.consul import MAX_TXN_OPS, ConsulStore
 from tests.harness.consul import ConsulAgent
 
 OpenStore = Callable[[], Store]

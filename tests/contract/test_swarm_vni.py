@@ -13,11 +13,11 @@ import threading
 import pytest
 
 from driver import naming
-from driver.overlay.model import FIRST_SWARM_VNI, Member, OverlayId
-from driver.overlay.registry import Registry
-from pynet.errors import Conflict
-from pynet.repair import RepairQueue
-from pynet.store import keys, records
+from driver.kinds.overlay.model import FIRST_SWARM_VNI, Member, OverlayId
+from driver.kinds.overlay.registry import Registry
+from pynet_core.errors import Conflict
+from pynet_core.repair import RepairQueue
+from pynet_core.store import keys, records
 
 NET, OTHER = "k2mq0d8f5tq1vz8b3yl2c0h7x", "p9w1x0c3v5b7n2m4q6e8r0t1y"
 GLOBAL = OverlayId("GlobalDefault", "10.60.0.0/24")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pynet.store import keys
+from pynet_core.store import keys
 from tests.harness.e2e_support import DRIVER, claimed, ip_of, name, ping, run
 
 GATEWAY_OF = {"198.19.220.0/28": "198.19.220.1", "198.19.221.0/28": "198.19.221.1"}

@@ -15,7 +15,7 @@ import time
 
 from pathlib import Path
 
-from pynet.store import keys
+from pynet_core.store import keys
 from tests.harness.dockerd import SECOND, DockerDaemon
 from tests.harness.e2e_support import DRIVER, claimed, ip_of, name, run
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from pynet.store import keys
+from pynet_core.store import keys
 from tests.e2e.test_ops import OLDER_THAN, network_id, pynet
 from tests.harness.e2e_support import DRIVER, claimed, ip_of, name, run
 

@@ -8,7 +8,7 @@ follow the real rules: in use (by pynet or, via `busy`, by someone else) is a Co
 """
 from __future__ import annotations
 
-from pynet.errors import Conflict
+from pynet_core.errors import Conflict
 from driver.portmap import ANY_IPV4, PortBinding
 
 FIRST_DYNAMIC_PORT = 49153

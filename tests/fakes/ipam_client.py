@@ -13,7 +13,7 @@ from typing import Any
 from ipam_driver.pool_id import PoolId
 from ipam_driver.routes import ipam_handlers
 from ipam_driver.service import IpamService
-from pynet.wire import Body
+from pynet_core.wire import Body
 
 
 class DockerIpam:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import replace
 
-from pynet.errors import BadRequest, Conflict, PynetError
+from pynet_core.errors import BadRequest, Conflict, PynetError
 from driver.netlink.api import (FLOOD_MAC, FdbEntry, FoundLink, Link, Neighbour, NoSuchLink, NotSupported,
                                 PeerEntries, Vxlan)
 

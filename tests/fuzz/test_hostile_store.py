@@ -36,10 +36,10 @@ from pathlib import Path
 import pytest
 
 from driver import naming
-from driver.overlay.model import Member, OverlayId, Peer
+from driver.kinds.overlay.model import Member, OverlayId, Peer
 from ipam_driver.service import IpamService
-from pynet.repair import RepairQueue
-from pynet.store.consul import ConsulStore
+from pynet_core.repair import RepairQueue
+from pynet_core.store.consul import ConsulStore
 from tests.fakes.ipam_client import DockerIpam
 from tests.fuzz import hostile_records
 from tests.fuzz.hostile_records import Batch, Scene
@@ -74,7 +74,7 @@ class FakeHost:
     nids: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from driver.overlay.registry import Registry
+        from driver.kinds.overlay.registry import Registry
         self.ipam = DockerIpam(IpamService(self.store, self.name, repairs=RepairQueue(background=False)))
         self.registry = Registry(self.store, self.name, RepairQueue(background=False))
 

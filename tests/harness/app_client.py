@@ -17,7 +17,7 @@ from flask import Flask
 
 from pynet.app import Deps, create_app
 from pynet.settings import Settings
-from pynet.store.memory import MemoryStore
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 
-from pynet.store import keys
+from pynet_core.store import keys
 from tests.harness.dockerd import DockerDaemon
 
 DRIVER = ["-d", "pynet", "--ipam-driver", "pynet"]

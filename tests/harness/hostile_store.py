@@ -1,5 +1,5 @@
 """What the hostile-store tests share: the store keys of issue 17's host-owned layout,
-spelled out literally (a test must not follow pynet/store/keys.py if that drifts from the
+spelled out literally (a test must not follow pynet_core/store/keys.py if that drifts from the
 decided layout), and raw writes into Consul that bypass pynet entirely (a hostile writer
 does not go through pynet's code).
 

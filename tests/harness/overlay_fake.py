@@ -16,7 +16,7 @@ from typing import Any
 from driver import naming
 from pynet.app import Deps
 from pynet.settings import Settings
-from pynet.store.api import Store
+from pynet_core.store.api import Store
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
 from tests.harness.app_client import AppClient, app_client

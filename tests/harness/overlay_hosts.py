@@ -27,7 +27,7 @@ from driver import naming
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
 from pynet.app import Deps
 from pynet.settings import Settings
-from pynet.store.api import Store
+from pynet_core.store.api import Store
 from tests.fakes.firewall import RecordingFirewall
 from tests.harness.app_client import AppClient, app_client
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from pynet.store.api import Entry
-from pynet.store.local import LocalStore
+from pynet_core.store.api import Entry
+from pynet_core.store.local import LocalStore
 from tests.harness.dockerd import RUN_DIR, die_with_parent, pgid_members, signal_if, socket_answers, tail, wait_gone
 
 DEFAULT_SOCKET = Path("/run/docker/plugins/pynet.sock")

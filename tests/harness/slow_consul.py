@@ -2,7 +2,7 @@
 pynet's budget, then lets them land -- a write that arrives after pynet gave up on it.
 
 pynet gives every Consul request 3 s (ConsulStore's timeout) and a plugin call 4 s in all
-(pynet/deadline.py). A Consul agent cut off from its leader, or a slow one, can keep a
+(pynet_core/deadline.py). A Consul agent cut off from its leader, or a slow one, can keep a
 write that long and then apply it anyway. SlowConsul makes that happen on demand:
 
     with ConsulAgent() as agent, SlowConsul(agent.addr) as proxy:

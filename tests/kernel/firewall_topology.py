@@ -26,7 +26,7 @@ from driver.firewall.nft_firewall import NftFirewall
 from driver.firewall.ports import HostPorts
 from driver.firewall.sysctl import KernelKnobs
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
-from pynet.store.local import LocalStore
+from pynet_core.store.local import LocalStore
 from tests.harness.app_client import AppClient, app_client
 from tests.harness.netns import Namespaces
 from tests.harness.netprobe import CLIENT, PEER_SERVER, PING

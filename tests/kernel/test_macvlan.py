@@ -14,7 +14,7 @@ from pyroute2 import IPRoute
 from pynet.app import Deps
 from driver.netlink.api import NotSupported
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
-from pynet.store.memory import MemoryStore
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.harness.app_client import app_client
 
@@ -182,7 +182,7 @@ def test_no_parent_network_is_a_world_of_its_own(ns, lan, make_netns, plugin):
 
 
 def test_restart_remakes_the_no_parent_bridge_and_spares_the_parent(ns, lan, tmp_path):
-    from pynet.store.local import LocalStore
+    from pynet_core.store.local import LocalStore
     db = str(tmp_path / "pynet.db")
 
     def start():

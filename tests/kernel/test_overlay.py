@@ -11,7 +11,7 @@ import pytest
 
 from driver import naming
 from driver.netlink.api import FLOOD_MAC
-from pynet.store.memory import MemoryStore
+from pynet_core.store.memory import MemoryStore
 from tests.harness.netprobe import ARP_WATCH, CLIENT, PEER_SERVER, PING_DF
 from tests.harness.overlay_hosts import OverlayBed
 from tests.harness.wait import wait_until
@@ -165,7 +165,7 @@ def test_bad_and_forged_records_leave_the_real_entries_intact_while_good_peers_a
     programmed."""
     import json
 
-    from pynet.store import keys
+    from pynet_core.store import keys
 
     h1, h2 = bed.host("h1", "198.18.0.11"), bed.host("h2", "198.18.0.12")
     n1, n2 = h1.network(SUBNET), h2.network(SUBNET)
@@ -236,8 +236,8 @@ def test_a_thousand_peers_are_programmed_and_withdrawn_exactly_in_one_batch(make
 
     from driver.netlink.api import FdbEntry, Neighbour
     from driver.netlink.pyroute2_netlink import Pyroute2Netlink
-    from driver.overlay.applier import PeerApplier
-    from driver.overlay.peers import Desired
+    from driver.kinds.overlay.applier import PeerApplier
+    from driver.kinds.overlay.peers import Desired
 
     host, overlay = make_netns("h"), make_netns("o")
     with IPRoute(netns=host, flags=0) as ipr:

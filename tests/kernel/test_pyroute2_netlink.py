@@ -3,7 +3,7 @@ import ipaddress
 import pytest
 from pyroute2 import IPRoute
 
-from pynet.errors import Conflict
+from pynet_core.errors import Conflict
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
 
 

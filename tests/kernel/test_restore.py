@@ -4,7 +4,7 @@ import os
 
 from pynet.app import Deps
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
-from pynet.store.local import LocalStore
+from pynet_core.store.local import LocalStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.harness.app_client import app_client
 

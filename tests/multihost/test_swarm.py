@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from driver.overlay.model import FIRST_SWARM_VNI
+from driver.kinds.overlay.model import FIRST_SWARM_VNI
 from tests.harness.multihost import REPO_ROOT, BedError, Host
 from tests.harness.swarm import PLUGIN, SwarmBed, dev_plugin_dir
 from tests.harness.wait import wait_until

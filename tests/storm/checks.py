@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from driver.models import READY, EndpointRecord, NetworkRecord
 from ipam_driver import models as ipam_models
-from pynet.store import keys, records
+from pynet_core.store import keys, records
 from tests.harness.dockerd import DockerDaemon
 from tests.harness.plugin import PluginProcess
 

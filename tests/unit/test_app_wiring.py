@@ -8,8 +8,8 @@ import time
 from ipam_driver.docker_addresses import DockerView
 from pynet.app import Deps
 from pynet.settings import Settings
-from pynet.store import keys
-from pynet.store.memory import MemoryStore
+from pynet_core.store import keys
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
 from tests.harness.app_client import app_client
@@ -94,7 +94,7 @@ def test_no_docker_source_means_no_leak_check():
 def test_every_implemented_type_has_a_kind_and_no_more():
     from driver.kinds import build_kinds
     from driver.options import IMPLEMENTED_TYPES
-    from driver.overlay.runtime import OverlayRuntime, OverlaySettings
+    from driver.kinds.overlay.runtime import OverlayRuntime, OverlaySettings
     netlink = FakeNetlink()
     runtime = OverlayRuntime(MemoryStore(), "h1", netlink, OverlaySettings(shared_store=True))
     assert sorted(build_kinds(netlink, RecordingFirewall(), runtime)) == sorted(IMPLEMENTED_TYPES)

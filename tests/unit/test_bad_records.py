@@ -19,11 +19,11 @@ from ipam_driver import models as ipam_models
 from ipam_driver.hostblocks import used_addresses
 from ipam_driver.models import AddressClaim, AddressSpace, BlockClaim
 from pynet import metrics
-from pynet.errors import BadRecord
-from pynet.store import bad_records, keys
-from pynet.store.api import Entry
-from pynet.store.memory import MemoryStore
-from pynet.store.segments import segment_problem
+from pynet_core.errors import BadRecord
+from pynet_core.store import bad_records, keys
+from pynet_core.store.api import Entry
+from pynet_core.store.memory import MemoryStore
+from pynet_core.store.segments import segment_problem
 
 HOST = "test-host"
 NID, NID2, EID = "a" * 64, "b" * 64, "e" * 64
@@ -62,7 +62,7 @@ def test_a_bad_network_record_is_skipped_in_a_listing_and_named_when_needed(valu
     store.create(keys.network(HOST, NID2), json.dumps(GOOD_NET))
     ledger = Ledger(store, HOST)
     before = skipped_count("network")
-    with caplog.at_level(logging.ERROR, logger="pynet.store.bad_records"):
+    with caplog.at_level(logging.ERROR, logger="pynet_core.store.bad_records"):
         assert [n.id for n in ledger.networks()] == [NID2]
         assert [n.id for n in ledger.networks()] == [NID2]  # read again: not logged again
     assert skipped_count("network") == before + 2
@@ -77,7 +77,7 @@ def test_a_changed_bad_record_is_logged_again(caplog):
     store = MemoryStore()
     store.create(keys.network(HOST, NID), "nope")
     ledger = Ledger(store, HOST)
-    with caplog.at_level(logging.ERROR, logger="pynet.store.bad_records"):
+    with caplog.at_level(logging.ERROR, logger="pynet_core.store.bad_records"):
         ledger.networks()
         entry = store.get(keys.network(HOST, NID))
         store.cas(keys.network(HOST, NID), "still nope", entry.version)
@@ -262,7 +262,7 @@ def test_bad_records_readable_notes_each_bad_entry_once(caplog):
 
     def parse(entry):
         raise BadRecord(entry.key, "because")
-    with caplog.at_level(logging.ERROR, logger="pynet.store.bad_records"):
+    with caplog.at_level(logging.ERROR, logger="pynet_core.store.bad_records"):
         assert list(bad_records.readable(entries, parse, "test-kind")) == []
     assert len([r for r in caplog.records if "k/1" in r.getMessage()]) == 1
 

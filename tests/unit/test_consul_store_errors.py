@@ -9,8 +9,8 @@ import consul
 import pytest
 from consul.base import Response
 
-from pynet.store.api import Op
-from pynet.store.consul import MAX_TXN_OPS, ConsulStore, _txn_result
+from pynet_core.store.api import Op
+from pynet_core.store.consul import MAX_TXN_OPS, ConsulStore, _txn_result
 
 NOWHERE = "127.0.0.1:1"
 

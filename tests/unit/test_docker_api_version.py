@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("pynet", "driver", "ipam_driver")
+PACKAGES = ("pynet", "pynet_core", "driver", "ipam_driver")
 CLIENTS = {"APIClient", "DockerClient", "from_env"}
 
 

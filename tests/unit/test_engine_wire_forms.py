@@ -7,8 +7,8 @@ import json
 
 from driver.protocol import CreateNetwork, ProgramExternal
 from ipam_driver.protocol import AddressRequest
-from pynet.store import keys
-from pynet.wire import Body
+from pynet_core.store import keys
+from pynet_core.wire import Body
 
 NID, EID = "a" * 64, "e" * 64
 PM = "com.docker.network.portmap"

@@ -157,7 +157,7 @@ def test_kernel_knobs_in_a_namespace_go_through_the_runner():
 def test_commands_run_within_the_plugin_calls_budget():
     """Issue 9, F: nft and iptables may stall; inside a plugin call they get only what is left
     of its budget, so dockerd still gets an answer in time."""
-    from pynet import deadline
+    from pynet_core import deadline
 
     seen: list[float] = []
     commands = Commands()

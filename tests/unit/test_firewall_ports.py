@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from pynet.errors import BadRequest, Conflict
+from pynet_core.errors import BadRequest, Conflict
 from driver.firewall.forward_accept import FirewallError
 from driver.firewall.nft_firewall import NftFirewall
 from driver.firewall.nft_rules import NetworkPolicy, Published, network_elements, port_element

@@ -171,8 +171,8 @@ def test_create_endpoint_remakes_a_lost_bridge_and_clears_a_leftover_pair(plugin
 def test_nesting_is_limited_by_pynet_not_by_the_python_version():
     """Python 3.13 (Debian 13) parses thousands of levels where 3.11 raised RecursionError:
     the limit is pynet's own, the same on both."""
-    from pynet.errors import BadRequest
-    from pynet.wire import MAX_DEPTH, Body
+    from pynet_core.errors import BadRequest
+    from pynet_core.wire import MAX_DEPTH, Body
 
     def nested(levels):
         return ('{"a":' * (levels - 1) + "{}" + "}" * (levels - 1)).encode()

@@ -6,9 +6,9 @@ import threading
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from pynet.errors import BadRequest
-from pynet.store import keys
-from pynet.store.memory import MemoryStore
+from pynet_core.errors import BadRequest
+from pynet_core.store import keys
+from pynet_core.store.memory import MemoryStore
 from ipam_driver import blocks
 from ipam_driver.service import IpamService
 from tests.fakes.ipam_client import DockerIpam

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from pynet import deadline
-from pynet.errors import BackendUnavailable
-from pynet.store import keys
-from pynet.store.memory import MemoryStore
-from pynet.repair import RepairQueue
+from pynet_core import deadline
+from pynet_core.errors import BackendUnavailable
+from pynet_core.store import keys
+from pynet_core.store.memory import MemoryStore
+from pynet_core.repair import RepairQueue
 from ipam_driver.service import IpamService
 from tests.fakes.ipam_client import DockerIpam
 
@@ -58,7 +58,7 @@ class FlakyStore:
 
 
 def _op(verb, key, value="", version=None):
-    from pynet.store.api import Op
+    from pynet_core.store.api import Op
     return Op(verb, key, value, version)
 
 
@@ -146,7 +146,7 @@ def test_a_failed_pool_release_is_queued(setup):
 
 
 class Clock:
-    """Stands in for the `time` module of pynet.deadline: time moves only when told to."""
+    """Stands in for the `time` module of pynet_core.deadline: time moves only when told to."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -173,7 +173,7 @@ def test_call_budget_clamps_and_runs_out(monkeypatch):
 
 
 def test_consul_store_fails_at_once_when_the_budget_is_spent():
-    from pynet.store.consul import ConsulStore
+    from pynet_core.store.consul import ConsulStore
     store = ConsulStore("127.0.0.1:1")
     with deadline.budget(0), pytest.raises(BackendUnavailable, match=r"consul at 127.0.0.1:1 .*used up its"):
         store.get("k")
@@ -200,7 +200,7 @@ def test_repairs_run_from_two_threads_run_each_task_once():
     and never removed twice (that raised ValueError in the loser)."""
     import threading
 
-    from pynet.repair import RepairQueue
+    from pynet_core.repair import RepairQueue
 
     queue = RepairQueue(background=False)
     started, go, runs = threading.Event(), threading.Event(), []

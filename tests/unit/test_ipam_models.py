@@ -7,9 +7,9 @@ import pytest
 
 from ipam_driver import models
 from ipam_driver.models import AddressClaim, AddressSpace, BlockClaim, PoolEntry
-from pynet.errors import Conflict
-from pynet.store.api import Entry
-from pynet.store.memory import MemoryStore
+from pynet_core.errors import Conflict
+from pynet_core.store.api import Entry
+from pynet_core.store.memory import MemoryStore
 
 net = ipaddress.ip_network
 

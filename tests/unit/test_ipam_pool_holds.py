@@ -7,10 +7,10 @@ import pytest
 
 from ipam_driver.pool_id import PoolId
 from ipam_driver.service import IpamService
-from pynet.errors import BackendUnavailable, BadRequest, Conflict
-from pynet.repair import RepairQueue
-from pynet.store import keys
-from pynet.store.memory import MemoryStore
+from pynet_core.errors import BackendUnavailable, BadRequest, Conflict
+from pynet_core.repair import RepairQueue
+from pynet_core.store import keys
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.ipam_client import DockerIpam
 from tests.unit.test_ipam_faults import FlakyStore
 

@@ -8,8 +8,8 @@ import pytest
 from ipam_driver.pool_id import PoolId
 from ipam_driver.protocol import (AddressRelease, AddressReply, AddressRequest, Capabilities, DefaultSpaces,
                                   PoolRelease, PoolReply, PoolRequest)
-from pynet.errors import BadRequest
-from pynet.wire import Body
+from pynet_core.errors import BadRequest
+from pynet_core.wire import Body
 
 POOL_ID = "LocalDefault/10.1.0.0/24/10.1.0.128/25"
 
@@ -86,7 +86,7 @@ def test_replies_are_docker_json():
 
 def test_the_service_takes_and_returns_typed_values():
     from ipam_driver.service import IpamService
-    from pynet.store.memory import MemoryStore
+    from pynet_core.store.memory import MemoryStore
 
     svc = IpamService(MemoryStore(), "h1")
     pool_id = svc.request_pool(PoolRequest("LocalDefault", ipaddress.ip_network("10.1.0.0/24")))

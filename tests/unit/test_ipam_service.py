@@ -3,8 +3,8 @@ import threading
 
 import pytest
 
-from pynet.errors import BadRequest, Conflict, Exhausted, NotFound
-from pynet.store.memory import MemoryStore
+from pynet_core.errors import BadRequest, Conflict, Exhausted, NotFound
+from pynet_core.store.memory import MemoryStore
 from ipam_driver.pool_id import PoolId
 from ipam_driver.service import DefaultPool, IpamService
 from tests.fakes.ipam_client import DockerIpam

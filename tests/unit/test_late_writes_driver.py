@@ -4,8 +4,8 @@ go, leaving the state exactly as if the call had not happened."""
 from __future__ import annotations
 
 from pynet.app import Deps
-from pynet.errors import BackendUnavailable
-from pynet.store.memory import MemoryStore
+from pynet_core.errors import BackendUnavailable
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
 from tests.harness.app_client import app_client

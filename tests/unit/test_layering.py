@@ -1,10 +1,14 @@
 """The import rules of the architecture (README "Architecture"), read from the source with ast.
 
-- driver/ (NetworkDriver) and ipam_driver/ (IpamDriver) never import each other;
-- only the composition roots import them: pynet/app.py (the plugin) and pynet/ops/ (the
-  operator commands, which read state through both drivers' record code and reuse the leak
-  check's rules rather than writing a second set); the rest of the core imports neither,
-  so both drivers can rely on the core without a cycle;
+Packages are layers, from the bottom:
+
+    pynet_core/             the core: store, errors, body decoding, deadline, defaults
+    driver/  ipam_driver/   the two drivers
+    pynet/                  the composition roots: the plugin app and the operator CLI
+
+A module imports its own package and packages of lower layers only: the core imports nothing
+else of pynet, a driver imports the core and never the other driver, and nothing imports the
+composition roots. There are no exceptions. Besides:
 - pure modules import only a few side-effect-free standard modules and other pure modules,
   and call no I/O builtin;
 - pyroute2 is imported only by the netlink adapter, subprocess only by the firewall adapter.
@@ -15,18 +19,17 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("pynet", "driver", "ipam_driver")
-DRIVERS = ("driver", "ipam_driver")
-COMPOSITION_ROOT = "pynet.app"
-# The second composition root: `pynet status|networks|ipam check|doctor|...` (a package).
-OPS_ROOT = "pynet.ops"
+# Bottom first; a package may import only itself and the packages of the layers below it.
+LAYERS = (("pynet_core",), ("driver", "ipam_driver"), ("pynet",))
+PACKAGES = tuple(pkg for layer in LAYERS for pkg in layer)
+LAYER_OF = {pkg: depth for depth, layer in enumerate(LAYERS) for pkg in layer}
 
 PURE = {
-    "pynet.errors", "pynet.defaults", "pynet.wire", "pynet.store.keys", "pynet.store.segments",
+    "pynet_core.errors", "pynet_core.defaults", "pynet_core.wire", "pynet_core.store.keys", "pynet_core.store.segments",
     "driver.options", "driver.naming", "driver.portmap", "driver.models", "driver.protocol",
-    "driver.macvlan_parents", "driver.firewall.nft_rules", "driver.netlink.api",
-    "driver.overlay.model", "driver.overlay.underlay", "driver.overlay.peers", "driver.overlay.liveness",
-    "driver.overlay.admission", "driver.overlay.claims",
+    "driver.kinds.macvlan.parents", "driver.firewall.nft_rules", "driver.netlink.api",
+    "driver.kinds.overlay.model", "driver.kinds.overlay.underlay", "driver.kinds.overlay.peers", "driver.kinds.overlay.liveness",
+    "driver.kinds.overlay.admission", "driver.kinds.overlay.claims",
     "ipam_driver.allocator", "ipam_driver.blocks", "ipam_driver.pool_id", "ipam_driver.options",
 }
 PURE_STDLIB = {"__future__", "abc", "bisect", "collections", "collections.abc", "dataclasses",
@@ -73,6 +76,13 @@ def io_calls_of(path: Path) -> list[str]:
             and node.func.id in IO_BUILTINS]
 
 
+def _rule(own: str, other: str) -> str:
+    if LAYER_OF[other] == LAYER_OF[own]:
+        return f"{own} and {other} are one layer and never import each other"
+    below = [pkg for layer in LAYERS[:LAYER_OF[own]] for pkg in layer]
+    return f"{own} may import only " + (" and ".join(below) if below else "itself")
+
+
 def _top(name: str) -> str:
     return name.split(".")[0]
 
@@ -89,15 +99,9 @@ def violations(root: Path, pure: set[str] = PURE) -> list[str]:
         imported = imports_of(root, path)
         tops = {_top(i) for i in imported}
         own = _top(name)
-        for driver in DRIVERS:
-            other = "ipam_driver" if driver == "driver" else "driver"
-            if own == driver and other in tops:
-                problems.append(f"{name} ({driver}) imports {other}: the two drivers never "
-                                "import each other")
-        is_root = name == COMPOSITION_ROOT or name == OPS_ROOT or name.startswith(OPS_ROOT + ".")
-        if own == "pynet" and not is_root and tops & set(DRIVERS):
-            problems.append(f"{name} (core) imports {', '.join(sorted(tops & set(DRIVERS)))}: "
-                            f"only {COMPOSITION_ROOT} may")
+        for other in sorted(tops & set(PACKAGES) - {own}):
+            if LAYER_OF[other] >= LAYER_OF[own]:
+                problems.append(f"{name} imports {other}: {_rule(own, other)}")
         for module, allowed in ADAPTER_ONLY.items():
             if module in tops and not any(name == a or name.startswith(a) for a in allowed):
                 problems.append(f"{name} imports {module}, which only "
@@ -137,24 +141,47 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
 def test_a_driver_importing_the_other_is_caught(tmp_path):
     root = _tree(tmp_path, {"driver/service.py": "from ipam_driver.pool_id import PoolId\n",
                             "ipam_driver/service.py": "from driver import models\n"})
-    found = violations(root, pure=set())
-    assert any("driver.service (driver) imports ipam_driver" in p for p in found)
-    assert any("ipam_driver.service (ipam_driver) imports driver" in p for p in found)
+    assert sorted(violations(root, pure=set())) == [
+        "driver.service imports ipam_driver: driver and ipam_driver are one layer and never "
+        "import each other",
+        "ipam_driver.service imports driver: ipam_driver and driver are one layer and never "
+        "import each other",
+    ]
 
 
-def test_only_the_composition_root_may_import_the_drivers(tmp_path):
-    root = _tree(tmp_path, {"pynet/app.py": "import driver.service\nimport ipam_driver.service\n",
-                            "pynet/cli.py": "from driver.service import NetworkService\n"})
-    assert violations(root, pure=set()) == [
-        "pynet.cli (core) imports driver: only pynet.app may"]
+def test_the_core_imports_nothing_above_it(tmp_path):
+    root = _tree(tmp_path, {"pynet_core/store/__init__.py": "",
+                            "pynet_core/store/consul.py": "from driver.models import NetworkRecord\n",
+                            "pynet_core/errors.py": "from pynet import metrics\n"})
+    assert sorted(violations(root, pure=set())) == [
+        "pynet_core.errors imports pynet: pynet_core may import only itself",
+        "pynet_core.store.consul imports driver: pynet_core may import only itself",
+    ]
 
 
-def test_the_operator_commands_are_a_composition_root_too(tmp_path):
-    root = _tree(tmp_path, {"pynet/ops/__init__.py": "",
+def test_nothing_imports_the_composition_roots(tmp_path):
+    root = _tree(tmp_path, {"pynet/app.py": "import driver.service\nimport ipam_driver.service\n"
+                                            "import pynet_core.errors\n",
+                            "pynet/ops/__init__.py": "",
                             "pynet/ops/doctor.py": "from driver.ledger import Ledger\n"
                                                    "from ipam_driver.leaks import LeakCheck\n",
-                            "pynet/opsx.py": "import driver.service\n"})
-    assert violations(root, pure=set()) == ["pynet.opsx (core) imports driver: only pynet.app may"]
+                            "driver/service.py": "from pynet.metrics import CALLS\n",
+                            "ipam_driver/leaks.py": "import pynet.ops.doctor\n"})
+    assert sorted(violations(root, pure=set())) == [
+        "driver.service imports pynet: driver may import only pynet_core",
+        "ipam_driver.leaks imports pynet: ipam_driver may import only pynet_core",
+    ]
+
+
+def test_every_package_reads_one_way():
+    """No package both imports a driver and is imported by one: the picture of the packages
+    has arrows pointing down only."""
+    sources = {module_name(REPO, p): p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))}
+    edges = {(_top(name), _top(imp)) for name, path in sources.items()
+             for imp in imports_of(REPO, path) if _top(imp) in PACKAGES and _top(imp) != _top(name)}
+    assert not {(a, b) for a, b in edges if (b, a) in edges}
+    assert edges <= {("driver", "pynet_core"), ("ipam_driver", "pynet_core"),
+                     ("pynet", "pynet_core"), ("pynet", "driver"), ("pynet", "ipam_driver")}
 
 
 def test_pure_modules_import_nothing_with_side_effects(tmp_path):

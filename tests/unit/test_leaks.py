@@ -11,8 +11,8 @@ import pytest
 from ipam_driver.docker_addresses import DockerAddresses, DockerView, _addresses
 from ipam_driver.leaks import LeakCheck
 from ipam_driver.service import IpamService
-from pynet.store import keys
-from pynet.store.memory import MemoryStore
+from pynet_core.store import keys
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.ipam_client import DockerIpam
 
 GW = {"RequestAddressType": "com.docker.network.gateway"}

@@ -3,7 +3,7 @@ storm): pynet killed inside RequestPool after the hold was written, Docker's ret
 empty body, `docker network create` fails and Docker never releases a pool it never got. With
 no pynet network left in Docker the leak check had no proof that its dockerd is this host's,
 so the hold, and its subnet, stayed taken for good. The proof now also holds for a dockerd
-with the engine ID once seen knowing this host's pools (pynet/docker_proof.py); another or an
+with the engine ID once seen knowing this host's pools (pynet_core/docker_proof.py); another or an
 empty dockerd still proves nothing."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import ipaddress
 from ipam_driver.docker_addresses import DockerView
 from ipam_driver.leaks import LeakCheck
 from ipam_driver.service import IpamService
-from pynet.store.memory import MemoryStore
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.ipam_client import DockerIpam
 
 GW = {"RequestAddressType": "com.docker.network.gateway"}

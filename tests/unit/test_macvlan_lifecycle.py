@@ -6,7 +6,7 @@ exist, the records stored, the answers Docker gets.
 """
 import pytest
 
-from pynet.errors import Conflict
+from pynet_core.errors import Conflict
 
 from tests.harness.app_client import app_client
 

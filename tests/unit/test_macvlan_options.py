@@ -1,8 +1,8 @@
 """Options of `-o type=macvlan` networks, and the records that keep them."""
 import pytest
 
-from pynet.errors import BadRequest, Conflict
-from driver.macvlan_parents import check_sharing, lower_still_used, split_vlan
+from pynet_core.errors import BadRequest, Conflict
+from driver.kinds.macvlan.parents import check_sharing, lower_still_used, split_vlan
 from driver.models import NetworkRecord
 from driver.options import GENERIC, INTERNAL, IMPLEMENTED_TYPES, parse_network_options
 

@@ -16,8 +16,8 @@ import pytest
 
 from driver.protocol import NetworkCall
 from pynet.app import Deps
-from pynet.store import keys
-from pynet.store.memory import MemoryStore
+from pynet_core.store import keys
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
 from tests.harness.app_client import app_client

@@ -23,14 +23,14 @@ from ipam_driver.models import AddressClaim, encode
 from ipam_driver.protocol import AddressRequest, PoolRequest
 from ipam_driver.service import IpamService
 from pynet import heartbeat, metrics
-from pynet.errors import BackendUnavailable
+from pynet_core.errors import BackendUnavailable
 from pynet.logformat import JsonFormatter
 from pynet.ops import ipam_check
 from pynet.ops.context import Context
 from pynet.ops.render import Output
 from pynet.settings import Settings, add_serve_arguments, settings_from_args
-from pynet.store import keys, records
-from pynet.store.memory import MemoryStore
+from pynet_core.store import keys, records
+from pynet_core.store.memory import MemoryStore
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 import pytest
 
-from pynet.errors import BadRequest
+from pynet_core.errors import BadRequest
 from driver.options import GENERIC, parse_network_options
 
 

@@ -13,8 +13,8 @@ from driver.models import READY
 from driver.netlink.api import FLOOD_MAC
 from pynet import metrics
 from pynet.ops.doctor import check_overlay
-from pynet.store import bad_records, keys
-from pynet.store.memory import MemoryStore
+from pynet_core.store import bad_records, keys
+from pynet_core.store.memory import MemoryStore
 from tests.harness.overlay_fake import FakeOverlayHosts
 from tests.harness.wait import wait_until
 
@@ -251,8 +251,8 @@ def test_two_hosts_giving_one_mac_get_neither_programmed_and_doctor_reports_it(s
     assert MAC3 not in {mac for mac, _ in h1.fdb(N1)}
     net = h1.client.network.ledger.network(N1)
     assert net.state == READY
-    from driver.overlay.admission import local_overlays
-    from driver.overlay.registry import parse_views
+    from driver.kinds.overlay.admission import local_overlays
+    from driver.kinds.overlay.registry import parse_views
     from ipam_driver.claim_owners import ClaimOwners
     ledger = h1.client.network.ledger
     found = check_overlay(h1.netlink, net, ledger.endpoints(N1),

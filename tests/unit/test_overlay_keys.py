@@ -1,15 +1,15 @@
-"""The host-owned overlay key layout (pynet/store/keys.py), its parsing, and the move of a
+"""The host-owned overlay key layout (pynet_core/store/keys.py), its parsing, and the move of a
 host's own records out of the old layout at start."""
 from __future__ import annotations
 
 import pytest
 
 from driver import naming
-from driver.overlay.model import Member, OverlayId, Peer
-from driver.overlay.registry import Registry, parse_views
-from pynet.repair import RepairQueue
-from pynet.store import keys, records
-from pynet.store.memory import MemoryStore
+from driver.kinds.overlay.model import Member, OverlayId, Peer
+from driver.kinds.overlay.registry import Registry, parse_views
+from pynet_core.repair import RepairQueue
+from pynet_core.store import keys, records
+from pynet_core.store.memory import MemoryStore
 from tests.harness.overlay_fake import FakeOverlayHosts
 
 SPACE, SUBNET = "LocalDefault", "10.50.0.0/24"

@@ -9,9 +9,9 @@ import pytest
 
 from driver import naming
 from driver.netlink.api import FLOOD_MAC
-from pynet.errors import BackendUnavailable
-from pynet.store import keys
-from pynet.store.memory import MemoryStore
+from pynet_core.errors import BackendUnavailable
+from pynet_core.store import keys
+from pynet_core.store.memory import MemoryStore
 from tests.harness.app_client import app_client
 from tests.harness.overlay_fake import GENERIC, FakeOverlayHosts
 

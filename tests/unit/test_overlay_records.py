@@ -1,6 +1,6 @@
 """Overlay records read from the store are validated once, at the edge of the model
-(driver/overlay/model.py, registry.parse_views), and checked against what this host knows
-(driver/overlay/admission.py). Every malformed or lying record of issue 17's "Why" is here,
+(driver/kinds/overlay/model.py, registry.parse_views), and checked against what this host knows
+(driver/kinds/overlay/admission.py). Every malformed or lying record of issue 17's "Why" is here,
 hand-made, plus generated junk: a record that fails is skipped and reported (once per key
 and version), the rest of the view stands."""
 from __future__ import annotations
@@ -11,18 +11,18 @@ import json
 
 import pytest
 
-from pynet.store import keys
+from pynet_core.store import keys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driver import naming
-from driver.overlay.admission import Local, admit
-from driver.overlay.model import (InvalidRecord, Definition, Member, OverlayId, OverlayView, Peer,
+from driver.kinds.overlay.admission import Local, admit
+from driver.kinds.overlay.model import (InvalidRecord, Definition, Member, OverlayId, OverlayView, Peer,
                                   VniClaim, heartbeat)
-from driver.overlay.peers import desired
-from driver.overlay.registry import parse_views, vni_claim
-from pynet.store import bad_records, keys
-from pynet.store.api import Entry
+from driver.kinds.overlay.peers import desired
+from driver.kinds.overlay.registry import parse_views, vni_claim
+from pynet_core.store import bad_records, keys
+from pynet_core.store.api import Entry
 
 SPACE, SUBNET = "LocalDefault", "10.77.0.0/24"
 OID = OverlayId(SPACE, SUBNET)

@@ -8,12 +8,12 @@ import pytest
 
 from driver.netlink.api import FLOOD_MAC, FdbEntry, Link, Neighbour
 from driver.options import GENERIC, parse_network_options
-from driver.overlay import underlay
-from driver.overlay.liveness import Liveness
-from driver.overlay.model import (Definition, Member, OverlayId, OverlayView, Peer, agreed,
+from driver.kinds.overlay import underlay
+from driver.kinds.overlay.liveness import Liveness
+from driver.kinds.overlay.model import (Definition, Member, OverlayId, OverlayView, Peer, agreed,
                                   link_mtu, lowest_free_vni)
-from driver.overlay.peers import Changes, Desired, desired, diff
-from pynet.errors import BadRequest, Conflict
+from driver.kinds.overlay.peers import Changes, Desired, desired, diff
+from pynet_core.errors import BadRequest, Conflict
 
 OID = OverlayId("LocalDefault", "10.50.0.0/24")
 ALL = ("bridge", "macvlan", "overlay")
@@ -27,7 +27,7 @@ def test_overlay_is_refused_unless_the_plugin_serves_it():
         parse_network_options({GENERIC: {"type": "overlay"}}, ("bridge", "macvlan"))
 
 
-@pytest.mark.parametrize("key", ["vni", "com.docker.network.driver.overlay.vxlanid_list"])
+@pytest.mark.parametrize("key", ["vni", "com.docker.network.driver.kinds.overlay.vxlanid_list"])
 def test_vni_option(key):
     assert parse_network_options({GENERIC: {"type": "overlay", key: "5000"}}, ALL).vni == 5000
     for bad in ("0", "16777216", "x", "-3"):

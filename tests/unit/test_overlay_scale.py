@@ -12,12 +12,12 @@ import pytest
 
 from driver import naming
 from driver.netlink.api import FLOOD_MAC, FdbEntry, Neighbour
-from driver.overlay.applier import DeviceBusy, PeerApplier
-from driver.overlay.peers import Desired
-from pynet import deadline
-from pynet.errors import BackendUnavailable
-from pynet.store.consul import ConsulStore
-from pynet.store.memory import MemoryStore
+from driver.kinds.overlay.applier import DeviceBusy, PeerApplier
+from driver.kinds.overlay.peers import Desired
+from pynet_core import deadline
+from pynet_core.errors import BackendUnavailable
+from pynet_core.store.consul import ConsulStore
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.netlink import FakeNetlink
 from tests.harness.overlay_fake import FakeOverlayHosts
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pynet.store import keys
+from pynet_core.store import keys
 from tests.fakes.firewall import FirewallMisuse
 from tests.harness.app_client import app_client
 

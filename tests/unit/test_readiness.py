@@ -7,11 +7,12 @@ import time
 import pytest
 
 from pynet import app as app_module
-from pynet import deadline, readiness
+from pynet import readiness
+from pynet_core import deadline
 from pynet.app import Deps
-from pynet.errors import BackendUnavailable
+from pynet_core.errors import BackendUnavailable
 from pynet.readiness import RestoreGate
-from pynet.store.memory import MemoryStore
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
 from tests.harness.app_client import app_client

@@ -12,7 +12,7 @@ import pytest
 from ipam_driver.docker_addresses import DockerView
 from ipam_driver.leaks import LeakCheck
 from pynet.ops.address_users import EndpointsNamingAddress
-from pynet.store import keys
+from pynet_core.store import keys
 from tests.harness.app_client import app_client, fake_deps
 
 SUBNET = "198.18.150.0/24"

@@ -6,8 +6,8 @@ import logging
 import pytest
 
 from pynet.settings import add_serve_arguments, settings_from_args
-from pynet.store.consul import ConsulStore
-from pynet.store.factory import open_store
+from pynet_core.store.consul import ConsulStore
+from pynet.stores import open_store
 
 ENV = ("STORE", "CONSUL_ADDR", "CONSUL_TOKEN", "CONSUL_CA_CERT", "CONSUL_CLIENT_CERT",
        "CONSUL_CLIENT_KEY", "CONSUL_VERIFY", "CONSUL_PREFIX", "IPAM_BLOCK_SIZE",
@@ -121,7 +121,7 @@ def test_running_out_of_descriptors_is_a_clear_error_not_a_traceback():
     import pytest
 
     from driver.firewall.ports import HostPorts
-    from pynet.errors import Exhausted
+    from pynet_core.errors import Exhausted
 
     def no_more(family, kind):
         raise OSError(errno.EMFILE, "Too many open files")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from driver.stale import DockerNetworks, StaleCheck
 from pynet.app import Deps
-from pynet.store.memory import MemoryStore
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
 from tests.harness.app_client import app_client

@@ -3,8 +3,8 @@ half made; once it answers again they work (driver side and IPAM side, over fake
 import pytest
 
 from pynet.app import Deps
-from pynet.errors import BackendUnavailable
-from pynet.store.memory import MemoryStore
+from pynet_core.errors import BackendUnavailable
+from pynet_core.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
 from tests.fakes.netlink import FakeNetlink
 from tests.harness.app_client import app_client

@@ -8,17 +8,17 @@ import json
 
 import pytest
 
-from pynet.errors import BackendUnavailable
+from pynet_core.errors import BackendUnavailable
 from pynet.settings import Settings
-from pynet.store import keys
-from pynet.store.memory import MemoryStore
+from pynet_core.store import keys
+from pynet_core.store.memory import MemoryStore
 from tests.harness.app_client import app_client
 from tests.harness.overlay_fake import GENERIC, FakeOverlayHosts
 
 SWARM_NET = "k2mq0d8f5tq1vz8b3yl2c0h7x"  # Swarm's network IDs are 25 characters
 OTHER_NET = "p9w1x0c3v5b7n2m4q6e8r0t1y"
 SUBNET = "10.60.0.0/24"
-VXLANID = "com.docker.network.driver.overlay.vxlanid_list"
+VXLANID = "com.docker.network.driver.kinds.overlay.vxlanid_list"
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from pynet.errors import BadRecord, StoreContention
+from pynet_core.errors import BadRecord, StoreContention
 
 from .api import Entry, Store
 

@@ -26,12 +26,12 @@ from dataclasses import replace
 
 from driver import naming
 from driver.models import DEFAULT_MTU, EndpointRecord, NetworkRecord
-from pynet.errors import BadRequest, Conflict, PynetError
-from driver.macvlan_parents import check_sharing, lower_still_used, split_vlan
+from pynet_core.errors import BadRequest, Conflict, PynetError
+from driver.kinds.macvlan.parents import check_sharing, lower_still_used, split_vlan
 from driver.netlink.api import Link, Netlink, NotSupported
 from driver.protocol import JoinAnswer
 
-from .base import PublishesNothing, gateway_answer
+from ..base import PublishesNothing, gateway_answer
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from pynet.errors import BadRequest
+from pynet_core.errors import BadRequest
 
 from driver.netlink.api import Interface, Link
 

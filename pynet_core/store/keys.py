@@ -3,7 +3,7 @@
 v1/ipam/spaces/<space>                       the pools of an address space (one CAS'd record)
 v1/ipam/addrs/<space>/<pool>/<ip>            one claimed address (create-if-absent)
 v1/ipam/blocks/<space>/<pool>/<block>        a host's address block in a pool: a hint only
-v1/ipam/fences/<host>                        the host's write fence (pynet/store/fenced.py)
+v1/ipam/fences/<host>                        the host's write fence (pynet_core/store/fenced.py)
 v1/hosts/<host>/networks/<nid>               a network as this host's driver made it
 v1/hosts/<host>/endpoints/<nid>/<eid>        an endpoint on this host
 v1/hosts/<host>/names/<space>/<name>         a kernel name a network or endpoint holds
@@ -22,7 +22,7 @@ naming that host, so a Consul ACL per host can be a handful of prefixes
 (docs/consul-policy-host.hcl): v1/hosts/<host>/, v1/ipam/fences/<host>,
 v1/overlay/hosts/<host>/, v1/overlay-alive/<host>. The rest is shared: IPAM pools and
 claims, overlay definitions and VNI claims. A record under v1/overlay/hosts/<host>/ speaks
-for <host> only: a "host" field naming another is rejected (driver/overlay/model.py).
+for <host> only: a "host" field naming another is rejected (driver/kinds/overlay/model.py).
 
 Before this layout a host's overlay records were v1/overlay/nets/<space>/<subnet>/members/<host>
 and .../peers/<host>/<eid>; a restarted pynet re-publishes its own and deletes those
@@ -77,7 +77,7 @@ def ipam_block(space: str, pool: str, block: str) -> str:
 
 
 def fence(host: str) -> str:
-    """The host's write fence (pynet/store/fenced.py); at its historical path."""
+    """The host's write fence (pynet_core/store/fenced.py); at its historical path."""
     return f"{VERSION}/ipam/fences/{host}"
 
 

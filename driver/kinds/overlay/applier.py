@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from pynet import deadline
-from pynet.errors import PynetError
+from pynet_core import deadline
+from pynet_core.errors import PynetError
 
 from driver.netlink.api import Netlink
 

@@ -21,8 +21,8 @@ import secrets
 import threading
 from collections.abc import Callable
 
-from pynet.errors import BackendUnavailable
-from pynet.repair import RepairQueue
+from pynet_core.errors import BackendUnavailable
+from pynet_core.repair import RepairQueue
 
 from . import keys, records
 from .api import Entry, Op, Store

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 
 from driver import naming
-from pynet.errors import BackendUnavailable, PynetError
-from pynet.store import bad_records, keys
-from pynet.store.api import Entry, Store
+from pynet_core.errors import BackendUnavailable, PynetError
+from pynet_core.store import bad_records, keys
+from pynet_core.store.api import Entry, Store
 
 from .admission import Admitted, Local, admit, local_overlays
 from .applier import DeviceBusy, PeerApplier

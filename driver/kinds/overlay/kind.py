@@ -7,8 +7,8 @@ made in the host namespace and moved in, so its UDP socket stays on the underlay
 namespace rather than a host bridge: docs/overlay.md.
 
 Which hosts share the overlay, its VNI and MTU, and every endpoint's IP, MAC and VTEP are in
-the shared store (driver/overlay/registry.py); each host's watcher programs the remote ones
-into the VXLAN device (driver/overlay/watcher.py -> applier.py). There is no gateway: Docker
+the shared store (driver/kinds/overlay/registry.py); each host's watcher programs the remote ones
+into the VXLAN device (driver/kinds/overlay/watcher.py -> applier.py). There is no gateway: Docker
 attaches the containers to its docker_gwbridge for outbound traffic and published ports.
 """
 from __future__ import annotations
@@ -23,12 +23,12 @@ from dataclasses import replace
 from driver import naming
 from driver.models import EndpointRecord, NetworkRecord
 from driver.netlink.api import Netlink
-from driver.overlay.model import LOCAL_SPACE, Member, OverlayId, Peer, link_mtu, max_mtu
-from driver.overlay.runtime import OverlayRuntime
+from driver.kinds.overlay.model import LOCAL_SPACE, Member, OverlayId, Peer, link_mtu, max_mtu
+from driver.kinds.overlay.runtime import OverlayRuntime
 from driver.protocol import JoinAnswer
-from pynet.errors import BackendUnavailable, BadRequest, Conflict, PynetError
+from pynet_core.errors import BackendUnavailable, BadRequest, Conflict, PynetError
 
-from .base import PublishesNothing
+from ..base import PublishesNothing
 
 log = logging.getLogger(__name__)
 

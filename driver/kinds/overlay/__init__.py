@@ -9,5 +9,5 @@
     watcher.py   the background job: store.watch -> view -> applier
     runtime.py   what the overlay kind and the composition root share
 
-The kind itself is driver/kinds/overlay.py; docs/overlay.md says how it all fits.
+The kind itself is driver/kinds/overlay/kind.py; docs/overlay.md says how it all fits.
 """

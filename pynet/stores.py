@@ -5,17 +5,17 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from .api import Store
+from pynet_core.store.api import Store
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def open_store(settings: Settings) -> Store:
     if settings.store == "consul":
-        from .consul import ConsulStore
+        from pynet_core.store.consul import ConsulStore
 
         scheme, addr = settings.consul_endpoint
         store = ConsulStore(
@@ -30,6 +30,6 @@ def open_store(settings: Settings) -> Store:
         return store
     if settings.store != "local":
         raise ValueError(f"unknown store {settings.store!r}: expected local or consul")
-    from .local import LocalStore
+    from pynet_core.store.local import LocalStore
 
     return LocalStore(os.path.join(settings.state_dir, "pynet.db"))

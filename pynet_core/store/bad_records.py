@@ -2,7 +2,7 @@
 logged once per key and version (a bad record read at every sync must not flood the log),
 and counted by kind for the metric pynet_store_records_skipped_total.
 
-Parsing is each model's job (it raises pynet.errors.BadRecord); this module only decides
+Parsing is each model's job (it raises pynet_core.errors.BadRecord); this module only decides
 what a listing does with a record that failed.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from pynet.errors import BadRecord
+from pynet_core.errors import BadRecord
 
 from .api import Entry
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from pynet import deadline
-from pynet.errors import BadRequest
-from pynet.repair import RepairQueue
-from pynet.store.api import Store
+from pynet_core import deadline
+from pynet_core.errors import BadRequest
+from pynet_core.repair import RepairQueue
+from pynet_core.store.api import Store
 
 from driver.netlink.api import Link, Netlink
 

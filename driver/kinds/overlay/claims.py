@@ -12,7 +12,7 @@ from driver.models import EndpointRecord, NetworkRecord
 
 class Owner(NamedTuple):
     """The host whose claim an address is, and the store version its claim record has had
-    since it last changed (versions are comparable across keys: pynet/store/api.py)."""
+    since it last changed (versions are comparable across keys: pynet_core/store/api.py)."""
     host: str
     since: int = 0
 

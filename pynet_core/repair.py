@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pynet.errors import BackendUnavailable, PynetError
+from pynet_core.errors import BackendUnavailable, PynetError
 
 log = logging.getLogger(__name__)
 

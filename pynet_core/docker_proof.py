@@ -10,8 +10,8 @@ another engine ID and proves nothing.
 """
 from __future__ import annotations
 
-from pynet.store import keys, records
-from pynet.store.api import Store
+from pynet_core.store import keys, records
+from pynet_core.store.api import Store
 
 
 def proven(store: Store, host: str, engine: str, knows_ours: bool) -> bool:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from pynet.errors import BadRequest, Conflict
-from pynet.wire import printable
+from pynet_core.errors import BadRequest, Conflict
+from pynet_core.wire import printable
 from driver.models import NetworkRecord
 
 VLAN_MIN, VLAN_MAX = 1, 4094

@@ -1,8 +1,8 @@
 """The overlays in the shared store: definitions, the cluster-wide VNI allocator, members,
-peers and heartbeats (key schema: pynet/store/keys.py).
+peers and heartbeats (key schema: pynet_core/store/keys.py).
 
 Every write that could land after pynet gave up (a join, a peer) goes through this host's
-FencedWrites, so a late one is undone once the store answers (pynet/store/fenced.py).
+FencedWrites, so a late one is undone once the store answers (pynet_core/store/fenced.py).
 Deletes name the version they delete, so a late delete can only hit what it meant to.
 
 Joining and the last host leaving race safely: a join re-writes the definition (moving its
@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pynet.errors import BadRecord, Conflict, StoreContention
-from pynet.repair import RepairQueue
-from pynet.store import bad_records, keys, records
-from pynet.store.api import Entry, Op, Store
-from pynet.store.fenced import FencedWrites, claim_id, delete_if_unchanged
+from pynet_core.errors import BadRecord, Conflict, StoreContention
+from pynet_core.repair import RepairQueue
+from pynet_core.store import bad_records, keys, records
+from pynet_core.store.api import Entry, Op, Store
+from pynet_core.store.fenced import FencedWrites, claim_id, delete_if_unchanged
 
 from .model import (FIRST_SWARM_VNI, VNI_MAX, InvalidRecord, Definition, Member, OverlayId,
                     OverlayView, Peer, VniClaim, agreed, heartbeat, host_id, lowest_free_vni)

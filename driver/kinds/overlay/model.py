@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pynet.errors import BadRequest, Conflict
+from pynet_core.errors import BadRequest, Conflict
 
 from driver import naming
 
@@ -42,7 +42,7 @@ class InvalidRecord(ValueError):
     """A record read from the store that is not what pynet writes: `reason` says what and
     which value. Raised by the from_dict parsers, once, at the edge of the model: what gets
     past them is well formed. The registry, which knows the key, skips the record
-    (pynet/store/bad_records.py) or, where a call needs it, raises pynet.errors.BadRecord."""
+    (pynet_core/store/bad_records.py) or, where a call needs it, raises pynet_core.errors.BadRecord."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
