@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pynet_core.errors import BadRecord
+from pynet_core.record_fields import Fields, type_name
 
 from .netlink.api import FoundLink
 from .options import NetworkOptions
@@ -37,44 +38,13 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-# --- field checks: each raises ValueError naming the field ----------------------------
+# --- field checks: each raises ValueError naming the field (pynet_core/record_fields.py) --
+FIELDS = Fields(missing=lambda name: ValueError(f"missing field {name!r}"))
+_text, _flag, _number = FIELDS.text, FIELDS.flag, FIELDS.number
+
+
 def _object(value: Any, name: str) -> dict:
-    if not isinstance(value, dict):
-        raise ValueError(f"{name!r} must be an object, got {type(value).__name__}")
-    return value
-
-
-_REQUIRED: Any = object()
-
-
-def _text(data: dict, name: str, default: Any = _REQUIRED, optional: bool = False) -> Any:
-    """A string field (optional: null too); a missing one is `default`, or an error."""
-    if name not in data:
-        if default is _REQUIRED:
-            raise ValueError(f"missing field {name!r}")
-        return default
-    value = data[name]
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{name!r} must be a string, got {value!r:.60}")
-    return value
-
-
-def _flag(data: dict, name: str, default: bool) -> bool:
-    value = data.get(name, default)
-    if not isinstance(value, bool):
-        raise ValueError(f"{name!r} must be true or false, got {value!r:.60}")
-    return value
-
-
-def _number(data: dict, name: str, low: int, high: int) -> int | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name!r} must be a number from {low} to {high}, got {value!r:.60}")
-    return value
+    return FIELDS.object(value, name, got=type_name)
 
 
 def _found_link(data: dict) -> FoundLink | None:
@@ -85,60 +55,43 @@ def _found_link(data: dict) -> FoundLink | None:
 def _id(data: dict, name: str) -> str:
     value = _text(data, name)
     if not _ID.fullmatch(value):
-        raise ValueError(f"{name!r} must be an ID of letters and digits, got {value!r:.60}")
+        raise FIELDS.wrong_type(name, "be an ID of letters and digits", value)
     return value
 
 
 def _state(data: dict) -> str:
     value = _text(data, "state", READY)
     if value not in STATES:
-        raise ValueError(f"'state' must be one of {', '.join(STATES)}, got {value!r:.60}")
+        raise FIELDS.wrong_type("state", f"be one of {', '.join(STATES)}", value)
     return value
 
 
 def _list(data: dict, name: str, check) -> tuple:
-    value = data.get(name, [])
-    if not isinstance(value, (list, tuple)):  # tuple: a record not yet through JSON
-        raise ValueError(f"{name!r} must be a list, got {type(value).__name__}")
-    return tuple(check(item, name) for item in value)
+    return FIELDS.listed(data, name, check, got=type_name)
 
 
 def _interface(text: Any, name: str) -> str:
-    if not isinstance(text, str):
-        raise ValueError(f"{name!r} must hold addresses as strings, got {text!r:.60}")
-    try:
-        ipaddress.ip_interface(text)
-        return text
-    except ValueError:
-        raise ValueError(f"{name!r}: {text!r:.60} is not an address with a prefix length") from None
+    FIELDS.parsed(text, name, ipaddress.ip_interface, "an address with a prefix length",
+                  expected="hold addresses as strings")
+    return text
 
 
 def _subnet(text: Any, name: str) -> str:
-    if not isinstance(text, str):
-        raise ValueError(f"{name!r} must hold subnets as strings, got {text!r:.60}")
-    try:
-        ipaddress.ip_network(text)
-    except ValueError:
-        raise ValueError(f"{name!r}: {text!r:.60} is not a subnet (CIDR)") from None
+    FIELDS.parsed(text, name, ipaddress.ip_network, "a subnet (CIDR)",
+                  expected="hold subnets as strings")
     return text
 
 
 def _address(data: dict, name: str) -> str | None:
     value = _text(data, name, None, optional=True)
     if value is not None:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError(f"{name!r}: {value!r:.60} is not an IP address") from None
+        FIELDS.parsed(value, name, ipaddress.ip_address, "an IP address")
     return value
 
 
 def _options(value: Any) -> NetworkOptions:
     data = _object(value, "options")
-    for name, types in _OPTION_TYPES.items():
-        if name in data and (not isinstance(data[name], types)
-                             or (bool not in types and isinstance(data[name], bool))):
-            raise ValueError(f"option {name!r} has the wrong type: {data[name]!r:.60}")
+    FIELDS.of_types(data, _OPTION_TYPES, "option")
     return NetworkOptions.from_dict(data)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol, Self, TypeVar
 
 from pynet_core.errors import BadRecord, Conflict
+from pynet_core.record_fields import Fields, is_count
 from pynet_core.store import bad_records, keys, records
 from pynet_core.store.api import Entry, Store
 
@@ -116,35 +117,27 @@ def claim_key(entry: Entry) -> tuple[str, Network, Address]:
     return space, network, address
 
 
+# --- field checks: a wrong type is a TypeError, a missing field a KeyError, which from_json
+# names (pynet_core/record_fields.py) ---------------------------------------------------------
+FIELDS = Fields(missing=KeyError, type_error=TypeError)
+
+
 def _text(data: Mapping, name: str) -> str:
-    value = data[name]
-    if not isinstance(value, str):
-        raise TypeError(f"{name!r} must be a string, got {value!r}")
-    return value
+    return FIELDS.text(data, name, got=repr)
 
 
 def _optional_text(data: Mapping, name: str) -> str | None:
-    return None if data.get(name) is None else _text(data, name)
+    return FIELDS.text(data, name, None, optional=True, got=repr)
 
 
 def _mapping(value: Any, name: str) -> Mapping:
-    if not isinstance(value, dict):
-        raise TypeError(f"{name!r} must be an object, got {value!r:.60}")
-    return value
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return FIELDS.object(value, name)
 
 
 def _cidr(text: Any, name: str) -> Network:
     """A canonical CIDR (as pynet writes them): ValueError naming the field otherwise."""
-    if not isinstance(text, str):
-        raise TypeError(f"{name!r} must be a CIDR string, got {text!r:.60}")
-    try:
-        return ipaddress.ip_network(text)
-    except ValueError:
-        raise ValueError(f"{name!r}: {text!r:.60} is not a subnet (CIDR without host bits)") from None
+    return FIELDS.parsed(text, name, ipaddress.ip_network, "a subnet (CIDR without host bits)",
+                         expected="be a CIDR string")
 
 
 # --- address spaces and their pools ---------------------------------------------------
@@ -177,15 +170,15 @@ class PoolEntry:
     def from_dict(cls, data: Mapping) -> "PoolEntry":
         sub = _optional_text(data, "subpool")
         holders = _mapping({} if data.get("holders") is None else data["holders"], "holders")
-        if not all(isinstance(h, str) and _count(n) for h, n in holders.items()):
-            raise TypeError(f"'holders' must map hosts to counts, got {holders!r:.60}")
+        if not all(isinstance(h, str) and is_count(n) for h, n in holders.items()):
+            raise FIELDS.wrong_type("holders", "map hosts to counts", holders)
         block = data.get("block")
-        if block is not None and not _count(block):  # 0: no blocks
-            raise TypeError(f"'block' must be a number of addresses, got {block!r:.60}")
+        if block is not None and not is_count(block):  # 0: no blocks
+            raise FIELDS.wrong_type("block", "be a number of addresses", block)
         holds = data.get("holds")
         if holds is not None and not (isinstance(holds, dict) and all(
                 isinstance(i, str) and isinstance(h, str) for i, h in holds.items())):
-            raise TypeError(f"'holds' must map hold ids to hosts, got {holds!r}")
+            raise FIELDS.wrong_type("holds", "map hold ids to hosts", holds, got=repr)
         return cls(_cidr(sub, "subpool") if sub else None, dict(holders), block,
                    None if holds is None else dict(holds))
 
@@ -329,11 +322,11 @@ class AddressClaim:
     def from_dict(cls, data: Mapping) -> "AddressClaim":
         kind = _text(data, "kind")
         if kind not in KINDS:
-            raise TypeError(f"'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+            raise FIELDS.wrong_type("kind", f"be one of {', '.join(KINDS)}", kind, got=repr)
         holders = data.get("holders")
         if holders is not None and not (isinstance(holders, list)
                                         and all(isinstance(h, str) for h in holders)):
-            raise TypeError(f"'holders' must be a list of hosts, got {holders!r:.60}")
+            raise FIELDS.wrong_type("holders", "be a list of hosts", holders)
         return cls(kind, _text(data, "name"), _text(data, "host"), _optional_text(data, "claim"),
                    None if holders is None else tuple(holders), _optional_text(data, "hold"))
 

@@ -25,7 +25,7 @@ PACKAGES = tuple(pkg for layer in LAYERS for pkg in layer)
 LAYER_OF = {pkg: depth for depth, layer in enumerate(LAYERS) for pkg in layer}
 
 PURE = {
-    "pynet_core.errors", "pynet_core.defaults", "pynet_core.wire", "pynet_core.store.keys", "pynet_core.store.segments",
+    "pynet_core.errors", "pynet_core.defaults", "pynet_core.wire", "pynet_core.record_fields", "pynet_core.store.keys", "pynet_core.store.segments",
     "driver.options", "driver.naming", "driver.portmap", "driver.models", "driver.protocol",
     "driver.kinds.macvlan.parents", "driver.firewall.nft_rules", "driver.netlink.api",
     "driver.kinds.overlay.model", "driver.kinds.overlay.underlay", "driver.kinds.overlay.peers", "driver.kinds.overlay.liveness",

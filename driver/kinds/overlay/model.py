@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pynet_core.errors import BadRequest, Conflict
+from pynet_core.record_fields import Fields, shown, typed
 
 from driver import naming
 
@@ -49,57 +50,29 @@ class InvalidRecord(ValueError):
         self.reason = reason
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+# The field checks (pynet_core/record_fields.py), worded as the overlay's records always were.
+FIELDS = Fields(missing=lambda name: InvalidRecord(f"'{name}' is missing"), error=InvalidRecord,
+                got=typed, show=shown, sep="")
+_field = FIELDS.field
 
 
 def record_object(data: Any) -> Mapping[str, Any]:
     if not isinstance(data, dict):
-        raise InvalidRecord(f"not a JSON object (got {type(data).__name__} {_shown(data)})")
+        raise InvalidRecord(f"not a JSON object (got {typed(data)})")
     return data
 
 
-def _field(data: Mapping[str, Any], name: str) -> Any:
-    if name not in data:
-        raise InvalidRecord(f"'{name}' is missing")
-    return data[name]
-
-
 def _text(data: Mapping[str, Any], name: str, pattern: re.Pattern | None = None) -> str:
-    value = _field(data, name)
-    if not isinstance(value, str):
-        raise InvalidRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
-    if pattern is not None and not pattern.fullmatch(value):
-        raise InvalidRecord(f"'{name}' {_shown(value)} is not a valid {name}")
-    return value
+    return FIELDS.text(data, name, pattern=pattern)
 
 
 def _attempt(data: Mapping[str, Any]) -> str:
-    value = data.get("attempt", "")
-    if not isinstance(value, str) or not _ATTEMPT.fullmatch(value):
-        raise InvalidRecord(f"'attempt' {_shown(value)} is not a write id")
-    return value
-
-
-def _int(data: Mapping[str, Any], name: str, low: int, high: int) -> int:
-    value = _field(data, name)
-    # bool is an int to Python, never to a record; a float 4096.0 is not what pynet writes.
-    if type(value) is not int:
-        raise InvalidRecord(f"'{name}' must be an integer, got {type(value).__name__} {_shown(value)}")
-    if not low <= value <= high:
-        raise InvalidRecord(f"'{name}' {value} is outside {low}..{high}")
-    return value
+    return FIELDS.matching(data.get("attempt", ""), "attempt", _ATTEMPT, "a write id")
 
 
 def ipv4(value: Any, name: str) -> ipaddress.IPv4Address:
     """A dotted-quad IPv4 address (no IPv6, no integers, no leading zeros)."""
-    if not isinstance(value, str):
-        raise InvalidRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
-    try:
-        return ipaddress.IPv4Address(value)
-    except ValueError:
-        raise InvalidRecord(f"'{name}' {_shown(value)} is not an IPv4 address") from None
+    return FIELDS.parsed(value, name, ipaddress.IPv4Address, "an IPv4 address")
 
 
 def vtep_address(value: Any, name: str = "vtep") -> str:
@@ -116,11 +89,9 @@ def vtep_address(value: Any, name: str = "vtep") -> str:
 
 def unicast_mac(value: Any, name: str = "mac") -> str:
     """A well-formed unicast MAC, not all zeros (lower case)."""
-    if not isinstance(value, str):
-        raise InvalidRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
-    mac = value.lower()
+    mac = FIELDS.string(value, name).lower()
     if not _MAC.fullmatch(mac):
-        raise InvalidRecord(f"'{name}' {_shown(value)} is not a MAC address (xx:xx:xx:xx:xx:xx)")
+        raise FIELDS.wrong_value(name, value, "a MAC address (xx:xx:xx:xx:xx:xx)")
     if int(mac[:2], 16) & 1:
         raise InvalidRecord(f"'{name}' {mac} is a multicast MAC")
     if mac == "00:00:00:00:00:00":
@@ -129,9 +100,7 @@ def unicast_mac(value: Any, name: str = "mac") -> str:
 
 
 def host_id(value: Any, name: str = "host") -> str:
-    if not isinstance(value, str) or not _HOST.fullmatch(value):
-        raise InvalidRecord(f"'{name}' {_shown(value)} is not a host id")
-    return value
+    return FIELDS.matching(value, name, _HOST, "a host id")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -157,8 +126,8 @@ class Definition:
     def from_dict(cls, data: Any) -> "Definition":
         """Strict: InvalidRecord unless it is what pynet writes (VNI 1..16777215, MTU, port)."""
         data = record_object(data)
-        return cls(_int(data, "vni", 1, VNI_MAX), _int(data, "mtu", MTU_MIN, MTU_MAX),
-                   _int(data, "port", 1, 65535), _attempt(data))
+        return cls(FIELDS.integer(data, "vni", 1, VNI_MAX), FIELDS.integer(data, "mtu", MTU_MIN, MTU_MAX),
+                   FIELDS.integer(data, "port", 1, 65535), _attempt(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +151,9 @@ class Member:
         network = _text(data, "network", _ID)
         netns, vxlan = _text(data, "netns"), _text(data, "vxlan")
         if netns != naming.overlay_netns(network):
-            raise InvalidRecord(f"'netns' {_shown(netns)} is not network {network[:12]}'s namespace name")
+            raise InvalidRecord(f"'netns' {shown(netns)} is not network {network[:12]}'s namespace name")
         if vxlan != naming.vxlan(network):
-            raise InvalidRecord(f"'vxlan' {_shown(vxlan)} is not network {network[:12]}'s VXLAN device name")
+            raise InvalidRecord(f"'vxlan' {shown(vxlan)} is not network {network[:12]}'s VXLAN device name")
         return cls(host_id(_field(data, "host")), network, vtep_address(_field(data, "vtep")),
                    netns, vxlan, _attempt(data))
 
@@ -227,8 +196,8 @@ class VniClaim:
         data = record_object(data)
         space, subnet, network = data.get("space"), data.get("subnet"), data.get("network")
         for name, value in (("space", space), ("subnet", subnet), ("network", network)):
-            if value is not None and not isinstance(value, str):
-                raise InvalidRecord(f"'{name}' must be a string, got {type(value).__name__} {_shown(value)}")
+            if value is not None:
+                FIELDS.string(value, name)
         if network is None and (space is None or subnet is None):
             raise InvalidRecord("it names neither an overlay (space and subnet) nor a Swarm network")
         return cls(space, subnet, network, _attempt(data))
@@ -242,7 +211,7 @@ def heartbeat(data: Any, host: str) -> None:
     """A heartbeat record: an object naming `host` (only its version is used)."""
     data = record_object(data)
     if _field(data, "host") != host:
-        raise InvalidRecord(f"'host' {_shown(data['host'])} is not {host!r}, whose heartbeat key it is")
+        raise InvalidRecord(f"'host' {shown(data['host'])} is not {host!r}, whose heartbeat key it is")
 
 
 @dataclass(frozen=True, slots=True)
