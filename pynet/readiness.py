@@ -60,7 +60,7 @@ class RestoreGate:
 
     def ensure(self) -> None:
         """Return once restore has run; else try it (within the call's budget) or raise
-        BackendUnavailable saying why not (a PynetError, status 500, if restore hit a bug)."""
+        BackendUnavailable saying why not (a PynetError, an internal error, if restore hit a bug)."""
         if self._restored:
             return
         seen = self._attempts

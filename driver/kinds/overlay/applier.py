@@ -17,7 +17,7 @@ import logging
 import threading
 
 from pynet_core import deadline
-from pynet_core.errors import PynetError
+from pynet_core.errors import ErrorCategory, PynetError
 
 from driver.netlink.api import Netlink
 
@@ -32,7 +32,7 @@ LOGGED_FAILURES = 5
 class DeviceBusy(PynetError):
     """Another sync is programming this device and did not finish in the time allowed."""
 
-    status = 503
+    category = ErrorCategory.CONTENTION
 
 
 class PeerApplier:
