@@ -20,7 +20,7 @@ from flask import Flask, Response, request
 from pynet_core import deadline
 
 from . import metrics
-from pynet_core.errors import ErrorCategory, PynetError
+from pynet_core.errors import ErrorCategory, PynetError, describe_error
 from .readiness import RestoreGate
 from pynet_core.wire import Body, printable
 
@@ -123,7 +123,7 @@ def _invoke(method: str, handler: Handler, body: Body) -> tuple[int, dict[str, A
         return status_of(method, exc), failure(exc.message)
     except Exception as exc:  # a bug: keep the traceback in the log, a sentence for Docker
         log.exception("%s failed unexpectedly", method)
-        message = f"pynet hit an internal error in {method}: {type(exc).__name__}: {exc} (see the plugin log)"
+        message = f"pynet hit an internal error in {method}: {describe_error(exc)} (see the plugin log)"
         return STATUS[ErrorCategory.INTERNAL], failure(message)
 
 

@@ -79,3 +79,8 @@ class BadRecord(PynetError, ValueError):
         self.key = key
         self.reason = reason
 
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as a sentence for an answer or a log: a PynetError's own message (it
+    already says what, which value and why), anything else its type and text."""
+    return exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}"

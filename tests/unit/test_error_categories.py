@@ -12,7 +12,7 @@ from driver.protocol import ProgramExternal
 from pynet.plugin_api import NOT_FOUND_MEANS_UNIMPLEMENTED, STATUS, plugin_app, status_of
 from pynet.readiness import RestoreGate
 from pynet_core.errors import (BackendUnavailable, BadRecord, BadRequest, Conflict, ErrorCategory, Exhausted,
-                               NotFound, PynetError, StoreContention)
+                               NotFound, PynetError, StoreContention, describe_error)
 from tests.harness.app_client import app_client
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,3 +138,11 @@ def test_only_the_edge_maps_categories_or_knows_docker_404_rule():
                     found.append(f"{path.relative_to(REPO)}:{node.lineno} turns NotFound into BadRequest")
     assert found == []
 
+
+@pytest.mark.parametrize("exc, text", [
+    (BadRequest("PoolID must be a string"), "PoolID must be a string"),
+    (BadRecord("v1/k", "not JSON"), "the store's record at v1/k is unreadable: not JSON"),
+    (KeyError("web"), "KeyError: 'web'"),
+    (RuntimeError("a bug"), "RuntimeError: a bug")])
+def test_describe_error_is_the_message_of_pynets_errors_and_type_and_text_of_others(exc, text):
+    assert describe_error(exc) == text
