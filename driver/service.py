@@ -15,7 +15,7 @@ import threading
 from contextlib import ExitStack
 from dataclasses import replace
 
-from pynet_core.errors import BackendUnavailable, BadRequest, NotFound
+from pynet_core.errors import BackendUnavailable, NotFound
 from pynet_core.repair import RepairQueue
 from pynet_core.store.api import Store
 
@@ -253,13 +253,8 @@ class NetworkService:
         whose kind publishes nothing answer at once."""
         nid, eid = req.network_id, req.endpoint_id
         with self._locks.endpoint(nid, eid):
-            try:
-                net = self._require_network(nid)
-                ep = self._require_endpoint(nid, eid)
-            except NotFound as exc:
-                # Never 404 here: Docker reads that as "not supported" and starts the
-                # container without its ports.
-                raise BadRequest(exc.message) from None
+            net = self._require_network(nid)
+            ep = self._require_endpoint(nid, eid)
             kind = self._kind(net)
             if not kind.publishes(net):
                 return

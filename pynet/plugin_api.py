@@ -2,9 +2,11 @@
 
 Success is 200; a failure is a non-200 status with {"Err": ...} (and "Error", the field
 Docker's IPAM client reads); an unknown method is 404, which Docker reads as "not
-implemented". Each call runs inside one time budget (deadline.py) and, unless it is
-stateless, only once restore has run (readiness.py). Nothing here knows a driver: the
-composition root (app.py) hands in the table of handlers.
+implemented". This is the one place an error's category becomes an HTTP status (STATUS,
+status_of), and the one place that knows how Docker reads a 404. Each call runs inside one
+time budget (deadline.py) and, unless it is stateless, only once restore has run
+(readiness.py). Nothing here knows a driver: the composition root (app.py) hands in the
+table of handlers.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from flask import Flask, Response, request
 from pynet_core import deadline
 
 from . import metrics
-from pynet_core.errors import PynetError
+from pynet_core.errors import ErrorCategory, PynetError, describe_error
 from .readiness import RestoreGate
 from pynet_core.wire import Body, printable
 
@@ -36,6 +38,25 @@ MAX_MESSAGE = 1000
 # Calls answered without the store: they work before restore has run (see readiness.py).
 STATELESS = frozenset({"Plugin.Activate", "NetworkDriver.GetCapabilities",
                        "IpamDriver.GetCapabilities", "IpamDriver.GetDefaultAddressSpaces"})
+
+# What each category of failure answers. Every category has a status (a unit test holds it).
+STATUS: dict[ErrorCategory, int] = {
+    ErrorCategory.INVALID: 400,
+    ErrorCategory.NOT_FOUND: 404,
+    ErrorCategory.CONFLICT: 409,
+    ErrorCategory.EXHAUSTED: 507,
+    ErrorCategory.UNAVAILABLE: 503,
+    ErrorCategory.CONTENTION: 503,
+    ErrorCategory.BAD_RECORD: 409,
+    ErrorCategory.UNSUPPORTED: 501,
+    ErrorCategory.INTERNAL: 500,
+}
+# Docker reads a 404 from these calls as "the plugin does not implement this method" and goes
+# on as if it had worked (moby drivers/remote/driver.go, plugins.IsNotFound): a container
+# would start without its published ports. A network or endpoint they name that does not
+# exist is the caller's mistake there: answered as INVALID, never 404.
+NOT_FOUND_MEANS_UNIMPLEMENTED = frozenset({"NetworkDriver.ProgramExternalConnectivity",
+                                           "NetworkDriver.RevokeExternalConnectivity"})
 
 
 def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
@@ -59,7 +80,7 @@ def plugin_app(handlers: dict[str, Handler], gate: RestoreGate) -> Flask:
                         gate.ensure()  # state restored, or a 503 saying why not
                     status, answer = _invoke(method, handler, body)
                 except PynetError as exc:  # the body itself is malformed, or state not restored
-                    status, answer = exc.status, failure(exc.message)
+                    status, answer = status_of(method, exc), failure(exc.message)
         seconds = time.monotonic() - started
         shown = printable(method, 60)[1:-1]
         error = _escaped(answer['Err']) if status != 200 else None
@@ -99,11 +120,20 @@ def _invoke(method: str, handler: Handler, body: Body) -> tuple[int, dict[str, A
     try:
         return 200, handler(body)
     except PynetError as exc:
-        return exc.status, failure(exc.message)
+        return status_of(method, exc), failure(exc.message)
     except Exception as exc:  # a bug: keep the traceback in the log, a sentence for Docker
         log.exception("%s failed unexpectedly", method)
-        message = f"pynet hit an internal error in {method}: {type(exc).__name__}: {exc} (see the plugin log)"
-        return 500, failure(message)
+        message = f"pynet hit an internal error in {method}: {describe_error(exc)} (see the plugin log)"
+        return STATUS[ErrorCategory.INTERNAL], failure(message)
+
+
+def status_of(method: str, exc: PynetError) -> int:
+    """The HTTP status of `method` failing with `exc`: its category's, except that a call
+    Docker treats as optional never answers 404 for a failure (see above)."""
+    category = exc.category
+    if category is ErrorCategory.NOT_FOUND and method in NOT_FOUND_MEANS_UNIMPLEMENTED:
+        category = ErrorCategory.INVALID
+    return STATUS[category]
 
 
 def failure(message: str) -> dict[str, str]:

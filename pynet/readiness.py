@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 
 from pynet_core import deadline
-from pynet_core.errors import BackendUnavailable, PynetError
+from pynet_core.errors import BackendUnavailable, PynetError, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class RestoreGate:
 
     def ensure(self) -> None:
         """Return once restore has run; else try it (within the call's budget) or raise
-        BackendUnavailable saying why not (a PynetError, status 500, if restore hit a bug)."""
+        BackendUnavailable saying why not (a PynetError, an internal error, if restore hit a bug)."""
         if self._restored:
             return
         seen = self._attempts
@@ -80,7 +80,7 @@ class RestoreGate:
                 raise self._not_yet(exc.message) from None
             except Exception as exc:  # a bug or a kernel refusal: a clear 500, the traceback logged
                 log.exception("restoring pynet's state failed")
-                detail = exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}"
+                detail = describe_error(exc)
                 raise PynetError(f"pynet could not restore its state: {detail} (see the plugin log)") from None
         finally:
             self._lock.release()
@@ -98,7 +98,7 @@ class RestoreGate:
             self._restore()
         except BaseException as exc:
             self._attempts += 1
-            self._last_error = exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}"
+            self._last_error = describe_error(exc)
             raise
         self._attempts += 1
         self._restored = True

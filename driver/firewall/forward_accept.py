@@ -26,7 +26,7 @@ CHAIN = "PYNET-FORWARD"
 
 
 class FirewallError(PynetError):
-    status = 500
+    """iptables is missing or failed (category INTERNAL, PynetError's)."""
 
 
 class ForwardAccept:

@@ -14,7 +14,7 @@ from driver.models import EndpointRecord, NetworkRecord
 from driver.netlink.api import Link, Netlink, NoSuchLink
 from driver.portmap import PortBinding, PortRequest
 from driver.protocol import JoinAnswer
-from pynet_core.errors import Conflict, PynetError
+from pynet_core.errors import Conflict, describe_error
 
 from .base import gateway_answer
 
@@ -206,7 +206,7 @@ class BridgeKind:
             except Exception as exc:  # one network's trouble must not keep the others down
                 log.error("network %s cannot be restored: %s; its calls fail until the cause is "
                           "fixed, and DeleteNetwork still removes it", net.id[:12],
-                          exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}")
+                          describe_error(exc))
         # No rules for a network that did not come back: its bridge name may be another
         # link's now, and without rules nothing reaches it past Docker's FORWARD policy.
         self.firewall.sync(healthy, [ep for net in healthy for ep in endpoints.get(net.id, [])])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface, IPv4Network, IPv6Network, ip_interface
 from typing import ContextManager, Protocol
 
-from pynet_core.errors import BadRequest, PynetError
+from pynet_core.errors import BadRequest, ErrorCategory, PynetError
 
 Interface = IPv4Interface | IPv6Interface
 
@@ -110,7 +110,7 @@ class NoSuchLink(BadRequest):
 class NotSupported(PynetError):
     """The kernel lacks a feature pynet needs (e.g. no 802.1q VLAN support)."""
 
-    status = 501
+    category = ErrorCategory.UNSUPPORTED
 
 
 class Netlink(Protocol):

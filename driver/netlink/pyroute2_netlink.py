@@ -32,7 +32,7 @@ IFA_F_NODAD = 0x02  # linux/if_addr.h
 
 
 class KernelError(PynetError):
-    status = 500
+    """The kernel refused what pynet asked (category INTERNAL, PynetError's)."""
 
 
 class Pyroute2Netlink:

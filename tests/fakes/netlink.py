@@ -13,7 +13,7 @@ from driver.netlink.api import (FLOOD_MAC, FdbEntry, FoundLink, Link, Neighbour,
 
 
 class InjectedFailure(PynetError):
-    status = 500
+    """A refusal the test asked for (category INTERNAL, PynetError's)."""
 
 
 class FakeNetlink:

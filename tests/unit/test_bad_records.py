@@ -19,7 +19,7 @@ from ipam_driver import models as ipam_models
 from ipam_driver.hostblocks import used_addresses
 from ipam_driver.models import AddressClaim, AddressSpace, BlockClaim
 from pynet import metrics
-from pynet_core.errors import BadRecord
+from pynet_core.errors import BadRecord, ErrorCategory
 from pynet_core.store import bad_records, keys
 from pynet_core.store.api import Entry
 from pynet_core.store.memory import MemoryStore
@@ -70,7 +70,7 @@ def test_a_bad_network_record_is_skipped_in_a_listing_and_named_when_needed(valu
     assert len(logged) == 1 and reason in logged[0]
     with pytest.raises(BadRecord, match=reason) as caught:
         ledger.network(NID)
-    assert keys.network(HOST, NID) in caught.value.message and caught.value.status != 500
+    assert keys.network(HOST, NID) in caught.value.message and caught.value.category is not ErrorCategory.INTERNAL
 
 
 def test_a_changed_bad_record_is_logged_again(caplog):

@@ -8,7 +8,7 @@ import pytest
 from ipam_driver.pool_id import PoolId
 from ipam_driver.protocol import (AddressRelease, AddressReply, AddressRequest, Capabilities, DefaultSpaces,
                                   PoolRelease, PoolReply, PoolRequest)
-from pynet_core.errors import BadRequest
+from pynet_core.errors import BadRequest, ErrorCategory
 from pynet_core.wire import Body
 
 POOL_ID = "LocalDefault/10.1.0.0/24/10.1.0.128/25"
@@ -54,7 +54,7 @@ def test_pool_request_decodes_to_networks():
 def test_bad_input_is_a_400_naming_the_field(request_type, fields, match):
     with pytest.raises(BadRequest, match=match) as caught:
         request_type.decode(body(**fields))
-    assert caught.value.status == 400
+    assert caught.value.category is ErrorCategory.INVALID
 
 
 @pytest.mark.parametrize("options, kind, name", [

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 from driver import naming
 from driver.models import DEFAULT_MTU, EndpointRecord, NetworkRecord
-from pynet_core.errors import BadRequest, Conflict, PynetError
+from pynet_core.errors import BadRequest, Conflict, PynetError, describe_error
 from driver.kinds.macvlan.parents import check_sharing, lower_still_used, split_vlan
 from driver.netlink.api import Link, Netlink, NotSupported
 from driver.protocol import JoinAnswer
@@ -218,7 +218,7 @@ class MacvlanKind(PublishesNothing):
             log.warning("re-created %s for macvlan network %s", net.lower, net.id[:12])
         except Exception as exc:  # one network's trouble must not keep the others down
             log.error("cannot re-create %s for macvlan network %s: %s", net.lower, net.id[:12],
-                      exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}")
+                      describe_error(exc))
 
     def _remake_lower(self, net: NetworkRecord) -> None:
         assert net.lower is not None

@@ -17,7 +17,7 @@ import logging
 import threading
 
 from pynet_core import deadline
-from pynet_core.errors import PynetError
+from pynet_core.errors import ErrorCategory, PynetError, describe_error
 
 from driver.netlink.api import Netlink
 
@@ -32,7 +32,7 @@ LOGGED_FAILURES = 5
 class DeviceBusy(PynetError):
     """Another sync is programming this device and did not finish in the time allowed."""
 
-    status = 503
+    category = ErrorCategory.CONTENTION
 
 
 class PeerApplier:
@@ -88,8 +88,8 @@ class PeerApplier:
             log.debug("overlay device %s in %s not programmable: %s", vxlan, netns, exc.message)
             return None
         except Exception as exc:  # one broken overlay must not stop the sync of the others
-            log.warning("overlay device %s in %s: programming its peers failed: %s: %s", vxlan,
-                        netns, type(exc).__name__, exc)
+            log.warning("overlay device %s in %s: programming its peers failed: %s", vxlan,
+                        netns, describe_error(exc))
             return None
         if changes:
             log.info("overlay %s: %d peer entries changed (+%d fdb, -%d fdb, +%d neigh, -%d neigh)%s",

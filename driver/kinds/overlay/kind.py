@@ -26,7 +26,7 @@ from driver.netlink.api import Netlink
 from driver.kinds.overlay.model import LOCAL_SPACE, Member, OverlayId, Peer, link_mtu, max_mtu
 from driver.kinds.overlay.runtime import OverlayRuntime
 from driver.protocol import JoinAnswer
-from pynet_core.errors import BackendUnavailable, BadRequest, Conflict, PynetError
+from pynet_core.errors import BackendUnavailable, BadRequest, Conflict, PynetError, describe_error
 
 from ..base import PublishesNothing
 
@@ -205,7 +205,7 @@ class OverlayKind(PublishesNothing):
                 self._restore(net, endpoints.get(net.id, []))
             except Exception as exc:  # one network's trouble must not keep the others down
                 log.error("overlay network %s cannot be restored: %s", net.id[:12],
-                          exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}")
+                          describe_error(exc))
         self._tidy_at_start(networks)
         if networks:
             self.runtime.sync()
@@ -279,7 +279,7 @@ def _each_peer(endpoint: str, what: str, call, *args) -> None:
         raise  # the store is down: restore as a whole is retried
     except Exception as exc:  # one endpoint's trouble must not keep the others down
         log.error("overlay endpoint %s could not be %s: %s", endpoint[:12], what,
-                  exc.message if isinstance(exc, PynetError) else f"{type(exc).__name__}: {exc}")
+                  describe_error(exc))
 
 
 def _ipv4(ep: EndpointRecord) -> ipaddress.IPv4Address | None:
