@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from . import naming
+from .kinds.base import all_owned_links
 from .models import READY
 from .netlink.api import Netlink
 from .service import NetworkService
@@ -40,13 +41,13 @@ def restore(service: NetworkService, netlink: Netlink) -> None:
     # Names whose record is gone: a deletion killed between its two steps by a pynet from
     # before they were one transaction (ledger.Ledger.forget_network).
     ledger.release_orphan_names()
-    owned: set[str] = set()
     for type_name, kind in service.kinds.items():
         mine = [n for n in ready.values() if n.options.type == type_name]
         kind.restore(mine, {n.id: by_network[n.id] for n in mine})
         for net in mine:
-            owned |= kind.owned_links(net, by_network[net.id])
             ledger.ensure_names(net, by_network[net.id])
+    # The set `pynet doctor` reports against too.
+    owned = all_owned_links(service.kinds, ready.values(), by_network)
     for link in netlink.links():
         if naming.is_pynet_link(link.name) and link.name not in owned:
             log.warning("link %s is named like pynet's, but no record of this host names it: "

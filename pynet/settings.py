@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
@@ -216,7 +217,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     allow_remote = (_env_bool("METRICS_ALLOW_REMOTE", False) if args.metrics_allow_remote is None
                     else args.metrics_allow_remote)
     if args.metrics_addr:
-        from .metrics import check_addr
         check_addr(args.metrics_addr, allow_remote)  # refuses a bad or public address before serving
     settings = Settings(socket=args.socket, state_dir=args.state_dir, store=args.store,
                         host_id=args.host_id, default_pools=pools, threads=args.threads,
@@ -229,3 +229,26 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                         **_consul_settings(args))
     settings.consul_endpoint  # noqa: B018 - refuses a malformed --consul-addr before serving
     return settings
+
+
+def check_addr(addr: str, allow_remote: bool) -> tuple[str, str | int]:
+    """("unix", PATH) or (HOST, PORT) of --metrics-addr; ValueError saying why not."""
+    if addr.startswith("unix:"):
+        path = addr[len("unix:"):]
+        if not path.startswith("/"):
+            raise ValueError(f"--metrics-addr {addr!r}: a Unix socket needs an absolute path "
+                             "(unix:/run/pynet/metrics.sock)")
+        return "unix", path
+    host, colon, port = addr.rpartition(":")
+    host = host.strip("[]")
+    if not colon or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--metrics-addr {addr!r}: expected HOST:PORT (127.0.0.1:9474) or unix:PATH")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not allow_remote:
+        raise ValueError(f"--metrics-addr {addr!r}: {host or 'every address'} is not a loopback "
+                         "address; the metrics page has no authentication and names every network "
+                         "and pool of the host. Add --metrics-allow-remote to serve it there anyway")
+    return host or "0.0.0.0", int(port)

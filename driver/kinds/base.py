@@ -6,17 +6,39 @@ how it comes back after a restart. NetworkService holds no `if type ==`: it look
 up by the record's type and calls it. A new type is one module here plus one line in
 kinds/__init__.py. `others` is always this host's other recorded networks (of every
 type), read by the service from the store: kinds keep no copy of their own.
+
+The operator commands ask the kinds too, so that they hold no `if type ==` either: what
+`pynet doctor` compares (check, owned_links) and what `pynet networks` and `status` show
+(describe).
 """
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Protocol
 
+from driver.firewall.audit import Difference
 from driver.models import EndpointRecord, NetworkRecord
 from driver.portmap import PortBinding, PortRequest
 from driver.protocol import JoinAnswer
+
+# The fix of a link that restore makes again.
+RECREATE = "restart pynet (systemctl restart pynet): restore re-creates the links of ready networks"
+
+# Endpoint ID -> Docker's name for its container (None: unknown). Called only for a fix that
+# names a container: asking dockerd is slow, and doctor need not when all is fine.
+ContainerName = Callable[[str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Carrier:
+    """What carries a network on this host, as `pynet networks` and `status` show it:
+    `device` is their DEVICE column (`bridge pn-…`, `parent eth0`, `vni 42`); `parent` the
+    host interface the network sits on, for a kind that has one (their JSON's `parent`)."""
+    device: str
+    parent: str | None = None
 
 
 class NetworkKind(Protocol):
@@ -68,7 +90,31 @@ class NetworkKind(Protocol):
         network is logged, not raised: the others must still come back."""
 
     def owned_links(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> set[str]:
-        """pynet-named links this network legitimately owns (the rest are orphans)."""
+        """The pynet-named links in the host namespace that this network and its endpoints
+        account for; one named like pynet's that no network accounts for is reported by
+        restore and by `pynet doctor` alike (all_owned_links), never removed."""
+
+    def check(self, net: NetworkRecord, endpoints: list[EndpointRecord],
+              container_name: ContainerName) -> list[Difference]:
+        """`pynet doctor`: where the kernel (and for a network the hosts share, the store)
+        disagrees with this ready network and its ready endpoints, each with its fix. Reads
+        only. The kind checks what it made, so a new type brings its own checks."""
+
+    def describe(self, net: NetworkRecord) -> Carrier:
+        """What carries the network on this host (no kernel or store read)."""
+
+
+def all_owned_links(kinds: Mapping[str, NetworkKind], networks: Iterable[NetworkRecord],
+                    endpoints: Mapping[str, list[EndpointRecord]]) -> set[str]:
+    """The links that these networks (by their kinds' owned_links) and their endpoints
+    (`endpoints`: by network ID) account for. One set for restore and `pynet doctor`, so
+    the two never disagree on which pynet-named link is nobody's."""
+    owned: set[str] = set()
+    for net in networks:
+        kind = kinds.get(net.options.type)
+        if kind is not None:
+            owned |= kind.owned_links(net, endpoints.get(net.id, []))
+    return owned
 
 
 def gateway_answer(net: NetworkRecord, ep: EndpointRecord, *,

@@ -16,7 +16,7 @@ from driver.portmap import PortBinding, PortRequest
 from driver.protocol import JoinAnswer
 from pynet_core.errors import Conflict, describe_error
 
-from .base import gateway_answer
+from .base import RECREATE, Carrier, ContainerName, Difference, gateway_answer
 
 log = logging.getLogger(__name__)
 
@@ -241,3 +241,55 @@ class BridgeKind:
         for ep in endpoints:
             names |= set(ep.links())
         return names
+
+    # --- pynet doctor, pynet networks ------------------------------------------------
+    def check(self, net: NetworkRecord, endpoints: list[EndpointRecord],
+              container_name: ContainerName) -> list[Difference]:
+        """The bridge (a bridge, up, with its gateways) and every endpoint's veth (an up
+        port of it). The firewall's part is audited for all networks at once
+        (driver/firewall/audit.py)."""
+        if not net.bridge:
+            return []
+        link = self.netlink.link(net.bridge)
+        found = self._check_bridge(net, link)
+        for ep in endpoints:
+            if ep.host_if:
+                found += self._check_veth(net, ep, link is not None, container_name)
+        return found
+
+    def _check_bridge(self, net: NetworkRecord, link: Link | None) -> list[Difference]:
+        assert net.bridge is not None
+        if link is None:
+            return [Difference(f"bridge {net.bridge} of network {net.id[:12]} is missing", RECREATE)]
+        found = []
+        if link.kind != "bridge":
+            found.append(Difference(f"{net.bridge} of network {net.id[:12]} is a "
+                                    f"{link.kind or 'device'}, not a bridge",
+                                    f"remove {net.bridge}, then {RECREATE}"))
+        if not link.up:
+            found.append(Difference(f"bridge {net.bridge} is down", f"ip link set {net.bridge} up"))
+        addresses = {str(a) for name, a in self.netlink.local_addresses() if name == net.bridge}
+        for gw in net.gateways:
+            if gw not in addresses and not net.options.internal:
+                found.append(Difference(f"bridge {net.bridge} lacks its gateway address {gw}",
+                                        f"ip addr add {gw} dev {net.bridge}"))
+        return found
+
+    def _check_veth(self, net: NetworkRecord, ep: EndpointRecord, bridge_there: bool,
+                    container_name: ContainerName) -> list[Difference]:
+        assert ep.host_if is not None
+        veth = self.netlink.link(ep.host_if)
+        if veth is None:
+            name = container_name(ep.id)
+            fix = f"docker restart {name}" if name else f"restart the container of endpoint {ep.id[:12]}"
+            return [Difference(f"veth {ep.host_if} of endpoint {ep.id[:12]} is missing", fix)]
+        if veth.master != net.bridge:
+            fix = f"ip link set {ep.host_if} master {net.bridge}" if bridge_there else RECREATE
+            return [Difference(f"veth {ep.host_if} is not a port of {net.bridge} "
+                               f"(master {veth.master or 'none'})", fix)]
+        if not veth.up:
+            return [Difference(f"veth {ep.host_if} is down", f"ip link set {ep.host_if} up")]
+        return []
+
+    def describe(self, net: NetworkRecord) -> Carrier:
+        return Carrier(f"bridge {net.bridge}")

@@ -1,5 +1,6 @@
 """What the operator commands read: the store `pynet serve` uses (the same settings), this
-host's records through the drivers' own record code, and dockerd for names."""
+host's records through the drivers' own record code, the kernel through the network kinds
+(what each type checks and shows is its kind's: driver/kinds/base.py), and dockerd for names."""
 from __future__ import annotations
 
 import os
@@ -8,9 +9,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from driver.kinds import build_kinds
+from driver.kinds.base import NetworkKind
+from driver.kinds.overlay.runtime import OverlayRuntime
 from driver.ledger import Ledger
 from driver.models import EndpointRecord, NetworkRecord
+from driver.netlink.api import Netlink
+from ipam_driver.claim_owners import ClaimOwners
 from pynet_core.errors import PynetError
+from pynet.app import overlay_settings
 from pynet.settings import Settings
 from pynet_core.store.api import Store
 
@@ -67,6 +74,30 @@ class Context:
     def endpoints(self, nid: str | None = None) -> list[EndpointRecord]:
         return sorted(self.ledger.endpoints(nid), key=lambda e: (e.network_id, e.id))
 
+    @cached_property
+    def netlink(self) -> Netlink:
+        from driver.netlink.pyroute2_netlink import Pyroute2Netlink
+        return Pyroute2Netlink()
+
+    @cached_property
+    def kinds(self) -> dict[str, NetworkKind]:
+        """Every type's kind, as the plugin builds them, for what the commands ask of a
+        network (check, describe, owned_links): never to change anything. Their store is
+        read-only and their firewall refuses every call (the running plugin's is not this
+        command's to change); the overlay's is wired as the plugin wires it."""
+        overlay = OverlayRuntime(ReadOnlyStore(self.store), self.host, self.netlink,
+                                 overlay_settings(self.settings))
+        overlay.wire(self.ledger, ClaimOwners(self.store))
+        return build_kinds(self.netlink, PluginsFirewall(), overlay)
+
+    def kind(self, net: NetworkRecord) -> NetworkKind:
+        """The kind serving the network's type: the commands ask it, never the type."""
+        kind = self.kinds.get(net.options.type)
+        if kind is None:  # only a record another client (or a newer pynet) wrote
+            raise CannotLook(f"network {net.id[:12]} has type {net.options.type!r}, which this "
+                             "pynet has no kind for")
+        return kind
+
     def docker_api(self):
         import docker
         return docker.APIClient(base_url=self.settings.docker_host, version="auto",
@@ -88,6 +119,14 @@ class Context:
         except Exception as exc:  # names are a courtesy: IDs are shown instead
             names.error = f"dockerd at {self.settings.docker_host} could not be asked: {exc}"
         return names
+
+
+class PluginsFirewall:
+    """The firewall is the running plugin's (its table, and the host port sockets it holds):
+    the operator commands never change it."""
+
+    def __getattr__(self, name: str):
+        raise RuntimeError(f"the operator commands do not change the plugin's firewall ({name})")
 
 
 def resolve_network(ctx: Context, text: str) -> NetworkRecord:

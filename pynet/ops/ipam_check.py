@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from driver.kinds import build_kinds
 from driver.ledger import endpoint_at
 from driver.models import EndpointRecord
 from driver.service import NetworkService
@@ -35,7 +36,7 @@ from pynet_core.store import bad_records, keys
 from pynet_core.store.api import Entry
 
 from .address_users import EndpointsNamingAddress
-from .context import CannotLook, Context, ReadOnlyStore
+from .context import CannotLook, Context, PluginsFirewall, ReadOnlyStore
 from .ipam_show import read_pools
 from .render import DECLINED, OK, PROBLEMS, UNAVAILABLE
 
@@ -69,20 +70,12 @@ def _leak_check(ctx: Context, grace: float, read_only: bool) -> LeakCheck:
                      users=None if read_only else _endpoints(ctx))
 
 
-class _PluginsFirewall:
-    """The firewall is the running plugin's (its table, and the host port sockets it holds):
-    this command never changes it. Endpoints with published ports are refused before."""
-
-    def __getattr__(self, name: str):
-        raise RuntimeError(f"pynet ipam check does not change the plugin's firewall ({name})")
-
-
 def _endpoints(ctx: Context) -> EndpointsNamingAddress:
     """An address goes with the endpoint record naming it, its links removed here as
-    DeleteEndpoint removes them, or not at all (pynet/ops/address_users.py)."""
-    from driver.kinds import build_kinds
-    from driver.netlink.pyroute2_netlink import Pyroute2Netlink
-    service = NetworkService(ctx.store, ctx.host, build_kinds(Pyroute2Netlink(), _PluginsFirewall()))
+    DeleteEndpoint removes them, or not at all (pynet/ops/address_users.py). Without the
+    overlay kind: its namespaces are the running plugin's. The firewall is the plugin's too:
+    endpoints with published ports are refused."""
+    service = NetworkService(ctx.store, ctx.host, build_kinds(ctx.netlink, PluginsFirewall()))
 
     def refuse(ep: EndpointRecord) -> str | None:
         if ep.kind not in service.kinds:

@@ -7,21 +7,12 @@ from .context import Context, resolve_network
 from .render import OK
 
 
-def device(net: NetworkRecord) -> str:
-    """What carries the network on this host: its bridge, macvlan parent or VXLAN VNI."""
-    if net.options.type == "macvlan":
-        return f"parent {net.lower or net.options.parent or '-'}"
-    if net.options.type == "overlay":
-        return f"vni {net.vni}" if net.vni is not None else "vni -"
-    return f"bridge {net.bridge}"
-
-
 def network_row(ctx: Context, net: NetworkRecord, endpoints: int) -> dict:
+    carrier = ctx.kind(net).describe(net)
     return {"id": net.id, "name": ctx.docker_names.networks.get(net.id), "type": net.options.type,
-            "subnets": list(net.subnets), "gateways": list(net.gateways), "device": device(net),
-            "bridge": net.bridge, "parent": net.lower if net.options.type == "macvlan" else None,
-            "vni": net.vni, "netns": net.netns, "mtu": net.mtu, "internal": net.options.internal,
-            "endpoints": endpoints, "state": net.state}
+            "subnets": list(net.subnets), "gateways": list(net.gateways), "device": carrier.device,
+            "bridge": net.bridge, "parent": carrier.parent, "vni": net.vni, "netns": net.netns,
+            "mtu": net.mtu, "internal": net.options.internal, "endpoints": endpoints, "state": net.state}
 
 
 def endpoint_row(ctx: Context, ep: EndpointRecord) -> dict:

@@ -13,7 +13,6 @@ from pynet_core.errors import PynetError
 from pynet_core.store import keys, records
 
 from .context import Context
-from .networks import device
 from .render import OK, PROBLEMS
 
 
@@ -62,7 +61,8 @@ def status(ctx: Context, args) -> int:
         engine = records.read(ctx.store, keys.docker_engine(ctx.host)) or {}
         seen = heartbeat.last_seen(ctx.store).get(ctx.host)
         doc["networks"] = [{"id": n.id, "name": ctx.docker_names.networks.get(n.id),
-                            "type": n.options.type, "subnets": list(n.subnets), "device": device(n),
+                            "type": n.options.type, "subnets": list(n.subnets),
+                            "device": ctx.kind(n).describe(n).device,
                             "endpoints": counts.get(n.id, 0), "state": n.state} for n in nets]
         doc["restore"] = {"plugin_socket": s.socket, "socket_present": os.path.exists(s.socket),
                           "records_not_ready": len(pending),

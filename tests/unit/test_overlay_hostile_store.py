@@ -12,7 +12,6 @@ from driver import naming
 from driver.models import READY
 from driver.netlink.api import FLOOD_MAC
 from pynet import metrics
-from pynet.ops.doctor import check_overlay
 from pynet_core.store import bad_records, keys
 from pynet_core.store.memory import MemoryStore
 from tests.harness.overlay_fake import FakeOverlayHosts
@@ -251,13 +250,9 @@ def test_two_hosts_giving_one_mac_get_neither_programmed_and_doctor_reports_it(s
     assert MAC3 not in {mac for mac, _ in h1.fdb(N1)}
     net = h1.client.network.ledger.network(N1)
     assert net.state == READY
-    from driver.kinds.overlay.admission import local_overlays
-    from driver.kinds.overlay.registry import parse_views
-    from ipam_driver.claim_owners import ClaimOwners
-    ledger = h1.client.network.ledger
-    found = check_overlay(h1.netlink, net, ledger.endpoints(N1),
-                          parse_views(store.list(keys.overlay_all()), report=lambda *_: None), "h1",
-                          local_overlays("h1", ledger.networks(), ledger.endpoints()), ClaimOwners(store))
+    # doctor's check: the overlay kind's, as the app wired it (its records, the IPAM's claims).
+    found = h1.client.network.kinds["overlay"].check(net, h1.client.network.ledger.endpoints(N1),
+                                                     lambda eid: None)
     whats = [d.what for d in found]
     assert any(f"MAC {MAC3} is given by hosts h2, h3: neither is programmed" in w for w in whats), whats
     # And nothing else differs: the kernel has exactly what was believed.

@@ -31,7 +31,7 @@ from driver.kinds.macvlan.parents import check_sharing, lower_still_used, split_
 from driver.netlink.api import Link, Netlink, NotSupported
 from driver.protocol import JoinAnswer
 
-from ..base import PublishesNothing, gateway_answer
+from ..base import RECREATE, Carrier, ContainerName, Difference, PublishesNothing, gateway_answer
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,19 @@ class MacvlanKind(PublishesNothing):
         for ep in endpoints:
             names.add(ep.peer_if)
         return names
+
+    # --- pynet doctor, pynet networks ----------------------------------------------------
+    def check(self, net: NetworkRecord, endpoints: list[EndpointRecord],
+              container_name: ContainerName) -> list[Difference]:
+        """The lower device. The endpoints' macvlan links are in their containers, out of
+        this namespace's sight."""
+        if net.lower and self.netlink.link(net.lower) is None:
+            fix = RECREATE if net.lower_created else f"bring back interface {net.lower} (pynet never makes it)"
+            return [Difference(f"macvlan parent {net.lower} of network {net.id[:12]} is missing", fix)]
+        return []
+
+    def describe(self, net: NetworkRecord) -> Carrier:
+        return Carrier(f"parent {net.lower or net.options.parent or '-'}", net.lower)
 
 
 def _check_usable(link: Link | None, name: str, role: str) -> None:

@@ -8,6 +8,7 @@
     applier.py   the one writer of peer entries into the kernel
     watcher.py   the background job: store.watch -> view -> applier
     runtime.py   what the overlay kind and the composition root share
+    check.py     what `pynet doctor` compares (OverlayKind.check), by the watcher's own rules
 
 The kind itself is driver/kinds/overlay/kind.py; docs/overlay.md says how it all fits.
 """

@@ -28,7 +28,8 @@ from driver.kinds.overlay.runtime import OverlayRuntime
 from driver.protocol import JoinAnswer
 from pynet_core.errors import BackendUnavailable, BadRequest, Conflict, PynetError, describe_error
 
-from ..base import PublishesNothing
+from ..base import Carrier, ContainerName, Difference, PublishesNothing
+from .check import check_network
 
 log = logging.getLogger(__name__)
 
@@ -268,8 +269,19 @@ class OverlayKind(PublishesNothing):
             self._ensure_devices(net)
 
     def owned_links(self, net: NetworkRecord, endpoints: list[EndpointRecord]) -> set[str]:
-        # In the host namespace: the container ends not yet moved (the rest is in net.netns).
+        # In the host namespace: the container ends not yet moved, and the VXLAN device for
+        # the moment between its creation and its move. The endpoints' host ends are made
+        # right inside net.netns (Netlink.add_veth with netns), never here.
         return {naming.vxlan(net.id)} | {ep.peer_if for ep in endpoints}
+
+    # --- pynet doctor, pynet networks ------------------------------------------------
+    def check(self, net: NetworkRecord, endpoints: list[EndpointRecord],
+              container_name: ContainerName) -> list[Difference]:
+        """The namespace and its devices, then the peers against the store (check.py)."""
+        return check_network(self.netlink, self.runtime, net, endpoints)
+
+    def describe(self, net: NetworkRecord) -> Carrier:
+        return Carrier(f"vni {net.vni}" if net.vni is not None else "vni -")
 
 
 def _each_peer(endpoint: str, what: str, call, *args) -> None:
