@@ -11,7 +11,7 @@ from dataclasses import replace
 from driver import naming
 from driver.firewall.api import Firewall
 from driver.models import EndpointRecord, NetworkRecord
-from driver.netlink.api import Link, Netlink, NoSuchLink
+from driver.netlink.api import Link, LinkExists, Netlink, NoSuchLink
 from driver.portmap import PortBinding, PortRequest
 from driver.protocol import JoinAnswer
 from pynet_core.errors import Conflict, describe_error
@@ -148,7 +148,7 @@ class BridgeKind:
                 log.warning("re-making bridge %s of network %s: it was deleted", net.bridge,
                             net.id[:12])
                 self.make_bridge(net)
-            except Conflict:
+            except LinkExists:
                 if attempt == 2:
                     raise
                 self.netlink.remove_link(ep.host_if)

@@ -1,7 +1,14 @@
 """What pynet asks of the kernel, in the words of what it is for.
 
 Every `ensure_*` creates or verifies (safe to repeat); every `remove_*` accepts that the
-object is already gone. Only pyroute2_netlink.py talks to the kernel.
+object is already gone. Only pyroute2_netlink.py talks to the kernel; tests/fakes/netlink.py
+is held to the same contract (tests/contract/test_netlink_contract.py runs both).
+
+Errors (defined below): a method raises NoSuchLink when a link it needs is missing,
+LinkExists when a name it would create is taken, NoSuchNamespace when the namespace it is
+told to work in is missing, NotSupported when the kernel lacks the feature, and KernelError
+for any other refusal. Reading methods (`link`, `vxlan`, `found_link`...) answer None for
+an absent link instead; `remove_*` answer False.
 """
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface, IPv4Network, IPv6Network, ip_interface
 from typing import ContextManager, Protocol
 
-from pynet_core.errors import BadRequest, ErrorCategory, PynetError
+from pynet_core.errors import BadRequest, Conflict, ErrorCategory, PynetError
 
 Interface = IPv4Interface | IPv6Interface
 
@@ -103,11 +110,33 @@ class PeerEntries:
     neighbours: list[Neighbour]
 
 
+# --- the errors every Netlink raises (the real adapter and the test fake alike) ---------
+# Each is a domain error of pynet_core/errors.py, so a plugin call that meets one answers
+# as before; a caller catches the one it means (a namespace already gone, a name taken) and
+# lets the others, real failures, propagate.
+
+class KernelError(PynetError):
+    """The kernel refused or failed an operation for a reason none of the errors below
+    names: the message says what was being done, the kernel's words and the errno."""
+
+
+class NoSuchNamespace(KernelError):
+    """The named network namespace an operation needs does not exist (or is not mounted
+    yet: another caller is creating it)."""
+
+
 class NoSuchLink(BadRequest):
-    """A link an operation needs (a bridge to attach to) does not exist."""
+    """A link an operation needs (a bridge to attach to, a parent, a VXLAN device, the
+    link to change) does not exist."""
 
 
-class NotSupported(PynetError):
+class LinkExists(Conflict):
+    """A link name is taken (by any link, or by one that is not what was asked: a bridge
+    name held by a veth); for a VXLAN device also its VNI on its UDP port, which the kernel
+    does not tell apart from its name."""
+
+
+class NotSupported(KernelError):
     """The kernel lacks a feature pynet needs (e.g. no 802.1q VLAN support)."""
 
     category = ErrorCategory.UNSUPPORTED
@@ -120,8 +149,8 @@ class Netlink(Protocol):
 
     def ensure_bridge(self, name: str, mtu: int | None, addresses: list[Interface]) -> bool:
         """Bridge up with this MTU (None: the MTU it has is left alone) and these addresses
-        (others it has stay); True if it had to be created. Raises if `name` exists but is
-        not a bridge."""
+        (others it has stay); True if it had to be created. LinkExists if `name` exists but
+        is not a bridge."""
 
     def found_link(self, name: str) -> FoundLink | None:
         """What link `name` is like now (MTU, up, addresses, route_localnet); None if absent."""
@@ -136,7 +165,8 @@ class Netlink(Protocol):
         """Whether frames between the ports of bridge `name` go through the iptables,
         ip6tables and arptables hooks (IFLA_BR_NF_CALL_*). The kernel ORs this with the
         global net.bridge.bridge-nf-call-* sysctls: `on` always takes effect, off only
-        where the global sysctl is off too."""
+        where the global sysctl is off too. NoSuchLink if there is no link `name`,
+        KernelError if it is not a bridge."""
 
     def bridge_netfilter(self, name: str) -> bool | None:
         """The bridge's own IFLA_BR_NF_CALL_IPTABLES; None if there is no such bridge."""
@@ -144,16 +174,22 @@ class Netlink(Protocol):
     def add_veth(self, host: str, peer: str, mtu: int, master: str, peer_mac: str | None,
                  netns: str | None = None) -> None:
         """A new veth pair: `host` up on bridge `master`, `peer` down (Docker moves it).
-        With `netns`, the `host` end and `master` are in that namespace, `peer` here."""
+        With `netns`, the `host` end and `master` are in that namespace, `peer` here.
+        NoSuchLink if `master` is missing (checked first), LinkExists if either name is
+        taken, NoSuchNamespace if `netns` is."""
 
     def ensure_port(self, name: str, master: str) -> None:
-        """Link `name` is an up port of bridge `master`."""
+        """Link `name` is an up port of bridge `master`. NoSuchLink if either is missing."""
 
-    def add_macvlan(self, name: str, parent: str, mode: str, mtu: int, mac: str | None) -> None: ...
+    def add_macvlan(self, name: str, parent: str, mode: str, mtu: int, mac: str | None) -> None:
+        """A new macvlan `name` on `parent`, down (Docker moves it). NoSuchLink if `parent`
+        is missing, LinkExists if `name` is taken, KernelError when the kernel will not
+        (a parent that is not Ethernet, an MTU above the parent's, passthru not alone)."""
 
     def add_vlan(self, name: str, base: str, vlan_id: int) -> None:
-        """A new 802.1q sub-interface `name` of `base`, up. Raises NotSupported when the
-        kernel has no 802.1q support, Conflict if `name` exists."""
+        """A new 802.1q sub-interface `name` of `base`, up. NotSupported when the kernel
+        has no 802.1q support, NoSuchLink if `base` is missing, LinkExists if `name` is
+        taken."""
 
     def remove_link(self, name: str) -> bool:
         """Delete the link; False if it did not exist."""
@@ -178,7 +214,8 @@ class Netlink(Protocol):
         must be gone at once (a VXLAN device whose VNI may be reused)."""
 
     def within(self, netns: str) -> "Netlink":
-        """These same operations inside the named namespace, which must exist."""
+        """These same operations inside the named namespace: NoSuchNamespace if it does
+        not exist (a later call into one removed meanwhile raises it too)."""
 
     def session(self) -> ContextManager["Netlink"]:
         """These same operations on one kernel socket, opened on entry and closed on exit,
@@ -192,12 +229,13 @@ class Netlink(Protocol):
         Its UDP socket lives in *this* namespace (on the underlay); the device itself is
         moved into `netns` when given and made an up port of bridge `master` there, with
         neighbour suppression on: ARP for an address with a neighbour entry on `master` is
-        answered by the bridge, any other ARP request floods to every remote VTEP. Conflict
-        if `name` exists or another device here already carries `vni` on `port`."""
+        answered by the bridge, any other ARP request floods to every remote VTEP.
+        NoSuchLink if `master` is missing, LinkExists if `name` exists or another device
+        here already carries `vni` on `port`, NoSuchNamespace if `netns` is missing."""
 
     def vxlan(self, name: str) -> Vxlan | None: ...
 
-    # --- peers on a VXLAN device (all idempotent) --------------------------------------
+    # --- peers on a VXLAN device (all idempotent; NoSuchLink if `dev` is missing) -------
     def fdb_entries(self, dev: str) -> list[FdbEntry]:
         """The device's static entries that name a remote VTEP (FLOOD_MAC ones included,
         one per VTEP)."""

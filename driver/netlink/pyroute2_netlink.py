@@ -15,10 +15,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ndmsg import flags as ND_FLAGS
 from pyroute2.netlink.rtnl.ndmsg import states as NUD
 
-from pynet_core.errors import BadRequest, Conflict, PynetError
+from pynet_core.errors import PynetError
 
-from .api import (FLOOD_MAC, FdbEntry, FoundLink, Interface, Link, Neighbour, NoSuchLink, NotSupported,
-                  PeerEntries, Vxlan)
+from .api import (FLOOD_MAC, FdbEntry, FoundLink, Interface, KernelError, Link, LinkExists, Neighbour,
+                  NoSuchLink, NoSuchNamespace, NotSupported, PeerEntries, Vxlan)
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,6 @@ _NETNS_DIR = "/run/netns"
 # qdisc is ever attached, and makes the two drivers' links compare equal.
 NO_QUEUE = 0
 IFA_F_NODAD = 0x02  # linux/if_addr.h
-
-
-class KernelError(PynetError):
-    """The kernel refused what pynet asked (category INTERNAL, PynetError's)."""
 
 
 class Pyroute2Netlink:
@@ -46,7 +42,17 @@ class Pyroute2Netlink:
         self._netns = netns
         self._shared = shared
 
-    def _ipr(self):
+    @contextmanager
+    def _ipr(self) -> Iterator[IPRoute]:
+        """The socket of one call (or of the session); a refusal no method turned into a
+        named error leaves as KernelError, never as pyroute2's own exception."""
+        try:
+            with self._open() as ipr:
+                yield ipr
+        except NetlinkError as exc:
+            raise _kernel(exc, "a netlink request") from None
+
+    def _open(self):
         if self._shared is not None:
             return nullcontext(self._shared)  # the session closes it, not each call
         if not self._netns:
@@ -55,9 +61,10 @@ class Pyroute2Netlink:
             # flags=0: never create a namespace that is missing (pyroute2 defaults to O_CREAT).
             return IPRoute(netns=self._netns, flags=0)
         except OSError as exc:
-            # Gone since it was listed, or listed before it was mounted (another thread is
-            # creating it: pyroute2 makes the file, then mounts the namespace on it).
-            raise KernelError(f"cannot enter network namespace {self._netns}: {exc}") from None
+            # Gone since it was listed (ENOENT), or listed before it was mounted (EINVAL:
+            # another thread is creating it: pyroute2 makes the file, then mounts on it).
+            error = NoSuchNamespace if exc.errno in (errno.ENOENT, errno.EINVAL) else KernelError
+            raise error(f"cannot enter network namespace {self._netns}: {exc}") from None
 
     # --- reading ---------------------------------------------------------------------
     def links(self) -> list[Link]:
@@ -75,10 +82,9 @@ class Pyroute2Netlink:
         if msg is None:
             return None
         names = {}
-        # A link whose lower end is in another namespace (a veth with its peer moved away)
-        # names an index of that namespace: not one of ours.
-        attrs = ("IFLA_MASTER",) if msg.get("IFLA_LINK_NETNSID") is not None else ("IFLA_MASTER", "IFLA_LINK")
-        for attr in attrs:
+        # (_to_link ignores the lower end of a link whose lower end is in another namespace.)
+        own_lower = msg.get("IFLA_LINK_NETNSID") is None
+        for attr in ("IFLA_MASTER", "IFLA_LINK") if own_lower else ("IFLA_MASTER",):
             idx = msg.get(attr)
             if idx:
                 names[idx] = _name_of(ipr, idx)
@@ -111,7 +117,7 @@ class Pyroute2Netlink:
                 existing = self._link(ipr, name)
             if existing is None or existing.kind != "bridge":
                 kind = existing.kind if existing else "gone"
-                raise Conflict(f"interface {name} exists and is not a bridge (it is {kind}); "
+                raise LinkExists(f"interface {name} exists and is not a bridge (it is {kind}); "
                                "choose another bridge name")
             idx = ipr.link_lookup(ifname=name)[0]
             if mtu is not None:
@@ -192,7 +198,7 @@ class Pyroute2Netlink:
                                **({"address": peer_mac} if peer_mac else {})})
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
-                    raise Conflict(f"interface {host} or {peer} already exists") from None
+                    raise LinkExists(f"interface {host} or {peer} already exists") from None
                 raise _kernel(exc, f"creating veth pair {host}/{peer}")
             try:
                 ipr.link("set", index=_index(ipr, host), master=master_idx, state="up")
@@ -206,7 +212,7 @@ class Pyroute2Netlink:
         does both in one request), then that end put on `master` there."""
         inside = self.within(netns)
         if inside.link(master) is None:
-            raise BadRequest(f"bridge {master} does not exist in namespace {netns}")
+            raise NoSuchLink(f"bridge {master} does not exist in namespace {netns}")
         with self._ipr() as ipr:
             spec = {"ifname": peer, "kind": "veth", "mtu": mtu, "txqlen": NO_QUEUE,
                     "peer": {"ifname": host, "mtu": mtu, "txqlen": NO_QUEUE,
@@ -217,17 +223,21 @@ class Pyroute2Netlink:
                 ipr.link("add", **spec)
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
-                    raise Conflict(f"interface {host} or {peer} already exists") from None
+                    raise LinkExists(f"interface {host} or {peer} already exists") from None
                 raise _kernel(exc, f"creating veth pair {host}/{peer} into {netns}")
         try:
             inside.ensure_port(host, master)
-        except (NetlinkError, PynetError):
+        except PynetError:
             self.remove_link(peer)
             raise
 
     def ensure_port(self, name: str, master: str) -> None:
         with self._ipr() as ipr:
-            ipr.link("set", index=_index(ipr, name), master=_index(ipr, master), state="up")
+            index, master_index = _index(ipr, name), _index(ipr, master)
+            try:
+                ipr.link("set", index=index, master=master_index, state="up")
+            except NetlinkError as exc:
+                raise _kernel(exc, f"making {name} an up port of {master}") from None
 
     # --- macvlan -----------------------------------------------------------------------
     def add_macvlan(self, name: str, parent: str, mode: str, mtu: int, mac: str | None) -> None:
@@ -239,6 +249,8 @@ class Pyroute2Netlink:
             try:
                 ipr.link("add", **spec)
             except NetlinkError as exc:
+                if exc.code == errno.EEXIST:
+                    raise LinkExists(f"interface {name} already exists") from None
                 raise _kernel(exc, f"creating macvlan {name} on {parent} (mode {mode})")
 
     def add_vlan(self, name: str, base: str, vlan_id: int) -> None:
@@ -251,7 +263,7 @@ class Pyroute2Netlink:
                         f"this kernel has no 802.1q VLAN support (8021q), so VLAN sub-interface "
                         f"{name} cannot be created on {base}") from None
                 if exc.code == errno.EEXIST:
-                    raise Conflict(f"interface {name} already exists") from None
+                    raise LinkExists(f"interface {name} already exists") from None
                 raise _kernel(exc, f"creating VLAN {vlan_id} sub-interface {name} on {base}")
             try:
                 ipr.link("set", index=_index(ipr, name), state="up")
@@ -297,7 +309,7 @@ class Pyroute2Netlink:
 
     def within(self, netns: str) -> "Pyroute2Netlink":
         if netns not in pr_netns.listnetns():
-            raise KernelError(f"network namespace {netns} does not exist")
+            raise NoSuchNamespace(f"network namespace {netns} does not exist")
         return Pyroute2Netlink(netns)
 
     @contextmanager
@@ -313,7 +325,7 @@ class Pyroute2Netlink:
                   netns: str | None = None) -> None:
         target = self.within(netns) if netns else self
         if target.link(master) is None:
-            raise BadRequest(f"bridge {master} does not exist" + (f" in namespace {netns}" if netns else ""))
+            raise NoSuchLink(f"bridge {master} does not exist" + (f" in namespace {netns}" if netns else ""))
         with self._ipr() as ipr:
             try:
                 # No group and learning off: remote MACs are only ever what pynet programs,
@@ -323,7 +335,7 @@ class Pyroute2Netlink:
                          vxlan_port=port, vxlan_learning=0, vxlan_proxy=0, mtu=mtu)
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
-                    raise Conflict(f"cannot create VXLAN device {name}: the name exists, or "
+                    raise LinkExists(f"cannot create VXLAN device {name}: the name exists, or "
                                    f"another VXLAN device on this host already carries VNI "
                                    f"{vni} on UDP port {port}") from None
                 raise _kernel(exc, f"creating VXLAN device {name} (VNI {vni})")
@@ -333,6 +345,9 @@ class Pyroute2Netlink:
                     ipr.link("set", index=_index(ipr, name), net_ns_fd=_netns_path(netns))
                 except NetlinkError as exc:
                     ipr.link("del", ifname=name)
+                    if exc.code == errno.EEXIST:
+                        raise LinkExists(f"cannot create VXLAN device {name}: the name exists "
+                                         f"in namespace {netns}") from None
                     raise _kernel(exc, f"moving VXLAN device {name} into {netns}")
         try:
             target.ensure_port(name, master)
@@ -340,11 +355,12 @@ class Pyroute2Netlink:
             # entry for is answered by the bridge and not sent out of this port; any other
             # request still floods out of it, to every remote VTEP.
             with target._ipr() as ipr:
-                ipr.brport("set", index=_index(ipr, name), neigh_suppress=1)
-        except (NetlinkError, PynetError) as exc:
+                try:
+                    ipr.brport("set", index=_index(ipr, name), neigh_suppress=1)
+                except NetlinkError as exc:
+                    raise _kernel(exc, f"turning on neighbour suppression on {name}") from None
+        except PynetError:
             target.remove_link(name)
-            if isinstance(exc, NetlinkError):
-                raise _kernel(exc, f"attaching VXLAN device {name} to {master}") from None
             raise
 
     def vxlan(self, name: str) -> Vxlan | None:
@@ -568,13 +584,16 @@ def _name_of(ipr: IPRoute, index: int) -> str | None:
 
 
 def _to_link(msg, names: dict) -> Link:
+    # A link whose lower end is in another namespace (a veth with its peer moved away)
+    # names an index of that namespace: not one of ours.
+    lower = msg.get("IFLA_LINK") if msg.get("IFLA_LINK_NETNSID") is None else None
     return Link(
         name=msg.get("IFLA_IFNAME"),
         kind=msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND"),
         up=bool(msg["flags"] & 1),
         mtu=msg.get("IFLA_MTU"),
         master=names.get(msg.get("IFLA_MASTER")),
-        parent=names.get(msg.get("IFLA_LINK")) if msg.get("IFLA_LINK") != msg["index"] else None,
+        parent=names.get(lower) if lower != msg["index"] else None,
         mac=msg.get("IFLA_ADDRESS"),
         loopback=bool(msg["flags"] & 0x8),  # IFF_LOOPBACK
     )

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import replace
+from ipaddress import ip_interface
 
-from pynet_core.errors import BadRequest, Conflict, PynetError
-from driver.netlink.api import (FLOOD_MAC, FdbEntry, FoundLink, Link, Neighbour, NoSuchLink, NotSupported,
-                                PeerEntries, Vxlan)
-
-
-class InjectedFailure(PynetError):
-    """A refusal the test asked for (category INTERNAL, PynetError's)."""
+from driver.netlink.api import (FLOOD_MAC, FdbEntry, FoundLink, KernelError, Link, LinkExists, Neighbour,
+                                NoSuchLink, NoSuchNamespace, NotSupported, PeerEntries, Vxlan)
 
 
 class FakeNetlink:
@@ -39,6 +35,8 @@ class FakeNetlink:
         self.addrs: list[tuple[str, object]] = []  # test setup: (link, ip_interface)
         self.default_links: list[str] = []
         self.bridge_nf: dict[str, bool] = {}  # bridge -> its own nf_call_iptables
+        # Bridges whose MTU was set to another value keep it; the others follow their ports.
+        self.mtu_set: set[str] = set()
         # What a batch costs on a real kernel: sockets opened (a forked helper each, in a
         # named namespace) and whole-table dumps (FDB, neighbours), counted for the tests.
         self.sockets = 0
@@ -49,7 +47,7 @@ class FakeNetlink:
 
     def _maybe_fail(self, method: str) -> None:
         if method in self.fail_on:
-            raise InjectedFailure(f"injected failure in {method}")
+            raise KernelError(f"injected failure in {method}")
 
     def add_device(self, name, up=True, mtu=1500, mac="02:00:00:00:00:10", loopback=False):
         """Test setup: an interface pynet did not make (a NIC, `lo`, a user's VLAN)."""
@@ -63,21 +61,35 @@ class FakeNetlink:
         return list(self.state.values())
 
     def routes(self):
-        return list(self._routes)
+        """The configured ones and those of the addresses on up links, as the kernel's."""
+        return list(self._routes) + [ip_interface(a).network for name, held in self.addresses.items()
+                                     if self.state[name].up for a in sorted(held)]
 
     def ensure_bridge(self, name, mtu, addresses):
         self._maybe_fail("ensure_bridge")
         existing = self.state.get(name)
         if existing and existing.kind != "bridge":
-            raise Conflict(f"interface {name} exists and is not a bridge")
+            raise LinkExists(f"interface {name} exists and is not a bridge")
         created = existing is None
-        if mtu is None:  # left as it is (a new bridge gets the kernel's 1500)
-            mtu = existing.mtu if existing else 1500
-        self.state[name] = Link(name, "bridge", True, mtu, None, None, "02:00:00:00:00:01")
+        if created:  # the kernel's defaults for a new bridge
+            existing = self.state[name] = Link(name, "bridge", False, 1500, None, None, "02:00:00:00:00:01")
+            self.bridge_nf[name] = False
+        self._set_mtu(name, existing.mtu if mtu is None else mtu)
+        self.state[name] = replace(self.state[name], up=True)
         self.addresses.setdefault(name, set()).update(str(a) for a in addresses)
-        if created:
-            self.bridge_nf[name] = False  # the kernel's default for a new bridge
         return created
+
+    def _set_mtu(self, name, mtu):
+        if mtu != self.state[name].mtu:
+            self.state[name] = replace(self.state[name], mtu=mtu)
+            self.mtu_set.add(name)
+
+    def _follow_ports(self, bridge):
+        """A bridge's MTU is its ports' smallest (1500 without ports) unless it was set."""
+        link = self.state.get(bridge)
+        if link is not None and link.kind == "bridge" and bridge not in self.mtu_set:
+            ports = [port.mtu for port in self.state.values() if port.master == bridge]
+            self.state[bridge] = replace(link, mtu=min(ports, default=1500))
 
     def found_link(self, name):
         link = self.state.get(name)
@@ -90,14 +102,14 @@ class FakeNetlink:
         if link is None:
             return
         self.addresses.get(name, set()).difference_update(str(a) for a in remove)
-        link = replace(link, mtu=found.mtu)
-        self.state[name] = replace(link, up=link.up and found.up)
+        self._set_mtu(name, found.mtu)
+        self.state[name] = replace(self.state[name], up=link.up and found.up)
 
     def set_bridge_netfilter(self, name, on):
         self._maybe_fail("set_bridge_netfilter")
-        link = self.state.get(name)
-        if link is None or link.kind != "bridge":
-            raise BadRequest(f"interface {name} does not exist on this host")
+        link = self._link(name)
+        if link.kind != "bridge":
+            raise KernelError(f"kernel refused setting nf_call_iptables on {name}: not a bridge")
         self.bridge_nf[name] = on
 
     def bridge_netfilter(self, name):
@@ -106,42 +118,37 @@ class FakeNetlink:
 
     def add_veth(self, host, peer, mtu, master, peer_mac, netns=None):
         self._maybe_fail("add_veth")
-        if netns is not None:
-            inside = self.within(netns)
-            if peer in self.state or host in inside.state:
-                raise Conflict(f"interface {host} or {peer} already exists")
-            if master not in inside.state:
-                raise BadRequest(f"bridge {master} does not exist in namespace {netns}")
-            inside.state[host] = Link(host, "veth", True, mtu, master, None, "02:00:00:00:00:02")
-            self.state[peer] = Link(peer, "veth", False, mtu, None, None, peer_mac or "02:00:00:00:00:03")
-            inside.far_peers[host] = (self, peer)
-            self.far_peers[peer] = (inside, host)
-            return
-        if host in self.state or peer in self.state:
-            raise Conflict(f"interface {host} or {peer} already exists")
-        if master not in self.state:
-            raise NoSuchLink(f"interface {master} does not exist on this host")
-        self.state[host] = Link(host, "veth", True, mtu, master, None, "02:00:00:00:00:02")
-        self.state[peer] = Link(peer, "veth", False, mtu, None, None, peer_mac or "02:00:00:00:00:03")
-        self.peers[host], self.peers[peer] = peer, host
+        inside = self if netns is None else self.within(netns)
+        inside._link(master)
+        if peer in self.state or host in inside.state:
+            raise LinkExists(f"interface {host} or {peer} already exists")
+        # In one namespace each end names the other as its lower link, as the kernel does.
+        here = netns is None
+        inside.state[host] = Link(host, "veth", True, mtu, master, peer if here else None, "02:00:00:00:00:02")
+        self.state[peer] = Link(peer, "veth", False, mtu, None, host if here else None,
+                                peer_mac or "02:00:00:00:00:03")
+        if here:
+            self.peers[host], self.peers[peer] = peer, host
+        else:
+            inside.far_peers[host], self.far_peers[peer] = (self, peer), (inside, host)
+        inside._follow_ports(master)
 
     def ensure_port(self, name, master):
-        if name not in self.state or master not in self.state:
-            raise BadRequest("no such interface")
+        was = self._link(name).master
+        self._link(master)
         self.state[name] = replace(self.state[name], master=master, up=True)
+        self._follow_ports(was), self._follow_ports(master)
 
     def add_macvlan(self, name, parent, mode, mtu, mac):
         self._maybe_fail("add_macvlan")
-        if parent not in self.state:
-            raise BadRequest(f"interface {parent} does not exist on this host")
+        lower = self._link(parent)
         if name in self.state:
-            raise Conflict(f"interface {name} already exists")
-        lower = self.state[parent]
+            raise LinkExists(f"interface {name} already exists")
         siblings = [n for n, link in self.state.items() if link.kind == "macvlan" and link.parent == parent]
         # The kernel's EINVALs: not an Ethernet lower, MTU above the lower's, passthru not alone.
         if (lower.loopback or mtu > lower.mtu or (siblings and mode == "passthru")
                 or any(self.macvlan_modes.get(n) == "passthru" for n in siblings)):
-            raise InjectedFailure(f"kernel refused creating macvlan {name} on {parent} (mode "
+            raise KernelError(f"kernel refused creating macvlan {name} on {parent} (mode "
                                   f"{mode}): Invalid argument (errno 22)")
         if mode == "passthru":
             mac = lower.mac  # a passthru macvlan takes its lower device's MAC
@@ -150,19 +157,18 @@ class FakeNetlink:
 
     def add_vlan(self, name, base, vlan_id):
         self._maybe_fail("add_vlan")
+        lower = self._link(base)
+        if name in self.state:
+            raise LinkExists(f"interface {name} already exists")
         if not self.vlan_supported:
             raise NotSupported(f"this kernel has no 802.1q VLAN support (8021q), so VLAN "
                                f"sub-interface {name} cannot be created on {base}")
-        if base not in self.state:
-            raise BadRequest(f"interface {base} does not exist on this host")
-        if name in self.state:
-            raise Conflict(f"interface {name} already exists")
-        lower = self.state[base]
         self.state[name] = Link(name, "vlan", True, lower.mtu, None, base, lower.mac)
 
     # --- the underlay --------------------------------------------------------------------
     def local_addresses(self):
-        return list(self.addrs)
+        return list(self.addrs) + [(name, ip_interface(a)) for name, held in self.addresses.items()
+                                   for a in sorted(held)]
 
     def default_route_links(self):
         return list(self.default_links)
@@ -180,28 +186,31 @@ class FakeNetlink:
         if inside is None:
             return False
         for link in list(inside.state):
-            inside.remove_link(link)
+            if link in inside.state:  # not gone with another
+                inside._drop(link)
         return True
 
     def within(self, netns):
         if netns not in self.world:
-            raise InjectedFailure(f"network namespace {netns} does not exist")
+            raise NoSuchNamespace(f"network namespace {netns} does not exist")
         return self.world[netns]
 
     # --- VXLAN -------------------------------------------------------------------------
     def add_vxlan(self, name, vni, local, port, mtu, master, netns=None):
         self._maybe_fail("add_vxlan")
         target = self.within(netns) if netns else self
-        if master not in target.state or target.state[master].kind != "bridge":
-            raise BadRequest(f"bridge {master} does not exist")
+        target._link(master)
         if name in self.state or name in target.state or (vni, port) in self.vxlan_sockets:
-            raise Conflict(f"cannot create VXLAN device {name}: the name exists, or another "
+            raise LinkExists(f"cannot create VXLAN device {name}: the name exists, or another "
                            f"VXLAN device on this host already carries VNI {vni} on UDP port {port}")
+        if target.state[master].kind != "bridge":
+            raise KernelError(f"kernel refused making {name} a port of {master}: not a bridge")
         self.vxlan_sockets[(vni, port)] = name
         target.state[name] = Link(name, "vxlan", True, mtu, master, None, "02:00:00:00:00:05")
         target.vxlans[name] = Vxlan(name, vni, local, port, False, True, mtu, master)
         target.far_peers[name] = (self, "")  # where its socket is: freed with the device
         target.fdb[name] = set()
+        target._follow_ports(master)
 
     def vxlan(self, name):
         info = self.vxlans.get(name)
@@ -225,6 +234,11 @@ class FakeNetlink:
         if not self._in_session:
             self.sockets += 1  # each call on its own opens one
 
+    def _link(self, name):
+        if name not in self.state:
+            raise NoSuchLink(f"interface {name} does not exist on this host")
+        return self.state[name]
+
     def _vxlan_dev(self, dev):
         if dev not in self.vxlans:
             raise NoSuchLink(f"interface {dev} does not exist on this host")
@@ -237,10 +251,22 @@ class FakeNetlink:
 
     def ensure_fdb(self, dev, mac, dst):
         self._maybe_fail("ensure_fdb")
+        if failed := self._add_fdb(dev, FdbEntry(mac, dst)):
+            raise KernelError(failed)
+
+    def _refused(self, key):
+        """The bridge refuses a multicast MAC as a unicast entry; tests name others."""
+        return key in self.refuse_entries or (":" in key and key != FLOOD_MAC and int(key[:2], 16) & 1)
+
+    def _add_fdb(self, dev, e):
+        """None, or the kernel's message refusing entry `e` on `dev`."""
         entries = self.fdb[self._vxlan_dev(dev)]
-        if mac != FLOOD_MAC:  # one VTEP per unicast MAC: replaced
-            entries -= {e for e in entries if e.mac == mac}
-        entries.add(FdbEntry(mac, dst))
+        if self._refused(e.mac):
+            return f"kernel refused adding FDB entry {e.mac} -> {e.dst} on {dev}: Invalid argument (errno 22)"
+        if e.mac != FLOOD_MAC:  # one VTEP per unicast MAC: replaced
+            entries -= {x for x in entries if x.mac == e.mac}
+        entries.add(e)
+        return None
 
     def remove_fdb(self, dev, mac, dst):
         entries = self.fdb[self._vxlan_dev(dev)]
@@ -250,8 +276,7 @@ class FakeNetlink:
         return True
 
     def _neigh(self, dev):
-        if dev not in self.state:
-            raise NoSuchLink(f"interface {dev} does not exist on this host")
+        self._link(dev)
         return self.neigh.setdefault(dev, {})
 
     def neighbours(self, dev):
@@ -281,14 +306,7 @@ class FakeNetlink:
                 entries.discard(FdbEntry(e.mac, e.dst))
             for n in neigh_remove:
                 neigh.pop(n.ip, None)
-            for e in fdb_add:
-                if e.mac in self.refuse_entries:
-                    failed.append(f"kernel refused adding FDB entry {e.mac} -> {e.dst} on {dev}: "
-                                  "Invalid argument (errno 22)")
-                    continue
-                if e.mac != FLOOD_MAC:
-                    entries -= {x for x in entries if x.mac == e.mac}
-                entries.add(e)
+            failed += filter(None, (self._add_fdb(dev, e) for e in fdb_add))
             for n in neigh_add:
                 if n.ip in self.refuse_entries:
                     failed.append(f"kernel refused adding neighbour {n.ip} at {n.mac} on {bridge}: "
@@ -301,29 +319,26 @@ class FakeNetlink:
         self._maybe_fail("remove_link")
         if name not in self.state:
             return False
-        del self.state[name]
-        self.neigh.pop(name, None)
-        if name in self.vxlans:
-            info = self.vxlans.pop(name)
-            self.fdb.pop(name, None)
-            home, _ = self.far_peers.get(name, (self, ""))
-            home.vxlan_sockets.pop((info.vni, info.port), None)
-        far = self.far_peers.pop(name, None)
-        if far is not None and far[1]:
-            far[0].state.pop(far[1], None)
-            far[0].far_peers.pop(far[1], None)
-        self.addresses.pop(name, None)
-        self.macvlan_modes.pop(name, None)
-        gone = {name}
-        while uppers := [n for n, link in self.state.items() if link.parent in gone]:
-            for upper in uppers:  # macvlan and vlan links go with their lower device
-                del self.state[upper]
-                self.macvlan_modes.pop(upper, None)
-                gone.add(upper)
-        peer = self.peers.pop(name, None)
-        if peer:
-            self.state.pop(peer, None)
-            self.peers.pop(peer, None)
-        for other in [n for n, link in self.state.items() if link.master == name]:
-            self.state[other] = replace(self.state[other], master=None)
+        self._drop(name)
         return True
+
+    def _drop(self, name):
+        """Link `name` gone with what goes with it, as in the kernel: the other end of a veth
+        (here or in another namespace), the macvlan and vlan links on it, its VXLAN socket;
+        its ports stay, without a master."""
+        link = self.state.pop(name)
+        for table in (self.neigh, self.addresses, self.macvlan_modes, self.fdb, self.peers, self.bridge_nf):
+            table.pop(name, None)
+        self.mtu_set.discard(name)
+        far, far_name = self.far_peers.pop(name, (self, ""))
+        if name in self.vxlans:  # `far` is the namespace of its socket
+            info = self.vxlans.pop(name)
+            far.vxlan_sockets.pop((info.vni, info.port), None)
+        elif far_name in far.state:
+            far.far_peers.pop(far_name, None)
+            far._drop(far_name)
+        for lower_of in [n for n, other in self.state.items() if other.parent == name]:
+            self._drop(lower_of)
+        for port in [n for n, other in self.state.items() if other.master == name]:
+            self.state[port] = replace(self.state[port], master=None)
+        self._follow_ports(link.master)

@@ -26,9 +26,9 @@ from dataclasses import replace
 
 from driver import naming
 from driver.models import DEFAULT_MTU, EndpointRecord, NetworkRecord
-from pynet_core.errors import BadRequest, Conflict, PynetError, describe_error
+from pynet_core.errors import BadRequest, Conflict, describe_error
 from driver.kinds.macvlan.parents import check_sharing, lower_still_used, split_vlan
-from driver.netlink.api import Link, Netlink, NotSupported
+from driver.netlink.api import KernelError, Link, Netlink, NotSupported
 from driver.protocol import JoinAnswer
 
 from ..base import RECREATE, Carrier, ContainerName, Difference, PublishesNothing, gateway_answer
@@ -103,7 +103,7 @@ class MacvlanKind(PublishesNothing):
         self.netlink.remove_link(name)
         try:
             self.netlink.add_macvlan(name, net.lower, net.options.macvlan_mode, mtu, None)
-        except PynetError as exc:
+        except KernelError as exc:  # the kernel's refusal; a parent gone meanwhile is NoSuchLink
             hint = ("; passthru needs the parent to itself (is another macvlan on it?)"
                     if net.options.macvlan_mode == "passthru" else "")
             raise Conflict(f"macvlan parent {net.lower} cannot carry {net.options.macvlan_mode} "

@@ -19,7 +19,7 @@ import threading
 from pynet_core import deadline
 from pynet_core.errors import ErrorCategory, PynetError, describe_error
 
-from driver.netlink.api import Netlink
+from driver.netlink.api import Netlink, NoSuchLink, NoSuchNamespace
 
 from .peers import Changes, Desired, diff
 
@@ -84,7 +84,7 @@ class PeerApplier:
                 failed = inside.change_peers(
                     vxlan, bridge, fdb_remove=changes.fdb_remove, neigh_remove=changes.neigh_remove,
                     fdb_add=changes.fdb_add, neigh_add=changes.neigh_add) if changes else []
-        except PynetError as exc:
+        except (NoSuchNamespace, NoSuchLink) as exc:  # not there (yet, or any more)
             log.debug("overlay device %s in %s not programmable: %s", vxlan, netns, exc.message)
             return None
         except Exception as exc:  # one broken overlay must not stop the sync of the others

@@ -15,8 +15,7 @@ from functools import partial
 
 from driver import naming
 from driver.models import EndpointRecord, NetworkRecord
-from driver.netlink.api import Netlink
-from pynet_core.errors import PynetError
+from driver.netlink.api import Netlink, NoSuchNamespace
 from pynet_core.store import keys
 
 from ..base import RECREATE, Difference
@@ -42,7 +41,7 @@ def check_network(netlink: Netlink, runtime: OverlayRuntime, net: NetworkRecord,
         return []
     try:
         inside = netlink.within(net.netns)
-    except PynetError:
+    except NoSuchNamespace:
         return [Difference(f"namespace {net.netns} of overlay {net.id[:12]} is missing", RECREATE)]
     found, vxlan_there = _devices(inside, net, endpoints)
     return found + _store_side(inside, runtime, net) if vxlan_there else found

@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from driver import naming
 from driver.models import EndpointRecord, NetworkRecord
-from driver.netlink.api import Netlink
+from driver.netlink.api import Netlink, NoSuchNamespace
 from driver.kinds.overlay.model import LOCAL_SPACE, Member, OverlayId, Peer, link_mtu, max_mtu
 from driver.kinds.overlay.runtime import OverlayRuntime
 from driver.protocol import JoinAnswer
@@ -129,7 +129,7 @@ class OverlayKind(PublishesNothing):
         if net.netns is not None:
             try:
                 self.netlink.within(net.netns).remove_link(naming.vxlan(net.id))
-            except PynetError:
+            except NoSuchNamespace:
                 pass  # no namespace: nothing in it
 
     def delete_network(self, net: NetworkRecord, others: Sequence[NetworkRecord]) -> None:
@@ -195,7 +195,7 @@ class OverlayKind(PublishesNothing):
         netns = net.netns if net is not None else naming.overlay_netns(ep.network_id)
         try:
             self.netlink.within(netns).remove_link(ep.host_if or naming.host_veth(ep.id))
-        except PynetError:
+        except NoSuchNamespace:
             pass  # the namespace went with its network
 
     # --- plugin start --------------------------------------------------------------
