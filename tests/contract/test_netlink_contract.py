@@ -21,6 +21,7 @@ from pyroute2 import IPRoute
 from driver.netlink.api import (FLOOD_MAC, FdbEntry, FoundLink, KernelError, LinkExists, Neighbour, Netlink,
                                 NoSuchLink, NoSuchNamespace, NotSupported, Vxlan)
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
+from pynet.plugin_api import status_of
 from pynet_core.errors import BadRequest, Conflict, PynetError
 from tests.fakes.netlink import FakeNetlink
 
@@ -105,8 +106,8 @@ def test_the_errors_are_domain_errors() -> None:
     assert issubclass(NoSuchLink, BadRequest) and issubclass(LinkExists, Conflict)
     assert issubclass(NoSuchNamespace, KernelError) and issubclass(NotSupported, KernelError)
     assert issubclass(KernelError, PynetError)
-    assert [e.status for e in (NoSuchLink, LinkExists, KernelError, NoSuchNamespace, NotSupported)] == \
-        [400, 409, 500, 500, 501]
+    errors = (NoSuchLink, LinkExists, KernelError, NoSuchNamespace, NotSupported)
+    assert [status_of("NetworkDriver.Join", error("x")) for error in errors] == [400, 409, 500, 500, 501]
 
 
 # --- reading a namespace -------------------------------------------------------------
