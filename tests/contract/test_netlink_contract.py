@@ -43,16 +43,20 @@ class Bed:
         return self.named[-1]
 
     def underlay(self) -> str:
-        """An up link `ul0` holding LOCAL/24, where VXLAN sockets bind: test setup."""
+        """Test setup: an up link `ul0` holding LOCAL/24, where VXLAN sockets bind, and the
+        default route through it (to its own peer ul1: nothing leaves the namespace)."""
         if self.ns is None:
             self.nl.add_device("ul0")
             self.nl.addrs.append(("ul0", ip_interface(f"{LOCAL}/24")))
+            self.nl.default_links.append("ul0")
             return LOCAL
         with IPRoute(netns=self.ns, flags=0) as ipr:
             ipr.link("add", ifname="ul0", kind="veth", peer={"ifname": "ul1"})  # no dummy module here
             index = ipr.link_lookup(ifname="ul0")[0]
             ipr.addr("add", index=index, address=LOCAL, prefixlen=24)
-            ipr.link("set", index=index, state="up")
+            for name in ("ul0", "ul1"):
+                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+            ipr.route("add", dst="0.0.0.0/0", gateway="198.18.0.1", oif=index)
         return LOCAL
 
     def eventually(self, check: Callable[[], bool]) -> bool:
@@ -318,6 +322,8 @@ def test_a_vlan_sub_interface(bed: Bed) -> None:
 def test_a_vxlan_device_in_its_namespace(bed: Bed) -> None:
     nl = bed.nl
     inside, name = overlay(bed)
+    assert ("ul0", ip_interface(f"{LOCAL}/24")) in nl.local_addresses()
+    assert nl.default_route_links() == ["ul0"] and ip_network("0.0.0.0/0") not in nl.routes()
     assert nl.link("pnxtest") is None and nl.vxlan("pnxtest") is None  # moved; its socket stays here
     assert inside.vxlan("pnxtest") == Vxlan("pnxtest", 4242, LOCAL, 4789, False, True, 1450, "br0")
     link = inside.link("pnxtest")

@@ -1,6 +1,8 @@
-"""A strict in-memory kernel for unit tests: refuses what the kernel refuses.
+"""A strict in-memory kernel for unit tests: refuses what the kernel refuses, with the
+errors driver/netlink/api.py names.
 
-Only for fast tests of service logic; tests/kernel proves the real Pyroute2Netlink.
+Only for fast tests of service logic. tests/contract/test_netlink_contract.py holds it and
+the real Pyroute2Netlink to one contract: where the two differ, this one is wrong.
 """
 from __future__ import annotations
 
