@@ -1,8 +1,8 @@
 """Overlay peers at scale, over the strict fake kernel: a sync is one batch per namespace
 (one socket, one dump of each table), one refused entry does not stop the others, a slow
 sync of one overlay never holds up CreateNetwork of another, and a call that runs out of
-time names what used it. The real kernel's side: tests/kernel/test_overlay.py and
-tests/kernel/test_pyroute2_netlink.py; the timings: bench/overlay_peers.py."""
+time names what used it. The real kernel's side: tests/kernel/test_overlay.py and the
+netlink contract, tests/contract/test_netlink_contract.py; the timings: bench/overlay_peers.py."""
 from __future__ import annotations
 
 import threading
