@@ -2,7 +2,6 @@
 owned_links), on networks made through the plugin API over the strict fake kernel."""
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import replace
 
 import pytest
@@ -22,11 +21,8 @@ def made(plugin_client, fake_deps):
         "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.7.0.0/24", "Gateway": GATEWAY}]})[0] == 200
     assert plugin_client("NetworkDriver.CreateEndpoint", {
         "NetworkID": NID, "EndpointID": EID, "Interface": {"Address": "10.7.0.2/24"}})[0] == 200
-    kernel = fake_deps.netlink
-    # The fake keeps the addresses ensure_bridge gave apart from what local_addresses lists.
-    kernel.addrs.append((BRIDGE, ipaddress.ip_interface(GATEWAY)))
     service = plugin_client.network
-    return service.kinds["bridge"], service.ledger.network(NID), service.ledger.endpoints(NID), kernel
+    return service.kinds["bridge"], service.ledger.network(NID), service.ledger.endpoints(NID), fake_deps.netlink
 
 
 def check(made, names=None):
@@ -56,7 +52,7 @@ def test_a_bridge_down_without_its_gateway_and_a_veth_down_are_each_named(made):
     kernel = made[3]
     kernel.state[BRIDGE] = replace(kernel.state[BRIDGE], up=False)
     kernel.state[VETH] = replace(kernel.state[VETH], up=False)
-    kernel.addrs.clear()
+    kernel.addresses[BRIDGE].clear()
     assert check(made) == [(f"bridge {BRIDGE} is down", f"ip link set {BRIDGE} up"),
                            (f"bridge {BRIDGE} lacks its gateway address {GATEWAY}",
                             f"ip addr add {GATEWAY} dev {BRIDGE}"),
