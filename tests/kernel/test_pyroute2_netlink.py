@@ -2,13 +2,15 @@
 (and the fake) by the contract suite, tests/contract/test_netlink_contract.py; here, what the
 kernel holds beyond the API: the bridge's own static entry beside each unicast FDB entry of
 a VXLAN device, which neighbour suppression needs (it answers ARP only for MACs it has an
-entry for behind a suppressing port)."""
+entry for behind a suppressing port); and a namespace removed under a handle into it (the
+fake's handles do not notice)."""
 import secrets
 import subprocess
 
+import pytest
 from pyroute2 import IPRoute
 
-from driver.netlink.api import FdbEntry
+from driver.netlink.api import FdbEntry, NoSuchNamespace
 from driver.netlink.pyroute2_netlink import Pyroute2Netlink
 
 
@@ -43,3 +45,18 @@ def test_a_unicast_entry_has_the_bridges_static_entry_beside_it(ns):
         assert f"{two} dev pnxtest" not in bridge_entries(inner_name)
     finally:
         nl.remove_netns(inner_name)
+
+
+def test_a_handle_into_a_namespace_removed_since_says_so(ns):
+    """within() checks the namespace once; each later call enters it again, and one removed
+    meanwhile is NoSuchNamespace (what the callers pass over), not a bare OSError."""
+    nl = Pyroute2Netlink(ns)
+    name = f"pnt-gone{secrets.token_hex(4)}"
+    nl.ensure_netns(name)
+    try:
+        inside = nl.within(name)
+        assert inside.remove_link("pn-none") is False
+    finally:
+        nl.remove_netns(name)
+    with pytest.raises(NoSuchNamespace, match=name):
+        inside.remove_link("pn-none")
