@@ -118,7 +118,7 @@ class Pyroute2Netlink:
             if existing is None or existing.kind != "bridge":
                 kind = existing.kind if existing else "gone"
                 raise LinkExists(f"interface {name} exists and is not a bridge (it is {kind}); "
-                               "choose another bridge name")
+                                 "choose another bridge name")
             idx = ipr.link_lookup(ifname=name)[0]
             if mtu is not None:
                 ipr.link("set", index=idx, mtu=mtu)

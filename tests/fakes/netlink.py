@@ -204,7 +204,7 @@ class FakeNetlink:
         target._link(master)
         if name in self.state or name in target.state or (vni, port) in self.vxlan_sockets:
             raise LinkExists(f"cannot create VXLAN device {name}: the name exists, or another "
-                           f"VXLAN device on this host already carries VNI {vni} on UDP port {port}")
+                             f"VXLAN device on this host already carries VNI {vni} on UDP port {port}")
         if target.state[master].kind != "bridge":
             raise KernelError(f"kernel refused making {name} a port of {master}: not a bridge")
         self.vxlan_sockets[(vni, port)] = name
