@@ -1,4 +1,4 @@
-"""What this host's dockerd says about its networks, for driver/stale.py: its engine ID and,
+"""What this host's dockerd says about its networks, for driver/leaks.py: its engine ID and,
 per network, the endpoint IDs. Runs on a background thread, never inside a plugin call
 (dockerd may be waiting on pynet at that moment)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import logging
 import docker
 import requests
 
-from .stale import DockerNetworks
+from .leaks import DockerNetworks
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class DockerNetworkList:
             if not engine:
                 return None
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("stale check: dockerd at %s answered something pynet cannot read: %s",
+            log.warning("network leak check: dockerd at %s answered something pynet cannot read: %s",
                         self.base_url, exc)
             return None
         except (docker.errors.DockerException, requests.RequestException, OSError):

@@ -15,7 +15,7 @@ import logging
 from dataclasses import replace
 
 from pynet_core.errors import BackendUnavailable, BadRecord, Conflict, StoreContention
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from pynet_core.store import bad_records, keys, records
 from pynet_core.store.api import Entry, Op, Store
 from pynet_core.store.fenced import FencedWrites, claim_id
@@ -40,11 +40,11 @@ def endpoint_names(ep: EndpointRecord) -> list[Name]:
 
 
 class Ledger:
-    def __init__(self, store: Store, host: str, repairs: RepairQueue | None = None) -> None:
+    def __init__(self, store: Store, host: str, retries: RetryQueue | None = None) -> None:
         self.store = store
         self.host = host
-        self.repairs = repairs or RepairQueue()
-        self.writes = FencedWrites(store, host, self.repairs, keys.driver_fence(host))
+        self.retries = retries or RetryQueue()
+        self.writes = FencedWrites(store, host, self.retries, keys.driver_fence(host))
 
     # --- reading -------------------------------------------------------------------
     # One bad record (written by another client) never hides the others: a listing skips
@@ -101,7 +101,7 @@ class Ledger:
 
     def forget_network_later(self, net: NetworkRecord) -> None:
         """forget_network once the store answers, if the record is still this attempt's."""
-        self.repairs.add(f"removing the record of network {net.id[:12]} (attempt {net.attempt})",
+        self.retries.add(f"removing the record of network {net.id[:12]} (attempt {net.attempt})",
                          lambda: self._forget_network_if(net.id, net.attempt))
 
     def _forget_network_if(self, nid: str, attempt: str) -> None:
@@ -137,7 +137,7 @@ class Ledger:
                      {"network": ep.network_id, "endpoint": ep.id})
 
     def forget_endpoint_later(self, ep: EndpointRecord) -> None:
-        self.repairs.add(f"removing the record of endpoint {ep.id[:12]} (attempt {ep.attempt})",
+        self.retries.add(f"removing the record of endpoint {ep.id[:12]} (attempt {ep.attempt})",
                          lambda: self._forget_endpoint_if(ep.network_id, ep.id, ep.attempt))
 
     def _forget_endpoint_if(self, nid: str, eid: str, attempt: str | None) -> None:
@@ -147,7 +147,7 @@ class Ledger:
 
     def forget_endpoint_by_id_later(self, nid: str, eid: str) -> None:
         """DeleteEndpoint with the store down: the record goes once it answers."""
-        self.repairs.add(f"removing the record of endpoint {eid[:12]}",
+        self.retries.add(f"removing the record of endpoint {eid[:12]}",
                          lambda: self._forget_endpoint_if(nid, eid, None))
 
     # --- names ---------------------------------------------------------------------

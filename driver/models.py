@@ -153,6 +153,12 @@ class NetworkRecord:
     link_mtu: int | None = None
 
     @property
+    def kind(self) -> str:
+        """The network's type (`-o type=`), by the name the code gives it: the kind that serves
+        it (driver/kinds/), as EndpointRecord.kind names the kind that made an endpoint."""
+        return self.options.type
+
+    @property
     def mtu(self) -> int:
         return self.link_mtu or self.options.mtu or DEFAULT_MTU
 

@@ -42,7 +42,7 @@ def restore(service: NetworkService, netlink: Netlink) -> None:
     # before they were one transaction (ledger.Ledger.forget_network).
     ledger.release_orphan_names()
     for type_name, kind in service.kinds.items():
-        mine = [n for n in ready.values() if n.options.type == type_name]
+        mine = [n for n in ready.values() if n.kind == type_name]
         kind.restore(mine, {n.id: by_network[n.id] for n in mine})
         for net in mine:
             ledger.ensure_names(net, by_network[net.id])

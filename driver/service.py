@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from pynet_core.errors import BackendUnavailable, NotFound
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from pynet_core.store.api import Store
 
 from . import naming
@@ -34,14 +34,14 @@ log = logging.getLogger(__name__)
 
 class NetworkService:
     def __init__(self, store: Store, host: str, kinds: dict[str, NetworkKind],
-                 repairs: RepairQueue | None = None, scope: str = "local") -> None:
+                 retries: RetryQueue | None = None, scope: str = "local") -> None:
         self.store = store
         self.host = host
         self.kinds = kinds
         # The driver scope pynet announced (GetCapabilities): with "local", a swarm
         # network reaching CreateNetwork is Swarm's silent node-local fallback (swarm.py).
         self.scope = scope
-        self.ledger = Ledger(store, host, repairs)
+        self.ledger = Ledger(store, host, retries)
         # Endpoint calls of one network run side by side, one at a time per endpoint;
         # CreateNetwork/DeleteNetwork alone (call_locks.py). This only avoids wasted work,
         # correctness across processes and hosts comes from the store's CAS.
@@ -80,7 +80,7 @@ class NetworkService:
         return self._locks.key(f"links/{naming.name_key(eid)}")
 
     def _kind(self, net: NetworkRecord) -> NetworkKind:
-        return self.kinds[net.options.type]
+        return self.kinds[net.kind]
 
     # --- NetworkDriver.CreateNetwork / DeleteNetwork --------------------------------
     def create_network(self, req: CreateNetwork) -> None:
@@ -111,7 +111,7 @@ class NetworkService:
             except BaseException:
                 self._forget_network(net)
                 raise
-        log.info("network %s: %s on %s %s", nid[:12], net.options.type, net.bridge or net.lower or net.netns,
+        log.info("network %s: %s on %s %s", nid[:12], net.kind, net.bridge or net.lower or net.netns,
                  ",".join(net.gateways))
 
     def delete_network(self, req: NetworkCall) -> None:
@@ -126,7 +126,7 @@ class NetworkService:
             self.remove_network(net, [o for o in self.ledger.networks() if o.id != nid])
 
     def reclaim_network(self, nid: str, attempt: str) -> bool:
-        """DeleteNetwork for a network Docker abandoned (driver/stale.py), if its record is
+        """DeleteNetwork for a network Docker abandoned (driver/leaks.py), if its record is
         still that attempt's."""
         net = self.ledger.network(nid)
         if net is None or net.attempt != attempt:
@@ -168,7 +168,7 @@ class NetworkService:
                     network_id=nid, id=eid, host_if=None, peer_if=naming.peer_veth(eid),
                     addresses=tuple(a for a in (req.address, req.address_v6) if a),
                     mac=req.mac or naming.mac_for(eid, req.address or None),
-                    options=req.options, kind=net.options.type, state=CREATING,
+                    options=req.options, kind=net.kind, state=CREATING,
                 )
                 kind = self._kind(net)
                 # The intent (and the link names, which no other endpoint may hold) first.
@@ -195,7 +195,7 @@ class NetworkService:
             self.remove_endpoint(self.ledger.network(nid), ep)
 
     def reclaim_endpoint(self, nid: str, eid: str, attempt: str) -> bool:
-        """DeleteEndpoint for an endpoint Docker abandoned (driver/stale.py)."""
+        """DeleteEndpoint for an endpoint Docker abandoned (driver/leaks.py)."""
         with self._locks.endpoint(nid, eid), self._link_names(eid):
             ep = self.ledger.endpoint(nid, eid)
             if ep is None or ep.attempt != attempt:

@@ -22,19 +22,19 @@ from .models import AddressClaim, claimed_ip
 from .pool_id import PoolId
 from .pools import GLOBAL_SPACE, Pools
 from .protocol import AddressRequest
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 
 
 class Addresses:
     def __init__(self, store: Store, host: str, pools: Pools, claims: FencedWrites,
-                 blocks: HostBlocks, repairs: RepairQueue) -> None:
+                 blocks: HostBlocks, retries: RetryQueue) -> None:
         self.store = store
         self.host = host
         self._pools = pools
         self._claims = claims
         self._fenced = FencedCreates(claims)
         self._blocks = blocks
-        self._repairs = repairs
+        self._retries = retries
 
     def request(self, req: AddressRequest) -> Interface:
         """Claim one address: the one asked for, or a free one."""
@@ -135,7 +135,7 @@ class Addresses:
         try:
             models.update(self.store, key, AddressClaim, free, f"releasing {ip}")
         except BackendUnavailable:
-            self._repairs.add(f"releasing {ip} of pool {pool_id}",
+            self._retries.add(f"releasing {ip} of pool {pool_id}",
                               functools.partial(self._release_later, key, seen[0] if seen else None))
             raise
         if seen and not seen[0].gateway:

@@ -89,7 +89,10 @@ class _Suspect:
     since: float
 
 
-class LeakCheck:
+class AddressLeakCheck:
+    """The IPAM driver's leak check (driver/leaks.py's NetworkLeakCheck is the network
+    driver's): claims and holds Docker no longer uses, released only on proof."""
+
     def __init__(self, store: Store, host: str, docker: Callable[[], DockerView | None],
                  ipam: Releases, *, grace: float = DEFAULT_LEAK_GRACE,
                  clock: Callable[[], float] = time.monotonic,

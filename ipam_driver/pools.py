@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from pynet_core.defaults import DefaultPool
 from pynet_core.errors import BackendUnavailable, BadRequest, Exhausted, NotFound, StoreContention
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from pynet_core.store import keys, records
 from pynet_core.store.segments import segment_problem
 from pynet_core.wire import printable
@@ -49,14 +49,14 @@ MIN_PREFIX = {4: 8, 6: 48}
 class Pools:
     def __init__(self, store: Store, host: str, default_pools: tuple[DefaultPool, ...],
                  host_routes: Callable[[], list[Network]], block_size: int,
-                 blocks: HostBlocks, repairs: RepairQueue, writes: FencedWrites) -> None:
+                 blocks: HostBlocks, retries: RetryQueue, writes: FencedWrites) -> None:
         self.store = store
         self.host = host
         self.default_pools = default_pools
         self.host_routes = host_routes
         self.block_size = block_size
         self._blocks = blocks
-        self._repairs = repairs
+        self._retries = retries
         self._writes = writes
         # Pools this host holds, as last read: a pool cannot go away while this host holds
         # it, so RequestAddress need not read the pool record every time (POOL_TTL).
@@ -128,7 +128,7 @@ class Pools:
         try:
             self._drop(pool_id, None)
         except BackendUnavailable:
-            self._repairs.add(f"releasing pool {pool_id} held by {self.host}",
+            self._retries.add(f"releasing pool {pool_id} held by {self.host}",
                               functools.partial(self._drop, pool_id, None))
             raise
 

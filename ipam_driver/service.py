@@ -24,7 +24,7 @@ from .hostblocks import HostBlocks
 from .pool_id import PoolId
 from .pools import GLOBAL_SPACE, LOCAL_SPACE, Pools
 from .protocol import AddressRequest, Capabilities, DefaultSpaces, PoolRequest
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 
 __all__ = ["DefaultPool", "IpamService", "LOCAL_SPACE", "GLOBAL_SPACE"]
 
@@ -38,15 +38,15 @@ class IpamService:
     host_routes: Callable[[], list[Network]] = field(default=lambda: [])
     # Addresses per host block for pools created here (0: none); see blocks.py.
     block_size: int = DEFAULT_BLOCK_SIZE
-    repairs: RepairQueue = field(default_factory=RepairQueue, repr=False)
+    retries: RetryQueue = field(default_factory=RetryQueue, repr=False)
 
     def __post_init__(self) -> None:
-        claims = FencedWrites(self.store, self.host, self.repairs)
+        claims = FencedWrites(self.store, self.host, self.retries)
         blocks = HostBlocks(self.store, self.host, claims)
         self._pools = Pools(self.store, self.host, self.default_pools, self.host_routes,
-                            self.block_size, blocks, self.repairs, claims)
+                            self.block_size, blocks, self.retries, claims)
         self._addresses = Addresses(self.store, self.host, self._pools, claims, blocks,
-                                    self.repairs)
+                                    self.retries)
 
     def capabilities(self) -> Capabilities:
         # Everything is persisted, so Docker need not replay requests after a restart.

@@ -15,27 +15,26 @@ from typing import Callable
 from flask import Flask
 
 from driver.firewall.api import Firewall
-from driver.firewall.libnftables import probe as libnftables_probe  # noqa: F401 - for preflight
 from driver.kinds import build_kinds
 from driver.netlink.api import Netlink
 from driver.kinds.overlay.runtime import OverlayRuntime, OverlaySettings
 from driver.restore import restore
 from driver.routes import network_handlers
 from driver.service import NetworkService
-from driver.stale import DockerNetworks, StaleCheck
+from driver.leaks import DockerNetworks, NetworkLeakCheck
 from driver.swarm import SwarmNetworks
 from ipam_driver.claim_owners import ClaimOwners
 from ipam_driver.docker_addresses import DockerView
-from ipam_driver.leaks import LeakCheck
+from ipam_driver.leaks import AddressLeakCheck
 from ipam_driver.routes import ipam_handlers
 from ipam_driver.service import IpamService
 
-from . import heartbeat, metrics
+from . import last_seen, metrics
 from .ops.address_users import EndpointsNamingAddress
 from .jobs import every
 from .plugin_api import plugin_app
 from .readiness import RestoreGate
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from .settings import Settings
 from pynet_core.store.api import Store
 
@@ -54,7 +53,7 @@ class Deps:
     # None here: no leak check.
     docker_addresses: Callable[[], DockerView | None] | None = None
     # Which networks and endpoints Docker has (None: dockerd could not be asked), for the
-    # stale network check; None here: no such check.
+    # network leak check; None here: no such check.
     docker_networks: Callable[[], DockerNetworks | None] | None = None
 
 
@@ -104,15 +103,15 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     naming --store consul. overlay=False: a plugin without the kind (some tests)."""
     settings = settings or Settings()
     deps = deps or build_deps(settings)
-    repairs = RepairQueue()
+    retries = RetryQueue()
     runtime = OverlayRuntime(deps.store, settings.host, deps.netlink, overlay_settings(settings),
-                             repairs) if overlay else None
+                             retries) if overlay else None
     ipam = IpamService(deps.store, settings.host, settings.default_pools,
                        block_size=settings.ipam_block_size,
                        host_routes=deps.netlink.routes)
     network = NetworkService(deps.store, settings.host,
                              build_kinds(deps.netlink, deps.firewall, runtime, ipam.holds_pool),
-                             repairs, scope=settings.scope)
+                             retries, scope=settings.scope)
     if runtime is not None:
         # The overlay believes its own side from this host's records, and a peer's address
         # only if the IPAM's claim is that peer's host's (driver/kinds/overlay/admission.py).
@@ -129,7 +128,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                  settings.vxlan_port, settings.overlay_peer_timeout)
     if deps.docker_addresses is not None and settings.leak_check_interval > 0:
         # An address goes with the endpoint record naming it, or not at all (pynet/ops/address_users.py).
-        check = LeakCheck(deps.store, settings.host, deps.docker_addresses, ipam,
+        check = AddressLeakCheck(deps.store, settings.host, deps.docker_addresses, ipam,
                           grace=settings.leak_grace, users=EndpointsNamingAddress(network))
         background.stops.append(every(settings.leak_check_interval,
                                       lambda: metrics.leak_released(check.check_once()), "leak check"))
@@ -137,13 +136,13 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                  settings.leak_check_interval, settings.docker_host, settings.leak_grace)
     if deps.docker_networks is not None and settings.leak_check_interval > 0:
         # The same schedule and grace: a network or endpoint Docker abandoned is a leak too.
-        stale = StaleCheck(network, deps.docker_networks, grace=settings.leak_grace)
-        background.stops.append(every(settings.leak_check_interval, stale.check_once,
-                                      "stale network check"))
+        network_leaks = NetworkLeakCheck(network, deps.docker_networks, grace=settings.leak_grace)
+        background.stops.append(every(settings.leak_check_interval, network_leaks.check_once,
+                                      "network leak check"))
     if settings.store == "consul":
         # With a shared store, `pynet ipam check` names the claims of hosts long unseen.
-        background.stops.append(every(heartbeat.INTERVAL, lambda: heartbeat.beat(deps.store, settings.host),
-                                      "heartbeat", at_once=True, retry_after=heartbeat.RETRY))
+        background.stops.append(every(last_seen.INTERVAL, lambda: last_seen.report(deps.store, settings.host),
+                                      "last-seen report", at_once=True, retry_after=last_seen.RETRY))
     if settings.metrics_addr:
         server = metrics.serve(settings.metrics_addr, settings.metrics_allow_remote, deps.store,
                                settings.host)

@@ -13,7 +13,7 @@ def every(interval: float, check: Callable[[], object], name: str,
     """Run `check` every `interval` seconds on a daemon thread until the returned event is
     set (at_once: a first run straight away). A failed check (the store or Docker away) is
     logged and tried again next time, or after `retry_after` seconds when given (a job whose
-    missing run misleads others, like the heartbeat, should not wait a whole period)."""
+    missing run misleads others, like the last-seen report, should not wait a whole period)."""
     stop = threading.Event()
 
     def loop() -> None:

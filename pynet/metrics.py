@@ -220,7 +220,7 @@ class StateCollector:
         eps = [ep for _, ep in _typed(endpoints, endpoint_at)]
         by_type = GaugeMetricFamily("pynet_networks", "This host's networks, by type",
                                     labels=["type"])
-        for kind, count in sorted(Tally(n.options.type for n in nets).items()):
+        for kind, count in sorted(Tally(n.kind for n in nets).items()):
             by_type.add_metric([kind], count)
         yield by_type
         per_net = GaugeMetricFamily("pynet_endpoints", "This host's endpoints, by network",

@@ -18,6 +18,8 @@ import socket
 from dataclasses import dataclass
 from typing import Callable
 
+from driver.firewall import libnftables
+
 from .settings import Settings
 
 EXIT_CODE = 2
@@ -55,9 +57,8 @@ def socket_answers(path: str) -> bool:
 
 def libnftables_loads() -> str | None:
     """None if a libnftables context can be made, else why not (the firewall adapter's own
-    probe, reached through the composition root: the core imports no driver)."""
-    from .app import libnftables_probe
-    return libnftables_probe()
+    probe)."""
+    return libnftables.probe()
 
 
 @dataclass(frozen=True)

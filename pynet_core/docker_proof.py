@@ -1,5 +1,5 @@
 """Whether a dockerd is this host's: the proof both reclaim checks need before they judge
-anything unused (ipam_driver/leaks.py for addresses and pools, driver/stale.py for networks
+anything unused (ipam_driver/leaks.py for addresses and pools, driver/leaks.py for networks
 and endpoints).
 
 A dockerd that lists one of this host's pynet networks (or pools) is this host's. Remembering

@@ -10,7 +10,6 @@ comment (each names its network, and a port's its endpoint).
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -36,7 +35,7 @@ RESTART = "restart pynet (systemctl restart pynet): its restore rebuilds the who
 def differences(networks: Iterable[NetworkRecord], endpoints: Iterable[EndpointRecord],
                 run: commands.Runner = commands.run_command,
                 read_table: Callable[[], list[dict]] = lambda: _read_table()) -> list[Difference]:
-    nets = [n for n in networks if n.options.type == "bridge" and n.bridge]
+    nets = [n for n in networks if n.kind == "bridge" and n.bridge]
     eps = [e for e in endpoints if e.published and any(n.id == e.network_id for n in nets)]
     found = _nft(nets, eps, read_table) + _iptables(nets, run) + _sysctls(nets, eps)
     return found

@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Iterable
 
-from pynet_core.errors import BadRequest, Conflict, PynetError
+from pynet_core.errors import BadRequest, PynetError
 from driver.models import EndpointRecord, NetworkRecord
 from driver.portmap import ANY, PortBinding, PortRequest
 
@@ -67,7 +67,7 @@ class NftFirewall:
 
     # --- networks ------------------------------------------------------------------
     def network_added(self, network: NetworkRecord) -> None:
-        if network.options.type != "bridge":
+        if network.kind != "bridge":
             return
         with self._lock:
             before = dict(self._networks)
@@ -89,7 +89,7 @@ class NftFirewall:
                 raise
 
     def network_removed(self, network: NetworkRecord) -> None:
-        if network.options.type != "bridge":
+        if network.kind != "bridge":
             return
         with self._lock:
             found = network.found_bridge
@@ -197,7 +197,7 @@ class NftFirewall:
         """Make the kernel match the records: rules of these networks and the published
         ports of these endpoints, nothing else (rules of vanished networks go)."""
         with self._lock:
-            self._networks = {n.id: n for n in networks if n.options.type == "bridge"}
+            self._networks = {n.id: n for n in networks if n.kind == "bridge"}
             wanted: dict[str, tuple[str, str, tuple[PortBinding, ...]]] = {}
             for ep in endpoints:
                 if ep.published and ep.network_id in self._networks:

@@ -111,7 +111,7 @@ def all_owned_links(kinds: Mapping[str, NetworkKind], networks: Iterable[Network
     the two never disagree on which pynet-named link is nobody's."""
     owned: set[str] = set()
     for net in networks:
-        kind = kinds.get(net.options.type)
+        kind = kinds.get(net.kind)
         if kind is not None:
             owned |= kind.owned_links(net, endpoints.get(net.id, []))
     return owned

@@ -61,5 +61,5 @@ def add_commands(commands) -> None:
                        help="how long a leak must stay unused and unchanged before --repair "
                             "releases it (default 60, at least 60)")
     check.add_argument("--host-timeout", type=float, default=600.0, metavar="SECONDS",
-                       help="report the claims of hosts whose heartbeat is older (default 600)")
+                       help="report the claims of hosts whose last-seen report is older (default 600)")
     check.add_argument("--yes", action="store_true", help="--repair without asking on a terminal")

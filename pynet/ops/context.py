@@ -92,9 +92,9 @@ class Context:
 
     def kind(self, net: NetworkRecord) -> NetworkKind:
         """The kind serving the network's type: the commands ask it, never the type."""
-        kind = self.kinds.get(net.options.type)
+        kind = self.kinds.get(net.kind)
         if kind is None:  # only a record another client (or a newer pynet) wrote
-            raise CannotLook(f"network {net.id[:12]} has type {net.options.type!r}, which this "
+            raise CannotLook(f"network {net.id[:12]} has type {net.kind!r}, which this "
                              "pynet has no kind for")
         return kind
 

@@ -7,7 +7,7 @@ networks Docker listed completely. A dry run shows what is unused now; --repair 
 after --older-than seconds and releases only what stayed unused, unchanged, all that time.
 
 Beside that, read from every host's records (the shared store with Consul): claims of hosts
-whose heartbeat (pynet/heartbeat.py) is older than --host-timeout, addresses two endpoint
+whose last-seen report (pynet/last_seen.py) is older than --host-timeout, addresses two endpoint
 records name, and endpoint addresses in a pynet pool that no claim holds. Swarm-scope
 (GlobalDefault) claims are made by a Swarm manager for tasks on any node, so this host's
 dockerd cannot judge them: they are listed apart, never released here.
@@ -25,11 +25,11 @@ from driver.models import EndpointRecord
 from driver.service import NetworkService
 from ipam_driver import models
 from ipam_driver.docker_addresses import DockerAddresses
-from ipam_driver.leaks import LeakCheck
+from ipam_driver.leaks import AddressLeakCheck
 from ipam_driver.models import AddressClaim, BlockClaim
 from ipam_driver.pools import GLOBAL_SPACE
 from ipam_driver.service import IpamService
-from pynet import heartbeat
+from pynet import last_seen
 from pynet_core.defaults import MIN_LEAK_GRACE
 from pynet_core.errors import BadRecord
 from pynet_core.store import bad_records, keys
@@ -61,11 +61,11 @@ def _describe(ctx: Context, what: str) -> dict:
                     f"unknown to dockerd{named}"}
 
 
-def _leak_check(ctx: Context, grace: float, read_only: bool) -> LeakCheck:
+def _leak_check(ctx: Context, grace: float, read_only: bool) -> AddressLeakCheck:
     s = ctx.settings
     ipam = IpamService(ctx.store, ctx.host, s.default_pools, block_size=s.ipam_block_size)
     docker = DockerAddresses(s.docker_host, ipam_driver=Path(s.socket).stem)
-    return LeakCheck(ReadOnlyStore(ctx.store) if read_only else ctx.store, ctx.host, docker, ipam,
+    return AddressLeakCheck(ReadOnlyStore(ctx.store) if read_only else ctx.store, ctx.host, docker, ipam,
                      grace=grace, judged_space=lambda space: space != GLOBAL_SPACE,
                      users=None if read_only else _endpoints(ctx))
 
@@ -99,7 +99,7 @@ def _naming(ctx: Context, what: str) -> list[str]:
             for ep in EndpointsNamingAddress(NetworkService(ctx.store, ctx.host, {})).naming(space, pool, ip)]
 
 
-def _local(ctx: Context, check: LeakCheck) -> dict:
+def _local(ctx: Context, check: AddressLeakCheck) -> dict:
     view = check.last_view
     held = check.held_pools()
     if view is None:
@@ -137,7 +137,7 @@ def _claims_by_host(ctx: Context, pools: list[dict]) -> dict[str, dict]:
 
 
 def _unseen(ctx: Context, pools: list[dict], limit: float) -> list[dict]:
-    seen = heartbeat.last_seen(ctx.store)
+    seen = last_seen.read_all(ctx.store)
     now = time.time()
     found = []
     for host, held in sorted(_claims_by_host(ctx, pools).items()):
@@ -195,9 +195,9 @@ def ipam_check(ctx: Context, args) -> int:
     if args.older_than < MIN_LEAK_GRACE:
         raise CannotLook(f"--older-than {args.older_than:g}: expected at least {MIN_LEAK_GRACE:g} s "
                          "(the leak check's smallest grace: Docker retries a call for 30 s)")
-    if args.host_timeout < 2 * heartbeat.INTERVAL:
+    if args.host_timeout < 2 * last_seen.INTERVAL:
         raise CannotLook(f"--host-timeout {args.host_timeout:g}: expected at least "
-                         f"{2 * heartbeat.INTERVAL:g} s (hosts beat every {heartbeat.INTERVAL:g} s)")
+                         f"{2 * last_seen.INTERVAL:g} s (hosts beat every {last_seen.INTERVAL:g} s)")
     check = _leak_check(ctx, args.older_than, read_only=not args.repair)
     check.check_once()
     pools = read_pools(ctx)

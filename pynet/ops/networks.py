@@ -9,7 +9,7 @@ from .render import OK
 
 def network_row(ctx: Context, net: NetworkRecord, endpoints: int) -> dict:
     carrier = ctx.kind(net).describe(net)
-    return {"id": net.id, "name": ctx.docker_names.networks.get(net.id), "type": net.options.type,
+    return {"id": net.id, "name": ctx.docker_names.networks.get(net.id), "type": net.kind,
             "subnets": list(net.subnets), "gateways": list(net.gateways), "device": carrier.device,
             "bridge": net.bridge, "parent": carrier.parent, "vni": net.vni, "netns": net.netns,
             "mtu": net.mtu, "internal": net.options.internal, "endpoints": endpoints, "state": net.state}

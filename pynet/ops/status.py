@@ -7,7 +7,7 @@ import time
 from importlib import metadata
 
 from driver.models import READY
-from pynet import heartbeat
+from pynet import last_seen
 from pynet_core import docker_proof
 from pynet_core.errors import PynetError
 from pynet_core.store import keys, records
@@ -59,9 +59,9 @@ def status(ctx: Context, args) -> int:
             counts[ep.network_id] = counts.get(ep.network_id, 0) + 1
         pending = [n.id for n in nets if n.state != READY] + [e.id for e in eps if e.state != READY]
         engine = records.read(ctx.store, keys.docker_engine(ctx.host)) or {}
-        seen = heartbeat.last_seen(ctx.store).get(ctx.host)
+        seen = last_seen.read_all(ctx.store).get(ctx.host)
         doc["networks"] = [{"id": n.id, "name": ctx.docker_names.networks.get(n.id),
-                            "type": n.options.type, "subnets": list(n.subnets),
+                            "type": n.kind, "subnets": list(n.subnets),
                             "device": ctx.kind(n).describe(n).device,
                             "endpoints": counts.get(n.id, 0), "state": n.state} for n in nets]
         doc["restore"] = {"plugin_socket": s.socket, "socket_present": os.path.exists(s.socket),

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 
 from pynet_core.errors import BackendUnavailable
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 
 from . import keys, records
 from .api import Entry, Op, Store
@@ -51,14 +51,14 @@ def delete_if_unchanged(key: str, value: str) -> Settle:
 
 
 class FencedWrites:
-    def __init__(self, store: Store, host: str, repairs: RepairQueue,
+    def __init__(self, store: Store, host: str, retries: RetryQueue,
                  fence_key: str | None = None) -> None:
         # One FencedWrites per fence key in a process: two would each cache the version and
         # fail each other's checks.
         self.store = store
         self.host = host
-        self.fence_key = fence_key or keys.fence(host)
-        self._repairs = repairs
+        self.fence_key = fence_key or keys.ipam_fence(host)
+        self._retries = retries
         self._lock = threading.Lock()
         self._fence: int | None = None
         self._failures = 0
@@ -114,7 +114,7 @@ class FencedWrites:
     def _in_doubt(self, what: str, settle: Settle) -> None:
         with self._lock:
             self._doubtful[what] = settle
-        self._repairs.add(f"settling writes of host {self.host} left in doubt", self.settle)
+        self._retries.add(f"settling writes of host {self.host} left in doubt", self.settle)
 
     def retire(self) -> None:
         """Delete the fence key while nothing is in doubt (a host with nothing recorded

@@ -10,7 +10,7 @@ v1/hosts/<host>/names/<space>/<name>         a kernel name a network or endpoint
 v1/hosts/<host>/fence                        the network driver's write fence
 v1/hosts/<host>/docker                       the engine ID of the dockerd proven this host's
 v1/hosts/<host>/overlay-fence                the overlay's write fence
-v1/hosts/<host>/seen                         the host's last-seen heartbeat (--store consul)
+v1/hosts/<host>/seen                         the host's last-seen report (--store consul)
 v1/overlay/nets/<space>/<subnet>/def         an overlay's definition (VNI, MTU, UDP port)
 v1/overlay/vnis/<vni>                        a VNI taken cluster-wide (create-if-absent)
 v1/overlay/hosts/<host>/members/<space>/<subnet>        <host> has the overlay: its VTEP
@@ -76,7 +76,7 @@ def ipam_block(space: str, pool: str, block: str) -> str:
     return ipam_blocks(space, pool) + _cidr(block)
 
 
-def fence(host: str) -> str:
+def ipam_fence(host: str) -> str:
     """The host's write fence (pynet_core/store/fenced.py); at its historical path."""
     return f"{VERSION}/ipam/fences/{host}"
 
@@ -113,12 +113,12 @@ def driver_fence(host: str) -> str:
 
 
 def docker_engine(host: str) -> str:
-    """The dockerd seen knowing this host's networks (driver/stale.py)."""
+    """The dockerd seen knowing this host's networks (driver/leaks.py)."""
     return f"{VERSION}/hosts/{host}/docker"
 
 
 def host_seen(host: str) -> str:
-    """The host's last-seen heartbeat (pynet/heartbeat.py)."""
+    """The host's last-seen report (pynet/last_seen.py)."""
     return f"{VERSION}/hosts/{host}/seen"
 
 

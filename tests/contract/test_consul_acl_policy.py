@@ -10,7 +10,7 @@ import pytest
 
 from pynet_core.errors import BackendUnavailable
 from pynet_core.store.consul import ConsulStore
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from ipam_driver.service import IpamService
 from tests.fakes.ipam_client import DockerIpam
 from tests.harness.consul import ConsulAgent
@@ -32,7 +32,7 @@ def test_documented_policy_is_enough_for_ipam_and_no_more() -> None:
         _api(agent, "/v1/acl/policy", {"Name": "pynet", "Rules": POLICY.read_text()})
         token = _api(agent, "/v1/acl/token", {"Policies": [{"Name": "pynet"}]})["SecretID"]
         store = ConsulStore(agent.addr, token=token, prefix="pynet/")
-        ipam = DockerIpam(IpamService(store, "h1", repairs=RepairQueue(background=False)))
+        ipam = DockerIpam(IpamService(store, "h1", retries=RetryQueue(background=False)))
         pool, _ = ipam.request_pool("LocalDefault", "10.9.0.0/24", "", {}, False)
         gateway = ipam.request_address(pool, "", {"RequestAddressType": "com.docker.network.gateway"})
         address = ipam.request_address(pool, "", {"com.docker.network.endpoint.name": "web"})

@@ -3,7 +3,7 @@
 
 SlowConsul holds the write that makes a record ready past pynet's 3 s request timeout, so
 the call answers 503 and undoes its kernel work; its clean-up write is held too and never
-lands, while the ready write does, late. Once the store answers and the driver's repairs
+lands, while the ready write does, late. Once the store answers and the driver's retries
 run, the host's records must be exactly as if the call had not happened, and Docker's retry
 of the call works.
 """
@@ -63,11 +63,11 @@ def land_the_ready_write_only(proxy: SlowConsul) -> None:
 
 
 def settle(client: AppClient) -> None:
-    repairs = client.network.ledger.repairs
+    retries = client.network.ledger.retries
     for _ in range(20):
-        if repairs.run_once() == 0:
+        if retries.run_once() == 0:
             return
-    raise AssertionError(f"still queued: {repairs.pending()}")
+    raise AssertionError(f"still queued: {retries.pending()}")
 
 
 def records(store: ConsulStore) -> list[str]:

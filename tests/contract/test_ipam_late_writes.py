@@ -19,7 +19,7 @@ import pytest
 from ipam_driver.service import IpamService
 from pynet_core import deadline
 from pynet_core.errors import BackendUnavailable
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from pynet_core.store import keys
 from pynet_core.store.consul import ConsulStore
 from tests.fakes.ipam_client import DockerIpam
@@ -53,7 +53,7 @@ class Host:
 
     def __init__(self, store: ConsulStore, name: str = "h1", block_size: int = 0) -> None:
         self.ipam = DockerIpam(IpamService(store, name, block_size=block_size,
-                                           repairs=RepairQueue(background=False)))
+                                           retries=RetryQueue(background=False)))
 
     def __getattr__(self, method: str):
         call = getattr(self.ipam, method)
@@ -65,9 +65,9 @@ class Host:
 
     def settle(self) -> None:
         for _ in range(10):
-            if self.ipam.repairs.run_once() == 0:
+            if self.ipam.retries.run_once() == 0:
                 return
-        raise AssertionError(f"still queued: {self.ipam.repairs.pending()}")
+        raise AssertionError(f"still queued: {self.ipam.retries.pending()}")
 
 
 def ipam_state(store: ConsulStore) -> dict[str, object]:

@@ -11,14 +11,14 @@ from driver import naming
 from driver.kinds.overlay.model import Member, OverlayId, Peer
 from driver.kinds.overlay.registry import Registry
 from pynet_core.errors import Conflict
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from pynet_core.store import keys
 
 OID = OverlayId("LocalDefault", "10.50.0.0/24")
 
 
 def registry(open_store, host):
-    return Registry(open_store(), host, RepairQueue(background=False))
+    return Registry(open_store(), host, RetryQueue(background=False))
 
 
 def member(host, nid="n", vtep="198.18.0.11"):

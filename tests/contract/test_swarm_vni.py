@@ -16,7 +16,7 @@ from driver import naming
 from driver.kinds.overlay.model import FIRST_SWARM_VNI, Member, OverlayId
 from driver.kinds.overlay.registry import Registry
 from pynet_core.errors import Conflict
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from pynet_core.store import keys, records
 
 NET, OTHER = "k2mq0d8f5tq1vz8b3yl2c0h7x", "p9w1x0c3v5b7n2m4q6e8r0t1y"
@@ -24,7 +24,7 @@ GLOBAL = OverlayId("GlobalDefault", "10.60.0.0/24")
 
 
 def registry(open_store, host):
-    return Registry(open_store(), host, RepairQueue(background=False))
+    return Registry(open_store(), host, RetryQueue(background=False))
 
 
 def claims(store) -> dict[int, dict]:

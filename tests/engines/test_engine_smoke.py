@@ -11,7 +11,6 @@ import secrets
 import subprocess
 import time
 
-import pytest
 
 from driver.docker_networks import DockerNetworkList
 from tests.engines.conftest import HOST_IP, OUTSIDE_IP, Bed

@@ -58,7 +58,7 @@ class RecordingFirewall:
     def sync(self, networks, endpoints=()) -> None:
         # Like NftFirewall: only bridge networks have rules (macvlan traffic never crosses
         # the host's IP stack).
-        self.networks = {n.id: n for n in networks if n.options.type == "bridge"}
+        self.networks = {n.id: n for n in networks if n.kind == "bridge"}
         self.published, self._owner = {}, {}
         for ep in endpoints:
             if ep.published and ep.network_id in self.networks:

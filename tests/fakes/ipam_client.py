@@ -21,7 +21,7 @@ class DockerIpam:
         self.service = service
         self._handlers = ipam_handlers(service)
         self.host = service.host
-        self.repairs = service.repairs
+        self.retries = service.retries
         self.release_leaked = service.release_leaked
 
     def call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import pytest
 from driver import naming
 from driver.kinds.overlay.model import Member, OverlayId, Peer
 from ipam_driver.service import IpamService
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from pynet_core.store.consul import ConsulStore
 from tests.fakes.ipam_client import DockerIpam
 from tests.fuzz import hostile_records
@@ -75,8 +75,8 @@ class FakeHost:
 
     def __post_init__(self) -> None:
         from driver.kinds.overlay.registry import Registry
-        self.ipam = DockerIpam(IpamService(self.store, self.name, repairs=RepairQueue(background=False)))
-        self.registry = Registry(self.store, self.name, RepairQueue(background=False))
+        self.ipam = DockerIpam(IpamService(self.store, self.name, retries=RetryQueue(background=False)))
+        self.registry = Registry(self.store, self.name, RetryQueue(background=False))
 
     def join(self, subnet: str) -> None:
         self.pools[subnet], _ = self.ipam.request_pool(SPACE, subnet, "", {}, False)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 
 from tests.kernel.firewall_topology import OUTSIDE_HOST_IP, OUTSIDE_IP, sh
 

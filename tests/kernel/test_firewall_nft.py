@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-import pytest
 
 from driver.firewall.forward_accept import ForwardAccept
 from tests.kernel.firewall_topology import OUTSIDE_HOST_IP, OUTSIDE_IP, sh

@@ -16,7 +16,7 @@ from tests.harness.wait import wait_until
 from tests.multihost.support import claims, container_ip, network_create, run_container
 
 POOL = "10.213.0.0/24"
-HOST_TIMEOUT = 20  # the smallest --host-timeout: two heartbeats (pynet/heartbeat.py)
+HOST_TIMEOUT = 20  # the smallest --host-timeout: two heartbeats (pynet/last_seen.py)
 
 
 def pynet(h: Host, *args: str, timeout: float = 120) -> tuple[int, dict]:

@@ -13,7 +13,6 @@ After each test every container and network goes, and nothing of it may stay in 
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path

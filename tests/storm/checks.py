@@ -124,7 +124,7 @@ def kernel_vs_records(rec: Records, baseline: set[str], extra_prefixes: tuple[st
     for link in sorted(n for n in kernel if n.startswith(PYNET_LINK_PREFIXES + extra_prefixes)
                        and n not in baseline and n not in named):
         problems.append(f"orphan link {link}: no record names it")
-    bridges = {n.id[:12]: n.bridge for n in ready.values() if n.options.type == "bridge"}
+    bridges = {n.id[:12]: n.bridge for n in ready.values() if n.kind == "bridge"}
     tagged: set[str] = set()
     for comment in nft_rule_comments():
         if comment.startswith("net "):

@@ -11,7 +11,7 @@ from pynet_core import deadline
 from pynet_core.errors import BackendUnavailable
 from pynet_core.store import keys
 from pynet_core.store.memory import MemoryStore
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from ipam_driver.service import IpamService
 from tests.fakes.ipam_client import DockerIpam
 
@@ -68,7 +68,7 @@ EP = {"com.docker.network.endpoint.name": "web"}
 @pytest.fixture
 def setup():
     store = FlakyStore()
-    svc = DockerIpam(IpamService(store, "h1", repairs=RepairQueue(background=False)))
+    svc = DockerIpam(IpamService(store, "h1", retries=RetryQueue(background=False)))
     pool, _ = svc.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
     return store, svc, pool
 
@@ -84,11 +84,11 @@ def test_a_claim_that_lands_late_is_removed_once_the_store_is_back(setup):
     with pytest.raises(BackendUnavailable, match="127.0.0.1:8500"):
         svc.request_address(pool, "", {"com.docker.network.endpoint.name": "lost"})
     store.down = True
-    assert svc.repairs.run_once() == 1  # still down: kept
+    assert svc.retries.run_once() == 1  # still down: kept
     store.down = store.writes_lost = False
     assert store.deliver() == [True]  # the request that "failed" landed after all
     assert "10.1.0.2" in addrs(store)
-    assert svc.repairs.run_once() == 0
+    assert svc.retries.run_once() == 0
     assert list(addrs(store)) == ["10.1.0.1"]
 
 
@@ -101,7 +101,7 @@ def test_a_claim_that_lands_after_the_fence_moved_fails(setup):
     late = list(store.held)
     store.held.clear()
     store.writes_lost = False
-    assert svc.repairs.run_once() == 0  # fence moved, nothing had landed
+    assert svc.retries.run_once() == 0  # fence moved, nothing had landed
     store.held = late
     assert store.deliver() == [False]
     assert list(addrs(store)) == ["10.1.0.1"]
@@ -117,7 +117,7 @@ def test_a_release_that_failed_is_done_once_the_store_is_back(setup):
         svc.release_address(pool, "10.1.0.1")
     store.held.clear()  # that delete never arrives
     store.down = False
-    assert svc.repairs.run_once() == 0
+    assert svc.retries.run_once() == 0
     assert addrs(store) == {}
 
 
@@ -130,7 +130,7 @@ def test_a_queued_release_never_frees_a_later_claim(setup):
     store.writes_lost = False
     store.deliver()  # the release did land after all...
     assert svc.request_address(pool, "10.1.0.1", {"com.docker.network.endpoint.name": "new"}) == "10.1.0.1/24"
-    assert svc.repairs.run_once() == 0  # ...so the queued retry must leave the new claim alone
+    assert svc.retries.run_once() == 0  # ...so the queued retry must leave the new claim alone
     assert addrs(store)["10.1.0.1"]["name"] == "new"
 
 
@@ -141,7 +141,7 @@ def test_a_failed_pool_release_is_queued(setup):
         svc.release_pool(pool)
     store.held.clear()
     store.down = False
-    svc.repairs.run_once()
+    svc.retries.run_once()
     assert store.inner.get(keys.ipam_space("LocalDefault")).value == '{"pools":{}}'
 
 
@@ -191,7 +191,7 @@ def test_the_same_address_tried_twice_in_doubt_is_settled_whichever_lands(setup)
     store.held = [first]
     assert store.deliver() == [True]  # the first one lands late
     assert addrs(store)["10.1.0.2"]["name"] == "first"
-    assert svc.repairs.run_once() == 0
+    assert svc.retries.run_once() == 0
     assert list(addrs(store)) == ["10.1.0.1"]
 
 
@@ -200,9 +200,9 @@ def test_repairs_run_from_two_threads_run_each_task_once():
     and never removed twice (that raised ValueError in the loser)."""
     import threading
 
-    from pynet_core.repair import RepairQueue
+    from pynet_core.retry_queue import RetryQueue
 
-    queue = RepairQueue(background=False)
+    queue = RetryQueue(background=False)
     started, go, runs = threading.Event(), threading.Event(), []
 
     def slow_task():

@@ -8,7 +8,7 @@ import pytest
 from ipam_driver.pool_id import PoolId
 from ipam_driver.service import IpamService
 from pynet_core.errors import BackendUnavailable, BadRequest, Conflict
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from pynet_core.store import keys
 from pynet_core.store.memory import MemoryStore
 from tests.fakes.ipam_client import DockerIpam
@@ -19,7 +19,7 @@ EP = {"com.docker.network.endpoint.name": "web"}
 
 
 def ipam(store, host="h1") -> DockerIpam:
-    svc = DockerIpam(IpamService(store, host, block_size=0, repairs=RepairQueue(background=False)))
+    svc = DockerIpam(IpamService(store, host, block_size=0, retries=RetryQueue(background=False)))
     # A first fenced write makes the host's fence key, so what a test holds back later is
     # the write under test itself.
     warm, _ = svc.request_pool("LocalDefault", "10.250.0.0/30", "", {}, False)
@@ -45,7 +45,7 @@ def test_a_release_repeated_after_its_timed_out_write_landed_removes_one_hold_on
         svc.release_pool(manager)
     store.writes_lost = False
     assert store.deliver() == [True]  # ...but its write lands,
-    assert svc.repairs.run_once() == 0  # and the queued retry runs once the store answers.
+    assert svc.retries.run_once() == 0  # and the queued retry runs once the store answers.
     assert space(store)["10.7.0.0/24"]["holders"] == {"h1": 1}
     assert space(store)["10.7.0.0/24"]["holds"] == {node.hold: "h1"}
     assert task.split("/")[0] in {e.key.rsplit("/", 1)[1] for e in store.inner.list("v1/ipam/addrs/")}
@@ -64,7 +64,7 @@ def test_a_request_pool_that_lands_after_pynet_answered_503_is_undone():
     store.writes_lost = False
     assert len(store.held) == 1 and "10.8.0.0/24" in store.held[0][0].value
     assert store.deliver() == [True]  # the hold landed: the subnet held with no network
-    assert svc.repairs.run_once() == 0  # settled: the fence moved, the late hold removed
+    assert svc.retries.run_once() == 0  # settled: the fence moved, the late hold removed
     assert space(store, "LocalDefault") == {}
     pool, _ = svc.request_pool("LocalDefault", "10.8.0.0/24", "", {}, False)  # not 409
     assert svc.request_address(pool, "", GW) == "10.8.0.1/24"
@@ -79,7 +79,7 @@ def test_a_request_pool_held_up_until_after_the_settle_can_no_longer_land():
     store.writes_lost = False
     late = store.held[:]
     store.held.clear()
-    assert svc.repairs.run_once() == 0
+    assert svc.retries.run_once() == 0
     store.held = late
     assert store.deliver() == [False]  # the fence moved first: the late write fails its check
     assert space(store, "LocalDefault") == {}
@@ -95,7 +95,7 @@ def test_the_settle_of_a_late_hold_keeps_every_other_hold():
         h1.request_pool("LocalDefault", "10.9.0.0/24", "", {}, False)
     store.writes_lost = False
     assert store.deliver() == [True]
-    assert h1.repairs.run_once() == 0
+    assert h1.retries.run_once() == 0
     assert space(store, "LocalDefault")["10.9.0.0/24"]["holds"] == {theirs.hold: "h2"}
     assert h2.request_address(theirs, "", EP) != gateway
 
@@ -186,6 +186,6 @@ def test_the_settle_of_a_hold_that_never_landed_leaves_another_hosts_definition_
     store.writes_lost = False
     store.held.clear()  # h1's write never lands; h2 defines the pool with a range meanwhile
     theirs, _ = h2.request_pool("LocalDefault", "10.9.0.0/24", "10.9.0.0/25", {}, False)
-    assert h1.repairs.run_once() == 0  # settled, without tripping over h2's range
+    assert h1.retries.run_once() == 0  # settled, without tripping over h2's range
     assert h1.service._pools._writes.in_doubt() == 0  # not given up half way
     assert space(store, "LocalDefault")["10.9.0.0/24"]["holds"] == {theirs.hold: "h2"}

@@ -1,4 +1,4 @@
-"""pynet/jobs.every: the periodic loop behind the leak check, the stale check and the heartbeat."""
+"""pynet/jobs.every: the periodic loop behind the two leak checks and the last-seen report."""
 from __future__ import annotations
 
 import threading

@@ -45,9 +45,9 @@ def network(client, nid=NID):
 
 
 def settle(client) -> None:
-    repairs = client.network.ledger.repairs
-    wait_until(lambda: repairs.run_once() == 0 and not repairs.pending(), 10,
-               "the driver's repairs to finish", interval=0.05)
+    retries = client.network.ledger.retries
+    wait_until(lambda: retries.run_once() == 0 and not retries.pending(), 10,
+               "the driver's retries to finish", interval=0.05)
 
 
 def cas_of(prefix):

@@ -164,7 +164,7 @@ def test_nothing_imports_the_composition_roots(tmp_path):
                                             "import pynet_core.errors\n",
                             "pynet/ops/__init__.py": "",
                             "pynet/ops/doctor.py": "from driver.ledger import Ledger\n"
-                                                   "from ipam_driver.leaks import LeakCheck\n",
+                                                   "from ipam_driver.leaks import AddressLeakCheck\n",
                             "driver/service.py": "from pynet.metrics import CALLS\n",
                             "ipam_driver/leaks.py": "import pynet.ops.doctor\n"})
     assert sorted(violations(root, pure=set())) == [

@@ -9,7 +9,7 @@ import docker
 import pytest
 
 from ipam_driver.docker_addresses import DockerAddresses, DockerView, _addresses
-from ipam_driver.leaks import LeakCheck
+from ipam_driver.leaks import AddressLeakCheck
 from ipam_driver.service import IpamService
 from pynet_core.store import keys
 from pynet_core.store.memory import MemoryStore
@@ -54,7 +54,7 @@ class Bed:
         self.docker: DockerView | None = None
         self.docker_says(view(self.used))
         self.clock = Clock()
-        self.check = LeakCheck(self.store, "h1", lambda: self.docker, self.h1.service,
+        self.check = AddressLeakCheck(self.store, "h1", lambda: self.docker, self.h1.service,
                                grace=GRACE, clock=self.clock)
 
     def docker_says(self, v: DockerView | None) -> None:
@@ -338,7 +338,7 @@ def test_swarm_claims_in_the_global_space_are_never_judged_against_this_dockerd(
     # The dockerd knows the local pool (the proof) and nothing of the swarm's addresses;
     # as a manager after the network's removal it would not even list the swarm subnet.
     docker = view(in_use=(node_gw,), pynet=(SUBNET,), swarm=swarm_state)
-    check = LeakCheck(store, "h1", lambda: docker, manager.service, grace=GRACE, clock=clock)
+    check = AddressLeakCheck(store, "h1", lambda: docker, manager.service, grace=GRACE, clock=clock)
     released = []
     for _ in range(3):
         released += check.check_once()
@@ -359,7 +359,7 @@ def test_outside_a_swarm_the_global_space_is_judged_like_the_local_one():
     used, leaked = (Bed.h1_ip(ipam.request_address(pool, "", {})) for _ in range(2))
     clock = Clock()
     docker = view(in_use=(gateway, used), swarm="inactive")
-    check = LeakCheck(store, "h1", lambda: docker, ipam.service, grace=GRACE, clock=clock)
+    check = AddressLeakCheck(store, "h1", lambda: docker, ipam.service, grace=GRACE, clock=clock)
     assert check.check_once() == []
     clock.now += GRACE
     assert [keys.claimed_address(k) for k in check.check_once()] == [leaked]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 
 from ipam_driver.docker_addresses import DockerView
-from ipam_driver.leaks import LeakCheck
+from ipam_driver.leaks import AddressLeakCheck
 from ipam_driver.service import IpamService
 from pynet_core.store.memory import MemoryStore
 from tests.fakes.ipam_client import DockerIpam
@@ -43,7 +43,7 @@ def bed():
     leaked, _ = ipam.request_pool("LocalDefault", LEAKED, "", {}, False)  # its answer lost
     says = [view(["10.5.0.1"])]
     clock = Clock()
-    check = LeakCheck(store, "h1", lambda: says[0], ipam.service, grace=GRACE, clock=clock)
+    check = AddressLeakCheck(store, "h1", lambda: says[0], ipam.service, grace=GRACE, clock=clock)
     return check, says, clock
 
 

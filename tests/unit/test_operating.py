@@ -22,7 +22,7 @@ from driver.models import EndpointRecord
 from ipam_driver.models import AddressClaim, encode
 from ipam_driver.protocol import AddressRequest, PoolRequest
 from ipam_driver.service import IpamService
-from pynet import heartbeat, metrics
+from pynet import last_seen, metrics
 from pynet_core.errors import BackendUnavailable
 from pynet.logformat import JsonFormatter
 from pynet.ops import ipam_check
@@ -158,9 +158,9 @@ def test_ipam_check_reads_every_hosts_records(monkeypatch):
         pools[host] = ipam.request_pool(PoolRequest("LocalDefault", pool=ipaddress.ip_network("10.9.0.0/24")))
         ipam.request_address(AddressRequest(pools[host]))
     now = 1_000_000.0
-    heartbeat.beat(store, "h1", clock=lambda: now)
-    heartbeat.beat(store, "h2", clock=lambda: now - 15)      # beating
-    heartbeat.beat(store, "h3", clock=lambda: now - 3600)    # gone for an hour; h4 never beat
+    last_seen.report(store, "h1", clock=lambda: now)
+    last_seen.report(store, "h2", clock=lambda: now - 15)      # reporting
+    last_seen.report(store, "h3", clock=lambda: now - 3600)    # gone for an hour; h4 never reported
     monkeypatch.setattr(ipam_check.time, "time", lambda: now)
     # Two hosts' endpoint records naming one address, and an address no claim holds.
     for host, eid, address in (("h1", "a" * 64, "10.9.0.1/24"), ("h2", "b" * 64, "10.9.0.1/24"),

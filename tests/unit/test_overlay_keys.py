@@ -7,7 +7,7 @@ import pytest
 from driver import naming
 from driver.kinds.overlay.model import Member, OverlayId, Peer
 from driver.kinds.overlay.registry import Registry, parse_views
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from pynet_core.store import keys, records
 from pynet_core.store.memory import MemoryStore
 from tests.harness.overlay_fake import FakeOverlayHosts
@@ -104,7 +104,7 @@ def test_a_restarted_host_moves_its_own_records_out_of_the_old_layout_and_no_oth
 
 def test_a_host_with_an_old_layout_member_still_holds_the_definition():
     store = MemoryStore()
-    reg = Registry(store, "h1", RepairQueue())
+    reg = Registry(store, "h1", RetryQueue())
     reg.join(OID, Member("h1", N1, "198.18.0.11", naming.overlay_netns(N1), naming.vxlan(N1)), vni=None, mtu=None,
              default_mtu=1450, mtu_limit=1450, port=4789)
     store.create(keys.legacy_overlay_member(SPACE, SUBNET, "h9"), records.dump(_member("h9").to_dict()))

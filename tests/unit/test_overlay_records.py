@@ -5,13 +5,10 @@ hand-made, plus generated junk: a record that fails is skipped and reported (onc
 and version), the rest of the view stands."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import json
 
 import pytest
 
-from pynet_core.store import keys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -10,7 +10,7 @@ import ipaddress
 import pytest
 
 from ipam_driver.docker_addresses import DockerView
-from ipam_driver.leaks import LeakCheck
+from ipam_driver.leaks import AddressLeakCheck
 from pynet.ops.address_users import EndpointsNamingAddress
 from pynet_core.store import keys
 from tests.harness.app_client import app_client, fake_deps
@@ -68,11 +68,11 @@ def claimed(deps) -> set[str]:
     return {keys.claimed_address(e.key) for e in deps.store.list(keys.ipam_addrs("LocalDefault", SUBNET))}
 
 
-def check_for(deps, client, addresses, users) -> tuple[LeakCheck, Clock]:
+def check_for(deps, client, addresses, users) -> tuple[AddressLeakCheck, Clock]:
     clock = Clock()
     # The container of EID was removed while pynet was down: Docker lists only the other.
     gone_docker = docker_view(ip(addresses[OTHER_EID]), "198.18.150.1")
-    return LeakCheck(deps.store, "h1", lambda: gone_docker, client.ipam, grace=GRACE, clock=clock,
+    return AddressLeakCheck(deps.store, "h1", lambda: gone_docker, client.ipam, grace=GRACE, clock=clock,
                      users=users), clock
 
 
@@ -123,10 +123,10 @@ def test_a_failed_link_removal_keeps_both(bed):
 def test_the_stale_record_check_and_the_leak_check_agree(bed):
     """The stale-record check removes the endpoint first (same evidence, same grace): the
     leak check then finds nothing naming the address and releases it."""
-    from driver.stale import DockerNetworks, StaleCheck
+    from driver.leaks import DockerNetworks, NetworkLeakCheck
     deps, client, addresses = bed
     clock = Clock()
-    stale = StaleCheck(client.network, lambda: DockerNetworks("engine-1", {NID: frozenset({OTHER_EID})}),
+    stale = NetworkLeakCheck(client.network, lambda: DockerNetworks("engine-1", {NID: frozenset({OTHER_EID})}),
                        grace=GRACE, clock=clock)
     check, leak_clock = check_for(deps, client, addresses, EndpointsNamingAddress(client.network))
     stale.check_once(), check.check_once()

@@ -213,7 +213,7 @@ def local_overlays(host: str, networks: Iterable[NetworkRecord],
     """This host's side of each overlay it has a network on, from its own records alone
     (a network being created counts: CreateNetwork programs its peers before it answers;
     one being deleted does not)."""
-    nets = [n for n in networks if n.options.type == "overlay" and n.state != DELETING
+    nets = [n for n in networks if n.kind == "overlay" and n.state != DELETING
             and n.netns and n.vtep]
     eps = list(endpoints)
     vteps = frozenset(n.vtep for n in nets if n.vtep)

@@ -77,7 +77,7 @@ class OverlayKind(PublishesNothing):
                 "--scope swarm overlay also needs the plugin set to PYNET_SCOPE=global on every "
                 "node (docs/swarm.md)")
         for other in others:
-            if other.id != net.id and other.options.type == "overlay" and overlay_id(other) == oid:
+            if other.id != net.id and other.kind == "overlay" and overlay_id(other) == oid:
                 raise Conflict(f"overlay {oid} already has pynet network {other.id[:12]} on this "
                                "host; a host joins an overlay once")
         vtep, link = self.runtime.underlay()

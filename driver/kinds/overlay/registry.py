@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from pynet_core.errors import BadRecord, Conflict, StoreContention
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from pynet_core.store import bad_records, keys, records
 from pynet_core.store.api import Entry, Op, Store
 from pynet_core.store.fenced import FencedWrites, claim_id, delete_if_unchanged
@@ -128,10 +128,10 @@ def vni_claim(entry: Entry) -> tuple[int, VniClaim]:
 
 
 class Registry:
-    def __init__(self, store: Store, host: str, repairs: RepairQueue) -> None:
+    def __init__(self, store: Store, host: str, retries: RetryQueue) -> None:
         self.store = store
         self.host = host
-        self.writes = FencedWrites(store, host, repairs, keys.overlay_fence(host))
+        self.writes = FencedWrites(store, host, retries, keys.overlay_fence(host))
 
     # --- reading -------------------------------------------------------------------
     def views(self) -> dict[OverlayId, OverlayView]:

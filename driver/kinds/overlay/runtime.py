@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pynet_core import deadline
 from pynet_core.errors import BadRequest
-from pynet_core.repair import RepairQueue
+from pynet_core.retry_queue import RetryQueue
 from pynet_core.store.api import Store
 
 from driver.netlink.api import Link, Netlink
@@ -37,11 +37,11 @@ class OverlaySettings:
 
 class OverlayRuntime:
     def __init__(self, store: Store, host: str, netlink: Netlink, settings: OverlaySettings,
-                 repairs: RepairQueue | None = None) -> None:
+                 retries: RetryQueue | None = None) -> None:
         self.settings = settings
         self.host = host
         self.netlink = netlink
-        self.registry = Registry(store, host, repairs or RepairQueue())
+        self.registry = Registry(store, host, retries or RetryQueue())
         self.applier = PeerApplier(netlink)
         self.watcher = PeerWatcher(store, self.registry, self.applier, host, settings.peer_timeout)
 

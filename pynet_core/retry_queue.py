@@ -26,7 +26,7 @@ class _Task:
     tries: int = 0
 
 
-class RepairQueue:
+class RetryQueue:
     def __init__(self, first_delay: float = 1.0, max_delay: float = 5.0,
                  background: bool = True) -> None:
         self.first_delay = first_delay

@@ -49,7 +49,11 @@ class Reclaims(Protocol):
     def reclaim_endpoint(self, nid: str, eid: str, attempt: str) -> bool: ...
 
 
-class StaleCheck:
+class NetworkLeakCheck:
+    """The network driver's leak check: its records of networks and endpoints Docker abandoned.
+    ipam_driver/leaks.py's AddressLeakCheck is the same idea for address claims and pools;
+    both run on the same interval and grace (`--leak-check-interval`, `--leak-grace`)."""
+
     def __init__(self, service, docker: Callable[[], DockerNetworks | None], *, grace: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.service = service  # NetworkService: records, and reclaim_* (the Delete* paths)

@@ -1,9 +1,11 @@
-"""This host's last-seen heartbeat in a shared store (v1/hosts/<host>/seen).
+"""This host's last-seen report in a shared store (v1/hosts/<host>/seen).
 
 With Consul, a host that died for good keeps its address claims; `pynet ipam check` names
-the claims of hosts whose heartbeat is older than a limit. The heartbeat carries this
-host's wall clock: the reader compares it with its own, so it is a report for a person
-(clocks of hosts may differ by seconds), never a reason to release anything.
+the claims of hosts whose last-seen report is older than a limit. The report carries this
+host's wall clock: the reader compares it with its own, so it is for a person (clocks of
+hosts may differ by seconds), never a reason to release anything. It is not the overlay's
+heartbeat (driver/kinds/overlay/liveness.py), whose *version* moving is what keeps a host's
+peers programmed, judged on each reader's own clock.
 """
 from __future__ import annotations
 
@@ -20,19 +22,19 @@ INTERVAL = 10.0
 RETRY = 1.0
 
 
-def beat(store: Store, host: str, clock=time.time) -> None:
+def report(store: Store, host: str, clock=time.time) -> None:
     records.update(store, keys.host_seen(host), lambda _: {"host": host, "time": round(clock(), 3)},
-                   "writing this host's heartbeat")
+                   "writing this host's last-seen report")
 
 
 @dataclass(frozen=True, slots=True)
 class Seen:
     host: str
-    time: float  # the host's own clock at its last heartbeat
+    time: float  # the host's own clock at its last report
 
 
-def last_seen(store: Store) -> dict[str, Seen]:
-    """Every host's last heartbeat."""
+def read_all(store: Store) -> dict[str, Seen]:
+    """Every host's last report."""
     found: dict[str, Seen] = {}
     for entry in store.list(keys.hosts_all()):
         host = keys.host_of(entry.key)

@@ -3,12 +3,12 @@
 pynet killed after CreateNetwork did its work but before the answer reached Docker: Docker
 retries with an empty body, gets a 400, fails `docker network create` and never sends
 DeleteNetwork. The record stayed ready for good, with its bridge (and a custom bridge name
-taken for ever); the same for an endpoint and its veth pair. driver/stale.py removes them
+taken for ever); the same for an endpoint and its veth pair. driver/leaks.py removes them
 once a dockerd proven to be this host's has not known them for the grace, and never
 otherwise."""
 from __future__ import annotations
 
-from driver.stale import DockerNetworks, StaleCheck
+from driver.leaks import DockerNetworks, NetworkLeakCheck
 from pynet.app import Deps
 from pynet_core.store.memory import MemoryStore
 from tests.fakes.firewall import RecordingFirewall
@@ -42,7 +42,7 @@ def world():
 
 
 def check(client, view, clock):
-    return StaleCheck(client.network, lambda: view, grace=GRACE, clock=clock)
+    return NetworkLeakCheck(client.network, lambda: view, grace=GRACE, clock=clock)
 
 
 def test_a_network_and_an_endpoint_docker_abandoned_go_after_the_grace():
@@ -89,7 +89,7 @@ def test_nothing_is_judged_without_a_complete_answer():
     deps, client = world()
     clock = Clock()
     answers = [DockerNetworks("engine-1", {KEPT: None}), None]
-    stale = StaleCheck(client.network, lambda: answers[0], grace=GRACE, clock=clock)
+    stale = NetworkLeakCheck(client.network, lambda: answers[0], grace=GRACE, clock=clock)
     stale.check_once()
     clock.now += GRACE + 1
     assert stale.check_once() == [f"network {LOST}"]  # the endpoints of an unread network stay
