@@ -15,7 +15,7 @@ from ipaddress import IPv4Interface, IPv6Interface
 
 from pynet_core.errors import BadRequest
 
-from .api import (Endpoint, LinkNotFound, LinkStatus, PeerStatus, PrivateKey, PublicKey,
+from .api import (BadKey, Endpoint, LinkNotFound, LinkStatus, PeerStatus, PrivateKey, PublicKey,
                   UapiProtocolError, check_address, check_link_name, check_mtu, check_peers,
                   check_port, parse_allowed_ip)
 
@@ -34,6 +34,8 @@ class KernelWireGuard:
     def ensure(self, name: str, private_key: PrivateKey, listen_port: int, mtu: int,
                address: IPv4Interface | IPv6Interface | None = None) -> bool:
         check_link_name(name)
+        if not isinstance(private_key, PrivateKey):
+            raise BadKey("ensure() needs the private key as a PrivateKey")
         check_port(listen_port)
         check_mtu(mtu)
         check_address(address)

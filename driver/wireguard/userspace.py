@@ -35,7 +35,7 @@ from pathlib import Path
 
 from pynet_core.errors import Conflict, PynetError
 
-from .api import (LinkNotFound, LinkStatus, Peer, PrivateKey, WireGuardUnavailable, check_address,
+from .api import (BadKey, LinkNotFound, LinkStatus, Peer, PrivateKey, WireGuardUnavailable, check_address,
                   check_link_name, check_mtu, check_peers, check_port)
 from .uapi import RUN_DIR, UapiClient, device_lines, peer_set_lines, socket_path
 
@@ -131,7 +131,7 @@ class UserspaceWireGuard:
                address: IPv4Interface | IPv6Interface | None = None) -> bool:
         check_link_name(name)
         if not isinstance(private_key, PrivateKey):
-            raise WireGuardUnavailable("ensure() needs a PrivateKey")
+            raise BadKey("ensure() needs the private key as a PrivateKey")
         check_port(listen_port)
         check_mtu(mtu)
         check_address(address)

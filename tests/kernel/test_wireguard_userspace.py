@@ -152,12 +152,15 @@ def pair(make_netns, tmp_path):
         b.wg.set_peers(b.name, [a.peer_of()])
         yield sides, started
     finally:
+        problems = []
         for side in sides:
-            status = side.wg.status(side.name)
-            if status and status.pid:
-                started.add(status.pid)
             try:
+                status = side.wg.status(side.name)
+                if status and status.pid:
+                    started.add(status.pid)
                 side.wg.remove(side.name)
+            except Exception as exc:  # cleanup goes on; the failure is reported below
+                problems.append(f"removing {side.name}: {exc!r}")
             finally:
                 side.wg.close()
         for pid in started:          # only PIDs this test started
@@ -176,6 +179,8 @@ def pair(make_netns, tmp_path):
                 socket_path(name).unlink()
             except FileNotFoundError:
                 pass
+        if problems:
+            pytest.fail("cleanup: " + "; ".join(problems), pytrace=False)
 
 
 def test_udp_crosses_the_tunnel_both_ways_and_status_shows_the_handshake(pair):
@@ -375,6 +380,8 @@ def test_a_new_adapter_restarts_a_link_whose_process_died_while_nobody_watched(p
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert socket_path(a.name).exists()                 # stale: nobody answers
+    while LinkOps(a.netns).exists(a.name) and time.monotonic() < deadline:
+        time.sleep(0.02)                                # the kernel unregisters it just after
     assert not LinkOps(a.netns).exists(a.name)          # the TUN went with the process
     a.wg = UserspaceWireGuard(netns=a.netns, log_dir=a.wg.log_dir, backoff=(0.05, 0.5))
     assert a.wg.ensure(a.name, a.keys.private, PORT, 1420, a.overlay) is True

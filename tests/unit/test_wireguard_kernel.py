@@ -192,3 +192,11 @@ def test_userspace_set_peers_needs_ensure_first(tmp_path):
     wg = UserspaceWireGuard(run_dir=tmp_path, links=FakeLinks(), supervise=False)
     with pytest.raises(LinkNotFound):
         wg.set_peers("pwg0", [])
+
+
+@pytest.mark.parametrize("make", [lambda tmp: KernelWireGuard(links=FakeLinks(), genl=FakeGenl()),
+                                  lambda tmp: UserspaceWireGuard(run_dir=tmp, links=FakeLinks(), supervise=False)])
+def test_ensure_wants_a_private_key_object(tmp_path, make):
+    from driver.wireguard.api import BadKey
+    with pytest.raises(BadKey):
+        make(tmp_path).ensure("pwg0", PRIV.reveal_base64(), 51820, 1420)
