@@ -8,7 +8,8 @@
 #   scripts/install-test-deps.sh [--simulate-apt]
 #
 #   Distribution: docker.io iptables busybox-static docker-compose iperf3 nftables libnftables1
-#     curl systemd (systemd-analyze) debootstrap python3-venv pipx. The names are the same on all
+#     curl systemd (systemd-analyze) debootstrap python3-venv pipx wireguard-go wireguard-tools
+#     (wireguard-go 0.0.20220316 on bookworm, 0.0.20231211 on trixie; `wg`). The names are the same on all
 #     three; what they bring differs: docker.io 20.10 / 26.1, docker-compose the Python v1
 #     CLI on bookworm and Compose v2 (also `docker compose`) on trixie.
 #   docker-registry: only its binary, unpacked to /usr/local/lib/pynet-test (installing the
@@ -36,7 +37,7 @@ case "${1:-}" in
     "") ;;
     *) echo "usage: $0 [--simulate-apt]" >&2; exit 2 ;;
 esac
-PACKAGES=(docker.io iptables busybox-static docker-compose iperf3 nftables libnftables1 curl debootstrap consul systemd python3-venv pipx)
+PACKAGES=(docker.io iptables busybox-static docker-compose iperf3 nftables libnftables1 curl debootstrap consul systemd python3-venv pipx wireguard-go wireguard-tools)
 BULLSEYE_SOURCE=/etc/apt/sources.list.d/pynet-bullseye.sources
 BULLSEYE_PIN=/etc/apt/preferences.d/pynet-bullseye
 
@@ -169,7 +170,7 @@ else
         install -D -m 0755 "$regtmp/x/usr/bin/docker-registry" "$REGISTRY_BIN"
         rm -rf "$regtmp"
     fi
-    for bin in dockerd containerd runc iptables nft busybox docker-compose iperf3 consul curl systemd-analyze debootstrap pipx "$REGISTRY_BIN"; do
+    for bin in dockerd containerd runc iptables nft busybox docker-compose iperf3 consul curl systemd-analyze debootstrap pipx wireguard-go wg "$REGISTRY_BIN"; do
         command -v "$bin" >/dev/null || die "$bin not on PATH after install"
     done
     [[ "$(dpkg-query -W -f='${Version}' consul)" == 1.8.* ]] || log "warning: consul is not 1.8.x"

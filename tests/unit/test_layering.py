@@ -29,7 +29,7 @@ PURE = {
     "driver.options", "driver.naming", "driver.portmap", "driver.models", "driver.protocol",
     "driver.kinds.macvlan.parents", "driver.firewall.nft_rules", "driver.netlink.api",
     "driver.kinds.overlay.model", "driver.kinds.overlay.underlay", "driver.kinds.overlay.peers", "driver.kinds.overlay.liveness",
-    "driver.kinds.overlay.admission", "driver.kinds.overlay.claims",
+    "driver.kinds.overlay.admission", "driver.kinds.overlay.claims", "driver.wireguard.api",
     "ipam_driver.allocator", "ipam_driver.blocks", "ipam_driver.pool_id", "ipam_driver.options",
 }
 PURE_STDLIB = {"__future__", "abc", "bisect", "collections", "collections.abc", "dataclasses",
@@ -38,8 +38,8 @@ PURE_STDLIB = {"__future__", "abc", "bisect", "collections", "collections.abc", 
 IO_BUILTINS = {"open", "print", "input", "exec", "eval", "__import__"}
 # Third-party or stdlib modules allowed only inside one adapter (a path prefix).
 ADAPTER_ONLY = {
-    "pyroute2": ("driver.netlink.pyroute2_netlink",),
-    "subprocess": ("driver.firewall.",),
+    "pyroute2": ("driver.netlink.pyroute2_netlink", "driver.wireguard.pyroute2_wg"),
+    "subprocess": ("driver.firewall.", "driver.wireguard.keys", "driver.wireguard.userspace"),
 }
 
 
@@ -201,6 +201,8 @@ def test_adapters_alone_import_pyroute2_and_subprocess(tmp_path):
                             "driver/netlink/pyroute2_netlink.py": "import pyroute2\n",
                             "driver/firewall/nft.py": "import subprocess\n"})
     assert sorted(violations(root, pure=set())) == [
-        "driver.kinds.bridge imports pyroute2, which only driver.netlink.pyroute2_netlink may import",
-        "ipam_driver.leaks imports subprocess, which only driver.firewall. may import",
+        "driver.kinds.bridge imports pyroute2, which only driver.netlink.pyroute2_netlink and "
+        "driver.wireguard.pyroute2_wg may import",
+        "ipam_driver.leaks imports subprocess, which only driver.firewall. and driver.wireguard.keys "
+        "and driver.wireguard.userspace may import",
     ]
