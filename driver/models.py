@@ -34,7 +34,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "bridge_name": (str, type(None)), "parent": (str, type(None)),
     "macvlan_mode": (str, type(None)), "internal": (bool,), "ipv6": (bool,),
     "masquerade": (bool,), "icc": (bool,), "host_binding_ipv4": (str, type(None)),
-    "vni": (int, type(None)),
+    "vni": (int, type(None)), "encrypted": (bool,),
 }
 
 

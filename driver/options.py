@@ -98,6 +98,14 @@ def parse_vni(key: str, value: str) -> int:
     return vni
 
 
+def parse_encrypted(key: str, value: str) -> bool:
+    """Docker's `-o encrypted` (given without a value: the key's presence turns it on, as in
+    Docker's overlay driver), or `-o encrypted=true|false`."""
+    if value.strip() == "":
+        return True
+    return parse_flag(key, value)
+
+
 MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
 # Docker's bridge gateway modes pynet implements (per address family): nat (outbound
 # masquerade, ports published by DNAT on host ports) and routed (no NAT: published ports
@@ -158,6 +166,10 @@ OPTIONS: dict[str, OptionSpec] = {
     # overlay spells it as a list (one VNI per subnet); pynet's overlay has one subnet.
     "vni": OptionSpec("vni", parse_vni, ("overlay",)),
     "com.docker.network.driver.kinds.overlay.vxlanid_list": OptionSpec("vni", parse_vni, ("overlay",)),
+    # overlay: carried between hosts inside WireGuard (docs/overlay.md "Encryption"). Docker's
+    # name (netlabel.OverlayEncrypted), from `docker network create` and from Swarm's
+    # AllocateNetwork options alike.
+    "encrypted": OptionSpec("encrypted", parse_encrypted, ("overlay",)),
 }
 
 
@@ -178,6 +190,7 @@ class NetworkOptions:
     gateway_mode_ipv4: str = "nat"
     gateway_mode_ipv6: str = "nat"
     vni: int | None = None
+    encrypted: bool = False
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -209,6 +222,10 @@ def parse_network_options(options: dict, available: tuple[str, ...] = IMPLEMENTE
                              f"options: {', '.join(accepted)}")
         if not isinstance(raw, str):
             raise BadRequest(f"option {printable(key)}: expected a string value, got {printable(raw)}")
+        if spec.field == "encrypted" and chosen_type not in spec.types:
+            raise BadRequest(f"option {printable(key)}: only overlay networks can be encrypted "
+                             f"(WireGuard between hosts); a {chosen_type} network never leaves "
+                             "this host's links through pynet, so there is nothing to encrypt")
         if chosen_type not in spec.types:
             raise BadRequest(f"option {printable(key)} does not apply to {chosen_type} networks "
                              f"(only to {', '.join(spec.types)})")

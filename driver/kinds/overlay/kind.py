@@ -80,8 +80,10 @@ class OverlayKind(PublishesNothing):
             if other.id != net.id and other.kind == "overlay" and overlay_id(other) == oid:
                 raise Conflict(f"overlay {oid} already has pynet network {other.id[:12]} on this "
                                "host; a host joins an overlay once")
+        if net.options.encrypted:
+            self.runtime.require_wireguard()
         vtep, link = self.runtime.underlay()
-        mtu = link_mtu(link.mtu, net.options.mtu, link.name)
+        mtu = link_mtu(link.mtu, net.options.mtu, link.name, net.options.encrypted)
         return replace(net, bridge=None, netns=naming.overlay_netns(net.id), vtep=vtep,
                        link_mtu=mtu, vni=net.options.vni, address_space=oid.space)
 
@@ -93,7 +95,8 @@ class OverlayKind(PublishesNothing):
         _, link = self.runtime.underlay()
         definition = self.registry.join(
             oid, self._member(net), vni=net.options.vni, mtu=net.options.mtu,
-            default_mtu=net.link_mtu, mtu_limit=max_mtu(link.mtu), port=self.runtime.settings.port)
+            default_mtu=net.link_mtu, mtu_limit=max_mtu(link.mtu, net.options.encrypted),
+            port=self.runtime.port_for(net.options.encrypted), encrypted=net.options.encrypted)
         undo.callback(self.registry.leave, oid, net.id)
         net = replace(net, vni=definition.vni, link_mtu=definition.mtu)
         if self.netlink.ensure_netns(net.netns):
@@ -115,7 +118,7 @@ class OverlayKind(PublishesNothing):
         assert net.netns is not None and net.vni is not None and net.vtep is not None
         inside = self.netlink.within(net.netns)
         inside.ensure_bridge(BRIDGE, net.mtu, [])
-        name, port = naming.vxlan(net.id), self.runtime.settings.port
+        name, port = naming.vxlan(net.id), self.runtime.port_for(net.options.encrypted)
         found = inside.vxlan(name)
         if found is not None and (found.vni, found.local, found.port, found.master) == \
                 (net.vni, net.vtep, port, BRIDGE):
@@ -239,7 +242,9 @@ class OverlayKind(PublishesNothing):
         if mine is None or replace(mine, attempt="") != self._member(net):
             _, link = self.runtime.underlay()
             self.registry.join(oid, self._member(net), vni=net.vni, mtu=net.mtu, default_mtu=net.mtu,
-                               mtu_limit=max_mtu(link.mtu), port=self.runtime.settings.port)
+                               mtu_limit=max_mtu(link.mtu, net.options.encrypted),
+                               port=self.runtime.port_for(net.options.encrypted),
+                               encrypted=net.options.encrypted)
         recorded = {ep.id: ep for ep in endpoints}
         for peer in view.peers:
             if peer.host == self.runtime.host and peer.endpoint not in recorded:

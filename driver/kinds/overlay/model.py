@@ -27,6 +27,9 @@ VNI_MAX = 16777215
 # An IPv4 underlay carries each frame in outer IP (20) + UDP (8) + VXLAN (8) headers, and
 # the inner Ethernet header (14) counts against the underlay MTU too.
 VXLAN_OVERHEAD = 50
+# An encrypted overlay's VXLAN packets travel inside WireGuard over IPv4: outer IP 20 + UDP 8
+# + WireGuard's header 16 and tag 16 (driver/wireguard/api.py OVERHEAD_IPV4).
+WIREGUARD_OVERHEAD = 60
 DEFAULT_PORT = 4789
 LOCAL_SPACE = "LocalDefault"
 # The MTU a definition may carry: from IPv4's minimum to what a 64 KiB underlay carries.
@@ -118,16 +121,21 @@ class Definition:
     mtu: int
     port: int
     attempt: str = ""  # the write id of the host that defined it (fenced writes)
+    # Carried between hosts inside WireGuard (-o encrypted). Part of the definition: every
+    # host of an overlay must agree, or one of them would send its frames in clear.
+    encrypted: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any) -> "Definition":
-        """Strict: InvalidRecord unless it is what pynet writes (VNI 1..16777215, MTU, port)."""
+        """Strict: InvalidRecord unless it is what pynet writes (VNI 1..16777215, MTU, port,
+        `encrypted` a boolean; absent in definitions written before it existed: false)."""
         data = record_object(data)
         return cls(FIELDS.integer(data, "vni", 1, VNI_MAX), FIELDS.integer(data, "mtu", MTU_MIN, MTU_MAX),
-                   FIELDS.integer(data, "port", 1, 65535), _attempt(data))
+                   FIELDS.integer(data, "port", 1, 65535), _attempt(data),
+                   FIELDS.flag(data, "encrypted", False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,17 +252,24 @@ def overlay_of(subnets: Iterable[str], space: str | None) -> OverlayId | None:
     return OverlayId(space or LOCAL_SPACE, v4[0]) if v4 else None
 
 
-def max_mtu(underlay_mtu: int) -> int:
-    return underlay_mtu - VXLAN_OVERHEAD
+def max_mtu(underlay_mtu: int, encrypted: bool = False) -> int:
+    """The largest MTU of an overlay's links: the underlay's minus VXLAN's 50 bytes, and
+    minus WireGuard's 60 more when the overlay is encrypted."""
+    return underlay_mtu - VXLAN_OVERHEAD - (WIREGUARD_OVERHEAD if encrypted else 0)
 
 
-def link_mtu(underlay_mtu: int, requested: int | None, underlay: str) -> int:
-    """The MTU of the overlay's links: the underlay's minus VXLAN's headers, or `requested`
-    if it fits under that."""
-    limit = max_mtu(underlay_mtu)
+def link_mtu(underlay_mtu: int, requested: int | None, underlay: str, encrypted: bool = False) -> int:
+    """The MTU of the overlay's links: the underlay's minus VXLAN's headers (and WireGuard's,
+    encrypted), or `requested` if it fits under that. Refused above, with the arithmetic."""
+    limit = max_mtu(underlay_mtu, encrypted)
     if requested is None:
         return limit
     if requested > limit:
+        if encrypted:
+            raise BadRequest(f"MTU {requested} is too large for this encrypted overlay: its frames "
+                             f"travel in VXLAN inside WireGuard over {underlay} (MTU {underlay_mtu}), "
+                             f"so at most {underlay_mtu} - {VXLAN_OVERHEAD} (VXLAN) - "
+                             f"{WIREGUARD_OVERHEAD} (WireGuard over IPv4) = {limit} fits")
         raise BadRequest(f"MTU {requested} is too large for this overlay: its frames travel in "
                          f"VXLAN over {underlay} (MTU {underlay_mtu}), whose headers take "
                          f"{VXLAN_OVERHEAD} bytes, so at most {limit} fits")
@@ -262,13 +277,18 @@ def link_mtu(underlay_mtu: int, requested: int | None, underlay: str) -> int:
 
 
 def agreed(current: Definition, members: Iterable[str], oid: OverlayId, *, vni: int | None,
-           mtu: int | None, mtu_limit: int, port: int) -> Definition:
+           mtu: int | None, mtu_limit: int, port: int, encrypted: bool = False) -> Definition:
     """The definition a host joining an existing overlay takes, or Conflict naming the hosts
-    that hold the other one. Unset options follow the definition; the MTU must also fit
-    this host's underlay."""
+    that hold the other one. Unset options follow the definition (but `encrypted` is never
+    unset: an overlay made without -o encrypted is unencrypted); the MTU must also fit this
+    host's underlay."""
     holders = ", ".join(sorted(members)) or "no host (yet)"
-    held = f"overlay {oid} is defined with VNI {current.vni}, MTU {current.mtu} and UDP port " \
-           f"{current.port} by {holders}"
+    held = f"overlay {oid} is defined {'encrypted' if current.encrypted else 'unencrypted'}, " \
+           f"with VNI {current.vni}, MTU {current.mtu} and UDP port {current.port} by {holders}"
+    if encrypted != current.encrypted:
+        raise Conflict(f"{held}; this network is " + ("encrypted (-o encrypted)" if encrypted else
+                       "unencrypted (no -o encrypted)") + ": every host of an overlay must give "
+                       "the same -o encrypted, or one would carry its frames in clear")
     if vni is not None and vni != current.vni:
         raise Conflict(f"{held}; this network asks for VNI {vni}: use the same -o vni, or none")
     if mtu is not None and mtu != current.mtu:

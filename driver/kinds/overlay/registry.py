@@ -164,7 +164,7 @@ class Registry:
 
     # --- membership ----------------------------------------------------------------
     def join(self, oid: OverlayId, member: Member, *, vni: int | None, mtu: int | None,
-             default_mtu: int, mtu_limit: int, port: int) -> Definition:
+             default_mtu: int, mtu_limit: int, port: int, encrypted: bool = False) -> Definition:
         """Record this host as a member, defining the overlay (and taking a VNI) if it is
         the first; the definition every host follows, or Conflict naming the holders."""
         for _ in range(MAX_ATTEMPTS):
@@ -186,14 +186,14 @@ class Registry:
                 continue
             if view.definition is None:
                 ops, definition = self._define(oid, mine, vni=vni, mtu=mtu if mtu is not None else default_mtu,
-                                               port=port)
+                                               port=port, encrypted=encrypted)
                 if ops is None:
                     continue
                 ops.append(member_op)
                 settle = self._undo_join(oid, mine)
             else:
                 definition = agreed(view.definition, others, oid, vni=vni, mtu=mtu,
-                                    mtu_limit=mtu_limit, port=port)
+                                    mtu_limit=mtu_limit, port=port, encrypted=encrypted)
                 current = entries[def_key]
                 ops = [Op("cas", def_key, current.value, current.version), member_op]
                 settle = delete_if_unchanged(member_key, value)
@@ -204,11 +204,11 @@ class Registry:
         raise StoreContention(f"joining overlay {oid}: its records kept changing")
 
     def _define(self, oid: OverlayId, mine: Member, *, vni: int | None, mtu: int,
-                port: int) -> tuple[list[Op] | None, Definition]:
+                port: int, encrypted: bool = False) -> tuple[list[Op] | None, Definition]:
         """The ops that define the overlay and take its VNI (None: the VNI chosen was taken
         meanwhile, choose again)."""
         chosen = vni if vni is not None else lowest_free_vni(self._taken_vnis())
-        definition = Definition(chosen, mtu, port, attempt=mine.attempt)
+        definition = Definition(chosen, mtu, port, attempt=mine.attempt, encrypted=encrypted)
         vni_key = keys.overlay_vni(chosen)
         held = self.store.get(vni_key)
         if held is not None:

@@ -16,6 +16,14 @@ from . import underlay
 from .applier import DeviceBusy, PeerApplier
 from .claims import AddressClaims, LocalRecords
 from .model import DEFAULT_PORT, OverlayId
+
+# The VXLAN UDP port of encrypted overlays: apart from the unencrypted ones' so that the
+# firewall can drop it on every interface but the WireGuard link (docs/overlay.md
+# "Encryption"): Linux demultiplexes VXLAN by port and VNI only, so on a shared port a
+# frame from the underlay would reach an encrypted overlay. It never crosses the underlay
+# in clear, so it only has to be free on each host.
+DEFAULT_ENCRYPTED_PORT = 4799
+DEFAULT_WIREGUARD_PORT = 51820
 from .registry import Registry
 from .watcher import PeerWatcher
 
@@ -33,6 +41,13 @@ class OverlaySettings:
     data_path_addr: str | None = None
     port: int = DEFAULT_PORT
     peer_timeout: float = DEFAULT_PEER_TIMEOUT
+    # Encrypted overlays (docs/overlay.md "Encryption"): --wireguard (kernel, userspace or
+    # auto), the WireGuard UDP port, the VXLAN port of encrypted overlays, and the prefix
+    # every host's WireGuard tunnel address is claimed from.
+    wireguard: str = "auto"
+    wireguard_port: int = DEFAULT_WIREGUARD_PORT
+    encrypted_port: int = DEFAULT_ENCRYPTED_PORT
+    wireguard_subnet: str = "100.127.0.0/16"
 
 
 class OverlayRuntime:
@@ -44,6 +59,9 @@ class OverlayRuntime:
         self.registry = Registry(store, host, retries or RetryQueue())
         self.applier = PeerApplier(netlink)
         self.watcher = PeerWatcher(store, self.registry, self.applier, host, settings.peer_timeout)
+        # The WireGuard data path of encrypted overlays; None until the composition root
+        # wires one (until then -o encrypted is refused, never served in clear).
+        self.wireguard = None
 
     def wire(self, records: LocalRecords, claims: AddressClaims) -> None:
         """The composition root's: this host's own records (what its side of each overlay
@@ -56,6 +74,16 @@ class OverlayRuntime:
             raise BadRequest("overlay networks need --store consul: their hosts agree on the "
                              "VNI and learn each other's endpoints through the shared store, and "
                              "this plugin runs with its local store")
+
+    def require_wireguard(self) -> None:
+        if self.wireguard is None:
+            raise BadRequest("encrypted overlays (-o encrypted) are not served by this plugin: "
+                             "its WireGuard data path is not set up (docs/overlay.md "
+                             "\"Encryption\"); an overlay is never carried in clear instead")
+
+    def port_for(self, encrypted: bool) -> int:
+        """The VXLAN UDP port of an overlay: encrypted ones have their own."""
+        return self.settings.encrypted_port if encrypted else self.settings.port
 
     def underlay(self) -> tuple[str, Link]:
         """(this host's VTEP address, the link it is on), or BadRequest naming the flag."""
