@@ -93,7 +93,10 @@ def overlay_settings(settings: Settings) -> OverlaySettings:
     # Only Consul is shared by every host; the local store (sqlite) is this host's alone.
     return OverlaySettings(shared_store=settings.store == "consul",
                            data_path_addr=settings.data_path_addr, port=settings.vxlan_port,
-                           peer_timeout=settings.overlay_peer_timeout)
+                           peer_timeout=settings.overlay_peer_timeout,
+                           wireguard=settings.wireguard, wireguard_port=settings.wireguard_port,
+                           encrypted_port=settings.encrypted_vxlan_port,
+                           wireguard_subnet=settings.wireguard_subnet)
 
 
 def create_app(settings: Settings | None = None, deps: Deps | None = None,

@@ -7,6 +7,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from driver.kinds.overlay.runtime import DEFAULT_ENCRYPTED_PORT as DEFAULT_ENCRYPTED_VXLAN_PORT
+from driver.kinds.overlay.runtime import DEFAULT_WIREGUARD_PORT, DEFAULT_WIREGUARD_SUBNET
 from pynet_core.store.segments import segment_problem
 from pynet_core.defaults import (DEFAULT_BLOCK_SIZE, DEFAULT_LEAK_CHECK_INTERVAL, DEFAULT_LEAK_GRACE,
                        DEFAULT_POOLS, MIN_LEAK_GRACE, DefaultPool, is_block_size, parse_bool)
@@ -18,6 +20,11 @@ DEFAULT_CONSUL_PREFIX = "pynet/"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DEFAULT_VXLAN_PORT = 4789
 DEFAULT_OVERLAY_PEER_TIMEOUT = 30.0
+# Encrypted overlays (docs/overlay.md "Encryption").
+WIREGUARD_MODES = ("auto", "kernel", "userspace")
+# DEFAULT_WIREGUARD_PORT, DEFAULT_ENCRYPTED_VXLAN_PORT, DEFAULT_WIREGUARD_SUBNET: the overlay's
+# (driver/kinds/overlay/runtime.py). The tunnel address prefix gives one /32 per host, claimed
+# cluster-wide (create-if-absent); the same on every host, and routed nowhere else on them.
 HOST_ID_MAX = 253  # a fully qualified hostname
 
 
@@ -50,6 +57,13 @@ class Settings:
     data_path_addr: str | None = None
     vxlan_port: int = DEFAULT_VXLAN_PORT
     overlay_peer_timeout: float = DEFAULT_OVERLAY_PEER_TIMEOUT
+    # Encrypted overlays: which WireGuard carries them (kernel module, wireguard-go, or the
+    # kernel's when it has it), its UDP port, encrypted overlays' own VXLAN port (never on the
+    # underlay in clear), and the prefix of the hosts' tunnel addresses.
+    wireguard: str = "auto"
+    wireguard_port: int = DEFAULT_WIREGUARD_PORT
+    encrypted_vxlan_port: int = DEFAULT_ENCRYPTED_VXLAN_PORT
+    wireguard_subnet: str = DEFAULT_WIREGUARD_SUBNET
     # The network driver's Scope (docs/swarm.md): "local" (networks made per host) or
     # "global" (Swarm managers allocate them; the managed plugin's default).
     scope: str = "local"
@@ -121,6 +135,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         default=_env("OVERLAY_PEER_TIMEOUT", str(DEFAULT_OVERLAY_PEER_TIMEOUT)),
                         help="seconds a host's heartbeat may stand still before the other hosts "
                              "withdraw its overlay entries [PYNET_OVERLAY_PEER_TIMEOUT] (default 30)")
+    parser.add_argument("--wireguard", choices=WIREGUARD_MODES, default=_env("WIREGUARD", "auto"),
+                        help="what carries encrypted overlays between hosts: the kernel's WireGuard, "
+                             "wireguard-go (userspace), or auto: the kernel's when it has the module "
+                             "[PYNET_WIREGUARD] (default auto)")
+    parser.add_argument("--wireguard-port", type=int,
+                        default=_env("WIREGUARD_PORT", str(DEFAULT_WIREGUARD_PORT)),
+                        help="UDP port of this host's WireGuard link, the only port encrypted "
+                             f"overlays use on the underlay [PYNET_WIREGUARD_PORT] (default {DEFAULT_WIREGUARD_PORT})")
+    parser.add_argument("--encrypted-vxlan-port", type=int,
+                        default=_env("ENCRYPTED_VXLAN_PORT", str(DEFAULT_ENCRYPTED_VXLAN_PORT)),
+                        help="VXLAN UDP port of encrypted overlays, inside WireGuard only; the same on "
+                             f"every host [PYNET_ENCRYPTED_VXLAN_PORT] (default {DEFAULT_ENCRYPTED_VXLAN_PORT})")
+    parser.add_argument("--wireguard-subnet", default=_env("WIREGUARD_SUBNET", DEFAULT_WIREGUARD_SUBNET),
+                        help="IPv4 prefix each host's WireGuard tunnel address is claimed from; the same "
+                             f"on every host [PYNET_WIREGUARD_SUBNET] (default {DEFAULT_WIREGUARD_SUBNET})")
     parser.add_argument("--scope", choices=["local", "global"], default=_env("SCOPE", "local"),
                         help="the network driver's scope: 'global' for Swarm services on pynet "
                              "networks (managers allocate them), 'local' for networks made on "
@@ -208,6 +237,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.overlay_peer_timeout < 3:
         raise ValueError(f"--overlay-peer-timeout {args.overlay_peer_timeout:g}: expected at least "
                          "3 seconds (hosts beat three times per timeout)")
+    for flag, port in (("--wireguard-port", args.wireguard_port),
+                       ("--encrypted-vxlan-port", args.encrypted_vxlan_port)):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"{flag} {port}: expected a UDP port (1-65535)")
+    if args.encrypted_vxlan_port == args.vxlan_port:
+        raise ValueError(f"--encrypted-vxlan-port {args.encrypted_vxlan_port} is --vxlan-port too: "
+                         "encrypted overlays need a VXLAN port of their own, which the firewall "
+                         "closes to everything but the WireGuard link")
+    wg_subnet = wireguard_subnet(args.wireguard_subnet)
     # The host id is a store key level (v1/hosts/<host>/...): never '/' or '..'.
     host = args.host_id or socket.gethostname()
     problem = segment_problem(host, HOST_ID_MAX)
@@ -224,11 +262,28 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                         leak_check_interval=args.leak_check_interval, leak_grace=args.leak_grace,
                         data_path_addr=args.data_path_addr, vxlan_port=args.vxlan_port,
                         overlay_peer_timeout=args.overlay_peer_timeout, scope=args.scope,
+                        wireguard=args.wireguard, wireguard_port=args.wireguard_port,
+                        encrypted_vxlan_port=args.encrypted_vxlan_port, wireguard_subnet=wg_subnet,
                         log_format=args.log_format, metrics_addr=args.metrics_addr,
                         metrics_allow_remote=allow_remote,
                         **_consul_settings(args))
     settings.consul_endpoint  # noqa: B018 - refuses a malformed --consul-addr before serving
     return settings
+
+
+def wireguard_subnet(text: str) -> str:
+    """--wireguard-subnet: an IPv4 prefix from /8 to /30 (room for hosts), as a network."""
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"--wireguard-subnet {text!r}: expected an IPv4 prefix such as "
+                         f"{DEFAULT_WIREGUARD_SUBNET} ({exc})") from None
+    if net.version != 4 or not 8 <= net.prefixlen <= 30:
+        raise ValueError(f"--wireguard-subnet {text!r}: expected an IPv4 prefix from /8 to /30")
+    if net.is_loopback or net.is_multicast or net.is_link_local or net.is_reserved or net.is_unspecified:
+        raise ValueError(f"--wireguard-subnet {text!r}: a loopback, multicast, link-local or "
+                         "reserved prefix cannot carry tunnel addresses")
+    return str(net)
 
 
 def check_addr(addr: str, allow_remote: bool) -> tuple[str, str | int]:

@@ -76,6 +76,7 @@ def status(ctx: Context, args) -> int:
         if pending:
             problems.append(f"{len(pending)} records are not ready (an interrupted call; restore "
                             "finishes it when pynet starts)")
+    doc["wireguard"] = wireguard_choice(s)
     doc["problems"] = problems
     if ctx.out.as_json:
         ctx.out.json(doc)
@@ -103,9 +104,27 @@ def status(ctx: Context, args) -> int:
                     n["state"]] for n in doc["networks"]],
                   tones=[None if n["state"] == READY else "warn" for n in doc["networks"]],
                   empty="no pynet networks on this host")
+    wg = doc["wireguard"]
+    chosen = wg["mode"] or out.paint(f"unavailable ({wg['error']})", "warn")
+    out.line(f"wireguard:  {chosen} (--wireguard={wg['setting']}), UDP port {wg['port']}, "
+             f"encrypted overlays' VXLAN port {wg['vxlan_port']}, tunnel addresses from {wg['subnet']}")
     for p in problems:
         out.line(out.paint(f"problem: {p}", "bad"))
     return PROBLEMS if problems else OK
+
+
+def wireguard_choice(s, probe=None) -> dict:
+    """What carries encrypted overlays on this host: --wireguard resolved the way the plugin
+    resolves it (driver/wireguard/choice.py). `mode` None, with `error`, when --wireguard=kernel
+    and the kernel has no module. Not a problem while no encrypted overlay needs it."""
+    from driver.wireguard.choice import choose, kernel_has_wireguard
+    doc = {"setting": s.wireguard, "mode": None, "error": None, "port": s.wireguard_port,
+           "vxlan_port": s.encrypted_vxlan_port, "subnet": s.wireguard_subnet}
+    try:
+        doc["mode"] = choose(s.wireguard, probe or kernel_has_wireguard)
+    except PynetError as exc:
+        doc["error"] = exc.message
+    return doc
 
 
 def _proven(ctx: Context, engine: str | None) -> bool:

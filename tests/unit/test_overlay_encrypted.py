@@ -137,3 +137,97 @@ def test_an_encrypted_mtu_above_the_limit_is_refused_with_the_arithmetic(hosts):
     h1 = _with_wireguard(hosts.add("h1", "198.18.0.11"))
     status, answer = h1.create_network(N1, SUBNET, encrypted="", mtu="1400")
     assert status == 400 and "1500 - 50 (VXLAN) - 60 (WireGuard over IPv4) = 1390" in answer["Err"]
+
+
+# --- settings --------------------------------------------------------------------------
+WG_ENV = ("WIREGUARD", "WIREGUARD_PORT", "ENCRYPTED_VXLAN_PORT", "WIREGUARD_SUBNET", "VXLAN_PORT")
+
+
+def _serve(*argv):
+    import argparse
+
+    from pynet.settings import add_serve_arguments, settings_from_args
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    return settings_from_args(parser.parse_args(list(argv)))
+
+
+@pytest.fixture
+def clean_wg_env(monkeypatch):
+    for name in WG_ENV:
+        monkeypatch.delenv(f"PYNET_{name}", raising=False)
+    return monkeypatch
+
+
+def test_wireguard_settings_defaults_flags_and_environment(clean_wg_env):
+    s = _serve()
+    assert (s.wireguard, s.wireguard_port, s.encrypted_vxlan_port, s.wireguard_subnet) == (
+        "auto", 51820, 4799, "100.127.0.0/16")
+    s = _serve("--wireguard", "userspace", "--wireguard-port", "51000", "--encrypted-vxlan-port", "4800",
+               "--wireguard-subnet", "10.99.0.0/20")
+    assert (s.wireguard, s.wireguard_port, s.encrypted_vxlan_port, s.wireguard_subnet) == (
+        "userspace", 51000, 4800, "10.99.0.0/20")
+    for name, value in (("WIREGUARD", "kernel"), ("WIREGUARD_PORT", "51821"),
+                        ("ENCRYPTED_VXLAN_PORT", "4801"), ("WIREGUARD_SUBNET", "10.98.0.0/16")):
+        clean_wg_env.setenv(f"PYNET_{name}", value)
+    s = _serve()
+    assert (s.wireguard, s.wireguard_port, s.encrypted_vxlan_port, s.wireguard_subnet) == (
+        "kernel", 51821, 4801, "10.98.0.0/16")
+    from pynet.app import overlay_settings
+    o = overlay_settings(s)
+    assert (o.wireguard, o.wireguard_port, o.encrypted_port, o.wireguard_subnet) == (
+        "kernel", 51821, 4801, "10.98.0.0/16")
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--wireguard-port", "0"], "--wireguard-port 0: expected a UDP port"),
+    (["--wireguard-port", "70000"], "--wireguard-port 70000"),
+    (["--encrypted-vxlan-port", "4789"], "a VXLAN port of their own"),
+    (["--wireguard-subnet", "10.0.0.1/16"], "expected an IPv4 prefix"),
+    (["--wireguard-subnet", "fd00::/64"], "IPv4 prefix from /8 to /30"),
+    (["--wireguard-subnet", "10.0.0.0/31"], "/8 to /30"),
+    (["--wireguard-subnet", "127.0.0.0/16"], "loopback"),
+    (["--wireguard-subnet", "nonsense"], "expected an IPv4 prefix"),
+])
+def test_bad_wireguard_settings_are_refused_before_serving(clean_wg_env, argv, match):
+    with pytest.raises(ValueError, match=match):
+        _serve(*argv)
+
+
+def test_an_unknown_wireguard_mode_is_refused(clean_wg_env, capsys):
+    with pytest.raises(SystemExit):
+        _serve("--wireguard", "ipsec")
+    assert "invalid choice: 'ipsec'" in capsys.readouterr().err
+
+
+# --- pynet status --------------------------------------------------------------------------
+def test_status_shows_which_wireguard_carries_encrypted_overlays(hosts, monkeypatch):
+    import argparse
+    import io
+    import json
+
+    from driver.wireguard import choice
+    from pynet.ops import status
+    from pynet.ops.context import Context, DockerNames
+    from pynet.ops.render import Output
+
+    h1 = hosts.add("h1", "198.18.0.11", wireguard="kernel")
+    monkeypatch.setattr(status, "_engine", lambda ctx: None)
+
+    def run(has_module: bool, as_json: bool) -> str:
+        monkeypatch.setattr(choice, "kernel_has_wireguard", lambda: has_module)
+        ctx = Context(h1.settings, as_json=as_json)
+        ctx.store, ctx.netlink, ctx.docker_names = h1.store, h1.netlink, DockerNames()
+        ctx.out = Output(as_json, io.StringIO())
+        status.status(ctx, argparse.Namespace())
+        return ctx.out.stream.getvalue()
+
+    doc = json.loads(run(True, True))["wireguard"]
+    assert (doc["setting"], doc["mode"], doc["port"], doc["vxlan_port"]) == ("kernel", "kernel", 51820, 4799)
+    doc = json.loads(run(False, True))["wireguard"]
+    assert doc["mode"] is None and "no wireguard module" in doc["error"]
+    assert "wireguard:  " in run(False, False) and "unavailable" in run(False, False)
+    h1.settings = type(h1.settings)(**{**{f: getattr(h1.settings, f) for f in h1.settings.__dataclass_fields__},
+                                       "wireguard": "auto"})
+    assert "wireguard:  userspace (--wireguard=auto), UDP port 51820" in run(False, False)
+    assert "wireguard:  kernel (--wireguard=auto)" in run(True, False)

@@ -24,6 +24,8 @@ from .model import DEFAULT_PORT, OverlayId
 # in clear, so it only has to be free on each host.
 DEFAULT_ENCRYPTED_PORT = 4799
 DEFAULT_WIREGUARD_PORT = 51820
+# Each host's WireGuard tunnel address is claimed from here (docs/overlay.md "Encryption").
+DEFAULT_WIREGUARD_SUBNET = "100.127.0.0/16"
 from .registry import Registry
 from .watcher import PeerWatcher
 
@@ -47,7 +49,7 @@ class OverlaySettings:
     wireguard: str = "auto"
     wireguard_port: int = DEFAULT_WIREGUARD_PORT
     encrypted_port: int = DEFAULT_ENCRYPTED_PORT
-    wireguard_subnet: str = "100.127.0.0/16"
+    wireguard_subnet: str = DEFAULT_WIREGUARD_SUBNET
 
 
 class OverlayRuntime:
