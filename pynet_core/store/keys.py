@@ -15,6 +15,8 @@ v1/overlay/nets/<space>/<subnet>/def         an overlay's definition (VNI, MTU, 
 v1/overlay/vnis/<vni>                        a VNI taken cluster-wide (create-if-absent)
 v1/overlay/hosts/<host>/members/<space>/<subnet>        <host> has the overlay: its VTEP
 v1/overlay/hosts/<host>/peers/<space>/<subnet>/<eid>    an endpoint of <host> on it (IP, MAC)
+v1/overlay/hosts/<host>/wireguard           <host>'s WireGuard public key, endpoint, tunnel address
+v1/overlay/tunnels/<ip>                      a WireGuard tunnel address taken cluster-wide (create-if-absent)
 v1/overlay-alive/<host>                      a host's heartbeat (outside the watched prefix)
 
 (<subnet> is the CIDR with "/" as "_".) Everything one host writes alone sits under a prefix
@@ -238,6 +240,28 @@ def parse_overlay_key(key: str) -> OverlayKey | None:
         if what == "peers" and len(parts) == 6:
             return OverlayKey(PEER, space, subnet, host, parts[5])
     return None
+
+
+def overlay_wireguard(host: str) -> str:
+    """`host`'s WireGuard record (encrypted overlays): under its own prefix, written by it alone."""
+    return overlay_host(host) + "wireguard"
+
+
+def wireguard_host_of(key: str) -> str | None:
+    """The host whose WireGuard record `key` is, or None when it is not one."""
+    if not key.startswith(overlay_hosts()) or not key.endswith("/wireguard"):
+        return None
+    host = key[len(overlay_hosts()):-len("/wireguard")]
+    return host if host and "/" not in host and host not in (".", "..") else None
+
+
+def overlay_tunnels() -> str:
+    return f"{VERSION}/overlay/tunnels/"
+
+
+def overlay_tunnel(address: str) -> str:
+    """The claim of a WireGuard tunnel address: create-if-absent, so no two hosts hold one."""
+    return overlay_tunnels() + address
 
 
 def overlay_vnis() -> str:

@@ -38,6 +38,8 @@ class Local:
     macs: frozenset[str] = frozenset()
     ips: frozenset[str] = frozenset()
     ready: bool = True  # False: its network is still being created
+    # -o encrypted, from this host's own network record (never the store's definition).
+    encrypted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,5 +233,5 @@ def local_overlays(host: str, networks: Iterable[NetworkRecord],
         mine = [ep for ep in eps if ep.network_id == net.id]
         macs = frozenset(ep.mac.lower() for ep in mine if ep.mac)
         ips = frozenset(str(ipaddress.ip_interface(a).ip) for ep in mine for a in ep.addresses)
-        found[oid] = Local(member, vteps, macs, ips, net.state == READY)
+        found[oid] = Local(member, vteps, macs, ips, net.state == READY, net.options.encrypted)
     return found

@@ -16,6 +16,8 @@ from pynet_core.errors import BadRequest, Conflict
 from pynet_core.record_fields import Fields, shown, typed
 
 from driver import naming
+from driver.wireguard.api import Endpoint as WgEndpoint
+from driver.wireguard.api import PublicKey
 
 # Docker's overlay manager hands out VNIs from here; below is left to -o vni=.
 FIRST_AUTO_VNI = 4096
@@ -213,6 +215,65 @@ class VniClaim:
     def holds(self, oid: "OverlayId") -> bool:
         """The overlay's own claim (a Swarm network's never: FreeNetwork alone frees it)."""
         return self.network is None and (self.space, self.subnet) == (oid.space, oid.subnet)
+
+
+@dataclass(frozen=True, slots=True)
+class WireGuardHost:
+    """A host's part in encrypted overlays (v1/overlay/hosts/<host>/wireguard, written by that
+    host alone): its WireGuard public key, where its WireGuard link listens (its VTEP address
+    and --wireguard-port), and its tunnel address (claimed under v1/overlay/tunnels/<ip>). The
+    private key never leaves the host's state directory."""
+    host: str
+    public_key: str      # canonical base64 (PublicKey.parse)
+    endpoint: str        # "ip:port", a unicast IPv4 address another host can reach
+    address: str         # the host's tunnel address (IPv4, one /32)
+    attempt: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def key(self) -> PublicKey:
+        return PublicKey.parse(self.public_key)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "WireGuardHost":
+        """Strict: InvalidRecord unless the key is a canonical 32-byte WireGuard public key, the
+        endpoint an IPv4 `ip:port` another host can reach, and the address a tunnel address
+        (unicast IPv4). Whether the address is the host's claim: tunnels.py."""
+        data = record_object(data)
+        try:
+            key = PublicKey.parse(_field(data, "public_key"), "'public_key'")
+        except BadRequest as exc:
+            raise InvalidRecord(exc.message) from None
+        raw_endpoint = FIELDS.string(_field(data, "endpoint"), "endpoint")
+        try:
+            endpoint = WgEndpoint.parse(raw_endpoint)
+        except BadRequest as exc:
+            raise InvalidRecord(f"'endpoint' {shown(raw_endpoint)}: {exc.message}") from None
+        if endpoint.ip.version != 4:
+            raise InvalidRecord(f"'endpoint' {shown(raw_endpoint)} is not IPv4 (the underlay is IPv4 only)")
+        vtep_address(str(endpoint.ip), "endpoint")
+        address = tunnel_address(_field(data, "address"))
+        return cls(host_id(_field(data, "host")), key.base64, str(endpoint), address, _attempt(data))
+
+
+def tunnel_address(value: Any, name: str = "address") -> str:
+    """A WireGuard tunnel address: a unicast IPv4 address (not loopback, multicast, ...)."""
+    return vtep_address(value, name)
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelClaim:
+    """Who holds a tunnel address cluster-wide (v1/overlay/tunnels/<ip>, create-if-absent)."""
+    address: str
+    host: str
+    attempt: str = ""
+
+    @classmethod
+    def from_dict(cls, address: str, data: Any) -> "TunnelClaim":
+        data = record_object(data)
+        return cls(tunnel_address(address, "key's address"), host_id(_field(data, "host")), _attempt(data))
 
 
 def heartbeat(data: Any, host: str) -> None:

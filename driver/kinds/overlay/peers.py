@@ -6,10 +6,14 @@ For an overlay this host is a member of, every *other* member that is alive cont
 * for each of its endpoints, a static FDB entry MAC -> its VTEP and a permanent neighbour
   entry IP -> MAC (the bridge answers ARP for it locally: neighbour suppression).
 The entries of this host's own endpoints never appear: the local bridge knows them.
+
+An encrypted overlay (`via` given) points every entry at the other host's WireGuard tunnel
+address instead of its VTEP, so its VXLAN travels only through the WireGuard link; a host
+with no believed WireGuard record (tunnels.py) gets no entry at all, never its VTEP.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from driver.netlink.api import FLOOD_MAC, FdbEntry, Neighbour
@@ -37,17 +41,21 @@ class Changes:
         return len(self.fdb_remove) + len(self.neigh_remove) + len(self.fdb_add) + len(self.neigh_add)
 
 
-def desired(view: OverlayView, host: str, alive: Callable[[str], bool]) -> Desired:
-    remote = {h: m for h, m in view.members.items() if h != host and alive(h)}
-    fdb = {FdbEntry(FLOOD_MAC, m.vtep) for m in remote.values()}
+def desired(view: OverlayView, host: str, alive: Callable[[str], bool],
+            via: Mapping[str, str] | None = None) -> Desired:
+    """`via`: for an encrypted overlay, host -> its tunnel address (None: unencrypted, the
+    members' VTEPs)."""
+    remote = {h: m for h, m in view.members.items() if h != host and alive(h)
+              and (via is None or h in via)}
+    dst = {h: (m.vtep if via is None else via[h]) for h, m in remote.items()}
+    fdb = {FdbEntry(FLOOD_MAC, dst[h]) for h in remote}
     macs: dict[str, str] = {}
     ips: dict[str, str] = {}
     # Sorted, so that if two endpoints ever claim one MAC or IP every host picks the same.
     for peer in sorted(view.peers, key=lambda p: (p.host, p.endpoint)):
-        member = remote.get(peer.host)
-        if member is None:
+        if peer.host not in remote:
             continue
-        macs.setdefault(peer.mac.lower(), member.vtep)
+        macs.setdefault(peer.mac.lower(), dst[peer.host])
         ips.setdefault(peer.ip, peer.mac.lower())
     fdb |= {FdbEntry(mac, vtep) for mac, vtep in macs.items()}
     return Desired(frozenset(fdb), frozenset(Neighbour(ip, mac) for ip, mac in ips.items()))

@@ -12,8 +12,8 @@ definition only at the version it read. One of the two transactions fails and is
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pynet_core.errors import BadRecord, Conflict, StoreContention
@@ -23,7 +23,8 @@ from pynet_core.store.api import Entry, Op, Store
 from pynet_core.store.fenced import FencedWrites, claim_id, delete_if_unchanged
 
 from .model import (FIRST_SWARM_VNI, VNI_MAX, InvalidRecord, Definition, Member, OverlayId,
-                    OverlayView, Peer, VniClaim, agreed, heartbeat, host_id, lowest_free_vni)
+                    OverlayView, Peer, TunnelClaim, VniClaim, WireGuardHost, agreed, heartbeat,
+                    host_id, lowest_free_vni)
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,47 @@ def _check_other(entry: Entry, report: Callable[[str, int, str, str], object]) -
             vni_claim(entry)
         except InvalidRecord as exc:
             report(entry.key, entry.version, "overlay VNI claim", exc.reason)
+    elif keys.wireguard_host_of(entry.key) is not None or entry.key.startswith(keys.overlay_tunnels()):
+        pass  # encrypted overlays' records: validated where they are read (parse_wireguard)
     elif entry.key.startswith((keys.overlay_nets(), keys.overlay_hosts())):
         report(entry.key, entry.version, "overlay key", "pynet writes no key of this shape")
+
+
+@dataclass(frozen=True, slots=True)
+class WireGuardView:
+    """Every host's WireGuard record and every tunnel address claim, each validated (bad ones
+    reported and skipped): host -> its record, address -> its claim; and the versions read."""
+    hosts: Mapping[str, WireGuardHost]
+    claims: Mapping[str, TunnelClaim]
+    versions: Mapping[str, int] = field(default_factory=dict)
+
+
+def parse_wireguard(entries: list[Entry],
+                    report: Callable[[str, int, str, str], object] = _skipped) -> WireGuardView:
+    """The encrypted overlays' records in a listing of keys.overlay_all(). A record under a
+    host's prefix naming another host is not that host's word; a claim whose key is not an
+    address is no claim."""
+    hosts: dict[str, WireGuardHost] = {}
+    claims: dict[str, TunnelClaim] = {}
+    versions: dict[str, int] = {}
+    for entry in entries:
+        owner = keys.wireguard_host_of(entry.key)
+        try:
+            if owner is not None:
+                host_id(owner, "key's host")
+                record = WireGuardHost.from_dict(load_record(entry))
+                _same_host(record.host, owner)
+                hosts[owner] = record
+            elif entry.key.startswith(keys.overlay_tunnels()):
+                claim = TunnelClaim.from_dict(entry.key[len(keys.overlay_tunnels()):], load_record(entry))
+                claims[claim.address] = claim
+            else:
+                continue
+            versions[entry.key] = entry.version
+        except InvalidRecord as exc:
+            report(entry.key, entry.version,
+                   "overlay WireGuard host" if owner is not None else "overlay tunnel claim", exc.reason)
+    return WireGuardView(hosts, claims, versions)
 
 
 def vni_of(key: str) -> int:
