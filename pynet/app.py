@@ -55,6 +55,11 @@ class Deps:
     # Which networks and endpoints Docker has (None: dockerd could not be asked), for the
     # network leak check; None here: no such check.
     docker_networks: Callable[[], DockerNetworks | None] | None = None
+    # Encrypted overlays: makes the WireGuard port's adapter (driver/wireguard/choice.py) on
+    # first use, and loads this host's keys (driver/wireguard/keys.py); None: -o encrypted is
+    # refused (never served in clear).
+    wireguard_links: Callable[[], object] | None = None
+    wireguard_keys: Callable[[str], object] | None = None
 
 
 @dataclass
@@ -115,6 +120,13 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     network = NetworkService(deps.store, settings.host,
                              build_kinds(deps.netlink, deps.firewall, runtime, ipam.holds_pool),
                              retries, scope=settings.scope)
+    if runtime is not None and deps.wireguard_links is not None and runtime.settings.shared_store:
+        from driver.kinds.overlay.encryption import WireGuardPlane
+        from driver.wireguard.keys import load_or_create
+        runtime.attach_wireguard(WireGuardPlane(
+            runtime.registry, settings.host, subnet=settings.wireguard_subnet,
+            port=settings.wireguard_port, state_dir=settings.state_dir, links=deps.wireguard_links,
+            keys=deps.wireguard_keys or load_or_create))
     if runtime is not None:
         # The overlay believes its own side from this host's records, and a peer's address
         # only if the IPAM's claim is that peer's host's (driver/kinds/overlay/admission.py).

@@ -26,7 +26,8 @@ GENERIC = "com.docker.network.generic"
 
 class FakeHost:
     def __init__(self, name: str, vtep: str, store: Store, netlink: FakeNetlink | None = None,
-                 store_kind: str = "consul", mtu: int = 1500, **settings: Any) -> None:
+                 store_kind: str = "consul", mtu: int = 1500, encrypted: bool = False,
+                 **settings: Any) -> None:
         self.name, self.vtep, self.store = name, vtep, store
         self.pools: dict[str, str] = {}  # network -> the PoolID pynet's IPAM gave it
         if netlink is None:
@@ -35,10 +36,20 @@ class FakeHost:
             netlink.addrs.append(("eth0", ipaddress.ip_interface(f"{vtep}/24")))
         self.netlink = netlink
         self.settings = Settings(host_id=name, store=store_kind, **settings)
+        # encrypted=True: a WireGuard data path over tests/fakes/wireguard.py (same across restarts,
+        # as a kernel link or a wireguard-go process outlives the plugin).
+        self.wireguard = None
+        if encrypted:
+            from tests.fakes.wireguard import FakeWireGuardLinks
+            self.wireguard = FakeWireGuardLinks()
         self.client: AppClient = self._start()
 
     def _start(self) -> AppClient:
         deps = Deps(store=self.store, netlink=self.netlink, firewall=RecordingFirewall())
+        if self.wireguard is not None:
+            # Encrypted overlays over a WireGuard port in memory (tests/fakes/wireguard.py).
+            from tests.fakes.wireguard import fake_keys
+            deps.wireguard_links, deps.wireguard_keys = (lambda: self.wireguard), fake_keys(self.name)
         return app_client(deps, settings=self.settings, overlay=True)
 
     def restart(self) -> None:

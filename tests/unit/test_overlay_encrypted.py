@@ -108,17 +108,8 @@ def test_without_a_wireguard_data_path_an_encrypted_overlay_is_refused_never_mad
     assert [e.key for e in hosts.store.list("v1/overlay/nets/")] == []
 
 
-class _StandIn:
-    """A WireGuard data path that is there (the kind's checks only ask whether it is)."""
-
-
-def _with_wireguard(host):
-    host.client.overlay.wireguard = _StandIn()
-    return host
-
-
 def test_an_encrypted_overlay_has_its_own_vxlan_port_and_mtu_and_hosts_must_agree(hosts):
-    h1, h2, h3 = (_with_wireguard(hosts.add(f"h{i}", f"198.18.0.1{i}")) for i in (1, 2, 3))
+    h1, h2, h3 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2, 3))
     assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
     vx = h1.vxlan(N1)
     assert (vx.port, vx.mtu) == (DEFAULT_ENCRYPTED_PORT, 1390)
@@ -134,9 +125,10 @@ def test_an_encrypted_overlay_has_its_own_vxlan_port_and_mtu_and_hosts_must_agre
 
 
 def test_an_encrypted_mtu_above_the_limit_is_refused_with_the_arithmetic(hosts):
-    h1 = _with_wireguard(hosts.add("h1", "198.18.0.11"))
+    h1 = hosts.add("h1", "198.18.0.11", encrypted=True)
     status, answer = h1.create_network(N1, SUBNET, encrypted="", mtu="1400")
     assert status == 400 and "1500 - 50 (VXLAN) - 60 (WireGuard over IPv4) = 1390" in answer["Err"]
+    assert h1.wireguard.links == {}  # refused before anything was made
 
 
 # --- settings --------------------------------------------------------------------------
@@ -231,3 +223,138 @@ def test_status_shows_which_wireguard_carries_encrypted_overlays(hosts, monkeypa
                                        "wireguard": "auto"})
     assert "wireguard:  userspace (--wireguard=auto), UDP port 51820" in run(False, False)
     assert "wireguard:  kernel (--wireguard=auto)" in run(True, False)
+
+
+# --- the data path over a WireGuard port in memory (tests/fakes/wireguard.py) ---------------
+def _put(store, key, value):
+    from pynet_core.store.api import Op
+    entry = store.get(key)
+    assert store.transaction([Op("cas", key, value, entry.version) if entry else Op("create", key, value)])
+
+
+def _store_keys(hosts, prefix):
+    return sorted(e.key for e in hosts.store.list(prefix))
+
+
+def test_one_wireguard_link_per_host_made_with_the_first_encrypted_overlay_gone_with_the_last(hosts):
+    from driver.kinds.overlay.tunnels import LINK
+    h1 = hosts.add("h1", "198.18.0.11", encrypted=True)
+    assert h1.create_network(N1, "10.51.0.0/24")[0] == 200          # unencrypted: no link
+    assert h1.wireguard.links == {}
+    assert h1.create_network(N2, SUBNET, encrypted="")[0] == 200
+    link = h1.wireguard.links[LINK]
+    assert (link.listen_port, link.mtu, str(link.address)) == (51820, 1440, "100.127.0.1/16")
+    assert h1.vxlan(N2).local == "100.127.0.1" and h1.vxlan(N2).port == 4799
+    assert h1.vxlan(N1).local == "198.18.0.11" and h1.vxlan(N1).port == 4789   # unchanged
+    assert h1.create_network(N3, "10.52.0.0/24", encrypted="")[0] == 200
+    assert h1.wireguard.created == 1 and len(h1.wireguard.links) == 1      # one link, not per network
+    assert _store_keys(hosts, "v1/overlay/hosts/h1/wireguard") == ["v1/overlay/hosts/h1/wireguard"]
+    assert _store_keys(hosts, "v1/overlay/tunnels/") == ["v1/overlay/tunnels/100.127.0.1"]
+    h1.ok("NetworkDriver.DeleteNetwork", {"NetworkID": N2})
+    assert LINK in h1.wireguard.links                                      # N3 still encrypted
+    h1.ok("NetworkDriver.DeleteNetwork", {"NetworkID": N3})
+    assert h1.wireguard.links == {} and h1.wireguard.removed == 1
+    assert _store_keys(hosts, "v1/overlay/hosts/h1/wireguard") == []
+    assert _store_keys(hosts, "v1/overlay/tunnels/") == []
+    assert h1.vxlan(N1).local == "198.18.0.11"
+
+
+def test_encrypted_peers_and_entries_go_through_the_tunnel_addresses_and_follow_liveness(hosts):
+    from driver.kinds.overlay.tunnels import LINK
+    from driver.netlink.api import FLOOD_MAC
+    h1, h2, h3 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2, 3))
+    for host, nid in ((h1, N1), (h2, N2), (h3, N3)):
+        assert host.create_network(nid, SUBNET, encrypted="")[0] == 200
+    h1.create_endpoint(N1, "e" * 64, "10.50.0.2/24")
+    h2.create_endpoint(N2, "f" * 64, "10.50.0.3/24")
+    for host in (h1, h2, h3):
+        host.sync()
+    addr = {h.name: str(h.wireguard.links[LINK].address.ip) for h in (h1, h2, h3)}
+    assert sorted(addr.values()) == ["100.127.0.1", "100.127.0.2", "100.127.0.3"]   # unique
+    peers = h1.wireguard.links[LINK].peers
+    assert {str(p.endpoint) for p in peers} == {"198.18.0.12:51820", "198.18.0.13:51820"}
+    assert {str(p.allowed_ips[0]) for p in peers} == {f"{addr['h2']}/32", f"{addr['h3']}/32"}
+    # The VXLAN entries point at tunnel addresses, never at a VTEP.
+    fdb = h1.fdb(N1)
+    assert (FLOOD_MAC, addr["h2"]) in fdb and (FLOOD_MAC, addr["h3"]) in fdb
+    assert all(not dst.startswith("198.18.") for _, dst in fdb)
+    assert "10.50.0.3" in {ip for ip, _ in h1.neighbours(N1)}
+    # h3 deleted: no longer a peer of h1 (and its record and claim are gone).
+    h3.ok("NetworkDriver.DeleteNetwork", {"NetworkID": N3})
+    h1.sync()
+    assert {str(p.endpoint) for p in h1.wireguard.links[LINK].peers} == {"198.18.0.12:51820"}
+    assert (FLOOD_MAC, addr["h3"]) not in h1.fdb(N1)
+
+
+def test_a_forged_wireguard_record_for_another_host_or_address_changes_no_peer(hosts):
+    import json
+
+    from driver.kinds.overlay.tunnels import LINK
+    from pynet_core.store import keys
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    h1.sync()
+    before = h1.wireguard.links[LINK].peers
+    h2_record = json.loads(hosts.store.get(keys.overlay_wireguard("h2")).value)
+    # A "fourth host" writes a record under h2's prefix naming itself, one under its own prefix
+    # taking h2's tunnel address, and junk.
+    _put(hosts.store, keys.overlay_wireguard("h2"), json.dumps({**h2_record, "host": "h4"}))
+    h1.sync()
+    assert h1.wireguard.links[LINK].peers == ()           # h2's word is unreadable now: no peer
+    _put(hosts.store, keys.overlay_wireguard("h2"), json.dumps(h2_record))
+    _put(hosts.store, keys.overlay_wireguard("h4"), json.dumps({**h2_record, "host": "h4",
+                                                             "endpoint": "198.18.0.99:51820"}))
+    _put(hosts.store, keys.overlay_wireguard("h5"), "\x00junk")
+    h1.sync()
+    assert h1.wireguard.links[LINK].peers == before
+    assert h1.create_network(N3, "10.52.0.0/24")[0] == 200   # unrelated calls unaffected
+
+
+def test_a_restarted_plugin_keeps_the_link_and_its_tunnel_address(hosts):
+    from driver.kinds.overlay.tunnels import LINK
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    h1.sync()
+    address = h1.wireguard.links[LINK].address
+    h1.restart()
+    from tests.harness.wait import wait_until
+    wait_until(lambda: h1.client.gate.restored, timeout=5, what="restore")
+    h1.sync()
+    assert h1.wireguard.created == 1 and h1.wireguard.links[LINK].address == address
+    assert {str(p.endpoint) for p in h1.wireguard.links[LINK].peers} == {"198.18.0.12:51820"}
+    assert h1.vxlan(N1).local == str(address.ip)
+
+
+def test_a_host_withdrawn_by_liveness_is_removed_as_a_wireguard_peer_and_comes_back(hosts):
+    import time
+
+    from driver.kinds.overlay.tunnels import LINK
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    h2.stop()  # h2's heartbeat stands still from here
+    watcher = h1.client.overlay.watcher
+    now = [time.monotonic()]
+    watcher.clock = lambda: now[0]
+    h1.sync()
+    assert len(h1.wireguard.links[LINK].peers) == 1
+    now[0] += watcher.liveness.timeout + 1
+    h1.sync()
+    assert h1.wireguard.links[LINK].peers == () and h1.fdb(N1) == set()
+    h2.client.overlay.registry.beat()  # h2 is back
+    h1.sync()
+    assert {str(p.endpoint) for p in h1.wireguard.links[LINK].peers} == {"198.18.0.12:51820"}
+
+
+def test_a_failing_wireguard_link_does_not_stop_the_unencrypted_overlays_sync(hosts):
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    assert h1.create_network(N3, "10.51.0.0/24")[0] == 200
+    assert h2.create_network("4" * 64, "10.51.0.0/24")[0] == 200
+    h1.wireguard.fail_set_peers = True
+    h1.sync()
+    from driver.netlink.api import FLOOD_MAC
+    assert h1.fdb(N3) == {(FLOOD_MAC, "198.18.0.12")}

@@ -99,6 +99,8 @@ class OverlayKind(PublishesNothing):
             port=self.runtime.port_for(net.options.encrypted), encrypted=net.options.encrypted)
         undo.callback(self.registry.leave, oid, net.id)
         net = replace(net, vni=definition.vni, link_mtu=definition.mtu)
+        if net.options.encrypted:
+            self._ensure_wireguard(net, link.mtu, undo)
         if self.netlink.ensure_netns(net.netns):
             undo.callback(self.netlink.remove_netns, net.netns)
         self._ensure_devices(net)
@@ -107,6 +109,42 @@ class OverlayKind(PublishesNothing):
         log.info("overlay network %s: %s, VNI %d, MTU %d, VTEP %s", net.id[:12], oid,
                  definition.vni, definition.mtu, net.vtep)
         return net
+
+    def _ensure_wireguard(self, net: NetworkRecord, underlay_mtu: int, undo: ExitStack | None = None) -> None:
+        """This host's one WireGuard link, made with its first encrypted overlay; a failed
+        create that made it takes it away again (unless another encrypted overlay has it)."""
+        plane = self.runtime.wireguard
+        if plane is None:
+            self.runtime.require_wireguard()
+        assert net.vtep is not None
+        had = plane.address is not None
+        plane.ensure(net.vtep, underlay_mtu)
+        if undo is not None and not had:
+            undo.callback(self._retire_wireguard_unless_used, net.id, None)
+
+    def _retire_wireguard_unless_used(self, leaving: str, others: Sequence[NetworkRecord] | None) -> None:
+        """The WireGuard link, record and claim go with this host's last encrypted overlay."""
+        plane = self.runtime.wireguard
+        if plane is None or plane.address is None:
+            return
+        if others is None:
+            records = self.runtime.watcher.records
+            others = records.networks() if records is not None else []
+        if any(o.id != leaving and o.kind == "overlay" and o.options.encrypted for o in others):
+            return
+        plane.retire()
+
+    def _local_address(self, net: NetworkRecord) -> str:
+        """The VXLAN device's local address: the VTEP, or for an encrypted overlay this host's
+        WireGuard tunnel address (its VXLAN then leaves only through the WireGuard link)."""
+        assert net.vtep is not None
+        if not net.options.encrypted:
+            return net.vtep
+        plane = self.runtime.wireguard
+        if plane is None or plane.address is None:
+            raise BackendUnavailable(f"encrypted overlay network {net.id[:12]} has no WireGuard "
+                                     "link on this host yet")
+        return plane.address
 
     def _member(self, net: NetworkRecord) -> Member:
         assert net.netns is not None and net.vtep is not None
@@ -119,13 +157,14 @@ class OverlayKind(PublishesNothing):
         inside = self.netlink.within(net.netns)
         inside.ensure_bridge(BRIDGE, net.mtu, [])
         name, port = naming.vxlan(net.id), self.runtime.port_for(net.options.encrypted)
+        local = self._local_address(net)
         found = inside.vxlan(name)
         if found is not None and (found.vni, found.local, found.port, found.master) == \
-                (net.vni, net.vtep, port, BRIDGE):
+                (net.vni, local, port, BRIDGE):
             return
         inside.remove_link(name)
         self.netlink.remove_link(name)  # a leftover of a create interrupted before the move
-        self.netlink.add_vxlan(name, net.vni, net.vtep, port, net.mtu, BRIDGE, netns=net.netns)
+        self.netlink.add_vxlan(name, net.vni, local, port, net.mtu, BRIDGE, netns=net.netns)
 
     def _remove_vxlan(self, net: NetworkRecord) -> None:
         self.netlink.remove_link(naming.vxlan(net.id))
@@ -143,6 +182,8 @@ class OverlayKind(PublishesNothing):
             self.netlink.remove_netns(net.netns)
         if any(ipaddress.ip_network(s).version == 4 for s in net.subnets):
             self.registry.leave(overlay_id(net), net.id)
+        if net.options.encrypted:
+            self._retire_wireguard_unless_used(net.id, others)
 
     # --- CreateEndpoint / Join / DeleteEndpoint ------------------------------------
     def plan_endpoint(self, net: NetworkRecord, ep: EndpointRecord) -> EndpointRecord:
@@ -268,6 +309,11 @@ class OverlayKind(PublishesNothing):
 
     def _ensure_kernel(self, net: NetworkRecord) -> None:
         assert net.netns is not None
+        if net.options.encrypted:  # restore: the link first (re-adopted when it outlived the plugin)
+            plane = self.runtime.wireguard
+            if plane is None or plane.address is None:
+                _, link = self.runtime.underlay()
+                self._ensure_wireguard(net, link.mtu)
         with self._kernel_lock:
             if self.netlink.ensure_netns(net.netns):
                 log.warning("re-created namespace %s for overlay network %s", net.netns, net.id[:12])

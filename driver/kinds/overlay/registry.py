@@ -177,6 +177,11 @@ class Registry:
     def views(self) -> dict[OverlayId, OverlayView]:
         return parse_views(self.store.list(keys.overlay_all()))
 
+    def snapshot(self) -> tuple[dict[OverlayId, OverlayView], WireGuardView]:
+        """Every overlay's view and the encrypted overlays' records, from one listing."""
+        entries = self.store.list(keys.overlay_all())
+        return parse_views(entries), parse_wireguard(entries)
+
     def view(self, oid: OverlayId) -> OverlayView:
         return self._read(oid)[0]
 
@@ -469,6 +474,80 @@ class Registry:
         for oid, view in self.views().items():
             if any(p.host == self.host and p.endpoint == endpoint for p in view.peers):
                 self.withdraw(oid, endpoint)
+
+    # --- encrypted overlays: this host's WireGuard record and tunnel address -----------
+    def wireguard_view(self) -> WireGuardView:
+        return parse_wireguard(self.store.list(keys.overlay_all()))
+
+    def claim_tunnel(self, subnet: str) -> str:
+        """This host's WireGuard tunnel address: the one it already holds in `subnet` (its
+        claim under v1/overlay/tunnels/, found by the claim's host), else the lowest free one,
+        claimed create-if-absent (two hosts racing for one address: one wins, the other takes
+        the next). A late claim after a give-up is removed once the store answers (fenced)."""
+        import ipaddress
+
+        from .tunnels import first_free_address
+        net = ipaddress.IPv4Network(subnet)
+        for _ in range(MAX_ATTEMPTS):
+            view = self.wireguard_view()
+            mine = sorted((c for c in view.claims.values()
+                           if c.host == self.host and ipaddress.IPv4Address(c.address) in net),
+                          key=lambda c: ipaddress.IPv4Address(c.address))
+            if mine:
+                return mine[0].address
+            taken = list(view.claims)
+            # Keys that are not readable claims still take their address.
+            taken += [e.key[len(keys.overlay_tunnels()):] for e in self.store.list(keys.overlay_tunnels())]
+            address = first_free_address(subnet, taken)
+            if address is None:
+                raise Conflict(f"--wireguard-subnet {subnet} has no tunnel address left for host "
+                               f"{self.host}: every one is claimed (v1/overlay/tunnels/)")
+            key = keys.overlay_tunnel(address)
+            value = records.dump({"host": self.host, "attempt": claim_id()})
+            if self.writes.transaction([Op("create", key, value)], delete_if_unchanged(key, value),
+                                       f"claiming WireGuard tunnel address {address}"):
+                log.info("overlay: WireGuard tunnel address %s claimed for this host", address)
+                return address
+        raise StoreContention(f"claiming a WireGuard tunnel address in {subnet}: other hosts kept "
+                              "taking the free one first")
+
+    def publish_wireguard(self, record: WireGuardHost) -> None:
+        """This host's WireGuard record (public key, endpoint, tunnel address), under its own
+        prefix; written again only when it changed."""
+        key = keys.overlay_wireguard(self.host)
+        for _ in range(MAX_ATTEMPTS):
+            entry = self.store.get(key)
+            if entry is not None:
+                try:
+                    if replace(WireGuardHost.from_dict(load_record(entry)), attempt="") == replace(record, attempt=""):
+                        return
+                except InvalidRecord:
+                    pass  # this host's own bad record: written over
+            value = records.dump(replace(record, attempt=claim_id()).to_dict())
+            op = Op("cas", key, value, entry.version) if entry else Op("create", key, value)
+            if self.writes.transaction([op], delete_if_unchanged(key, value),
+                                       "publishing this host's WireGuard record"):
+                return
+        raise StoreContention("publishing this host's WireGuard record: it kept changing")
+
+    def retire_wireguard(self) -> None:
+        """This host left its last encrypted overlay: its WireGuard record and its tunnel
+        address claims go (each at the version read). Absent is fine."""
+        for _ in range(MAX_ATTEMPTS):
+            ops = []
+            entry = self.store.get(keys.overlay_wireguard(self.host))
+            if entry is not None:
+                ops.append(Op("delete", entry.key, version=entry.version))
+            for claim in self.store.list(keys.overlay_tunnels()):
+                try:
+                    held = TunnelClaim.from_dict(claim.key[len(keys.overlay_tunnels()):], load_record(claim))
+                except InvalidRecord:
+                    continue
+                if held.host == self.host:
+                    ops.append(Op("delete", claim.key, version=claim.version))
+            if not ops or self.store.transaction(ops):
+                return
+        raise StoreContention("removing this host's WireGuard record: it kept changing")
 
     # --- liveness ------------------------------------------------------------------
     def beat(self) -> None:

@@ -77,6 +77,11 @@ class OverlayRuntime:
                              "VNI and learn each other's endpoints through the shared store, and "
                              "this plugin runs with its local store")
 
+    def attach_wireguard(self, plane) -> None:
+        """The composition root's: encrypted overlays' WireGuard link (encryption.py)."""
+        self.wireguard = plane
+        self.watcher.wireguard = plane
+
     def require_wireguard(self) -> None:
         if self.wireguard is None:
             raise BadRequest("encrypted overlays (-o encrypted) are not served by this plugin: "

@@ -27,7 +27,8 @@ from .claims import AddressClaims, LocalRecords
 from .liveness import Liveness
 from .model import Member, OverlayId, OverlayView
 from .peers import Changes, Desired, desired
-from .registry import Registry, peer_version
+from .registry import Registry, WireGuardView, peer_version
+from .tunnels import believe, encrypted_peers_of, tunnel_addresses
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class PeerWatcher:
         # remote peer is believed.
         self.records: LocalRecords | None = None
         self.claims: AddressClaims | None = None
+        # Encrypted overlays' WireGuard link (encryption.WireGuardPlane), wired by the runtime.
+        self.wireguard = None
         self.syncs = 0  # completed syncs (tests wait on it)
         # Told (seconds, entries changed) after every sync: the composition root's metrics.
         self.on_synced: Callable[[float, int], None] | None = None
@@ -72,13 +75,15 @@ class PeerWatcher:
         failed: dict[OverlayId, str] = {}
         wants: dict[OverlayId, tuple[Member, Desired]] = {}
         with self._lock:
-            views = self.registry.views() if only is None else {only: self.registry.view(only)}
+            every, wg_view = self.registry.snapshot()
+            views = every if only is None else {only: every.get(only) or OverlayView(only, None, {}, ())}
             beats = self.registry.beats()
-            local = self._local()
+            all_local = self._local()
+            local = all_local
             if only is not None:
                 local = {only: local[only]} if only in local else {}
             now = self.clock()
-            hosts = {h for v in views.values() for h in v.members}
+            hosts = {h for v in every.values() for h in v.members}
             self.liveness.observe(beats, hosts, now)
             self._report_deaths(now)
             self._reads += 1
@@ -92,10 +97,14 @@ class PeerWatcher:
                     self._retire_beat()
             elif member:
                 self._member = True
+            # Encrypted overlays: the WireGuard peers from every encrypted overlay of this host
+            # (an only-sync too: the link is shared), and where their entries point.
+            via = self._encrypted(every, wg_view, all_local, alive, seq)
             # What to believe is decided with the view (and the claims) read here, in order.
             for oid, mine in local.items():
                 try:
-                    wants[oid] = self._want(views.get(oid) or OverlayView(oid, None, {}, ()), mine, alive)
+                    wants[oid] = self._want(views.get(oid) or OverlayView(oid, None, {}, ()), mine, alive,
+                                            via if mine.encrypted else None)
                 except BackendUnavailable:
                     raise  # the store went away: the whole sync is retried
                 except Exception as exc:  # one overlay's trouble must not stop the others'
@@ -134,15 +143,42 @@ class PeerWatcher:
             return {}
         return local_overlays(self.host, self.records.networks(), self.records.endpoints())
 
-    def _want(self, view: OverlayView, mine: Local, alive: set[str]) -> tuple[Member, Desired]:
-        """(this host's member, the entries its device should have) for one overlay."""
+    def _encrypted(self, views: dict[OverlayId, OverlayView], wg_view: WireGuardView,
+                   local: dict[OverlayId, Local], alive: set[str], seq: int) -> dict[str, str]:
+        """Apply the WireGuard peer set (hosts alive on an encrypted overlay this host has,
+        with a believed record) and answer host -> tunnel address for their VXLAN entries.
+        Empty (no entries at all, never the VTEPs) while this host has no WireGuard link."""
+        encrypted = [oid for oid, mine in local.items() if mine.encrypted]
+        plane = self.wireguard
+        if not encrypted or plane is None or plane.record is None:
+            return {}
+        claims = {address: claim.host for address, claim in wg_view.claims.items()}
+        believed = believe(wg_view.hosts, claims, self.host, plane.subnet, plane.record)
+        for refused in believed.refused:
+            key = keys.overlay_wireguard(refused.host)
+            bad_records.skipped(Entry(key, "", wg_view.versions.get(key, 0)), refused.reason,
+                                "overlay WireGuard host")
+        hosts = encrypted_peers_of(views, encrypted, self.host, alive.__contains__)
+        try:
+            plane.apply(hosts, believed, seq)
+        except BackendUnavailable:
+            raise
+        except Exception as exc:  # the link's trouble must not stop the unencrypted overlays
+            log.error("encrypted overlays: the WireGuard peers could not be set: %s",
+                      getattr(exc, "message", exc), exc_info=not isinstance(exc, PynetError))
+        return tunnel_addresses(believed)
+
+    def _want(self, view: OverlayView, mine: Local, alive: set[str],
+              via: dict[str, str] | None = None) -> tuple[Member, Desired]:
+        """(this host's member, the entries its device should have) for one overlay; `via`:
+        an encrypted overlay's tunnel addresses (peers.desired)."""
         claims = None
         if self.claims is not None:
             claims = self.claims.owners(view.id.space, view.id.subnet)
         admitted = admit(view, self.host, mine, claims, alive.__contains__, partial(peer_version, view))
         self._report(view, admitted)
         assert mine.member is not None
-        return mine.member, desired(admitted.view, self.host, alive.__contains__)
+        return mine.member, desired(admitted.view, self.host, alive.__contains__, via)
 
     def _report(self, view: OverlayView, admitted: Admitted) -> None:
         """Each record not believed: logged once per version, counted (bad_records.py)."""

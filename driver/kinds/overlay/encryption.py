@@ -1,0 +1,113 @@
+"""Encrypted overlays' data path on this host: ONE WireGuard link (not one per network)
+carrying the VXLAN of every encrypted overlay the host is on.
+
+    ensure(vtep, underlay_mtu)   the first encrypted overlay on this host (and restore): this
+                                 host's key pair (state directory, 0600), its tunnel address
+                                 (claimed cluster-wide), the link (MTU underlay - 60, the
+                                 tunnel address on it), its record in the store
+    apply(hosts, believed, seq)  the peer set (tunnels.py computes it), by one writer: an
+                                 older view than one applied is not applied
+    retire()                     after the last encrypted overlay went: the link (and its
+                                 wireguard-go), the record and the claim; the key file stays
+
+The link is the port of driver/wireguard/api.py (kernel module or wireguard-go: the
+composition root chooses, --wireguard). Its UDP port is --wireguard-port; the VXLAN devices of
+encrypted overlays use the tunnel address as their local address and the other hosts' tunnel
+addresses as FDB remotes, on their own VXLAN port (runtime.port_for), which the firewall
+closes to everything but this link (docs/overlay.md "Encryption").
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+from driver.wireguard.api import OVERHEAD_IPV4, WireGuardLinks
+
+from .model import WireGuardHost
+from .registry import Registry
+from .tunnels import LINK, Believed, wireguard_peers
+
+log = logging.getLogger(__name__)
+
+
+class WireGuardPlane:
+    def __init__(self, registry: Registry, host: str, *, subnet: str, port: int, state_dir: str,
+                 links: Callable[[], WireGuardLinks], keys: Callable[[str], object],
+                 link: str = LINK) -> None:
+        """`links`: makes the WireGuard port's adapter on first use (choosing it may fail:
+        --wireguard=kernel without the module; then an encrypted CreateNetwork says so).
+        `keys(state_dir)`: this host's HostKeys (driver/wireguard/keys.load_or_create)."""
+        self.registry = registry
+        self.host = host
+        self.subnet = subnet
+        self.port = port
+        self.state_dir = state_dir
+        self.link = link
+        self._make_links = links
+        self._load_keys = keys
+        self._links: WireGuardLinks | None = None
+        self._lock = threading.Lock()
+        self._applied = -1
+        self.address: str | None = None      # this host's tunnel address, once ensured
+        self.record: WireGuardHost | None = None
+        self.peers: tuple = ()
+
+    @property
+    def links(self) -> WireGuardLinks:
+        if self._links is None:
+            self._links = self._make_links()
+        return self._links
+
+    @property
+    def implementation(self) -> str:
+        return self.links.implementation
+
+    def ensure(self, vtep: str, underlay_mtu: int) -> str:
+        """The link up with this host's key, port and tunnel address, and this host's record
+        in the store; the tunnel address. Safe to repeat (a re-adopted link keeps its
+        sessions)."""
+        with self._lock:
+            keys = self._load_keys(self.state_dir)
+            address = self.registry.claim_tunnel(self.subnet)
+            prefix = ipaddress.IPv4Network(self.subnet).prefixlen
+            created = self.links.ensure(self.link, keys.private, self.port, underlay_mtu - OVERHEAD_IPV4,
+                                        ipaddress.IPv4Interface(f"{address}/{prefix}"))
+            record = WireGuardHost(self.host, keys.public.base64, f"{vtep}:{self.port}", address)
+            self.registry.publish_wireguard(record)
+            if self.address is None or created:
+                log.info("encrypted overlays: WireGuard link %s %s (%s), tunnel address %s, UDP port %d",
+                         self.link, "made" if created else "adopted", self.links.implementation,
+                         address, self.port)
+            self.address, self.record = address, record
+            if created and self.peers:
+                self.links.set_peers(self.link, self.peers)
+            return address
+
+    def apply(self, hosts: Iterable[str], believed: Believed, seq: int | None = None) -> bool:
+        """Make the link's peers exactly `hosts`' believed records (tunnels.wireguard_peers);
+        False when there is no link (no encrypted overlay here) or a newer view was applied."""
+        wanted = wireguard_peers(hosts, believed)
+        with self._lock:
+            if self.address is None:
+                return False
+            if seq is not None:
+                if seq < self._applied:
+                    return False
+                self._applied = seq
+            if wanted != self.peers:
+                self.links.set_peers(self.link, wanted)
+                log.info("encrypted overlays: WireGuard peers now %s",
+                         ", ".join(f"{p.endpoint}" for p in wanted) or "none")
+                self.peers = wanted
+            return True
+
+    def retire(self) -> None:
+        """No link, no process, no record, no claim; the private key file stays (the next
+        encrypted overlay keeps this host's identity)."""
+        with self._lock:
+            self.links.remove(self.link)
+            self.registry.retire_wireguard()
+            log.info("encrypted overlays: WireGuard link %s removed (no encrypted overlay left)", self.link)
+            self.address, self.record, self.peers, self._applied = None, None, (), -1
