@@ -60,6 +60,11 @@ class Deps:
     # refused (never served in clear).
     wireguard_links: Callable[[], object] | None = None
     wireguard_keys: Callable[[str], object] | None = None
+    # The firewall table that keeps underlay frames off encrypted overlays' VXLAN port
+    # (driver/firewall/wireguard_guard.py); and the link's name (tests give each simulated
+    # host its own: wireguard-go's UAPI socket path is not per network namespace).
+    wireguard_guard: object | None = None
+    wireguard_link: str | None = None
 
 
 @dataclass
@@ -123,10 +128,12 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     if runtime is not None and deps.wireguard_links is not None and runtime.settings.shared_store:
         from driver.kinds.overlay.encryption import WireGuardPlane
         from driver.wireguard.keys import load_or_create
+        from driver.kinds.overlay.tunnels import LINK
         runtime.attach_wireguard(WireGuardPlane(
             runtime.registry, settings.host, subnet=settings.wireguard_subnet,
             port=settings.wireguard_port, state_dir=settings.state_dir, links=deps.wireguard_links,
-            keys=deps.wireguard_keys or load_or_create))
+            keys=deps.wireguard_keys or load_or_create, link=deps.wireguard_link or LINK,
+            guard=deps.wireguard_guard, vxlan_port=settings.encrypted_vxlan_port))
     if runtime is not None:
         # The overlay believes its own side from this host's records, and a peer's address
         # only if the IPAM's claim is that peer's host's (driver/kinds/overlay/admission.py).

@@ -75,3 +75,18 @@ def fake_keys(host: str):
         return HostKeys(PrivateKey(bytes([seed]) * 32), PublicKey(bytes([seed, 7]) * 16),
                         Path(state_dir) / "wireguard.key")
     return load
+
+
+@dataclass
+class RecordingGuard:
+    """The encrypted overlays' firewall table, as calls."""
+    installed: tuple | None = None
+    calls: list = field(default_factory=list)
+
+    def install(self, link: str, wireguard_port: int, vxlan_port: int) -> None:
+        self.installed = (link, wireguard_port, vxlan_port)
+        self.calls.append(("install", self.installed))
+
+    def remove(self) -> None:
+        self.installed = None
+        self.calls.append(("remove",))

@@ -41,7 +41,9 @@ class FakeHost:
         self.wireguard = None
         if encrypted:
             from tests.fakes.wireguard import FakeWireGuardLinks
+            from tests.fakes.wireguard import RecordingGuard
             self.wireguard = FakeWireGuardLinks()
+            self.guard = RecordingGuard()
         self.client: AppClient = self._start()
 
     def _start(self) -> AppClient:
@@ -50,6 +52,7 @@ class FakeHost:
             # Encrypted overlays over a WireGuard port in memory (tests/fakes/wireguard.py).
             from tests.fakes.wireguard import fake_keys
             deps.wireguard_links, deps.wireguard_keys = (lambda: self.wireguard), fake_keys(self.name)
+            deps.wireguard_guard = self.guard
         return app_client(deps, settings=self.settings, overlay=True)
 
     def restart(self) -> None:

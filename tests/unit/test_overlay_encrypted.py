@@ -241,7 +241,9 @@ def test_one_wireguard_link_per_host_made_with_the_first_encrypted_overlay_gone_
     h1 = hosts.add("h1", "198.18.0.11", encrypted=True)
     assert h1.create_network(N1, "10.51.0.0/24")[0] == 200          # unencrypted: no link
     assert h1.wireguard.links == {}
+    assert h1.guard.installed is None
     assert h1.create_network(N2, SUBNET, encrypted="")[0] == 200
+    assert h1.guard.installed == (LINK, 51820, 4799)   # before the first encrypted VXLAN device
     link = h1.wireguard.links[LINK]
     assert (link.listen_port, link.mtu, str(link.address)) == (51820, 1440, "100.127.0.1/16")
     assert h1.vxlan(N2).local == "100.127.0.1" and h1.vxlan(N2).port == 4799
@@ -254,6 +256,7 @@ def test_one_wireguard_link_per_host_made_with_the_first_encrypted_overlay_gone_
     assert LINK in h1.wireguard.links                                      # N3 still encrypted
     h1.ok("NetworkDriver.DeleteNetwork", {"NetworkID": N3})
     assert h1.wireguard.links == {} and h1.wireguard.removed == 1
+    assert h1.guard.installed is None and h1.guard.calls[-1] == ("remove",)
     assert _store_keys(hosts, "v1/overlay/hosts/h1/wireguard") == []
     assert _store_keys(hosts, "v1/overlay/tunnels/") == []
     assert h1.vxlan(N1).local == "198.18.0.11"
@@ -358,3 +361,18 @@ def test_a_failing_wireguard_link_does_not_stop_the_unencrypted_overlays_sync(ho
     h1.sync()
     from driver.netlink.api import FLOOD_MAC
     assert h1.fdb(N3) == {(FLOOD_MAC, "198.18.0.12")}
+
+
+def test_the_guard_script_drops_the_encrypted_vxlan_port_off_the_link_and_refuses_odd_values():
+    from driver.firewall.nft_rules import ScriptValueError
+    from driver.firewall.wireguard_guard import install_script, remove_script
+    text = install_script("pnwg0", 51820, 4799)
+    assert 'udp dport 4799 iifname != "pnwg0" counter drop' in text
+    assert "udp dport 51820 counter accept" in text
+    assert text.startswith("add table inet pynet_wireguard\ndelete table inet pynet_wireguard\n")
+    assert remove_script() == "add table inet pynet_wireguard\ndelete table inet pynet_wireguard\n"
+    with pytest.raises(ScriptValueError):
+        install_script('pnwg0" accept #', 51820, 4799)
+    for bad in (0, 70000, True, "4799"):
+        with pytest.raises(ValueError):
+            install_script("pnwg0", 51820, bad)

@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from driver.wireguard.api import OVERHEAD_IPV4, WireGuardLinks
 
@@ -32,13 +33,22 @@ from .tunnels import LINK, Believed, wireguard_peers
 log = logging.getLogger(__name__)
 
 
+class Guard(Protocol):
+    def install(self, link: str, wireguard_port: int, vxlan_port: int) -> None: ...
+    def remove(self) -> None: ...
+
+
 class WireGuardPlane:
     def __init__(self, registry: Registry, host: str, *, subnet: str, port: int, state_dir: str,
                  links: Callable[[], WireGuardLinks], keys: Callable[[str], object],
-                 link: str = LINK) -> None:
+                 link: str = LINK, guard: Guard | None = None, vxlan_port: int = 0) -> None:
         """`links`: makes the WireGuard port's adapter on first use (choosing it may fail:
         --wireguard=kernel without the module; then an encrypted CreateNetwork says so).
-        `keys(state_dir)`: this host's HostKeys (driver/wireguard/keys.load_or_create)."""
+        `keys(state_dir)`: this host's HostKeys (driver/wireguard/keys.load_or_create).
+        `guard`: the firewall that drops encrypted overlays' VXLAN port (`vxlan_port`) on
+        every interface but the link (driver/firewall/wireguard_guard.py)."""
+        self.guard = guard
+        self.vxlan_port = vxlan_port
         self.registry = registry
         self.host = host
         self.subnet = subnet
@@ -72,6 +82,8 @@ class WireGuardPlane:
             keys = self._load_keys(self.state_dir)
             address = self.registry.claim_tunnel(self.subnet)
             prefix = ipaddress.IPv4Network(self.subnet).prefixlen
+            if self.guard is not None:  # before any encrypted VXLAN device can receive
+                self.guard.install(self.link, self.port, self.vxlan_port)
             created = self.links.ensure(self.link, keys.private, self.port, underlay_mtu - OVERHEAD_IPV4,
                                         ipaddress.IPv4Interface(f"{address}/{prefix}"))
             record = WireGuardHost(self.host, keys.public.base64, f"{vtep}:{self.port}", address)
@@ -108,6 +120,8 @@ class WireGuardPlane:
         encrypted overlay keeps this host's identity)."""
         with self._lock:
             self.links.remove(self.link)
+            if self.guard is not None:
+                self.guard.remove()
             self.registry.retire_wireguard()
             log.info("encrypted overlays: WireGuard link %s removed (no encrypted overlay left)", self.link)
             self.address, self.record, self.peers, self._applied = None, None, (), -1
