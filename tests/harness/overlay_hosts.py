@@ -55,13 +55,33 @@ class SimHost:
     client: AppClient = field(init=False)
     networks: list[str] = field(default_factory=list)
     pools: dict[str, str] = field(default_factory=dict)  # network -> its PoolID
+    # Encrypted overlays: a state directory for the host's key, and the settings' extras
+    # (--wireguard-subnet inside 198.18.0.0/15 in the tests). None: not served.
+    state_dir: str | None = None
+    settings: dict = field(default_factory=dict)
+    wireguard: Any = None  # the host's UserspaceWireGuard (kept: close() removes its link)
 
     def __post_init__(self) -> None:
         self.start()
 
+    @property
+    def wg_link(self) -> str:
+        # wireguard-go's UAPI socket path is not per namespace: one name per simulated host.
+        return f"pnwg{self.name}"[:15]
+
     def start(self) -> None:
         deps = Deps(store=self.store, netlink=self.netlink, firewall=RecordingFirewall())
-        self.client = app_client(deps, settings=Settings(host_id=self.name, store="consul"), overlay=True)
+        if self.state_dir is not None:
+            from driver.firewall.wireguard_guard import WireGuardGuard
+            from driver.wireguard.userspace import UserspaceWireGuard
+            # A new adapter per start, as a restarted plugin has (it re-adopts the process).
+            self.wireguard = UserspaceWireGuard(netns=self.ns, log_dir=f"{self.state_dir}/log")
+            deps.wireguard_links = lambda: self.wireguard
+            deps.wireguard_guard = WireGuardGuard(self.ns)
+            deps.wireguard_link = self.wg_link
+        settings = Settings(host_id=self.name, store="consul", state_dir=self.state_dir or "/nonexistent",
+                            **self.settings)
+        self.client = app_client(deps, settings=settings, overlay=True)
 
     def stop(self) -> None:
         """The plugin gone (kill -9): its kernel state stays."""
@@ -147,7 +167,8 @@ class OverlayBed:
             ipr.link("add", ifname="ul", kind="bridge")
             ipr.link("set", index=ipr.link_lookup(ifname="ul")[0], state="up")
 
-    def host(self, name: str, vtep: str, mtu: int = 1500) -> SimHost:
+    def host(self, name: str, vtep: str, mtu: int = 1500, state_dir: str | None = None,
+             **settings: Any) -> SimHost:
         ns = self.make_netns("h")
         port = f"v{name}"
         with IPRoute(netns=self.underlay, flags=0) as ipr:
@@ -160,7 +181,8 @@ class OverlayBed:
             ipr.addr("add", index=idx, address=vtep, prefixlen=24)
             ipr.link("set", index=idx, state="up")
             ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        host = SimHost(name, ns, vtep, self.store, Pyroute2Netlink(ns), self.make_netns)
+        host = SimHost(name, ns, vtep, self.store, Pyroute2Netlink(ns), self.make_netns,
+                       state_dir=state_dir, settings=settings)
         self.hosts.append(host)
         return host
 
@@ -181,6 +203,12 @@ class OverlayBed:
         left = []
         for host in self.hosts:
             host.stop()
+            if host.wireguard is not None:  # its wireguard-go, whatever the test left
+                try:
+                    if host.wireguard.remove(host.wg_link):
+                        left.append(host.wg_link)
+                except Exception as exc:  # the namespaces go anyway
+                    left.append(f"{host.wg_link}: {exc}")
             for nid in list(host.networks):
                 name = naming.overlay_netns(nid)
                 if name in pr_netns.listnetns():

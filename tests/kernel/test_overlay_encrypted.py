@@ -1,0 +1,264 @@
+"""Encrypted overlays on the real kernel, without Docker: simulated hosts (namespaces on a
+bridged underlay, tests/harness/overlay_hosts.py) each running the whole plugin app with
+wireguard-go (driver/wireguard/userspace.py, in the host's namespace) and the guard table
+(driver/firewall/wireguard_guard.py); "containers" made as dockerd makes them.
+
+Proven: containers on two hosts reach each other over ICMP, TCP and UDP through one
+WireGuard link per host; the MTU is the underlay's - 50 - 60 with DF; a capture on the
+underlay during a transfer of a marker finds only WireGuard (no VXLAN port, no marker); a
+forged VXLAN frame sent from the underlay to the encrypted VXLAN port, or to the WireGuard
+port, reaches no container (and reaches it once the guard table is taken away: the frame
+is well formed, the guard is what stops it); the last delete leaves no link, no process, no
+record. Addresses: underlay 198.18.0.0/24, tunnel addresses 198.19.250.0/24 (both inside
+198.18.0.0/15), overlay 10.50.0.0/24 inside the namespaces only.
+
+Needs root, wireguard-go, wg and libnftables: fails (never skips) without them.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from driver import naming
+from driver.netlink.api import FLOOD_MAC
+from pynet_core.store.memory import MemoryStore
+from tests.harness.netprobe import CLIENT, PEER_SERVER, PING_DF
+from tests.harness.overlay_hosts import OverlayBed
+from tests.harness.wait import wait_until
+
+SUBNET = "10.50.0.0/24"
+WG_SUBNET = "198.19.250.0/24"
+ENC_PORT, WG_PORT = 4799, 51820
+TIMING: dict[str, float] = {}
+
+# Sends one VXLAN datagram (flags I, VNI) carrying an Ethernet frame to DST_MAC with an IPv4
+# UDP packet 10.50.0.99:9 -> DST_IP:PORT, payload FORGED. Args: TO_IP TO_PORT VNI DST_MAC DST_IP PORT.
+FORGE = r"""
+import socket, struct, sys
+to_ip, to_port, vni, dst_mac, dst_ip, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6])
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b)); t = (t >> 16) + (t & 0xffff); t += t >> 16
+    return ~t & 0xffff
+payload = b"FORGED"
+udp = struct.pack("!HHHH", 9, port, 8 + len(payload), 0) + payload
+src = socket.inet_aton("10.50.0.99"); dst = socket.inet_aton(dst_ip)
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, src, dst)
+ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex("020000000099") + b"\x08\x00"
+vxlan = struct.pack("!II", 0x08000000, vni << 8)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3):
+    s.sendto(vxlan + eth + ip + udp, (to_ip, to_port))
+print("sent")
+"""
+
+# Waits SECONDS for a UDP datagram on PORT; prints "got <payload>" or "none".
+RECEIVE = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
+s.settimeout(float(sys.argv[2])); print("ready", flush=True)
+try:
+    print("got", s.recv(2048).decode(errors="replace"))
+except socket.timeout:
+    print("none")
+"""
+
+# Captures on IFACE (h1's port on the underlay bridge: all it sends and receives) for SECONDS (AF_PACKET): counts IPv4 UDP frames by destination port and
+# whether MARKER appears anywhere in a frame. Prints JSON.
+CAPTURE = r"""
+import json, socket, struct, sys, time
+iface, seconds, marker = sys.argv[1], float(sys.argv[2]), sys.argv[3].encode()
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind((iface, 0)); s.settimeout(0.2)
+print("ready", flush=True)
+ports, seen, frames = {}, 0, 0
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    try:
+        f = s.recv(65535)
+    except socket.timeout:
+        continue
+    frames += 1
+    if marker in f:
+        seen += 1
+    if len(f) > 34 and f[12:14] == b"\x08\x00" and f[23] == 17:
+        ihl = (f[14] & 0x0f) * 4
+        dport = struct.unpack("!H", f[14 + ihl + 2:14 + ihl + 4])[0]
+        ports[str(dport)] = ports.get(str(dport), 0) + 1
+print(json.dumps({"frames": frames, "udp_dports": ports, "marker_frames": seen}))
+"""
+
+# Sends COUNT kilobytes of MARKER over TCP to HOST:PORT and prints "sent N".
+SEND_MARKER = r"""
+import socket, sys
+host, port, marker, count = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), int(sys.argv[4])
+c = socket.create_connection((host, port), timeout=5)
+block = (marker * (1024 // len(marker) + 1))[:1024]
+for _ in range(count):
+    c.sendall(block)
+c.shutdown(socket.SHUT_WR); c.recv(10); c.close(); print("sent", count)
+"""
+
+SINK = r"""
+import socket, sys
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", int(sys.argv[1]))); t.listen(1); print("ready", flush=True)
+c, _ = t.accept(); n = 0
+while True:
+    d = c.recv(65536)
+    if not d: break
+    n += len(d)
+c.sendall(b"ok"); c.close(); print("received", n)
+"""
+
+
+@pytest.fixture
+def bed(make_netns):
+    made = OverlayBed(make_netns, MemoryStore())
+    yield made
+    left = made.close()
+    assert all(not name.startswith("pnwg") or ":" not in name for name in left), left
+
+
+@pytest.fixture
+def pair(bed, tmp_path):
+    hosts = [bed.host(f"h{i}", f"198.18.0.1{i}", state_dir=str(tmp_path / f"h{i}"),
+                      wireguard="userspace", wireguard_subnet=WG_SUBNET) for i in (1, 2)]
+    started = time.monotonic()
+    nets = [h.network(SUBNET, encrypted="") for h in hosts]
+    TIMING["two encrypted CreateNetwork (wireguard-go start included)"] = time.monotonic() - started
+    a = hosts[0].container(nets[0], "10.50.0.2/24")
+    b = hosts[1].container(nets[1], "10.50.0.3/24")
+    return hosts, nets, a, b
+
+
+def reach(bed, pair, timeout=10.0) -> None:
+    """a pings b, or an error with what each host's link and device have."""
+    (h1, h2), (n1, n2), a, b = pair
+    try:
+        wait_until(lambda: bed.pings(a, b.ip), timeout=timeout, what="a reaching b through WireGuard")
+    except AssertionError as exc:
+        state = {h.name: {"peers": [(str(p.endpoint), [str(n) for n in p.allowed_ips], p.last_handshake)
+                                    for p in wg_peers(h)], "fdb": sorted(h.fdb(n))}
+                 for h, n in ((h1, n1), (h2, n2))}
+        raise AssertionError(f"{exc}; {state}") from None
+
+
+def wg_peers(host) -> list:
+    status = host.wireguard.status(host.wg_link)
+    return [] if status is None else list(status.peers)
+
+
+def test_containers_reach_each_other_through_one_wireguard_link_per_host(bed, pair):
+    (h1, h2), (n1, n2), a, b = pair
+    vx = h1.inside(n1).vxlan(naming.vxlan(n1))
+    assert (vx.local, vx.port, vx.mtu) == ("198.19.250.1", ENC_PORT, 1390)
+    wait_until(lambda: len(wg_peers(h1)) == 1 and len(wg_peers(h2)) == 1, timeout=10, what="WireGuard peers")
+    wait_until(lambda: (FLOOD_MAC, "198.19.250.2") in h1.fdb(n1), timeout=10, what="h1's entries via h2's tunnel")
+    assert all(dst.startswith("198.19.250.") for _, dst in h1.fdb(n1) | h2.fdb(n2))
+    started = time.monotonic()
+    wait_until(lambda: bed.pings(a, b.ip), timeout=10, what="a reaching b through WireGuard")
+    TIMING["first ping across (handshake included)"] = time.monotonic() - started
+    assert bed.pings(b, a.ip)
+    proc = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-c", PEER_SERVER, "7000"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert bed.python(a.ns, CLIENT, "tcp", b.ip, "7000") == f"tcp {a.ip}"
+        assert bed.python(a.ns, CLIENT, "udp", b.ip, "7000") == f"udp {a.ip} ping"
+    finally:
+        proc.kill()
+        proc.wait()
+    # One link per host, carrying it all: its peer is the other host, allowed its /32 only.
+    (peer,) = wg_peers(h1)
+    assert [str(n) for n in peer.allowed_ips] == ["198.19.250.2/32"] and peer.last_handshake
+    assert str(peer.endpoint) == f"198.18.0.12:{WG_PORT}"
+
+
+def test_the_encrypted_mtu_leaves_room_for_vxlan_and_wireguard(bed, pair):
+    (h1, h2), _, a, b = pair
+    reach(bed, pair)
+    assert bed.python(a.ns, PING_DF, b.ip, "1362") == "ok 1362"        # 1362 + 8 + 20 = 1390
+    assert bed.python(a.ns, PING_DF, b.ip, "1363") == "fail Message too long"
+    assert "mtu 1390" in bed.run(a.ns, "ip", "link", "show", "eth0").stdout
+    assert f"mtu 1440" in bed.run(h1.ns, "ip", "link", "show", h1.wg_link).stdout
+
+
+def test_the_underlay_sees_only_wireguard_no_vxlan_and_no_marker(bed, pair):
+    (h1, h2), _, a, b = pair
+    reach(bed, pair)
+    marker = "PYNET-MARKER-7f3a"
+    sink = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-c", SINK, "7100"],
+                            stdout=subprocess.PIPE, text=True)
+    cap = subprocess.Popen(["ip", "netns", "exec", bed.underlay, sys.executable, "-c", CAPTURE, f"v{h1.name}", "4", marker],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout.readline().strip() == "ready" and cap.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        assert bed.python(a.ns, SEND_MARKER, b.ip, "7100", marker, "2048") == "sent 2048"
+        TIMING["2 MiB TCP across the encrypted overlay (s)"] = time.monotonic() - started
+        found = json.loads(cap.communicate(timeout=20)[0])
+    finally:
+        for p in (sink, cap):
+            p.kill()
+            p.wait()
+    assert found["marker_frames"] == 0, found
+    assert str(ENC_PORT) not in found["udp_dports"] and "4789" not in found["udp_dports"], found
+    assert found["udp_dports"].get(str(WG_PORT), 0) > 1000, found   # 2 MiB went, all of it WireGuard
+
+
+def test_a_forged_vxlan_frame_from_the_underlay_reaches_no_container(bed, pair):
+    (h1, h2), (n1, n2), a, b = pair
+    reach(bed, pair)
+    vni = str(h2.inside(n2).vxlan(naming.vxlan(n2)).vni)
+
+    def forged_reaches_b(to_port: int) -> str:
+        rx = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-c", RECEIVE, "7200", "2"],
+                              stdout=subprocess.PIPE, text=True)
+        try:
+            assert rx.stdout.readline().strip() == "ready"
+            # From h1's underlay address (any host on the underlay could send it).
+            assert bed.python(h1.ns, FORGE, "198.18.0.12", str(to_port), vni, b.mac, b.ip, "7200") == "sent"
+            return rx.communicate(timeout=10)[0].strip()
+        finally:
+            rx.kill()
+            rx.wait()
+
+    assert forged_reaches_b(ENC_PORT) == "none"       # the guard drops it off the WireGuard link
+    assert forged_reaches_b(WG_PORT) == "none"        # WireGuard: sealed by no peer's key
+    assert "4799" in bed.run(h2.ns, "nft", "list", "table", "inet", "pynet_wireguard").stdout
+    # The control: without the guard table the very same frame is delivered.
+    bed.run(h2.ns, "nft", "delete", "table", "inet", "pynet_wireguard")
+    try:
+        assert forged_reaches_b(ENC_PORT) == "got FORGED"
+    finally:
+        h2.client.overlay.wireguard.guard.install(h2.wg_link, WG_PORT, ENC_PORT)
+    assert forged_reaches_b(ENC_PORT) == "none"
+
+
+def test_the_last_delete_leaves_no_link_no_process_no_record(bed, pair):
+    (h1, h2), (n1, n2), a, b = pair
+    pid = h1.wireguard.status(h1.wg_link).pid
+    assert pid is not None
+    for host, ctr in ((h1, a), (h2, b)):
+        host.remove(ctr)
+    h1.delete_network(n1)
+    h2.delete_network(n2)
+    for host in (h1, h2):
+        assert host.wireguard.status(host.wg_link) is None
+        assert host.wg_link not in bed.run(host.ns, "ip", "link").stdout
+        assert bed.run(host.ns, "nft", "list", "table", "inet", "pynet_wireguard").returncode != 0
+    assert not __import__("os").path.exists(f"/proc/{pid}") or \
+        "wireguard-go" not in open(f"/proc/{pid}/comm").read()
+    assert [e.key for e in bed.store.list("v1/overlay/")] == []
+    # The private key stays in the state directory only.
+    for host in (h1, h2):
+        assert (__import__("pathlib").Path(host.state_dir) / "wireguard.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_zz_report_timing():
+    print("\nencrypted overlay timings:", {k: round(v, 3) for k, v in TIMING.items()})
