@@ -8,5 +8,5 @@
     pyroute2_wg.py   the only module here that imports pyroute2 (link MTU/up/address, genl)
     choice.py        --wireguard=kernel|userspace|auto
 
-Not wired into the overlay yet (docs/wireguard-notes.md).
+Used by encrypted overlays (driver/kinds/overlay/encryption.py; docs/overlay.md "Encryption").
 """

@@ -136,7 +136,7 @@ def pair(bed, tmp_path):
     return hosts, nets, a, b
 
 
-def reach(bed, pair, timeout=10.0) -> None:
+def reach(bed, pair, timeout=20.0) -> None:
     """a pings b, or an error with what each host's link and device have."""
     (h1, h2), (n1, n2), a, b = pair
     try:

@@ -9,6 +9,8 @@
     watcher.py   the background job: store.watch -> view -> applier
     runtime.py   what the overlay kind and the composition root share
     check.py     what `pynet doctor` compares (OverlayKind.check), by the watcher's own rules
+    tunnels.py   encrypted overlays: which hosts' WireGuard records are believed, the peer set, pure
+    encryption.py  encrypted overlays: this host's one WireGuard link, its record and tunnel address
 
 The kind itself is driver/kinds/overlay/kind.py; docs/overlay.md says how it all fits.
 """

@@ -93,14 +93,16 @@ class OverlayKind(PublishesNothing):
         assert net.netns is not None and net.vtep is not None and net.link_mtu is not None
         oid = overlay_id(net)
         _, link = self.runtime.underlay()
+        if net.options.encrypted:
+            # The link and this host's WireGuard record before its member: a host that sees
+            # the member can take it as a WireGuard peer at once.
+            self._ensure_wireguard(net, link.mtu, undo)
         definition = self.registry.join(
             oid, self._member(net), vni=net.options.vni, mtu=net.options.mtu,
             default_mtu=net.link_mtu, mtu_limit=max_mtu(link.mtu, net.options.encrypted),
             port=self.runtime.port_for(net.options.encrypted), encrypted=net.options.encrypted)
         undo.callback(self.registry.leave, oid, net.id)
         net = replace(net, vni=definition.vni, link_mtu=definition.mtu)
-        if net.options.encrypted:
-            self._ensure_wireguard(net, link.mtu, undo)
         if self.netlink.ensure_netns(net.netns):
             undo.callback(self.netlink.remove_netns, net.netns)
         self._ensure_devices(net)
