@@ -65,6 +65,8 @@ class Deps:
     # host its own: wireguard-go's UAPI socket path is not per network namespace).
     wireguard_guard: object | None = None
     wireguard_link: str | None = None
+    # keys.rotate(state_dir, apply) (None: driver/wireguard/keys.py's).
+    wireguard_rotate: Callable[[str, Callable], object] | None = None
 
 
 @dataclass
@@ -91,12 +93,20 @@ def build_deps(settings: Settings) -> Deps:
 
     from .stores import open_store
 
+    from driver.firewall.wireguard_guard import WireGuardGuard
+    from driver.wireguard.choice import make_links
+
     # --store local (sqlite in --state-dir) or consul; every call timed for the metrics.
     store = metrics.MeasuredStore(open_store(settings))
     return Deps(store=store, netlink=Pyroute2Netlink(), firewall=NftFirewall(),
                 docker_addresses=DockerAddresses(settings.docker_host,
                                                  ipam_driver=Path(settings.socket).stem),
-                docker_networks=DockerNetworkList(settings.docker_host))
+                docker_networks=DockerNetworkList(settings.docker_host),
+                # Chosen at the first encrypted overlay (--wireguard=kernel without the module
+                # is then refused, naming the flag); wireguard-go logs in the state directory.
+                wireguard_links=lambda: make_links(settings.wireguard,
+                                                   log_dir=Path(settings.state_dir) / "wireguard"),
+                wireguard_guard=WireGuardGuard())
 
 
 def overlay_settings(settings: Settings) -> OverlaySettings:
@@ -129,11 +139,13 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         from driver.kinds.overlay.encryption import WireGuardPlane
         from driver.wireguard.keys import load_or_create
         from driver.kinds.overlay.tunnels import LINK
+        from driver.wireguard.keys import rotate
         runtime.attach_wireguard(WireGuardPlane(
             runtime.registry, settings.host, subnet=settings.wireguard_subnet,
             port=settings.wireguard_port, state_dir=settings.state_dir, links=deps.wireguard_links,
             keys=deps.wireguard_keys or load_or_create, link=deps.wireguard_link or LINK,
-            guard=deps.wireguard_guard, vxlan_port=settings.encrypted_vxlan_port))
+            guard=deps.wireguard_guard, vxlan_port=settings.encrypted_vxlan_port,
+            rotate_keys=deps.wireguard_rotate or rotate))
     if runtime is not None:
         # The overlay believes its own side from this host's records, and a peer's address
         # only if the IPAM's claim is that peer's host's (driver/kinds/overlay/admission.py).
@@ -165,6 +177,14 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         # With a shared store, `pynet ipam check` names the claims of hosts long unseen.
         background.stops.append(every(last_seen.INTERVAL, lambda: last_seen.report(deps.store, settings.host),
                                       "last-seen report", at_once=True, retry_after=last_seen.RETRY))
+    if runtime is not None and runtime.wireguard is not None and settings.wireguard_rotate_interval > 0:
+        plane = runtime.wireguard
+        # Only while a link exists: a host without encrypted overlays has no sessions to renew.
+        background.stops.append(every(settings.wireguard_rotate_interval,
+                                      lambda: plane.rotate() if plane.address is not None else None,
+                                      "WireGuard key rotation"))
+        log.info("encrypted overlays: this host's WireGuard key rotates every %g s",
+                 settings.wireguard_rotate_interval)
     if settings.metrics_addr:
         server = metrics.serve(settings.metrics_addr, settings.metrics_allow_remote, deps.store,
                                settings.host)
@@ -173,8 +193,18 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     handlers = {"Plugin.Activate": lambda b: ACTIVATE,
                 **network_handlers(network, settings.scope,
                                    SwarmNetworks(tuple(network.kinds), runtime)),
-                **ipam_handlers(ipam)}
+                **ipam_handlers(ipam),
+                # `pynet overlay rotate-key` (pynet/ops/overlay.py), over the plugin socket.
+                "Pynet.RotateWireGuardKey": lambda b: rotate_key(runtime)}
     app = plugin_app(handlers, gate)
     app.extensions["pynet"] = {"network": network, "ipam": ipam, "deps": deps, "gate": gate,
                                "background": background, "overlay": runtime}
     return app
+
+
+def rotate_key(runtime: OverlayRuntime | None) -> dict:
+    """Rotate this host's WireGuard key now (encryption.WireGuardPlane.rotate)."""
+    from pynet_core.errors import BadRequest
+    if runtime is None or runtime.wireguard is None:
+        raise BadRequest("this plugin serves no encrypted overlays: there is no WireGuard key to rotate")
+    return runtime.wireguard.rotate()

@@ -64,6 +64,8 @@ class Settings:
     wireguard_port: int = DEFAULT_WIREGUARD_PORT
     encrypted_vxlan_port: int = DEFAULT_ENCRYPTED_VXLAN_PORT
     wireguard_subnet: str = DEFAULT_WIREGUARD_SUBNET
+    # Seconds between rotations of this host's WireGuard key (0: only `pynet overlay rotate-key`).
+    wireguard_rotate_interval: float = 0.0
     # The network driver's Scope (docs/swarm.md): "local" (networks made per host) or
     # "global" (Swarm managers allocate them; the managed plugin's default).
     scope: str = "local"
@@ -150,6 +152,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wireguard-subnet", default=_env("WIREGUARD_SUBNET", DEFAULT_WIREGUARD_SUBNET),
                         help="IPv4 prefix each host's WireGuard tunnel address is claimed from; the same "
                              f"on every host [PYNET_WIREGUARD_SUBNET] (default {DEFAULT_WIREGUARD_SUBNET})")
+    parser.add_argument("--wireguard-rotate-interval", type=float,
+                        default=_env("WIREGUARD_ROTATE_INTERVAL", "0"),
+                        help="seconds between rotations of this host's WireGuard key, at least 60; 0: "
+                             "only `pynet overlay rotate-key` [PYNET_WIREGUARD_ROTATE_INTERVAL] (default 0)")
     parser.add_argument("--scope", choices=["local", "global"], default=_env("SCOPE", "local"),
                         help="the network driver's scope: 'global' for Swarm services on pynet "
                              "networks (managers allocate them), 'local' for networks made on "
@@ -246,6 +252,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                          "encrypted overlays need a VXLAN port of their own, which the firewall "
                          "closes to everything but the WireGuard link")
     wg_subnet = wireguard_subnet(args.wireguard_subnet)
+    if args.wireguard_rotate_interval != 0 and not args.wireguard_rotate_interval >= 60:
+        raise ValueError(f"--wireguard-rotate-interval {args.wireguard_rotate_interval:g}: expected 0 "
+                         "(off) or at least 60 seconds (each rotation costs every peer a handshake)")
     # The host id is a store key level (v1/hosts/<host>/...): never '/' or '..'.
     host = args.host_id or socket.gethostname()
     problem = segment_problem(host, HOST_ID_MAX)
@@ -264,6 +273,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                         overlay_peer_timeout=args.overlay_peer_timeout, scope=args.scope,
                         wireguard=args.wireguard, wireguard_port=args.wireguard_port,
                         encrypted_vxlan_port=args.encrypted_vxlan_port, wireguard_subnet=wg_subnet,
+                        wireguard_rotate_interval=args.wireguard_rotate_interval,
                         log_format=args.log_format, metrics_addr=args.metrics_addr,
                         metrics_allow_remote=allow_remote,
                         **_consul_settings(args))

@@ -123,3 +123,32 @@ def load_or_create(state_dir: str | Path, wg: str = "wg") -> HostKeys:
         _write_new_key(path, generate_private(wg))
     private = _read_key_file(path)
     return HostKeys(private, public_of(private, wg), path)
+
+
+def rotate(state_dir: str | Path, apply, wg: str = "wg") -> HostKeys:
+    """A new key pair for this host: made by `wg genkey`, handed to `apply(new HostKeys)` (which
+    sets it on the link and may fail: then nothing changed, the old key file stands), then
+    written over `state_dir/wireguard.key` atomically (a 0600 temporary file renamed over it,
+    fsynced). A crash between the two leaves the old file: the next start puts the old key
+    back on the link, consistent with the public key still in the store."""
+    directory = Path(state_dir)
+    path = directory / KEY_FILE
+    _read_key_file(path)  # the current file must be ours and sound before it is replaced
+    private = generate_private(wg)
+    new = HostKeys(private, public_of(private, wg), path)
+    apply(new)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (private.reveal_base64() + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return new

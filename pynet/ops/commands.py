@@ -49,6 +49,10 @@ def add_commands(commands) -> None:
     _parser(commands, "ports", "published ports (what docker ps cannot show for pynet)", "ports", "ports")
     _parser(commands, "doctor", "the kernel against this host's records, each difference with "
             "its fix", "doctor", "doctor")
+    overlay = commands.add_parser("overlay", help="encrypted overlays")
+    osub = overlay.add_subparsers(dest="overlay_command", required=True)
+    _parser(osub, "rotate-key", "a new WireGuard key pair for this host, made by the running plugin "
+            "(peers re-handshake once)", "overlay", "rotate_key")
     ipam = commands.add_parser("ipam", help="pools and address claims")
     sub = ipam.add_subparsers(dest="ipam_command", required=True)
     show = _parser(sub, "show", "pools, or one pool's claims", "ipam_show", "show")

@@ -90,3 +90,17 @@ class RecordingGuard:
     def remove(self) -> None:
         self.installed = None
         self.calls.append(("remove",))
+
+
+def fake_rotate(host: str):
+    """keys.rotate(state_dir, apply) for one host, without `wg`: each call a new pair."""
+    count = [0]
+
+    def rotate(state_dir: str, apply) -> HostKeys:
+        count[0] += 1
+        seed = (sum(host.encode()) + 17 * count[0]) % 250 + 1
+        new = HostKeys(PrivateKey(bytes([seed, 1]) * 16), PublicKey(bytes([seed, 9]) * 16),
+                       Path(state_dir) / "wireguard.key")
+        apply(new)
+        return new
+    return rotate

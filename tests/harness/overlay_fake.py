@@ -53,6 +53,8 @@ class FakeHost:
             from tests.fakes.wireguard import fake_keys
             deps.wireguard_links, deps.wireguard_keys = (lambda: self.wireguard), fake_keys(self.name)
             deps.wireguard_guard = self.guard
+            from tests.fakes.wireguard import fake_rotate
+            deps.wireguard_rotate = fake_rotate(self.name)
         return app_client(deps, settings=self.settings, overlay=True)
 
     def restart(self) -> None:

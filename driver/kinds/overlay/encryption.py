@@ -24,7 +24,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from dataclasses import replace
+
 from driver.wireguard.api import OVERHEAD_IPV4, WireGuardLinks
+from pynet_core.errors import BadRequest
 
 from .model import WireGuardHost
 from .registry import Registry
@@ -41,7 +44,8 @@ class Guard(Protocol):
 class WireGuardPlane:
     def __init__(self, registry: Registry, host: str, *, subnet: str, port: int, state_dir: str,
                  links: Callable[[], WireGuardLinks], keys: Callable[[str], object],
-                 link: str = LINK, guard: Guard | None = None, vxlan_port: int = 0) -> None:
+                 link: str = LINK, guard: Guard | None = None, vxlan_port: int = 0,
+                 rotate_keys: Callable[[str, Callable[[object], None]], object] | None = None) -> None:
         """`links`: makes the WireGuard port's adapter on first use (choosing it may fail:
         --wireguard=kernel without the module; then an encrypted CreateNetwork says so).
         `keys(state_dir)`: this host's HostKeys (driver/wireguard/keys.load_or_create).
@@ -49,6 +53,10 @@ class WireGuardPlane:
         every interface but the link (driver/firewall/wireguard_guard.py)."""
         self.guard = guard
         self.vxlan_port = vxlan_port
+        # keys.rotate(state_dir, apply): a new key pair, applied, then kept (key rotation).
+        self._rotate_keys = rotate_keys
+        self._mtu: int | None = None
+        self.rotations = 0
         self.registry = registry
         self.host = host
         self.subnet = subnet
@@ -92,7 +100,7 @@ class WireGuardPlane:
                 log.info("encrypted overlays: WireGuard link %s %s (%s), tunnel address %s, UDP port %d",
                          self.link, "made" if created else "adopted", self.links.implementation,
                          address, self.port)
-            self.address, self.record = address, record
+            self.address, self.record, self._mtu = address, record, underlay_mtu - OVERHEAD_IPV4
             if created and self.peers:
                 self.links.set_peers(self.link, self.peers)
             return address
@@ -114,6 +122,32 @@ class WireGuardPlane:
                          ", ".join(f"{p.endpoint}" for p in wanted) or "none")
                 self.peers = wanted
             return True
+
+    def rotate(self) -> dict:
+        """A new key pair for this host (`pynet overlay rotate-key`, or the schedule): set on
+        the link, then kept in the key file, then published; the other hosts take the new
+        public key at their next sync and re-handshake (the old sessions end with the old
+        key). Without a link only the key file changes (the next link uses it)."""
+        if self._rotate_keys is None:
+            raise BadRequest("key rotation is not available in this plugin")
+        with self._lock:
+            old = self.record.public_key if self.record is not None else None
+
+            def apply(keys) -> None:
+                if self.address is not None:
+                    prefix = ipaddress.IPv4Network(self.subnet).prefixlen
+                    assert self._mtu is not None
+                    self.links.ensure(self.link, keys.private, self.port, self._mtu,
+                                      ipaddress.IPv4Interface(f"{self.address}/{prefix}"))
+            new = self._rotate_keys(self.state_dir, apply)
+            public = new.public.base64
+            if self.record is not None:
+                record = replace(self.record, public_key=public)
+                self.registry.publish_wireguard(record)
+                self.record = record
+            self.rotations += 1
+            log.info("encrypted overlays: this host's WireGuard key rotated (public key now %s)", public)
+            return {"PublicKey": public, "Previous": old, "Link": self.address is not None}
 
     def retire(self) -> None:
         """No link, no process, no record, no claim; the private key file stays (the next
