@@ -260,5 +260,53 @@ def test_the_last_delete_leaves_no_link_no_process_no_record(bed, pair):
         assert (__import__("pathlib").Path(host.state_dir) / "wireguard.key").stat().st_mode & 0o777 == 0o600
 
 
+# Sends a UDP datagram to HOST:PORT every 20 ms for SECONDS and prints the longest time
+# without a reply (after the first one) and how many came back, as JSON. Prints "ready" first.
+PROBE = r"""
+import json, socket, sys, time
+host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.02)
+print("ready", flush=True)
+end = time.monotonic() + seconds; last = None; gap = 0.0; got = 0
+while time.monotonic() < end:
+    s.sendto(b"p", (host, port))
+    try:
+        while True:
+            s.recv(100); now = time.monotonic(); got += 1
+            if last is not None: gap = max(gap, now - last)
+            last = now
+    except socket.timeout:
+        pass
+print(json.dumps({"longest_gap_s": round(gap, 3), "replies": got}))
+"""
+
+
+def test_a_rotated_key_keeps_the_hosts_talking_but_for_a_handshake(bed, pair):
+    (h1, h2), _, a, b = pair
+    reach(bed, pair)
+    srv = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-c", PEER_SERVER, "7300"],
+                           stdout=subprocess.PIPE, text=True)
+    probe = subprocess.Popen(["ip", "netns", "exec", a.ns, sys.executable, "-c", PROBE, b.ip, "7300", "4"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready" and probe.stdout.readline().strip() == "ready"
+        time.sleep(1)
+        old = h1.wireguard.status(h1.wg_link)
+        answer = h1.ok("Pynet.RotateWireGuardKey", {})
+        found = json.loads(probe.communicate(timeout=20)[0])
+    finally:
+        for p in (srv, probe):
+            p.kill()
+            p.wait()
+    TIMING["longest reply gap across a key rotation (s)"] = found["longest_gap_s"]
+    assert answer["PublicKey"] != answer["Previous"]
+    # The same wireguard-go (no restart), and h2 has the new key for h1.
+    assert h1.wireguard.status(h1.wg_link).pid == old.pid
+    wait_until(lambda: [p.public_key.base64 for p in wg_peers(h2)] == [answer["PublicKey"]],
+               timeout=10, what="h2 taking h1's new key")
+    assert found["replies"] > 50 and found["longest_gap_s"] < 2.0, found
+    reach(bed, pair)
+
+
 def test_zz_report_timing():
     print("\nencrypted overlay timings:", {k: round(v, 3) for k, v in TIMING.items()})

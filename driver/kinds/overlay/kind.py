@@ -94,9 +94,12 @@ class OverlayKind(PublishesNothing):
         oid = overlay_id(net)
         _, link = self.runtime.underlay()
         if net.options.encrypted:
-            # The link and this host's WireGuard record before its member: a host that sees
-            # the member can take it as a WireGuard peer at once.
+            # The link, this host's WireGuard record and its peers (the hosts already on the
+            # overlay) before its member: a host that sees the member takes this one as a
+            # peer and its first handshake is answered (one that reached a host not yet
+            # knowing it would be retried only after WireGuard's 5 s REKEY_TIMEOUT).
             self._ensure_wireguard(net, link.mtu, undo)
+            self.runtime.sync(oid)
         definition = self.registry.join(
             oid, self._member(net), vni=net.options.vni, mtu=net.options.mtu,
             default_mtu=net.link_mtu, mtu_limit=max_mtu(link.mtu, net.options.encrypted),
