@@ -376,3 +376,21 @@ def test_the_guard_script_drops_the_encrypted_vxlan_port_off_the_link_and_refuse
     for bad in (0, 70000, True, "4799"):
         with pytest.raises(ValueError):
             install_script("pnwg0", 51820, bad)
+
+
+def test_a_create_that_fails_halfway_through_the_link_leaves_no_link_record_or_claim(hosts):
+    from driver.kinds.overlay.tunnels import LINK
+    h1 = hosts.add("h1", "198.18.0.11", encrypted=True)
+    real = h1.wireguard.ensure
+
+    def made_then_failed(name, *args, **kwargs):
+        real(name, *args, **kwargs)
+        raise RuntimeError("configuring the link failed (test)")
+    h1.wireguard.ensure = made_then_failed
+    status, _ = h1.create_network(N1, SUBNET, encrypted="")
+    assert status == 500
+    assert h1.wireguard.links == {} and h1.guard.installed is None
+    assert [e.key for e in hosts.store.list("v1/overlay/")] == []
+    h1.wireguard.ensure = real
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert LINK in h1.wireguard.links

@@ -122,15 +122,16 @@ class OverlayKind(PublishesNothing):
         if plane is None:
             self.runtime.require_wireguard()
         assert net.vtep is not None
-        had = plane.address is not None
+        if undo is not None and plane.address is None:  # registered first: a half-made link goes too
+            undo.callback(self._retire_wireguard_unless_used, net.id, None, True)
         plane.ensure(net.vtep, underlay_mtu)
-        if undo is not None and not had:
-            undo.callback(self._retire_wireguard_unless_used, net.id, None)
 
-    def _retire_wireguard_unless_used(self, leaving: str, others: Sequence[NetworkRecord] | None) -> None:
-        """The WireGuard link, record and claim go with this host's last encrypted overlay."""
+    def _retire_wireguard_unless_used(self, leaving: str, others: Sequence[NetworkRecord] | None,
+                                      failed_create: bool = False) -> None:
+        """The WireGuard link, record and claim go with this host's last encrypted overlay
+        (`failed_create`: also when the create that began making them failed halfway)."""
         plane = self.runtime.wireguard
-        if plane is None or plane.address is None:
+        if plane is None or (plane.address is None and not failed_create):
             return
         if others is None:
             records = self.runtime.watcher.records
