@@ -26,7 +26,8 @@ import pytest
 from driver import naming
 from driver.netlink.api import FLOOD_MAC
 from pynet_core.store.memory import MemoryStore
-from tests.harness.netprobe import CLIENT, PEER_SERVER, PING_DF
+from tests.harness.netprobe import (CAPTURE, CLIENT, FORGE_VXLAN as FORGE, PEER_SERVER, PING_DF, RECEIVE,
+                                    SEND_MARKER, SINK, UDP_PROBE as PROBE)
 from tests.harness.overlay_hosts import OverlayBed
 from tests.harness.wait import wait_until
 
@@ -34,86 +35,6 @@ SUBNET = "10.50.0.0/24"
 WG_SUBNET = "198.19.250.0/24"
 ENC_PORT, WG_PORT = 4799, 51820
 TIMING: dict[str, float] = {}
-
-# Sends one VXLAN datagram (flags I, VNI) carrying an Ethernet frame to DST_MAC with an IPv4
-# UDP packet 10.50.0.99:9 -> DST_IP:PORT, payload FORGED. Args: TO_IP TO_PORT VNI DST_MAC DST_IP PORT.
-FORGE = r"""
-import socket, struct, sys
-to_ip, to_port, vni, dst_mac, dst_ip, port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6])
-def csum(b):
-    if len(b) % 2: b += b"\0"
-    t = sum(struct.unpack("!%dH" % (len(b) // 2), b)); t = (t >> 16) + (t & 0xffff); t += t >> 16
-    return ~t & 0xffff
-payload = b"FORGED"
-udp = struct.pack("!HHHH", 9, port, 8 + len(payload), 0) + payload
-src = socket.inet_aton("10.50.0.99"); dst = socket.inet_aton(dst_ip)
-ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, src, dst)
-ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
-eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex("020000000099") + b"\x08\x00"
-vxlan = struct.pack("!II", 0x08000000, vni << 8)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for _ in range(3):
-    s.sendto(vxlan + eth + ip + udp, (to_ip, to_port))
-print("sent")
-"""
-
-# Waits SECONDS for a UDP datagram on PORT; prints "got <payload>" or "none".
-RECEIVE = r"""
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1])))
-s.settimeout(float(sys.argv[2])); print("ready", flush=True)
-try:
-    print("got", s.recv(2048).decode(errors="replace"))
-except socket.timeout:
-    print("none")
-"""
-
-# Captures on IFACE (h1's port on the underlay bridge: all it sends and receives) for SECONDS (AF_PACKET): counts IPv4 UDP frames by destination port and
-# whether MARKER appears anywhere in a frame. Prints JSON.
-CAPTURE = r"""
-import json, socket, struct, sys, time
-iface, seconds, marker = sys.argv[1], float(sys.argv[2]), sys.argv[3].encode()
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); s.bind((iface, 0)); s.settimeout(0.2)
-print("ready", flush=True)
-ports, seen, frames = {}, 0, 0
-end = time.monotonic() + seconds
-while time.monotonic() < end:
-    try:
-        f = s.recv(65535)
-    except socket.timeout:
-        continue
-    frames += 1
-    if marker in f:
-        seen += 1
-    if len(f) > 34 and f[12:14] == b"\x08\x00" and f[23] == 17:
-        ihl = (f[14] & 0x0f) * 4
-        dport = struct.unpack("!H", f[14 + ihl + 2:14 + ihl + 4])[0]
-        ports[str(dport)] = ports.get(str(dport), 0) + 1
-print(json.dumps({"frames": frames, "udp_dports": ports, "marker_frames": seen}))
-"""
-
-# Sends COUNT kilobytes of MARKER over TCP to HOST:PORT and prints "sent N".
-SEND_MARKER = r"""
-import socket, sys
-host, port, marker, count = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), int(sys.argv[4])
-c = socket.create_connection((host, port), timeout=5)
-block = (marker * (1024 // len(marker) + 1))[:1024]
-for _ in range(count):
-    c.sendall(block)
-c.shutdown(socket.SHUT_WR); c.recv(10); c.close(); print("sent", count)
-"""
-
-SINK = r"""
-import socket, sys
-t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-t.bind(("0.0.0.0", int(sys.argv[1]))); t.listen(1); print("ready", flush=True)
-c, _ = t.accept(); n = 0
-while True:
-    d = c.recv(65536)
-    if not d: break
-    n += len(d)
-c.sendall(b"ok"); c.close(); print("received", n)
-"""
 
 
 @pytest.fixture
@@ -258,27 +179,6 @@ def test_the_last_delete_leaves_no_link_no_process_no_record(bed, pair):
     # The private key stays in the state directory only.
     for host in (h1, h2):
         assert (__import__("pathlib").Path(host.state_dir) / "wireguard.key").stat().st_mode & 0o777 == 0o600
-
-
-# Sends a UDP datagram to HOST:PORT every 20 ms for SECONDS and prints the longest time
-# without a reply (after the first one) and how many came back, as JSON. Prints "ready" first.
-PROBE = r"""
-import json, socket, sys, time
-host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.02)
-print("ready", flush=True)
-end = time.monotonic() + seconds; last = None; gap = 0.0; got = 0
-while time.monotonic() < end:
-    s.sendto(b"p", (host, port))
-    try:
-        while True:
-            s.recv(100); now = time.monotonic(); got += 1
-            if last is not None: gap = max(gap, now - last)
-            last = now
-    except socket.timeout:
-        pass
-print(json.dumps({"longest_gap_s": round(gap, 3), "replies": got}))
-"""
 
 
 def test_a_rotated_key_keeps_the_hosts_talking_but_for_a_handshake(bed, pair):
