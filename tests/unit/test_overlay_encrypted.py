@@ -394,3 +394,32 @@ def test_a_create_that_fails_halfway_through_the_link_leaves_no_link_record_or_c
     h1.wireguard.ensure = real
     assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
     assert LINK in h1.wireguard.links
+
+
+# --- pynet doctor (OverlayKind.check) by the watcher's rules --------------------------------
+def _check(host, nid):
+    service = host.client.network
+    return [(d.what, d.fix) for d in service.kinds["overlay"].check(
+        service.ledger.network(nid), service.ledger.endpoints(nid), lambda eid: None)]
+
+
+def test_doctor_compares_an_encrypted_overlays_entries_with_the_tunnel_addresses(hosts):
+    from driver import naming
+    from driver.netlink.api import FLOOD_MAC, FdbEntry
+    from pynet_core.store import keys
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    h1.create_endpoint(N1, "e" * 64, "10.50.0.2/24")
+    h2.create_endpoint(N2, "f" * 64, "10.50.0.3/24")
+    h1.sync(), h2.sync()
+    assert _check(h1, N1) == []
+    # An entry towards h2's VTEP (what an unencrypted overlay has) is one of no peer here.
+    h1.inside(N1).change_peers(naming.vxlan(N1), naming.OVERLAY_BRIDGE,
+                               fdb_add=[FdbEntry(FLOOD_MAC, "198.18.0.12")])
+    found = _check(h1, N1)
+    assert [w for w, _ in found] == [f"FDB entry of no peer on {naming.vxlan(N1)}: {FLOOD_MAC} -> 198.18.0.12"]
+    # A WireGuard record of h2 under another host's claim: not believed, and said so.
+    _put(hosts.store, keys.overlay_tunnel("100.127.0.2"), '{"host": "h9"}')
+    whats = [w for w, _ in _check(h1, N1)]
+    assert any("WireGuard record of host h2 is not believed" in w for w in whats), whats

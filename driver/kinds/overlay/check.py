@@ -23,8 +23,9 @@ from .admission import Local, admit, local_overlays
 from .claims import Owner
 from .model import OverlayView, overlay_of
 from .peers import desired, diff
-from .registry import parse_views, peer_version
+from .registry import parse_views, parse_wireguard, peer_version
 from .runtime import OverlayRuntime
+from .tunnels import believe, tunnel_addresses
 
 STORE_FIX = ("find which host wrote it (pynet networks / docker ps on that host) and correct or delete "
              "that key under pynet's prefix (consul kv delete); pynet ignores it meanwhile")
@@ -70,21 +71,46 @@ def _devices(inside: Netlink, net: NetworkRecord,
 def _store_side(inside: Netlink, runtime: OverlayRuntime, net: NetworkRecord) -> list[Difference]:
     oid = overlay_of(net.subnets, net.address_space)
     # Rejected records are reported here, as differences; not logged as the plugin does.
-    views = parse_views(runtime.registry.store.list(keys.overlay_all()), report=lambda *_: None)
+    entries = runtime.registry.store.list(keys.overlay_all())
+    views = parse_views(entries, report=lambda *_: None)
     view = views.get(oid) if oid is not None else None
     if view is None:
         return []
+    via = None
+    found: list[Difference] = []
+    if net.options.encrypted:
+        via, found = _tunnels(entries, runtime)
     # What the watcher reads besides the records (wired by the composition root).
     records, claims = runtime.watcher.records, runtime.watcher.claims
     local = local_overlays(runtime.host, records.networks(), records.endpoints()) \
         if records is not None else {}
     owners = claims.owners(oid.space, oid.subnet) if claims is not None else None
-    return _peers(inside, view, runtime.host, local.get(oid) or Local(None), owners,
-                  naming.vxlan(net.id), net.netns or "")
+    return found + _peers(inside, view, runtime.host, local.get(oid) or Local(None), owners,
+                          naming.vxlan(net.id), net.netns or "", via)
+
+
+def _tunnels(entries, runtime: OverlayRuntime) -> tuple[dict[str, str], list[Difference]]:
+    """An encrypted overlay's entries point at tunnel addresses: those of the other hosts'
+    WireGuard records this host believes (tunnels.py), judged against its own record."""
+    wg_view = parse_wireguard(entries, report=lambda *_: None)
+    mine = wg_view.hosts.get(runtime.host)
+    found = [Difference(f"encrypted overlays: store record {key} is ignored", STORE_FIX)
+             for key in sorted(set(e.key for e in entries if keys.wireguard_host_of(e.key) is not None
+                                   or e.key.startswith(keys.overlay_tunnels())) - set(wg_view.versions))]
+    if mine is None:
+        found.append(Difference(f"encrypted overlays: host {runtime.host} has no WireGuard record in the "
+                                "store (its link was not made, or its record was deleted)", PEERS_FIX))
+        return {}, found
+    claims = {address: claim.host for address, claim in wg_view.claims.items()}
+    believed = believe(wg_view.hosts, claims, runtime.host, runtime.settings.wireguard_subnet, mine)
+    found += [Difference(f"encrypted overlays: the WireGuard record of host {r.host} is not believed: "
+                         f"{r.reason}", STORE_FIX) for r in believed.refused]
+    return tunnel_addresses(believed), found
 
 
 def _peers(inside: Netlink, view: OverlayView, host: str, mine: Local,
-           owners: Mapping[str, Owner] | None, vx_name: str, netns: str) -> list[Difference]:
+           owners: Mapping[str, Owner] | None, vx_name: str, netns: str,
+           via: dict[str, str] | None = None) -> list[Difference]:
     """The store's records of one overlay as this host judges them, and the entries of its
     VXLAN device (`vx_name`, in `netns`) against those it should have."""
     oid = view.id
@@ -100,7 +126,7 @@ def _peers(inside: Netlink, view: OverlayView, host: str, mine: Local,
     if admitted.view.members.get(host) is None:
         return found
     # Every member counted alive: a host the watcher has withdrawn shows up here as missing.
-    changes = diff(desired(admitted.view, host, lambda h: True), inside.fdb_entries(vx_name),
+    changes = diff(desired(admitted.view, host, lambda h: True, via), inside.fdb_entries(vx_name),
                    inside.neighbours(naming.OVERLAY_BRIDGE))
     found += [Difference(f"FDB entry missing on {vx_name}: {e.mac} -> {e.dst}", PEERS_FIX)
               for e in changes.fdb_add]
