@@ -208,5 +208,34 @@ def test_a_rotated_key_keeps_the_hosts_talking_but_for_a_handshake(bed, pair):
     reach(bed, pair)
 
 
+
+def test_a_killed_plugin_leaves_the_link_carrying_traffic_and_its_successor_adopts_it(bed, pair):
+    (h1, h2), (n1, _), a, b = pair
+    reach(bed, pair)
+    pid = h1.wireguard.status(h1.wg_link).pid
+    srv = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-c", PEER_SERVER, "7400"],
+                           stdout=subprocess.PIPE, text=True)
+    probe = subprocess.Popen(["ip", "netns", "exec", a.ns, sys.executable, "-c", PROBE, b.ip, "7400", "4"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready" and probe.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        h1.stop()       # the plugin gone as after kill -9: its wireguard-go and devices stay
+        h1.wireguard.close()
+        time.sleep(1)
+        h1.start()      # a new plugin: restore re-adopts the link
+        wait_until(lambda: h1.client.gate.restored, timeout=10, what="restore")
+        found = json.loads(probe.communicate(timeout=20)[0])
+    finally:
+        for p in (srv, probe):
+            p.kill()
+            p.wait()
+    TIMING["longest reply gap across a plugin kill and restart (s)"] = found["longest_gap_s"]
+    assert found["longest_gap_s"] < 0.5 and found["replies"] > 50, found
+    assert h1.wireguard.status(h1.wg_link).pid == pid     # adopted, not restarted
+    vx = h1.inside(n1).vxlan(naming.vxlan(n1))
+    assert vx.local == "198.19.250.1"
+    reach(bed, pair)
+
 def test_zz_report_timing():
     print("\nencrypted overlay timings:", {k: round(v, 3) for k, v in TIMING.items()})
