@@ -8,8 +8,9 @@
 # see the README's "Managed plugin" section for turning either into a plugin.
 ARG BASE=debian:bookworm-slim
 # libnftables1: the C library pynet drives through its own ctypes adapter (no Python binding
-# from Debian, so the venv has no system site packages).
-ARG DEBIAN_PACKAGES="python3 python3-venv libnftables1 nftables iptables"
+# from Debian, so the venv has no system site packages). wireguard-go and wireguard-tools (wg):
+# encrypted overlays where the kernel has no WireGuard module, and every host's key pair.
+ARG DEBIAN_PACKAGES="python3 python3-venv libnftables1 nftables iptables wireguard-go wireguard-tools"
 
 FROM ${BASE}
 ARG DEBIAN_PACKAGES
