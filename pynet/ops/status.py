@@ -77,6 +77,7 @@ def status(ctx: Context, args) -> int:
             problems.append(f"{len(pending)} records are not ready (an interrupted call; restore "
                             "finishes it when pynet starts)")
     doc["wireguard"] = wireguard_choice(s)
+    doc["wireguard"]["link"] = wireguard_link(doc["wireguard"]["mode"])
     doc["problems"] = problems
     if ctx.out.as_json:
         ctx.out.json(doc)
@@ -108,6 +109,16 @@ def status(ctx: Context, args) -> int:
     chosen = wg["mode"] or out.paint(f"unavailable ({wg['error']})", "warn")
     out.line(f"wireguard:  {chosen} (--wireguard={wg['setting']}), UDP port {wg['port']}, "
              f"encrypted overlays' VXLAN port {wg['vxlan_port']}, tunnel addresses from {wg['subnet']}")
+    link = wg["link"]
+    if link.get("error"):
+        out.line(f"            link {link['name']}: {out.paint(link['error'], 'warn')}")
+    elif not link["present"]:
+        out.line(f"            link {link['name']}: none (no encrypted overlay on this host)")
+    else:
+        ages = [p["handshake_age_s"] for p in link["peers"]]
+        fresh = sum(1 for a in ages if a is not None and a < 180)
+        out.line(f"            link {link['name']}: {len(ages)} peers, {fresh} with a handshake in the "
+                 f"last 3 min" + (f", wireguard-go pid {link['pid']}" if link.get("pid") else ""))
     for p in problems:
         out.line(out.paint(f"problem: {p}", "bad"))
     return PROBLEMS if problems else OK
@@ -149,3 +160,34 @@ def _engine(ctx: Context) -> str | None:
             return str(api.info().get("ID") or "") or None
     except Exception:
         return None
+
+
+def wireguard_link(mode: str | None, links=None, name: str | None = None) -> dict:
+    """The WireGuard link of encrypted overlays as the kernel or wireguard-go has it (read
+    only): present, its peers with their endpoint and handshake age."""
+    from driver.kinds.overlay.tunnels import LINK
+    name = name or LINK
+    doc: dict = {"name": name, "present": False, "peers": [], "pid": None, "error": None}
+    if mode is None and links is None:
+        return doc
+    try:
+        if links is None:
+            if mode == "kernel":
+                from driver.wireguard.kernel import KernelWireGuard
+                links = KernelWireGuard()
+            else:
+                from driver.wireguard.userspace import UserspaceWireGuard
+                links = UserspaceWireGuard(supervise=False)
+        found = links.status(name)
+    except Exception as exc:  # a report: say it, do not fail the whole status
+        doc["error"] = f"cannot read it: {getattr(exc, 'message', exc)}"
+        return doc
+    if found is None:
+        return doc
+    now = time.time()
+    doc.update(present=True, pid=found.pid, peers=[
+        {"public_key": p.public_key.base64, "endpoint": str(p.endpoint) if p.endpoint else None,
+         "allowed_ips": [str(n) for n in p.allowed_ips],
+         "handshake_age_s": None if p.last_handshake is None else round(now - p.last_handshake, 1),
+         "rx_bytes": p.rx_bytes, "tx_bytes": p.tx_bytes} for p in found.peers])
+    return doc

@@ -423,3 +423,37 @@ def test_doctor_compares_an_encrypted_overlays_entries_with_the_tunnel_addresses
     _put(hosts.store, keys.overlay_tunnel("100.127.0.2"), '{"host": "h9"}')
     whats = [w for w, _ in _check(h1, N1)]
     assert any("WireGuard record of host h2 is not believed" in w for w in whats), whats
+
+
+def test_swarm_allocate_network_passes_encrypted_to_the_nodes_and_refuses_it_on_a_bridge(hosts):
+    manager = hosts.add("h1", "198.18.0.11", scope="global", encrypted=True)
+    node = hosts.add("h2", "198.18.0.12", scope="global", encrypted=True)
+    net = "k2mq0d8f5tq1vz8b3yl2c0h7x"
+    status, answer = manager.call("NetworkDriver.AllocateNetwork", {
+        "NetworkID": net, "Options": {"type": "overlay", "encrypted": ""},
+        "IPv4Data": [{"Pool": "10.60.0.0/24", "Gateway": "10.60.0.1/24"}], "IPv6Data": []})
+    assert status == 200 and answer["Options"]["encrypted"] == "", answer
+    status, answer = manager.call("NetworkDriver.AllocateNetwork", {
+        "NetworkID": "p9w1x0c3v5b7n2m4q6e8r0t1y", "Options": {"encrypted": ""},
+        "IPv4Data": [{"Pool": "10.61.0.0/24", "Gateway": "10.61.0.1/24"}], "IPv6Data": []})
+    assert status == 400 and "only overlay networks can be encrypted" in answer["Err"]
+
+
+def test_status_reads_the_link_and_its_peers(hosts):
+    from driver.kinds.overlay.tunnels import LINK
+    from pynet.ops.status import wireguard_link
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert wireguard_link("userspace", links=h1.wireguard)["present"] is False
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    h1.sync()
+    doc = wireguard_link("userspace", links=h1.wireguard)
+    assert doc["present"] and doc["name"] == LINK
+    assert [(p["endpoint"], p["allowed_ips"], p["handshake_age_s"]) for p in doc["peers"]] == [
+        ("198.18.0.12:51820", ["100.127.0.2/32"], None)]
+
+    class Broken:
+        def status(self, name):
+            raise RuntimeError("UAPI socket refused")
+    assert "UAPI socket refused" in wireguard_link("userspace", links=Broken())["error"]
+    assert wireguard_link(None)["present"] is False
