@@ -27,9 +27,14 @@ key_prefix "pynet/v1/overlay/nets/" {
 key_prefix "pynet/v1/overlay/vnis/" {
   policy = "write"
 }
+# Encrypted overlays: cluster-wide WireGuard tunnel address claims (create-if-absent; a reader
+# believes a host's tunnel address only under that host's own claim).
+key_prefix "pynet/v1/overlay/tunnels/" {
+  policy = "write"
+}
 
 # This host's own: its IPAM write fence, its network/endpoint records, names, fences and
-# heartbeats, its overlay member and peer records, its overlay heartbeat.
+# heartbeats, its overlay member, peer and WireGuard records, its overlay heartbeat.
 key "pynet/v1/ipam/fences/HOST" {
   policy = "write"
 }

@@ -161,6 +161,8 @@ FOREIGN = [
     f"v1/hosts/{B}/docker",
     member_key("hax", SPACE, SUBNET),
     peer_key("hax", SPACE, SUBNET, EID_B),
+    f"v1/overlay/hosts/{B}/wireguard",
+    "v1/overlay/hosts/hax/wireguard",
     alive_key("hax"),
     "v1/ipam/fences/hax",
     "v1/hosts/hax/seen",
@@ -177,12 +179,14 @@ OWN = [
     f"v1/hosts/{A}/fence",
     f"v1/hosts/{A}/overlay-fence",
     f"v1/hosts/{A}/seen",
+    f"v1/overlay/hosts/{A}/wireguard",
 ]
 # Shared by every host (Consul's ACLs cannot tell one writer's value from another's): the
 # readers' checks, not the ACL, stop a forged record here (docs/overlay.md, threat model).
 SHARED = [
     def_key(SPACE, SUBNET),
     "v1/overlay/vnis/4096",
+    "v1/overlay/tunnels/100.127.0.9",
     addr_key(SPACE, SUBNET, "10.77.0.9"),
     f"v1/ipam/blocks/{SPACE}/10.77.0.0_24/10.77.0.64_26",
     f"v1/ipam/spaces/{SPACE}",
@@ -242,3 +246,39 @@ def test_a_pynet_run_with_another_hosts_token_is_refused_naming_consul(agent, to
     finally:
         hc.stop()
         store.close()
+
+
+
+def test_encrypted_overlays_need_nothing_beyond_each_hosts_own_token(agent, tokens, admin, caplog):
+    """Each host's WireGuard record (its own prefix) and its tunnel address claim (shared
+    v1/overlay/tunnels/), made, read by the other host, and removed with the last network."""
+    caplog.set_level(logging.INFO)
+    stores = {h: ConsulStore(agent.addr, token=tokens[h], prefix="pynet/") for h in (A, B)}
+    started: list[FakeHost] = []
+    try:
+        for name, vtep in ((A, "198.18.0.11"), (B, "198.18.0.12")):
+            started.append(FakeHost(name, vtep, stores[name], encrypted=True))
+        ha, hb = started
+        for h, nid in ((ha, NID_A), (hb, NID_B)):
+            h.ok("IpamDriver.RequestPool", {"AddressSpace": SPACE, "Pool": SUBNET, "SubPool": "",
+                                            "Options": {}, "V6": False})
+            status, answer = h.create_network(nid, SUBNET, encrypted="")
+            assert status == 200, (h.name, answer)
+        for h in (ha, hb):
+            h.sync()
+        assert sorted(admin.keys("v1/overlay/tunnels/")) == ["v1/overlay/tunnels/100.127.0.1",
+                                                              "v1/overlay/tunnels/100.127.0.2"]
+        assert admin.get(f"v1/overlay/hosts/{A}/wireguard") is not None
+        assert [str(p.endpoint) for p in ha.wireguard.links["pnwg0"].peers] == ["198.18.0.12:51820"]
+        status, _ = ha.call("Pynet.RotateWireGuardKey", {})
+        assert status == 200
+        for h, nid in ((ha, NID_A), (hb, NID_B)):
+            h.ok("NetworkDriver.DeleteNetwork", {"NetworkID": nid})
+            h.sync()
+        assert [k for k in admin.keys("v1/overlay/") if "wireguard" in k or "tunnels" in k] == []
+        assert _refusals(caplog) == []
+    finally:
+        for h in started:
+            h.stop()
+        for s in stores.values():
+            s.close()
