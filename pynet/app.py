@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
             keys=deps.wireguard_keys or load_or_create, link=deps.wireguard_link or LINK,
             guard=deps.wireguard_guard, vxlan_port=settings.encrypted_vxlan_port,
             rotate_keys=deps.wireguard_rotate or rotate))
+        runtime.wireguard.on_peers, runtime.wireguard.on_rotated = metrics.wireguard_peers, metrics.wireguard_rotated
     if runtime is not None:
         # The overlay believes its own side from this host's records, and a peer's address
         # only if the IPAM's claim is that peer's host's (driver/kinds/overlay/admission.py).

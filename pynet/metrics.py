@@ -112,6 +112,20 @@ def timed_restore(restore):
     return run
 
 
+WIREGUARD_PEERS = Gauge("pynet_wireguard_peers", "Peers of this host's WireGuard link (encrypted "
+                        "overlays); 0 without a link", registry=REGISTRY)
+WIREGUARD_ROTATIONS = Counter("pynet_wireguard_key_rotations", "Rotations of this host's WireGuard "
+                              "key (pynet overlay rotate-key, the schedule)", registry=REGISTRY)
+
+
+def wireguard_peers(count: int) -> None:
+    WIREGUARD_PEERS.set(count)
+
+
+def wireguard_rotated() -> None:
+    WIREGUARD_ROTATIONS.inc()
+
+
 def overlay_synced(seconds: float, changed: int) -> None:
     OVERLAY_SYNC.observe(seconds)
     OVERLAY_CHANGES.inc(changed)

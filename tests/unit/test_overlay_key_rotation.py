@@ -197,3 +197,17 @@ def test_the_schedule_rotates_only_while_a_link_exists(hosts, monkeypatch):
     assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
     job()
     assert h1.client.overlay.wireguard.rotations == 1
+
+
+def test_the_metrics_count_peers_and_rotations(hosts):
+    from pynet import metrics
+    rotations = metrics.WIREGUARD_ROTATIONS._value.get()
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    h1.sync()
+    assert metrics.WIREGUARD_PEERS._value.get() == 1
+    h1.ok("Pynet.RotateWireGuardKey", {})
+    assert metrics.WIREGUARD_ROTATIONS._value.get() == rotations + 1
+    h1.ok("NetworkDriver.DeleteNetwork", {"NetworkID": N1})
+    assert metrics.WIREGUARD_PEERS._value.get() == 0

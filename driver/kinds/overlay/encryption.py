@@ -57,6 +57,9 @@ class WireGuardPlane:
         self._rotate_keys = rotate_keys
         self._mtu: int | None = None
         self.rotations = 0
+        # Told the peer count after each change, and each rotation (the composition root's metrics).
+        self.on_peers: Callable[[int], None] | None = None
+        self.on_rotated: Callable[[], None] | None = None
         self.registry = registry
         self.host = host
         self.subnet = subnet
@@ -121,6 +124,8 @@ class WireGuardPlane:
                 log.info("encrypted overlays: WireGuard peers now %s",
                          ", ".join(f"{p.endpoint}" for p in wanted) or "none")
                 self.peers = wanted
+                if self.on_peers is not None:
+                    self.on_peers(len(wanted))
             return True
 
     def rotate(self) -> dict:
@@ -146,6 +151,8 @@ class WireGuardPlane:
                 self.registry.publish_wireguard(record)
                 self.record = record
             self.rotations += 1
+            if self.on_rotated is not None:
+                self.on_rotated()
             log.info("encrypted overlays: this host's WireGuard key rotated (public key now %s)", public)
             return {"PublicKey": public, "Previous": old, "Link": self.address is not None}
 
@@ -159,3 +166,5 @@ class WireGuardPlane:
             self.registry.retire_wireguard()
             log.info("encrypted overlays: WireGuard link %s removed (no encrypted overlay left)", self.link)
             self.address, self.record, self.peers, self._applied = None, None, (), -1
+            if self.on_peers is not None:
+                self.on_peers(0)
