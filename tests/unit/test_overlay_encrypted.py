@@ -457,3 +457,44 @@ def test_status_reads_the_link_and_its_peers(hosts):
             raise RuntimeError("UAPI socket refused")
     assert "UAPI socket refused" in wireguard_link("userspace", links=Broken())["error"]
     assert wireguard_link(None)["present"] is False
+
+
+def test_after_a_reboot_restore_makes_the_link_again_with_the_same_address_and_peers(hosts):
+    from driver.kinds.overlay.tunnels import LINK
+    from tests.harness.wait import wait_until
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    h1.sync()
+    address = h1.wireguard.links[LINK].address
+    h1.stop()
+    h1.wireguard.links.clear()          # a reboot: no link, no guard table
+    h1.guard.installed = None
+    h1.restart()
+    wait_until(lambda: h1.client.gate.restored, timeout=5, what="restore")
+    h1.sync()
+    assert h1.wireguard.links[LINK].address == address and h1.wireguard.created == 2
+    assert h1.guard.installed == (LINK, 51820, 4799)
+    assert {str(p.endpoint) for p in h1.wireguard.links[LINK].peers} == {"198.18.0.12:51820"}
+
+
+def test_with_the_store_unreachable_the_link_keeps_its_peers(hosts):
+    from driver.kinds.overlay.tunnels import LINK
+    from pynet_core.errors import BackendUnavailable
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    h1.sync()
+    peers = h1.wireguard.links[LINK].peers
+    store = hosts.store
+    real = store.list
+
+    def down(prefix):
+        raise BackendUnavailable("consul could not be reached (a test outage)")
+    store.list = down
+    try:
+        with pytest.raises(BackendUnavailable):
+            h1.sync()
+    finally:
+        store.list = real
+    assert h1.wireguard.links[LINK].peers == peers and h1.wireguard.removed == 0
