@@ -206,6 +206,25 @@ def test_a_plugin_kill_9_keeps_traffic_and_a_rotated_key_keeps_talking(ebed: Mul
     reach(a, b)
 
 
+
+def test_a_host_cut_off_is_withdrawn_as_a_wireguard_peer_and_rehandshakes_when_healed(ebed: MultiHost) -> None:
+    leader = ebed.wait_for_leader()
+    victim = next(h for h in ebed.hosts if h is not leader)
+    peer = leader
+    spread([peer, victim], "enc", "10.61.7.0/24")
+    a, c = run_on(peer, "ca", "enc"), run_on(victim, "cc", "enc")
+    reach(c, a)
+    victim_key = next(line[0] for line in wg_dump(peer))
+    ebed.cut(victim)
+    # The peer timeout is 6 s on this bed: the victim's WireGuard peer goes with its entries.
+    wait_until(lambda: victim_key not in {line[0] for line in wg_dump(peer)}, 30,
+               f"{victim} withdrawn as a WireGuard peer of {peer}")
+    ebed.heal(victim)
+    wait_until(lambda: victim_key in {line[0] for line in wg_dump(peer)}, 60, f"{victim} a peer again")
+    reach(c, a, timeout=60), reach(a, c)
+    handshake = {line[0]: int(line[4]) for line in wg_dump(peer)}[victim_key]
+    assert handshake > 0
+
 def test_nothing_is_left_after_the_last_delete(ebed: MultiHost) -> None:
     h1, h2 = ebed.hosts[:2]
     spread([h1, h2], "enc", "10.61.6.0/24")
