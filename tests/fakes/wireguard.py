@@ -83,8 +83,11 @@ class RecordingGuard:
     installed: tuple | None = None
     calls: list = field(default_factory=list)
 
-    def install(self, link: str, wireguard_port: int, vxlan_port: int) -> None:
+    members: dict = field(default_factory=dict)
+
+    def install(self, link: str, wireguard_port: int, vxlan_port: int, members=None) -> None:
         self.installed = (link, wireguard_port, vxlan_port)
+        self.members = {vni: set(a) for vni, a in (members or {}).items()}
         self.calls.append(("install", self.installed))
 
     def remove(self) -> None:

@@ -237,5 +237,42 @@ def test_a_killed_plugin_leaves_the_link_carrying_traffic_and_its_successor_adop
     assert vx.local == "198.19.250.1"
     reach(bed, pair)
 
+
+def test_a_wireguard_peer_of_another_encrypted_overlay_cannot_send_into_this_one(bed, tmp_path):
+    """h1 and h2 share X; h2 and h3 share Y: h3 is h2's WireGuard peer but no member of X.
+    A frame for X's VNI that h3 sends through the tunnel to h2 reaches no container of X
+    (the guard's per-overlay rule); without that rule it would (the control)."""
+    h1, h2, h3 = (bed.host(f"h{i}", f"198.18.0.1{i}", state_dir=str(tmp_path / f"h{i}"),
+                           wireguard="userspace", wireguard_subnet=WG_SUBNET) for i in (1, 2, 3))
+    x1, x2 = h1.network(SUBNET, encrypted=""), h2.network(SUBNET, encrypted="")
+    h2.network("10.51.0.0/24", encrypted=""), h3.network("10.51.0.0/24", encrypted="")
+    a, b = h1.container(x1, "10.50.0.2/24"), h2.container(x2, "10.50.0.3/24")
+    wait_until(lambda: bed.pings(a, b.ip), timeout=20, what="a reaching b")
+    wait_until(lambda: len(wg_peers(h3)) == 1, timeout=10, what="h3 peered with h2")
+    vni = str(h2.inside(x2).vxlan(naming.vxlan(x2)).vni)
+    h2_tunnel = str(h2.client.overlay.wireguard.address)
+    plane = h2.client.overlay.wireguard
+
+    def delivered() -> str:
+        rx = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-c", RECEIVE, "7500", "2"],
+                              stdout=subprocess.PIPE, text=True)
+        try:
+            assert rx.stdout.readline().strip() == "ready"
+            assert bed.python(h3.ns, FORGE, h2_tunnel, str(ENC_PORT), vni, b.mac, b.ip, "7500",
+                              "10.50.0.99") == "sent"
+            return rx.communicate(timeout=10)[0].strip()
+        finally:
+            rx.kill()
+            rx.wait()
+
+    assert delivered() == "none"
+    plane.guard.install(h2.wg_link, WG_PORT, ENC_PORT, {})      # the control: no per-overlay rule
+    try:
+        assert delivered() == "got FORGED"
+    finally:
+        plane.guard.install(h2.wg_link, WG_PORT, ENC_PORT, plane._members)
+    assert delivered() == "none"
+    assert bed.pings(a, b.ip)
+
 def test_zz_report_timing():
     print("\nencrypted overlay timings:", {k: round(v, 3) for k, v in TIMING.items()})

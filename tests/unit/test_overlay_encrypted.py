@@ -498,3 +498,35 @@ def test_with_the_store_unreachable_the_link_keeps_its_peers(hosts):
     finally:
         store.list = real
     assert h1.wireguard.links[LINK].peers == peers and h1.wireguard.removed == 0
+
+
+def test_the_guard_admits_each_encrypted_overlays_frames_from_its_members_tunnels_only(hosts):
+    h1, h2, h3 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2, 3))
+    # X on h1 and h2; Y on h2 and h3: h3 is h2's WireGuard peer, but no member of X.
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N3, "10.52.0.0/24", encrypted="")[0] == 200
+    assert h3.create_network("4" * 64, "10.52.0.0/24", encrypted="")[0] == 200
+    for h in (h1, h2, h3):
+        h.sync()
+    vx, vy = h2.vxlan(N2).vni, h2.vxlan(N3).vni
+    addr = {h.name: str(h.wireguard.links["pnwg0"].address.ip) for h in (h1, h2, h3)}
+    assert h2.guard.members == {vx: {addr["h1"]}, vy: {addr["h3"]}}
+    assert h1.guard.members == {vx: {addr["h2"]}}
+    # h3 leaves Y: h2's rule for Y admits nobody, and h3 is no WireGuard peer of h2 any more.
+    h3.ok("NetworkDriver.DeleteNetwork", {"NetworkID": "4" * 64})
+    h2.sync()
+    assert h2.guard.members == {vx: {addr["h1"]}, vy: set()}
+    assert {str(p.endpoint) for p in h2.wireguard.links["pnwg0"].peers} == {"198.18.0.11:51820"}
+
+
+def test_the_guard_script_has_a_rule_per_encrypted_overlay():
+    from driver.firewall.wireguard_guard import install_script
+    text = install_script("pnwg0", 51820, 4799, {4096: ["198.19.250.3", "198.19.250.2"], 4097: []})
+    assert ('udp dport 4799 @th,96,24 4096 ip saddr != { 198.19.250.2, 198.19.250.3 } counter drop'
+            in text)
+    assert 'udp dport 4799 @th,96,24 4097 counter drop' in text
+    assert text.index('iifname != "pnwg0"') < text.index("@th,96,24 4096") < text.index("dport 51820")
+    for bad in ({0: []}, {16777216: []}, {4096: ["fd00::1"]}, {4096: ["1.2.3.4; flush ruleset"]}):
+        with pytest.raises(ValueError):
+            install_script("pnwg0", 51820, 4799, bad)

@@ -40,6 +40,7 @@ class Local:
     ready: bool = True  # False: its network is still being created
     # -o encrypted, from this host's own network record (never the store's definition).
     encrypted: bool = False
+    vni: int | None = None  # this host's own record's (the guard's per-overlay rule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,5 +234,5 @@ def local_overlays(host: str, networks: Iterable[NetworkRecord],
         mine = [ep for ep in eps if ep.network_id == net.id]
         macs = frozenset(ep.mac.lower() for ep in mine if ep.mac)
         ips = frozenset(str(ipaddress.ip_interface(a).ip) for ep in mine for a in ep.addresses)
-        found[oid] = Local(member, vteps, macs, ips, net.state == READY, net.options.encrypted)
+        found[oid] = Local(member, vteps, macs, ips, net.state == READY, net.options.encrypted, net.vni)
     return found

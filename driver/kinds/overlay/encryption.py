@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from dataclasses import replace
@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 
 class Guard(Protocol):
-    def install(self, link: str, wireguard_port: int, vxlan_port: int) -> None: ...
+    def install(self, link: str, wireguard_port: int, vxlan_port: int,
+                members: Mapping[int, Iterable[str]] | None = None) -> None: ...
     def remove(self) -> None: ...
 
 
@@ -56,6 +57,7 @@ class WireGuardPlane:
         # keys.rotate(state_dir, apply): a new key pair, applied, then kept (key rotation).
         self._rotate_keys = rotate_keys
         self._mtu: int | None = None
+        self._members: dict[int, frozenset[str]] = {}   # VNI -> other members' tunnel addresses
         self.rotations = 0
         # Told the peer count after each change, and each rotation (the composition root's metrics).
         self.on_peers: Callable[[int], None] | None = None
@@ -94,7 +96,7 @@ class WireGuardPlane:
             address = self.registry.claim_tunnel(self.subnet)
             prefix = ipaddress.IPv4Network(self.subnet).prefixlen
             if self.guard is not None:  # before any encrypted VXLAN device can receive
-                self.guard.install(self.link, self.port, self.vxlan_port)
+                self.guard.install(self.link, self.port, self.vxlan_port, self._members)
             created = self.links.ensure(self.link, keys.private, self.port, underlay_mtu - OVERHEAD_IPV4,
                                         ipaddress.IPv4Interface(f"{address}/{prefix}"))
             record = WireGuardHost(self.host, keys.public.base64, f"{vtep}:{self.port}", address)
@@ -126,6 +128,20 @@ class WireGuardPlane:
                 self.peers = wanted
                 if self.on_peers is not None:
                     self.on_peers(len(wanted))
+            return True
+
+    def set_members(self, members: Mapping[int, Iterable[str]], seq: int | None = None) -> bool:
+        """The guard's per-overlay sources: VNI -> the tunnel addresses of its other members
+        (a WireGuard peer sharing only another encrypted overlay cannot send into this one).
+        Re-installs the guard table when they changed; False when there is no link."""
+        wanted = {vni: frozenset(addresses) for vni, addresses in members.items()}
+        with self._lock:
+            if self.address is None or (seq is not None and seq < self._applied):
+                return False
+            if wanted != self._members:
+                if self.guard is not None:
+                    self.guard.install(self.link, self.port, self.vxlan_port, wanted)
+                self._members = wanted
             return True
 
     def rotate(self) -> dict:
@@ -166,5 +182,6 @@ class WireGuardPlane:
             self.registry.retire_wireguard()
             log.info("encrypted overlays: WireGuard link %s removed (no encrypted overlay left)", self.link)
             self.address, self.record, self.peers, self._applied = None, None, (), -1
+            self._members = {}
             if self.on_peers is not None:
                 self.on_peers(0)

@@ -159,14 +159,19 @@ class PeerWatcher:
             bad_records.skipped(Entry(key, "", wg_view.versions.get(key, 0)), refused.reason,
                                 "overlay WireGuard host")
         hosts = encrypted_peers_of(views, encrypted, self.host, alive.__contains__)
+        via = tunnel_addresses(believed)
+        # Per overlay, the tunnel addresses its frames may come from (the guard table).
+        members = {local[oid].vni: {via[h] for h in views[oid].members if h in hosts and h in via}
+                   for oid in encrypted if local[oid].vni is not None and oid in views}
         try:
             plane.apply(hosts, believed, seq)
+            plane.set_members(members, seq)
         except BackendUnavailable:
             raise
         except Exception as exc:  # the link's trouble must not stop the unencrypted overlays
             log.error("encrypted overlays: the WireGuard peers could not be set: %s",
                       getattr(exc, "message", exc), exc_info=not isinstance(exc, PynetError))
-        return tunnel_addresses(believed)
+        return via
 
     def _want(self, view: OverlayView, mine: Local, alive: set[str],
               via: dict[str, str] | None = None) -> tuple[Member, Desired]:
