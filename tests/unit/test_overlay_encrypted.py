@@ -530,3 +530,19 @@ def test_the_guard_script_has_a_rule_per_encrypted_overlay():
     for bad in ({0: []}, {16777216: []}, {4096: ["fd00::1"]}, {4096: ["1.2.3.4; flush ruleset"]}):
         with pytest.raises(ValueError):
             install_script("pnwg0", 51820, 4799, bad)
+
+
+def test_wireguard_go_not_answering_is_not_taken_for_the_store_being_down(hosts):
+    from driver.netlink.api import FLOOD_MAC
+    from driver.wireguard.api import WireGuardUnavailable
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, "10.51.0.0/24")[0] == 200
+    assert h2.create_network(N2, "10.51.0.0/24")[0] == 200
+    assert h1.create_network(N3, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network("4" * 64, SUBNET, encrypted="")[0] == 200
+
+    def not_answering(name, peers):
+        raise WireGuardUnavailable("wireguard-go for pnwg0 did not answer within 2 s (test)")
+    h1.wireguard.set_peers = not_answering
+    h1.sync()   # no BackendUnavailable: the store answered
+    assert h1.fdb(N1) == {(FLOOD_MAC, "198.18.0.12")}

@@ -166,9 +166,8 @@ class PeerWatcher:
         try:
             plane.apply(hosts, believed, seq)
             plane.set_members(members, seq)
-        except BackendUnavailable:
-            raise
-        except Exception as exc:  # the link's trouble must not stop the unencrypted overlays
+        except Exception as exc:  # the link's trouble (wireguard-go not answering: a
+            # BackendUnavailable too, but not the store's) must not stop the other overlays
             log.error("encrypted overlays: the WireGuard peers could not be set: %s",
                       getattr(exc, "message", exc), exc_info=not isinstance(exc, PynetError))
         return via
