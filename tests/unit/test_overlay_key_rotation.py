@@ -211,3 +211,28 @@ def test_the_metrics_count_peers_and_rotations(hosts):
     assert metrics.WIREGUARD_ROTATIONS._value.get() == rotations + 1
     h1.ok("NetworkDriver.DeleteNetwork", {"NetworkID": N1})
     assert metrics.WIREGUARD_PEERS._value.get() == 0
+
+
+def test_a_rotation_whose_publish_met_an_outage_is_published_by_the_next_sync(hosts):
+    from pynet_core.errors import BackendUnavailable
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    plane = h1.client.overlay.wireguard
+    real = plane.registry.publish_wireguard
+
+    def down(record):
+        raise BackendUnavailable("consul could not be reached (a test outage)")
+    plane.registry.publish_wireguard = down
+    try:
+        with pytest.raises(BackendUnavailable):
+            plane.rotate()
+    finally:
+        plane.registry.publish_wireguard = real
+    old = json.loads(hosts.store.get("v1/overlay/hosts/h1/wireguard").value)["public_key"]
+    assert old != plane.record.public_key          # the link has the new key, the store not yet
+    h1.sync()
+    stored = json.loads(hosts.store.get("v1/overlay/hosts/h1/wireguard").value)["public_key"]
+    assert stored == plane.record.public_key != old
+    h2.sync()
+    assert [p.public_key.base64 for p in h2.wireguard.links[LINK].peers] == [stored]

@@ -162,15 +162,23 @@ class WireGuardPlane:
                                       ipaddress.IPv4Interface(f"{self.address}/{prefix}"))
             new = self._rotate_keys(self.state_dir, apply)
             public = new.public.base64
-            if self.record is not None:
-                record = replace(self.record, public_key=public)
-                self.registry.publish_wireguard(record)
-                self.record = record
             self.rotations += 1
             if self.on_rotated is not None:
                 self.on_rotated()
+            if self.record is not None:
+                # What the link has now, whether or not the store takes it at once: the
+                # watcher writes it again while the store's record differs.
+                self.record = replace(self.record, public_key=public)
+                self.registry.publish_wireguard(self.record)
             log.info("encrypted overlays: this host's WireGuard key rotated (public key now %s)", public)
             return {"PublicKey": public, "Previous": old, "Link": self.address is not None}
+
+    def republish(self) -> None:
+        """This host's record as its link has it, written again (the watcher's, when the
+        store's differs)."""
+        with self._lock:
+            if self.record is not None:
+                self.registry.publish_wireguard(self.record)
 
     def retire(self) -> None:
         """No link, no process, no record, no claim; the private key file stays (the next

@@ -11,6 +11,7 @@ outage every host gets a fresh liveness timeout before anyone is judged dead.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 import threading
 import time
@@ -154,6 +155,16 @@ class PeerWatcher:
             return {}
         claims = {address: claim.host for address, claim in wg_view.claims.items()}
         believed = believe(wg_view.hosts, claims, self.host, plane.subnet, plane.record)
+        stored = wg_view.hosts.get(self.host)
+        if stored is None or replace(stored, attempt="") != replace(plane.record, attempt=""):
+            # This host's record is not what its link has (a rotation whose publish met a
+            # store outage, a record deleted by hand): written again, or the peers could not
+            # handshake with it.
+            try:
+                plane.republish()
+            except PynetError as exc:
+                log.warning("encrypted overlays: this host's WireGuard record could not be written "
+                            "again: %s", exc.message)
         for refused in believed.refused:
             key = keys.overlay_wireguard(refused.host)
             bad_records.skipped(Entry(key, "", wg_view.versions.get(key, 0)), refused.reason,
