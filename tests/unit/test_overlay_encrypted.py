@@ -300,6 +300,7 @@ def test_a_forged_wireguard_record_for_another_host_or_address_changes_no_peer(h
     h1.sync()
     before = h1.wireguard.links[LINK].peers
     h2_record = json.loads(hosts.store.get(keys.overlay_wireguard("h2")).value)
+    h2.stop()   # its watcher would write its own record again at once (see the next test)
     # A "fourth host" writes a record under h2's prefix naming itself, one under its own prefix
     # taking h2's tunnel address, and junk.
     _put(hosts.store, keys.overlay_wireguard("h2"), json.dumps({**h2_record, "host": "h4"}))
@@ -546,3 +547,18 @@ def test_wireguard_go_not_answering_is_not_taken_for_the_store_being_down(hosts)
     h1.wireguard.set_peers = not_answering
     h1.sync()   # no BackendUnavailable: the store answered
     assert h1.fdb(N1) == {(FLOOD_MAC, "198.18.0.12")}
+
+
+
+def test_a_host_writes_its_own_wireguard_record_again_when_the_store_lost_or_forged_it(hosts):
+    import json
+
+    from pynet_core.store import keys
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    key = keys.overlay_wireguard("h2")
+    good = json.loads(hosts.store.get(key).value)
+    _put(hosts.store, key, json.dumps({**good, "endpoint": "198.18.0.99:51820"}))
+    h2.sync()
+    assert json.loads(hosts.store.get(key).value)["endpoint"] == "198.18.0.12:51820"
