@@ -175,6 +175,23 @@ def handmade(s: Scene) -> list[Batch]:
     b.put(alive_key("hs-junk"), b"\x80\x81")
     b.put(alive_key(ph + "/x"), "{}")
     batches.append(b)
+
+    # Encrypted overlays' records (issue 20): this host has no encrypted overlay here, but
+    # every sync parses them; junk and forgeries must fail only themselves.
+    key = "A" * 42 + "E="  # a well-formed public key
+    good_wg = {"host": ph, "public_key": key, "endpoint": f"{s.self_vtep}:51820", "address": "100.127.0.9"}
+    b = Batch("junk and forged WireGuard records and tunnel claims")
+    b.put(f"v1/overlay/hosts/{ph}/wireguard", {**good_wg, "host": "hs-other"})     # names another host
+    b.put("v1/overlay/hosts/hs-wg1/wireguard", {**good_wg, "host": "hs-wg1", "public_key": "A" * 43 + "="})
+    b.put("v1/overlay/hosts/hs-wg2/wireguard", {**good_wg, "host": "hs-wg2", "endpoint": "localhost:51820"})
+    b.put("v1/overlay/hosts/hs-wg3/wireguard", {**good_wg, "host": "hs-wg3", "address": [1, 2]})
+    b.put("v1/overlay/hosts/hs-wg4/wireguard", b"\xff\xfe not utf-8")
+    b.put("v1/overlay/hosts/hs-wg5/wireguard", b"{not json")
+    b.put("v1/overlay/hosts/hs-wg6/wireguard", {**good_wg, "host": "hs-wg6", "public_key": 7})
+    b.put("v1/overlay/tunnels/100.127.0.300", {"host": ph})
+    b.put("v1/overlay/tunnels/100.127.0.9", {"host": None})
+    b.put("v1/overlay/tunnels/notanaddress", b"[]")
+    batches.append(b)
     return batches
 
 

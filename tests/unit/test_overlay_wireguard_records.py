@@ -223,3 +223,23 @@ def test_the_first_free_tunnel_address_skips_claims_and_the_network_address():
     assert first_free_address(SUBNET, []) == "100.127.0.1"
     assert first_free_address(SUBNET, ["100.127.0.1", "100.127.0.3"]) == "100.127.0.2"
     assert first_free_address("10.9.0.0/30", ["10.9.0.1", "10.9.0.2"]) is None
+
+
+def test_the_hostile_store_tiers_wireguard_batch_is_refused_record_by_record():
+    """tests/fuzz/hostile_records.py's encrypted-overlay batch, as the fuzz tier writes it into
+    Consul: every record fails at the edge (the tier proves a serving pynet goes on)."""
+    from tests.fuzz.hostile_records import Scene, handmade
+    class Record(dict):  # the fake host's records: any field the other batches ask for
+        def __missing__(self, key):
+            return "198.18.201.3" if key == "vtep" else "x"
+    scene = Scene("LocalDefault", "10.77.0.0/24", "10.78.0.0/24", "10.79.0.0/24", "hs-self",
+                  "198.18.201.2", "hs-peer", Record(), Record(ip="10.77.0.5", mac="02:42:0a:4d:00:05"),
+                  Record(), Record(), (("10.77.0.2", "02:42:0a:4d:00:02"), ("10.77.0.3", "02:42:0a:4d:00:03")),
+                  "10.77.0.9", "10.77.0.10")
+    (batch,) = [b for b in handmade(scene) if "WireGuard" in b.name]
+    reported = []
+    got = parse_wireguard([Entry(k, v.decode("utf-8", "surrogateescape"), i + 1)
+                           for i, (k, v) in enumerate(batch.writes)],
+                          report=lambda key, version, kind, reason: reported.append(key))
+    assert (dict(got.hosts), dict(got.claims)) == ({}, {})
+    assert sorted(reported) == sorted(k for k, _ in batch.writes)
