@@ -274,5 +274,34 @@ def test_a_wireguard_peer_of_another_encrypted_overlay_cannot_send_into_this_one
     assert delivered() == "none"
     assert bed.pings(a, b.ip)
 
+
+def test_a_killed_wireguard_go_is_restarted_with_its_peers_and_traffic_resumes(bed, pair):
+    (h1, h2), (n1, _), a, b = pair
+    reach(bed, pair)
+    old = h1.wireguard.status(h1.wg_link)
+    srv = subprocess.Popen(["ip", "netns", "exec", b.ns, sys.executable, "-c", PEER_SERVER, "7600"],
+                           stdout=subprocess.PIPE, text=True)
+    probe = subprocess.Popen(["ip", "netns", "exec", a.ns, sys.executable, "-c", PROBE, b.ip, "7600", "5"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready" and probe.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        import os
+        import signal
+        os.kill(old.pid, signal.SIGKILL)     # wireguard-go, which pynet started (its PID from the adapter)
+        found = json.loads(probe.communicate(timeout=20)[0])
+    finally:
+        for p in (srv, probe):
+            p.kill()
+            p.wait()
+    TIMING["longest reply gap across a kill -9 of wireguard-go (s)"] = found["longest_gap_s"]
+    new = h1.wireguard.status(h1.wg_link)
+    assert new.pid != old.pid and new.restarts == 1 and len(new.peers) == 1
+    # The TUN went with the process: the new one has the tunnel address again, and the VXLAN
+    # device (its UDP socket is the host's, not the TUN's) still sends through it.
+    assert "198.19.250.1/24" in bed.run(h1.ns, "ip", "addr", "show", h1.wg_link).stdout
+    assert found["longest_gap_s"] < 3.0 and found["replies"] > 50, found
+    reach(bed, pair)
+
 def test_zz_report_timing():
     print("\nencrypted overlay timings:", {k: round(v, 3) for k, v in TIMING.items()})
