@@ -91,10 +91,10 @@ def build_deps(settings: Settings) -> Deps:
     from driver.netlink.pyroute2_netlink import Pyroute2Netlink
     from ipam_driver.docker_addresses import DockerAddresses
 
-    from .stores import open_store
-
     from driver.firewall.wireguard_guard import WireGuardGuard
     from driver.wireguard.choice import make_links
+
+    from .stores import open_store
 
     # --store local (sqlite in --state-dir) or consul; every call timed for the metrics.
     store = metrics.MeasuredStore(open_store(settings))
@@ -137,9 +137,8 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                              retries, scope=settings.scope)
     if runtime is not None and deps.wireguard_links is not None and runtime.settings.shared_store:
         from driver.kinds.overlay.encryption import WireGuardPlane
-        from driver.wireguard.keys import load_or_create
         from driver.kinds.overlay.tunnels import LINK
-        from driver.wireguard.keys import rotate
+        from driver.wireguard.keys import load_or_create, rotate
         runtime.attach_wireguard(WireGuardPlane(
             runtime.registry, settings.host, subnet=settings.wireguard_subnet,
             port=settings.wireguard_port, state_dir=settings.state_dir, links=deps.wireguard_links,
