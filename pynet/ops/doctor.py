@@ -26,6 +26,7 @@ def doctor(ctx: Context, args) -> int:
         # dockerd is asked for names only when a fix names a container.
         found += ctx.kind(net).check(net, per_net[net.id], lambda eid: ctx.docker_names.containers.get(eid))
     found += differences(nets, eps)
+    found += encrypted_differences(ctx, nets)
     owned = all_owned_links(ctx.kinds, nets, per_net)
     strangers = sorted(link.name for link in ctx.netlink.links()
                        if naming.is_pynet_link(link.name) and link.name not in owned)
@@ -48,3 +49,41 @@ def doctor(ctx: Context, args) -> int:
                            f"host names (another pynet's, or left by hand; pynet never removes them): "
                            f"{', '.join(strangers)}", "dim"))
     return PROBLEMS if found else OK
+
+
+RESTART_FIX = "restart pynet: restore makes the WireGuard link and its firewall table again"
+
+
+def encrypted_differences(ctx: Context, nets, link_status=None, guard_text=None) -> list[Difference]:
+    """Encrypted overlays: this host's WireGuard link and the guard table (the nft table that
+    keeps underlay frames off their VXLAN port) are there while one is, and gone after."""
+    encrypted = [n for n in nets if getattr(n.options, "encrypted", False)]
+    if link_status is None:
+        from .status import wireguard_choice, wireguard_link
+        link_status = lambda: wireguard_link(wireguard_choice(ctx.settings)["mode"])  # noqa: E731
+    if guard_text is None:
+        from driver.firewall.wireguard_guard import WireGuardGuard
+        guard_text = lambda: WireGuardGuard().text()  # noqa: E731
+    link = link_status()
+    found = []
+    try:
+        guarded = bool(guard_text().strip())
+    except Exception as exc:  # libnftables missing or refusing: say so, check the rest
+        guarded = False
+        if encrypted:
+            found.append(Difference(f"nft table inet pynet_wireguard cannot be read: "
+                                    f"{getattr(exc, 'message', exc)}", "check nftables (pynet doctor as root)"))
+    guard_unknown = bool(found)
+    if encrypted and link.get("error"):
+        found.append(Difference(f"WireGuard link {link['name']} of {len(encrypted)} encrypted overlay(s): "
+                                f"{link['error']}", RESTART_FIX))
+    elif encrypted and not link["present"]:
+        found.append(Difference(f"WireGuard link {link['name']} of {len(encrypted)} encrypted overlay(s) is "
+                                "missing: their traffic between hosts stops", RESTART_FIX))
+    if encrypted and not guarded and not guard_unknown:
+        found.append(Difference("nft table inet pynet_wireguard is missing: frames sent from the underlay "
+                                "to the encrypted overlays' VXLAN port reach their containers", RESTART_FIX))
+    if not encrypted and link["present"]:
+        found.append(Difference(f"WireGuard link {link['name']} is up but no encrypted overlay is on this "
+                                "host", "restart pynet, or delete the link by hand"))
+    return found

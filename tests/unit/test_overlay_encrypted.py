@@ -562,3 +562,20 @@ def test_a_host_writes_its_own_wireguard_record_again_when_the_store_lost_or_for
     _put(hosts.store, key, json.dumps({**good, "endpoint": "198.18.0.99:51820"}))
     h2.sync()
     assert json.loads(hosts.store.get(key).value)["endpoint"] == "198.18.0.12:51820"
+
+
+def test_doctor_names_a_missing_wireguard_link_or_guard_table(hosts):
+    from pynet.ops.context import Context
+    from pynet.ops.doctor import encrypted_differences
+    h1 = hosts.add("h1", "198.18.0.11", encrypted=True)
+    ctx = Context(h1.settings, as_json=True)
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    nets = h1.client.network.ledger.networks()
+    present = {"name": "pnwg0", "present": True, "peers": [], "error": None}
+    absent = {**present, "present": False}
+    assert encrypted_differences(ctx, nets, lambda: present, lambda: "table inet pynet_wireguard {}") == []
+    whats = [d.what for d in encrypted_differences(ctx, nets, lambda: absent, lambda: "")]
+    assert len(whats) == 2 and "is missing: their traffic" in whats[0] and "pynet_wireguard is missing" in whats[1]
+    assert [d.what for d in encrypted_differences(ctx, [], lambda: present, lambda: "")] == [
+        "WireGuard link pnwg0 is up but no encrypted overlay is on this host"]
+    assert encrypted_differences(ctx, [], lambda: absent, lambda: "") == []
