@@ -76,6 +76,13 @@ def _vni(vni: int) -> int:
     return vni
 
 
+def covers(listing: str, link: str, wireguard_port: int, vxlan_port: int) -> bool:
+    """Whether `nft list table inet pynet_wireguard` output has the base rules of this link
+    and these ports (nft prints `udp dport 4799 iifname != "pnwg0" counter packets ...`)."""
+    return (f'udp dport {_port(vxlan_port)} iifname != "{script_value(link, _IFNAME)}"' in listing
+            and f"udp dport {_port(wireguard_port)} counter" in listing)
+
+
 def remove_script() -> str:
     t = f"{FAMILY} {TABLE}"
     return f"add table {t}\ndelete table {t}\n"
@@ -100,6 +107,11 @@ class WireGuardGuard:
 
     def remove(self) -> None:
         self.nft.apply(remove_script())
+
+    def covers(self, link: str, wireguard_port: int, vxlan_port: int) -> bool:
+        """Whether the table is there with the rules of this link and these ports (one a
+        previous plugin process installed: kept, with its per-overlay rules)."""
+        return covers(self.text(), link, wireguard_port, vxlan_port)
 
     def text(self) -> str:
         return self.nft.text(f"table {FAMILY} {TABLE}")

@@ -88,11 +88,14 @@ class RecordingGuard:
     def install(self, link: str, wireguard_port: int, vxlan_port: int, members=None) -> None:
         self.installed = (link, wireguard_port, vxlan_port)
         self.members = {vni: set(a) for vni, a in (members or {}).items()}
-        self.calls.append(("install", self.installed))
+        self.calls.append(("install", self.installed, self.members))
 
     def remove(self) -> None:
         self.installed = None
         self.calls.append(("remove",))
+
+    def covers(self, link: str, wireguard_port: int, vxlan_port: int) -> bool:
+        return self.installed == (link, wireguard_port, vxlan_port)
 
 
 def fake_rotate(host: str):

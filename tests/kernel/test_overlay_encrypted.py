@@ -152,6 +152,9 @@ def test_a_forged_vxlan_frame_from_the_underlay_reaches_no_container(bed, pair):
     assert forged_reaches_b(ENC_PORT) == "none"       # the guard drops it off the WireGuard link
     assert forged_reaches_b(WG_PORT) == "none"        # WireGuard: sealed by no peer's key
     assert "4799" in bed.run(h2.ns, "nft", "list", "table", "inet", "pynet_wireguard").stdout
+    # What a restarted plugin checks before keeping the table (nft's own listing format).
+    guard = h2.client.overlay.wireguard.guard
+    assert guard.covers(h2.wg_link, WG_PORT, ENC_PORT) and not guard.covers(h2.wg_link, WG_PORT, 4800)
     # The control: without the guard table the very same frame is delivered.
     bed.run(h2.ns, "nft", "delete", "table", "inet", "pynet_wireguard")
     try:

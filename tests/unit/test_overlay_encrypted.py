@@ -579,3 +579,34 @@ def test_doctor_names_a_missing_wireguard_link_or_guard_table(hosts):
     assert [d.what for d in encrypted_differences(ctx, [], lambda: present, lambda: "")] == [
         "WireGuard link pnwg0 is up but no encrypted overlay is on this host"]
     assert encrypted_differences(ctx, [], lambda: absent, lambda: "") == []
+
+
+def test_a_restarted_plugin_keeps_the_guard_table_until_its_first_sync_installs_its_own(hosts):
+    from tests.harness.wait import wait_until
+    h1, h2 = (hosts.add(f"h{i}", f"198.18.0.1{i}", encrypted=True) for i in (1, 2))
+    assert h1.create_network(N1, SUBNET, encrypted="")[0] == 200
+    assert h2.create_network(N2, SUBNET, encrypted="")[0] == 200
+    h1.sync()
+    members = dict(h1.guard.members)
+    assert members and all(members.values())
+    h1.stop()
+    h1.guard.calls.clear()
+    h1.restart()
+    wait_until(lambda: h1.client.gate.restored, timeout=5, what="restore")
+    # Restore kept the table (no install with the new process's empty view); the sync that
+    # ends restore installs the same rules again.
+    installs = [c for c in h1.guard.calls if c[0] == "install"]
+    assert all(c[2] == members for c in installs), installs   # never the empty view's table
+    h1.sync()
+    assert h1.guard.members == members
+
+
+def test_the_guard_recognises_its_own_table_in_nfts_listing():
+    from driver.firewall.wireguard_guard import covers
+    listing = ('table inet pynet_wireguard {\n\tchain input {\n\t\ttype filter hook input priority filter - 10; '
+               'policy accept;\n\t\tudp dport 4799 iifname != "pnwg0" counter packets 3 bytes 270 drop comment '
+               '"x"\n\t\tudp dport 51820 counter packets 0 bytes 0 accept comment "WireGuard"\n\t}\n}\n')
+    assert covers(listing, "pnwg0", 51820, 4799)
+    assert not covers(listing, "pnwg1", 51820, 4799) and not covers(listing, "pnwg0", 51821, 4799)
+    assert not covers("", "pnwg0", 51820, 4799)
+

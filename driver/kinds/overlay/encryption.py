@@ -40,6 +40,7 @@ class Guard(Protocol):
     def install(self, link: str, wireguard_port: int, vxlan_port: int,
                 members: Mapping[int, Iterable[str]] | None = None) -> None: ...
     def remove(self) -> None: ...
+    def covers(self, link: str, wireguard_port: int, vxlan_port: int) -> bool: ...
 
 
 class WireGuardPlane:
@@ -95,7 +96,11 @@ class WireGuardPlane:
             keys = self._load_keys(self.state_dir)
             address = self.registry.claim_tunnel(self.subnet)
             prefix = ipaddress.IPv4Network(self.subnet).prefixlen
-            if self.guard is not None:  # before any encrypted VXLAN device can receive
+            # Before any encrypted VXLAN device can receive. A table a previous plugin process
+            # installed for this very link and ports is kept: its per-overlay rules stay in
+            # force until this process's first sync installs its own.
+            if self.guard is not None and not (self.address is None and
+                                               self.guard.covers(self.link, self.port, self.vxlan_port)):
                 self.guard.install(self.link, self.port, self.vxlan_port, self._members)
             created = self.links.ensure(self.link, keys.private, self.port, underlay_mtu - OVERHEAD_IPV4,
                                         ipaddress.IPv4Interface(f"{address}/{prefix}"))
