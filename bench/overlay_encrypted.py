@@ -62,7 +62,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    version = subprocess.run(["wireguard-go", "--version"], capture_output=True, text=True).stdout.strip()
+    version = (subprocess.run(["wireguard-go", "--version"], capture_output=True, text=True).stdout.strip()
+               .splitlines() or [""])[0]
     print(f"wireguard-go: {version or 'unknown'}")
     with tempfile.TemporaryDirectory(prefix="pynet-bench-enc-") as tmp:
         bed = MultiHost(Path(tmp), name="pnbenc", underlay="198.18.32.0/24",
