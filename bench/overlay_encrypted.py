@@ -16,8 +16,9 @@ stream (iperf3, from the test machine in the namespaces with nsenter) h1 -> h2:
 
 Rounds rotate the order so drift hits every path alike; printed: each round, the medians
 and the ratios. wireguard-go's version is printed too (figures differ a lot between
-bookworm's 0.0.20220316 and trixie's 0.0.20231211, which has TUN offloads). Everything is
-removed at the end (the bed's own teardown), also on failure or Ctrl-C.
+bookworm's 0.0.20220316 and trixie's 0.0.20231211, which has TUN offloads; the plugins run
+the first wireguard-go in PATH, so `sudo env PATH=DIR:$PATH python3 bench/overlay_encrypted.py`
+measures the one in DIR). Everything is removed at the end (the bed's own teardown), also on failure or Ctrl-C.
 """
 from __future__ import annotations
 
