@@ -8,8 +8,8 @@ WireGuard link per host; the MTU is the underlay's - 50 - 60 with DF; a capture 
 underlay during a transfer of a marker finds only WireGuard (no VXLAN port, no marker); a
 forged VXLAN frame sent from the underlay to the encrypted VXLAN port, or to the WireGuard
 port, reaches no container (and reaches it once the guard table is taken away: the frame
-is well formed, the guard is what stops it); the last delete leaves no link, no process, no
-record. Addresses: underlay 198.18.0.0/24, tunnel addresses 198.19.250.0/24 (both inside
+is well formed, the guard is what stops it); a key rotated away gets no handshake from the
+peer (the new one does); the last delete leaves no link, no process, no record. Addresses: underlay 198.18.0.0/24, tunnel addresses 198.19.250.0/24 (both inside
 198.18.0.0/15), overlay 10.50.0.0/24 inside the namespaces only.
 
 Needs root, wireguard-go, wg and libnftables: fails (never skips) without them.
@@ -17,6 +17,7 @@ Needs root, wireguard-go, wg and libnftables: fails (never skips) without them.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -305,6 +306,58 @@ def test_a_killed_wireguard_go_is_restarted_with_its_peers_and_traffic_resumes(b
     assert "198.19.250.1/24" in bed.run(h1.ns, "ip", "addr", "show", h1.wg_link).stdout
     assert found["longest_gap_s"] < 3.0 and found["replies"] > 50, found
     reach(bed, pair)
+
+def test_a_rotated_away_key_no_longer_handshakes_and_the_new_one_does(bed, pair, tmp_path):
+    """After h1 rotates, an impostor on the underlay holding h1's old private key (and h1's
+    tunnel address) gets no handshake from h2 and no reply; the same impostor with h1's new
+    key does (the control: the impostor itself works, only the key decides)."""
+    (h1, h2), _, a, b = pair
+    reach(bed, pair)
+    key_file = tmp_path / "h1" / "wireguard.key"
+    old_key = key_file.read_text().strip()
+    answer = h1.ok("Pynet.RotateWireGuardKey", {})
+    new_key = key_file.read_text().strip()
+    assert new_key != old_key
+    wait_until(lambda: [p.public_key.base64 for p in wg_peers(h2)] == [answer["PublicKey"]],
+               timeout=10, what="h2 taking h1's new key")
+    h1_tunnel = str(h1.client.overlay.wireguard.address)
+    h2_tunnel = str(h2.client.overlay.wireguard.address)
+    h2_key = h2.client.overlay.wireguard.record.public_key
+    impostor = bed.host("hx", "198.18.0.19")     # a plain namespace on the underlay (no WireGuard)
+    link, sock = "pnwgimp", "/var/run/wireguard/pnwgimp.sock"
+    proc = subprocess.Popen(["ip", "netns", "exec", impostor.ns, "env", "WG_PROCESS_FOREGROUND=1",
+                             "wireguard-go", "-f", link], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: os.path.exists(sock), timeout=10, what="the impostor's wireguard-go socket")
+
+        def handshakes_with(private_key: str) -> tuple[bool, bool]:
+            keyfile = tmp_path / "impostor.key"
+            keyfile.write_text(private_key + "\n")
+            keyfile.chmod(0o600)
+            bed.run(impostor.ns, "wg", "set", link, "peer", h2_key, "remove")  # a fresh session
+            wg = bed.run(impostor.ns, "wg", "set", link, "private-key", str(keyfile), "peer",
+                         h2_key, "endpoint", f"{h2.vtep}:{WG_PORT}",
+                         "allowed-ips", f"{h2_tunnel}/32")
+            assert wg.returncode == 0, wg.stderr
+            replied = any(bed.run(impostor.ns, "busybox", "ping", "-c", "1", "-W", "1", h2_tunnel).returncode == 0
+                          for _ in range(3))
+            shakes = bed.run(impostor.ns, "wg", "show", link, "latest-handshakes").stdout.split()
+            return replied, len(shakes) == 2 and shakes[1] != "0"
+
+        for argv in (("ip", "addr", "add", f"{h1_tunnel}/24", "dev", link), ("ip", "link", "set", link, "up")):
+            assert bed.run(impostor.ns, *argv).returncode == 0
+        assert handshakes_with(old_key) == (False, False)
+        assert handshakes_with(new_key) == (True, True)          # the control
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    # The control left h2 a session with the impostor under h1's key; h1 would wait for
+    # WireGuard's 15 s keepalive timeout to re-handshake. One more rotation starts afresh.
+    again = h1.ok("Pynet.RotateWireGuardKey", {})
+    wait_until(lambda: [p.public_key.base64 for p in wg_peers(h2)] == [again["PublicKey"]],
+               timeout=10, what="h2 taking h1's next key")
+    reach(bed, pair)
+
 
 def test_zz_report_timing():
     print("\nencrypted overlay timings:", {k: round(v, 3) for k, v in TIMING.items()})
