@@ -9,10 +9,11 @@ default) runs wireguard-go inside its own container; the link `pnwg0` is in the 
 network namespace (the plugin shares it). Tunnel addresses come from 198.19.251.0/24
 (PYNET_WIREGUARD_SUBNET), inside 198.18.0.0/15 like the rest of the bed.
 
-One bed for the module, two tests in file order sharing the network `encnet` and the
+One bed for the module, three tests in file order sharing the network `encnet` and the
 service `encweb`: the service's tasks on every node reach each other and the underlay
-carries only WireGuard; removing the service and the network leaves no link, wireguard-go,
-guard table or record. About 60 s with the plugin's build cache warm (bed up ~17 s).
+carries only WireGuard; a plugin disabled and enabled makes its link again with the same key
+and tunnel address; removing the service and the network leaves no link, wireguard-go, guard
+table or record. About 80 s with the plugin's build cache warm (bed up ~17 s).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,6 +193,35 @@ def test_a_service_on_an_encrypted_overlay_reaches_across_nodes_through_wireguar
     assert found["marker_frames"] == 0, found
     assert str(ENC_PORT) not in found["udp_dports"] and str(VXLAN_PORT) not in found["udp_dports"], found
     assert found["udp_dports"].get(str(WG_PORT), 0) > 1000, found
+
+
+def test_a_plugin_disabled_and_enabled_makes_the_link_again_with_its_key_and_address(eswarm: SwarmBed) -> None:
+    """The managed plugin's wireguard-go lives in its container: `disable -f` takes the link
+    along (as it takes the overlay's namespace). `enable` restores the network, and with it
+    the link, the same key (the state directory is the propagated mount) and the same tunnel
+    address (its claim); the node's tasks, given anew (docs/swarm.md), reach the others."""
+    h2 = eswarm["h2"]
+    record = f"pynet/v1/overlay/hosts/{h2.name}/wireguard"
+    before = json.loads(eswarm.bed.kv(record)[record])
+    h2.docker("plugin", "disable", "-f", PLUGIN, timeout=60)
+    wait_until(lambda: not link_present(h2) and not wireguard_go_of(h2), 30, "h2's link gone with its plugin")
+    started = time.monotonic()
+    h2.docker("plugin", "enable", PLUGIN, timeout=60)
+    wait_until(lambda: link_present(h2) and len(wireguard_go_of(h2)) == 1, CONVERGE, "h2's link made again",
+               interval=0.1)
+    print(f"\nh2's link back {time.monotonic() - started:.1f} s after `docker plugin enable` began")
+    after = json.loads(eswarm.bed.kv(record)[record])
+    assert (after["public_key"], after["address"]) == (before["public_key"], before["address"]), (before, after)
+    eswarm.manager.docker("service", "update", "--detach", "--force", "--update-parallelism", "0", SERVICE)
+    wait_until(lambda: running_nodes(eswarm) == ["h1", "h2", "h3"] and len(task_containers(eswarm)) == 3,
+               CONVERGE, "the tasks given anew on the three nodes")
+    wait_until(lambda: all(len(wg_peers(h)) == 2 for h in eswarm.hosts), CONVERGE, "two WireGuard peers per node")
+    ctrs = task_containers(eswarm)
+    for h, cid, ip, _ in ctrs:
+        targets = " ".join(other for _, _, other, _ in ctrs if other != ip)
+        wait_until(lambda: sh(h, cid, f"for a in {targets}; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | "
+                                      "nc -w 3 $a 80 >/dev/null && echo ok $a || echo FAIL $a; done")
+                   .count("ok ") == 2, 30, f"{h.name}'s new task reaching the other two")
 
 
 def test_removing_the_service_and_network_leaves_no_link_process_table_or_record(eswarm: SwarmBed) -> None:
