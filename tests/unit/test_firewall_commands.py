@@ -63,14 +63,22 @@ def test_forward_accept_rewrites_its_chain_and_adds_the_jump_once():
     assert commands.argvs() == [["iptables-restore", "-w", "5", "--noflush"],
                                 ["iptables", "-w", "5", "-C", "FORWARD", "-j", CHAIN],
                                 ["iptables", "-w", "5", "-I", "FORWARD", "1", "-j", CHAIN]]
-    shim.network_added(network("b" * 64))
+    # Later networks edit only their own two rules (issue 22: flat in the number of networks).
     commands.calls.clear()
     commands.answers.clear()  # the jump is there now
+    shim.network_added(network("b" * 64))
+    assert commands.argvs() == [["iptables-restore", "-w", "5", "--noflush"],
+                                ["iptables", "-w", "5", "-C", "FORWARD", "-j", CHAIN]]
+    assert commands.calls[0][1] == (f"*filter\n-A {CHAIN} -i pn-bbbbbbbbbbbb -j ACCEPT\n"
+                                    f"-A {CHAIN} -o pn-bbbbbbbbbbbb -j ACCEPT\nCOMMIT\n")
+    commands.calls.clear()
     shim.network_removed(network("a" * 64))
     assert commands.argvs() == [["iptables-restore", "-w", "5", "--noflush"],
                                 ["iptables", "-w", "5", "-C", "FORWARD", "-j", CHAIN]]
-    assert commands.calls[0][1] == (f"*filter\n:{CHAIN} - [0:0]\n-A {CHAIN} -i pn-bbbbbbbbbbbb -j ACCEPT\n"
-                                    f"-A {CHAIN} -o pn-bbbbbbbbbbbb -j ACCEPT\nCOMMIT\n")
+    assert commands.calls[0][1] == (f"*filter\n-D {CHAIN} -i pn-aaaaaaaaaaaa -j ACCEPT\n"
+                                    f"-D {CHAIN} -o pn-aaaaaaaaaaaa -j ACCEPT\nCOMMIT\n")
+    assert shim.rules() == [f"-A {CHAIN} -i pn-bbbbbbbbbbbb -j ACCEPT",
+                            f"-A {CHAIN} -o pn-bbbbbbbbbbbb -j ACCEPT"]
     # The last network gone: the jump and the chain go too (issue 9, F).
     commands.calls.clear()
     commands.answers[("iptables", "-w", "5", "-D")] = (1, "", "Bad rule (does a matching rule exist?)")
@@ -78,6 +86,52 @@ def test_forward_accept_rewrites_its_chain_and_adds_the_jump_once():
     assert commands.argvs() == [["iptables", "-w", "5", "-D", "FORWARD", "-j", CHAIN],
                                 ["iptables", "-w", "5", "-F", CHAIN],
                                 ["iptables", "-w", "5", "-X", CHAIN]]
+
+
+def test_forward_accept_writes_the_chain_whole_when_an_edit_is_refused_or_repeated():
+    """An edit the kernel refuses (the chain or a rule deleted by hand) falls back to the
+    whole chain from pynet's state; a network added again (replayed CreateNetwork) writes
+    it whole too, which repairs any drift."""
+    whole = f"*filter\n:{CHAIN} - [0:0]\n"
+    commands = Commands()
+    shim = ForwardAccept(which=installed("iptables", "ip6tables"), run=commands)
+    shim.network_added(network("a" * 64))
+    shim.network_added(network("b" * 64))
+    commands.calls.clear()
+    commands.answers[("iptables-restore",)] = (1, "", "Bad rule (does a matching rule exist?)")
+
+    def refuse_edits(argv, stdin, timeout):
+        rc = 1 if argv[0] == "iptables-restore" and not stdin.startswith(whole) else 0
+        commands.calls.append((list(argv), stdin))
+        return subprocess.CompletedProcess(argv, rc, "", "Bad rule" if rc else "")
+
+    shim._command = refuse_edits
+    shim.network_removed(network("a" * 64))
+    restores = [stdin for argv, stdin in commands.calls if argv[0].endswith("-restore")]
+    assert restores[0].startswith("*filter\n-D ")  # the edit, refused
+    assert restores[1:] == [whole + f"-A {CHAIN} -i pn-bbbbbbbbbbbb -j ACCEPT\n"
+                            f"-A {CHAIN} -o pn-bbbbbbbbbbbb -j ACCEPT\nCOMMIT\n"] * 2
+    assert shim.rules() == [f"-A {CHAIN} -i pn-bbbbbbbbbbbb -j ACCEPT",
+                            f"-A {CHAIN} -o pn-bbbbbbbbbbbb -j ACCEPT"]
+    commands.calls.clear()
+    shim._command = commands
+    commands.answers.clear()
+    shim.network_added(network("b" * 64))  # again: whole, for both binaries
+    restores = [stdin for argv, stdin in commands.calls if argv[0].endswith("-restore")]
+    assert len(restores) == 2 and all(r.startswith(whole) for r in restores)
+
+
+def test_forward_accept_state_stays_as_before_when_one_binary_refuses():
+    """ip6tables refusing an edit iptables took (and then the whole chain): the error is
+    raised and the state is the one before (NftFirewall then syncs that state back)."""
+    commands = Commands()
+    shim = ForwardAccept(which=installed("iptables", "ip6tables"), run=commands)
+    shim.network_added(network("a" * 64))
+    commands.answers[("ip6tables-restore",)] = (4, "", "ip6tables is broken")
+    with pytest.raises(FirewallError, match="ip6tables is broken"):
+        shim.network_added(network("b" * 64))
+    assert shim.rules() == [f"-A {CHAIN} -i pn-aaaaaaaaaaaa -j ACCEPT",
+                            f"-A {CHAIN} -o pn-aaaaaaaaaaaa -j ACCEPT"]
 
 
 def test_forward_accept_in_a_namespace_and_a_refusal():
