@@ -48,7 +48,29 @@ def decode(cls: type[R], entry: Entry) -> R:
     naming the key and the reason when it is not a record of that type (not UTF-8, not
     JSON, wrong types, bad CIDRs or addresses). Where a list is read, callers skip such a
     record (pynet_core/store/bad_records.py); a call that needs this very record answers it."""
+    if cls is AddressSpace:
+        hit = _spaces.get(entry.key)
+        if hit is not None and hit[0] == entry.value:
+            return hit[1]  # type: ignore[return-value]
+        space = from_json(cls, records.checked_load(entry), entry.key)
+        remember(entry.key, entry.value, space)  # type: ignore[arg-type]
+        return space
     return from_json(cls, records.checked_load(entry), entry.key)
+
+
+# The last AddressSpace read or written per key, with its stored text. A space holds every
+# pool, so decoding it made each RequestPool and RequestAddress grow with the number of
+# networks (issue 22); the same text is the same (immutable) record, any other text is
+# decoded and checked as before. Two spaces exist; the bound only guards odd keys.
+_spaces: dict[str, tuple[str, "AddressSpace"]] = {}
+_SPACES_MAX = 16
+
+
+def remember(key: str, text: str, space: "AddressSpace") -> None:
+    """Note that `text` at `key` is `space` (what this process just wrote or decoded)."""
+    if key not in _spaces and len(_spaces) >= _SPACES_MAX:
+        _spaces.clear()
+    _spaces[key] = (text, space)
 
 
 def from_json(cls: type[R], data: Any, key: str = "?") -> R:
