@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Self, TypeVar
 
-from pynet_core.errors import BadRecord, Conflict
+from pynet_core.errors import BadRecord, Conflict, StoreContention
 from pynet_core.record_fields import Fields, is_count
 from pynet_core.store import bad_records, keys, records
 from pynet_core.store.api import Entry, Store
@@ -106,19 +106,30 @@ def read(store: Store, key: str, cls: type[R]) -> R | None:
 
 def update(store: Any, key: str, cls: type[R], mutate: Callable[[R | None], R | None],
            what: str) -> R | None:
-    """records.update on typed records: mutate(current) -> new (None: delete the key).
-    BadRecord when the current record is not one: it is never written over blindly."""
-    def step(data: Any) -> dict | None:
-        new = mutate(None if data is None else from_json(cls, data, key))
-        return None if new is None else new.to_dict()
-
+    """records.update on typed records: mutate(current) -> new (None: delete the key) until
+    the write wins a CAS; returns the record written. BadRecord when the current record is
+    not one: it is never written over blindly. The current record is read through decode
+    (an AddressSpace unchanged since this process last read or wrote it is not decoded
+    again), and the record written is mutate's own, not decoded back from its text."""
     try:
-        written = records.update(store, key, step, what)
+        for _ in range(records.MAX_ATTEMPTS):
+            entry = store.get(key)
+            new = mutate(None if entry is None else decode(cls, entry))
+            if new is None:
+                if entry is None or store.delete(key, entry.version):
+                    return None
+                continue
+            text = encode(new)
+            if store.create(key, text) if entry is None else store.cas(key, text, entry.version):
+                if isinstance(new, AddressSpace):
+                    remember(key, text, new)
+                return new
     except BadRecord:
         raise
-    except ValueError as exc:  # records.update's own load: not JSON
+    except ValueError as exc:  # as records.update's own load said it: not JSON
         raise BadRecord(key, f"its value is not JSON ({exc})") from None
-    return None if written is None else from_json(cls, written, key)
+    raise StoreContention(f"gave up {what}: {records.MAX_ATTEMPTS} concurrent writers changed "
+                          f"{key} first")
 
 
 def claimed_ip(entry: Entry) -> Address:
