@@ -228,3 +228,27 @@ def test_commands_run_within_the_plugin_calls_budget():
     seen.clear()
     shim.network_added(network("b" * 64))  # outside a call: the commands' own limit
     assert seen and set(seen) == {15.0}
+
+
+def test_uplinks_are_the_bridges_with_a_default_route_among_many_routes():
+    """Only default routes count (IPv4: destination and mask 0, up; IPv6: ::/0, not a
+    reject route, not lo), and only bridges; the many other lines (a few per network) are
+    passed over without being split (issue 22: this runs on every network change)."""
+    route = ("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+             "br-up\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+             "br-down\t00000000\t010200C0\t0002\t0\t0\t0\t00000000\t0\t0\t0\n"
+             + "".join(f"pn-{i:04d}\t00{i:02X}12C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+                       for i in range(200)))
+    zero = "0" * 32
+    ipv6 = (f"{zero} 00 {zero} 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003   br-six\n"
+            f"{zero} 00 {zero} 00 {zero} ffffffff 00000001 00000000 00200200       br-rej\n"
+            f"{zero} 00 {zero} 00 {zero} ffffffff 00000001 00000000 00000001       lo\n"
+            + "".join(f"fe800000000000000000000000000000 40 {zero} 00 {zero} 00000100 00000001 "
+                      f"00000000 00000001 pn-{i:04d}\n" for i in range(200)))
+    commands = Commands(answers={
+        ("ip", "netns", "exec", "pnt-x", "cat", "/proc/net/route"): (0, route, ""),
+        ("ip", "netns", "exec", "pnt-x", "cat", "/proc/net/ipv6_route"): (0, ipv6, ""),
+        ("ip", "netns", "exec", "pnt-x", "test", "-e", "/sys/class/net/eth0/bridge"): (1, "", "")})
+    assert KernelKnobs("pnt-x", run=commands).uplinks() == {"br-up", "br-six"}
+    checked = sorted(argv[-1] for argv in commands.argvs() if argv[4] == "test")
+    assert checked == ["/sys/class/net/br-six/bridge", "/sys/class/net/br-up/bridge"]
