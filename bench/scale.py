@@ -130,7 +130,9 @@ def plugin_figures(plugin: PluginProcess) -> str:
             f"store {db / 1024:.0f} KiB (+ WAL {wal / 1024:.0f} KiB)")
 
 
-CALL_LINE = re.compile(r"pynet: (?P<method>\S+) .*-> 200 .*?\((?P<ms>\d+) ms\)$")
+# "NetworkDriver.CreateNetwork <ids> -> 200 (12.3 ms)" (plugin_api.py; whole ms before)
+CALL_LINE = re.compile(r"(?P<method>(?:NetworkDriver|IpamDriver|Plugin)\.\w+) .*-> 200 .*?"
+                       r"\((?P<ms>\d+(?:\.\d+)?) ms\)$")
 
 
 def plugin_calls(plugin: PluginProcess, offset: int) -> dict[str, list[float]]:
@@ -141,7 +143,7 @@ def plugin_calls(plugin: PluginProcess, offset: int) -> dict[str, list[float]]:
         f.seek(offset)
         for line in f.read().decode(errors="replace").splitlines():
             if m := CALL_LINE.search(line):
-                calls.setdefault(m["method"], []).append(int(m["ms"]) / 1000)
+                calls.setdefault(m["method"], []).append(float(m["ms"]) / 1000)
     return calls
 
 

@@ -45,6 +45,11 @@ class Ledger:
         self.host = host
         self.retries = retries or RetryQueue()
         self.writes = FencedWrites(store, host, self.retries, keys.driver_fence(host))
+        # The network records of the last listing, by key: (the stored text, the record).
+        # CreateNetwork and DeleteNetwork list every network; decoding each one again made
+        # them grow with the number of networks (issue 22). A record whose text is unchanged
+        # is the same (immutable) record; any other text is decoded and checked as before.
+        self._listed: dict[str, tuple[str, NetworkRecord]] = {}
 
     # --- reading -------------------------------------------------------------------
     # One bad record (written by another client) never hides the others: a listing skips
@@ -55,8 +60,18 @@ class Ledger:
         return None if entry is None else network_at(entry)
 
     def networks(self) -> list[NetworkRecord]:
-        return list(bad_records.readable(self.store.list(keys.networks(self.host)), network_at,
-                                         "network"))
+        known, listed = self._listed, {}
+
+        def parse(entry: Entry) -> NetworkRecord:
+            hit = known.get(entry.key)
+            net = hit[1] if hit is not None and hit[0] == entry.value else network_at(entry)
+            listed[entry.key] = (entry.value, net)
+            return net
+
+        found = list(bad_records.readable(self.store.list(keys.networks(self.host)), parse,
+                                          "network"))
+        self._listed = listed  # only keys still there: the memo never outgrows the store
+        return found
 
     def endpoint(self, nid: str, eid: str) -> EndpointRecord | None:
         entry = self.store.get(keys.endpoint(self.host, nid, eid))

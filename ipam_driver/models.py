@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Self, TypeVar
 
-from pynet_core.errors import BadRecord, Conflict
+from pynet_core.errors import BadRecord, Conflict, StoreContention
 from pynet_core.record_fields import Fields, is_count
 from pynet_core.store import bad_records, keys, records
 from pynet_core.store.api import Entry, Store
@@ -48,7 +48,29 @@ def decode(cls: type[R], entry: Entry) -> R:
     naming the key and the reason when it is not a record of that type (not UTF-8, not
     JSON, wrong types, bad CIDRs or addresses). Where a list is read, callers skip such a
     record (pynet_core/store/bad_records.py); a call that needs this very record answers it."""
+    if cls is AddressSpace:
+        hit = _spaces.get(entry.key)
+        if hit is not None and hit[0] == entry.value:
+            return hit[1]  # type: ignore[return-value]
+        space = from_json(cls, records.checked_load(entry), entry.key)
+        remember(entry.key, entry.value, space)  # type: ignore[arg-type]
+        return space
     return from_json(cls, records.checked_load(entry), entry.key)
+
+
+# The last AddressSpace read or written per key, with its stored text. A space holds every
+# pool, so decoding it made each RequestPool and RequestAddress grow with the number of
+# networks (issue 22); the same text is the same (immutable) record, any other text is
+# decoded and checked as before. Two spaces exist; the bound only guards odd keys.
+_spaces: dict[str, tuple[str, "AddressSpace"]] = {}
+_SPACES_MAX = 16
+
+
+def remember(key: str, text: str, space: "AddressSpace") -> None:
+    """Note that `text` at `key` is `space` (what this process just wrote or decoded)."""
+    if key not in _spaces and len(_spaces) >= _SPACES_MAX:
+        _spaces.clear()
+    _spaces[key] = (text, space)
 
 
 def from_json(cls: type[R], data: Any, key: str = "?") -> R:
@@ -84,19 +106,30 @@ def read(store: Store, key: str, cls: type[R]) -> R | None:
 
 def update(store: Any, key: str, cls: type[R], mutate: Callable[[R | None], R | None],
            what: str) -> R | None:
-    """records.update on typed records: mutate(current) -> new (None: delete the key).
-    BadRecord when the current record is not one: it is never written over blindly."""
-    def step(data: Any) -> dict | None:
-        new = mutate(None if data is None else from_json(cls, data, key))
-        return None if new is None else new.to_dict()
-
+    """records.update on typed records: mutate(current) -> new (None: delete the key) until
+    the write wins a CAS; returns the record written. BadRecord when the current record is
+    not one: it is never written over blindly. The current record is read through decode
+    (an AddressSpace unchanged since this process last read or wrote it is not decoded
+    again), and the record written is mutate's own, not decoded back from its text."""
     try:
-        written = records.update(store, key, step, what)
+        for _ in range(records.MAX_ATTEMPTS):
+            entry = store.get(key)
+            new = mutate(None if entry is None else decode(cls, entry))
+            if new is None:
+                if entry is None or store.delete(key, entry.version):
+                    return None
+                continue
+            text = encode(new)
+            if store.create(key, text) if entry is None else store.cas(key, text, entry.version):
+                if isinstance(new, AddressSpace):
+                    remember(key, text, new)
+                return new
     except BadRecord:
         raise
-    except ValueError as exc:  # records.update's own load: not JSON
+    except ValueError as exc:  # as records.update's own load said it: not JSON
         raise BadRecord(key, f"its value is not JSON ({exc})") from None
-    return None if written is None else from_json(cls, written, key)
+    raise StoreContention(f"gave up {what}: {records.MAX_ATTEMPTS} concurrent writers changed "
+                          f"{key} first")
 
 
 def claimed_ip(entry: Entry) -> Address:

@@ -91,14 +91,16 @@ class Pools:
             entry = self.store.get(key)
             current = AddressSpace({}) if entry is None else models.decode(AddressSpace, entry)
             chosen = wanted or self._automatic(current, 6 if req.v6 else 4)
-            new = models.encode(current.holding(chosen, sub, self.host, block,
-                                                exclusive=space == LOCAL_SPACE, hold=hold))
+            held = current.holding(chosen, sub, self.host, block,
+                                   exclusive=space == LOCAL_SPACE, hold=hold)
+            new = models.encode(held)
             op = (Op("create", key, new) if entry is None
                   else Op("cas", key, new, entry.version))
             pool_id = PoolId(space, chosen, sub, hold)
             # A late landing is undone by releasing exactly this hold (idempotent).
             settle = functools.partial(self._settle_hold, pool_id)
             if self._writes.transaction([op], settle, f"hold {pool_id}"):
+                models.remember(key, new, held)  # the next read of this text needs no decode
                 return pool_id
         raise StoreContention(f"gave up requesting a pool: {records.MAX_ATTEMPTS} concurrent "
                               f"writers changed {key} first")

@@ -74,12 +74,20 @@ class KernelKnobs:
 
     def uplinks(self) -> set[str]:
         """Bridges carrying an IPv4 or IPv6 default route (main table)."""
+        # Both files have a line per route of every interface (a few per bridge): only the
+        # lines that can be a default route are split, which keeps this flat in the number
+        # of networks (it runs on every network change; issue 22).
         devices: set[str] = set()
         for line in self._read("/proc/net/route", missing="").splitlines()[1:]:
+            if line.partition("\t")[2][:9] != "00000000\t":  # fields are tab-separated
+                continue
             f = line.split()
             if len(f) >= 8 and f[1] == "00000000" and f[7] == "00000000" and int(f[3], 16) & RTF_UP:
                 devices.add(f[0])
+        default6 = "0" * 32 + " 00 "
         for line in self._read("/proc/net/ipv6_route", missing="").splitlines():
+            if not line.startswith(default6):
+                continue
             f = line.split()
             if (len(f) >= 10 and f[0] == "0" * 32 and f[1] == "00"
                     and not int(f[8], 16) & RTF_REJECT and f[9] != "lo"):

@@ -122,10 +122,10 @@ class Pyroute2Netlink:
             idx = ipr.link_lookup(ifname=name)[0]
             if mtu is not None:
                 ipr.link("set", index=idx, mtu=mtu)
-            have = {(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx)}
+            # Each gateway added, one already there answered EEXIST: no dump of the host's
+            # addresses (pyroute2 filters a dump in Python, which made every CreateNetwork
+            # grow with the number of bridges on the host, issue 22).
             for iface in addresses:
-                if (str(iface.ip), iface.network.prefixlen) in have:
-                    continue
                 # IPv6: no duplicate address detection (the IPAM made the gateway unique),
                 # else the gateway is unusable ("tentative") for a second after each start.
                 extra = {"flags": IFA_F_NODAD} if iface.version == 6 else {}

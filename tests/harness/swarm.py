@@ -178,7 +178,10 @@ class SwarmBed:
             if out.returncode == 0 and len(states) == len(self.hosts) and all(s[1] == "Ready" for s in states):
                 return
             if time.monotonic() > deadline:
-                raise BedError(f"swarm nodes not ready after {timeout}s: {out.stdout or out.stderr}")
+                late = [self[s[0]] for s in states if len(s) > 1 and s[1] != "Ready" and s[0] in {h.name for h in self.hosts}]
+                logs = "\n".join(f"--- {h}: dockerd's Swarm lines ---\n{self.swarm_log(h)}"
+                                  for h in [*late, self.hosts[0]])
+                raise BedError(f"swarm nodes not ready after {timeout}s: {out.stdout or out.stderr}\n{logs}")
             time.sleep(0.5)
 
     def promote(self, *names: str) -> None:
@@ -192,6 +195,14 @@ class SwarmBed:
             if time.monotonic() > deadline:
                 raise BedError(f"promoting {names}: {out.stdout}")
             time.sleep(0.5)
+
+    def swarm_log(self, h: Host, lines: int = 30) -> str:
+        """dockerd's own lines about the node, its agent and sessions (a post-mortem of a
+        node that stays Down), without the plugin's output."""
+        text = h.dockerd.log_path.read_text(errors="replace").splitlines()
+        keep = [line for line in text if "plugin=" not in line and
+                any(k in line for k in ("module=node", "session", "dispatcher", "=====", "level=error"))]
+        return "\n".join(keep[-lines:])
 
     # --- plugin ---------------------------------------------------------------------
     def plugin_log(self, h: Host, lines: int = 60) -> str:

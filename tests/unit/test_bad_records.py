@@ -21,7 +21,7 @@ from ipam_driver.models import AddressClaim, AddressSpace, BlockClaim
 from pynet import metrics
 from pynet_core.errors import BadRecord, ErrorCategory
 from pynet_core.store import bad_records, keys
-from pynet_core.store.api import Entry
+from pynet_core.store.api import Entry, Op
 from pynet_core.store.memory import MemoryStore
 from pynet_core.store.segments import segment_problem
 
@@ -280,3 +280,37 @@ def test_plugin_calls_answer_a_bad_network_record_by_its_key_and_the_others_work
         "NetworkID": NID2, "EndpointID": EID, "Interface": {"Address": "10.1.0.2/24"}, "Options": {}})
     assert status == 409 and keys.network(HOST, NID2) in answer["Err"]
     assert plugin_client("NetworkDriver.DeleteNetwork", {"NetworkID": NID}) == (200, {})
+
+
+def test_network_listings_decode_a_record_once_and_every_change_again():
+    """Issue 22: listing every network (each CreateNetwork and DeleteNetwork does) keeps the
+    records it decoded by their stored text: an unchanged record is not decoded again, a
+    changed one is, and one that turned bad is skipped as before."""
+    store = MemoryStore()
+    store.create(keys.network(HOST, NID2), json.dumps(GOOD_NET))
+    ledger = Ledger(store, HOST)
+    first, = ledger.networks()
+    again, = ledger.networks()
+    assert again is first  # the same text: the same immutable record
+    changed = {**GOOD_NET, "bridge": "pn-changed"}
+    entry = store.get(keys.network(HOST, NID2))
+    assert store.transaction([Op("cas", entry.key, json.dumps(changed), entry.version)])
+    assert [n.bridge for n in ledger.networks()] == ["pn-changed"]
+    entry = store.get(keys.network(HOST, NID2))
+    assert store.transaction([Op("cas", entry.key, json.dumps({**changed, "bridge": 12}), entry.version)])
+    assert ledger.networks() == []
+    store.transaction([Op("delete", entry.key)])
+    assert ledger.networks() == [] and ledger._listed == {}
+
+
+def test_an_address_space_is_decoded_once_per_text_and_checked_when_it_changes():
+    """Issue 22: the AddressSpace holds every pool; the same stored text is the same record,
+    any other text is decoded (and refused when bad) as before."""
+    key = keys.ipam_space("LocalDefault")
+    text = '{"pools":{"10.2.0.0/16":{"holders":{"h1":1},"subpool":null}}}'
+    one = ipam_models.decode(AddressSpace, Entry(key, text, 1))
+    assert ipam_models.decode(AddressSpace, Entry(key, text, 2)) is one
+    other = ipam_models.decode(AddressSpace, Entry(key, text.replace("10.2.", "10.3."), 3))
+    assert [str(p) for p in other.pools] == ["10.3.0.0/16"]
+    with pytest.raises(BadRecord):
+        ipam_models.decode(AddressSpace, Entry(key, text.replace("10.2.0.0/16", "10.2.0.300/16"), 4))

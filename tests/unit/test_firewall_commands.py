@@ -63,14 +63,22 @@ def test_forward_accept_rewrites_its_chain_and_adds_the_jump_once():
     assert commands.argvs() == [["iptables-restore", "-w", "5", "--noflush"],
                                 ["iptables", "-w", "5", "-C", "FORWARD", "-j", CHAIN],
                                 ["iptables", "-w", "5", "-I", "FORWARD", "1", "-j", CHAIN]]
-    shim.network_added(network("b" * 64))
+    # Later networks edit only their own two rules (issue 22: flat in the number of networks).
     commands.calls.clear()
     commands.answers.clear()  # the jump is there now
+    shim.network_added(network("b" * 64))
+    assert commands.argvs() == [["iptables-restore", "-w", "5", "--noflush"],
+                                ["iptables", "-w", "5", "-C", "FORWARD", "-j", CHAIN]]
+    assert commands.calls[0][1] == (f"*filter\n-A {CHAIN} -i pn-bbbbbbbbbbbb -j ACCEPT\n"
+                                    f"-A {CHAIN} -o pn-bbbbbbbbbbbb -j ACCEPT\nCOMMIT\n")
+    commands.calls.clear()
     shim.network_removed(network("a" * 64))
     assert commands.argvs() == [["iptables-restore", "-w", "5", "--noflush"],
                                 ["iptables", "-w", "5", "-C", "FORWARD", "-j", CHAIN]]
-    assert commands.calls[0][1] == (f"*filter\n:{CHAIN} - [0:0]\n-A {CHAIN} -i pn-bbbbbbbbbbbb -j ACCEPT\n"
-                                    f"-A {CHAIN} -o pn-bbbbbbbbbbbb -j ACCEPT\nCOMMIT\n")
+    assert commands.calls[0][1] == (f"*filter\n-D {CHAIN} -i pn-aaaaaaaaaaaa -j ACCEPT\n"
+                                    f"-D {CHAIN} -o pn-aaaaaaaaaaaa -j ACCEPT\nCOMMIT\n")
+    assert shim.rules() == [f"-A {CHAIN} -i pn-bbbbbbbbbbbb -j ACCEPT",
+                            f"-A {CHAIN} -o pn-bbbbbbbbbbbb -j ACCEPT"]
     # The last network gone: the jump and the chain go too (issue 9, F).
     commands.calls.clear()
     commands.answers[("iptables", "-w", "5", "-D")] = (1, "", "Bad rule (does a matching rule exist?)")
@@ -78,6 +86,52 @@ def test_forward_accept_rewrites_its_chain_and_adds_the_jump_once():
     assert commands.argvs() == [["iptables", "-w", "5", "-D", "FORWARD", "-j", CHAIN],
                                 ["iptables", "-w", "5", "-F", CHAIN],
                                 ["iptables", "-w", "5", "-X", CHAIN]]
+
+
+def test_forward_accept_writes_the_chain_whole_when_an_edit_is_refused_or_repeated():
+    """An edit the kernel refuses (the chain or a rule deleted by hand) falls back to the
+    whole chain from pynet's state; a network added again (replayed CreateNetwork) writes
+    it whole too, which repairs any drift."""
+    whole = f"*filter\n:{CHAIN} - [0:0]\n"
+    commands = Commands()
+    shim = ForwardAccept(which=installed("iptables", "ip6tables"), run=commands)
+    shim.network_added(network("a" * 64))
+    shim.network_added(network("b" * 64))
+    commands.calls.clear()
+    commands.answers[("iptables-restore",)] = (1, "", "Bad rule (does a matching rule exist?)")
+
+    def refuse_edits(argv, stdin, timeout):
+        rc = 1 if argv[0] == "iptables-restore" and not stdin.startswith(whole) else 0
+        commands.calls.append((list(argv), stdin))
+        return subprocess.CompletedProcess(argv, rc, "", "Bad rule" if rc else "")
+
+    shim._command = refuse_edits
+    shim.network_removed(network("a" * 64))
+    restores = [stdin for argv, stdin in commands.calls if argv[0].endswith("-restore")]
+    assert restores[0].startswith("*filter\n-D ")  # the edit, refused
+    assert restores[1:] == [whole + f"-A {CHAIN} -i pn-bbbbbbbbbbbb -j ACCEPT\n"
+                            f"-A {CHAIN} -o pn-bbbbbbbbbbbb -j ACCEPT\nCOMMIT\n"] * 2
+    assert shim.rules() == [f"-A {CHAIN} -i pn-bbbbbbbbbbbb -j ACCEPT",
+                            f"-A {CHAIN} -o pn-bbbbbbbbbbbb -j ACCEPT"]
+    commands.calls.clear()
+    shim._command = commands
+    commands.answers.clear()
+    shim.network_added(network("b" * 64))  # again: whole, for both binaries
+    restores = [stdin for argv, stdin in commands.calls if argv[0].endswith("-restore")]
+    assert len(restores) == 2 and all(r.startswith(whole) for r in restores)
+
+
+def test_forward_accept_state_stays_as_before_when_one_binary_refuses():
+    """ip6tables refusing an edit iptables took (and then the whole chain): the error is
+    raised and the state is the one before (NftFirewall then syncs that state back)."""
+    commands = Commands()
+    shim = ForwardAccept(which=installed("iptables", "ip6tables"), run=commands)
+    shim.network_added(network("a" * 64))
+    commands.answers[("ip6tables-restore",)] = (4, "", "ip6tables is broken")
+    with pytest.raises(FirewallError, match="ip6tables is broken"):
+        shim.network_added(network("b" * 64))
+    assert shim.rules() == [f"-A {CHAIN} -i pn-aaaaaaaaaaaa -j ACCEPT",
+                            f"-A {CHAIN} -o pn-aaaaaaaaaaaa -j ACCEPT"]
 
 
 def test_forward_accept_in_a_namespace_and_a_refusal():
@@ -174,3 +228,27 @@ def test_commands_run_within_the_plugin_calls_budget():
     seen.clear()
     shim.network_added(network("b" * 64))  # outside a call: the commands' own limit
     assert seen and set(seen) == {15.0}
+
+
+def test_uplinks_are_the_bridges_with_a_default_route_among_many_routes():
+    """Only default routes count (IPv4: destination and mask 0, up; IPv6: ::/0, not a
+    reject route, not lo), and only bridges; the many other lines (a few per network) are
+    passed over without being split (issue 22: this runs on every network change)."""
+    route = ("Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+             "br-up\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+             "br-down\t00000000\t010200C0\t0002\t0\t0\t0\t00000000\t0\t0\t0\n"
+             + "".join(f"pn-{i:04d}\t00{i:02X}12C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+                       for i in range(200)))
+    zero = "0" * 32
+    ipv6 = (f"{zero} 00 {zero} 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003   br-six\n"
+            f"{zero} 00 {zero} 00 {zero} ffffffff 00000001 00000000 00200200       br-rej\n"
+            f"{zero} 00 {zero} 00 {zero} ffffffff 00000001 00000000 00000001       lo\n"
+            + "".join(f"fe800000000000000000000000000000 40 {zero} 00 {zero} 00000100 00000001 "
+                      f"00000000 00000001 pn-{i:04d}\n" for i in range(200)))
+    commands = Commands(answers={
+        ("ip", "netns", "exec", "pnt-x", "cat", "/proc/net/route"): (0, route, ""),
+        ("ip", "netns", "exec", "pnt-x", "cat", "/proc/net/ipv6_route"): (0, ipv6, ""),
+        ("ip", "netns", "exec", "pnt-x", "test", "-e", "/sys/class/net/eth0/bridge"): (1, "", "")})
+    assert KernelKnobs("pnt-x", run=commands).uplinks() == {"br-up", "br-six"}
+    checked = sorted(argv[-1] for argv in commands.argvs() if argv[4] == "test")
+    assert checked == ["/sys/class/net/br-six/bridge", "/sys/class/net/br-up/bridge"]
