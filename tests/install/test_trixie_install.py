@@ -5,11 +5,12 @@
    resolves on trixie (docker.io 26.1, Compose v2, bullseye's consul 1.8.7 through the pin);
    python3-venv is really installed and the Python part runs for real: trixie's python3 is
    externally managed, so a virtualenv at /opt/pynet-test gets pynet and the test extras.
-2. `scripts/run.sh`, for real: it installs iptables, nftables and libnftables1 from trixie,
-   makes /opt/pynet and pip-installs pynet. Its `pynet serve` is then started from that tree
-   in a network namespace of its own and answers /Plugin.Activate: the start-up checks pass
-   on trixie (root, libnftables 1.1 through the ctypes adapter, iptables), and the adapter
-   applies and reads back a table with trixie's library.
+2. `scripts/run.sh`, for real: it installs iptables, nftables, libnftables1, wireguard-go
+   and wireguard-tools from trixie, makes /opt/pynet and pip-installs pynet. Its `pynet
+   serve` is then started from that tree in a network namespace of its own and answers
+   /Plugin.Activate: the start-up checks pass on trixie (root, libnftables 1.1 through the
+   ctypes adapter, iptables), and the adapter applies and reads back a table with trixie's
+   library.
 3. `scripts/test.sh tests/unit`: pytest from that virtualenv, the unit tier on Python 3.13.
 """
 from __future__ import annotations
@@ -60,8 +61,12 @@ def test_readme_commands_on_debian_13(tmp_path):
         times["run.sh"] = time.monotonic() - step
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "--socket" in proc.stdout
-        versions = tree.run("dpkg-query -W -f='${Package} ${Version}\\n' libnftables1 iptables python3")
+        versions = tree.run("dpkg-query -W -f='${Package} ${Version}\\n' libnftables1 iptables python3 "
+                            "wireguard-go wireguard-tools")
         assert re.search(r"^libnftables1 1\.1\.", versions.stdout, re.M), versions.stdout
+        # Encrypted overlays on a kernel without WireGuard: trixie's wireguard-go and wg.
+        assert re.search(r"^wireguard-go 0\.0\.2023", versions.stdout, re.M), versions.stdout
+        assert re.search(r"^wireguard-tools 1\.", versions.stdout, re.M), versions.stdout
         assert re.search(r"^python3 3\.13\.", versions.stdout, re.M), versions.stdout
         cfg = (tree.root / "opt/pynet/pyvenv.cfg").read_text()
         assert "include-system-site-packages = false" in cfg
