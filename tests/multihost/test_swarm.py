@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from driver.kinds.overlay.model import FIRST_SWARM_VNI
-from tests.harness.multihost import REPO_ROOT, BedError, Host
-from tests.harness.swarm import PLUGIN, SwarmBed, dev_plugin_dir
+from tests.harness.multihost import BedError, Host
+from tests.harness.swarm import PLUGIN, SwarmBed, built_plugin_dir, dev_plugin_dir
 from tests.harness.wait import wait_until
 
 SUBNET = "10.60.0.0/24"
@@ -42,11 +41,7 @@ CONVERGE = 90.0  # seconds Swarm may take to place, move or remove tasks here
 def plugin_dir(out: Path) -> Path:
     if os.environ.get("PYNET_SWARM_PLUGIN") == "dev":
         return dev_plugin_dir(out)
-    # scripts/build-plugin.sh, as a user runs it (cached: ~10 s when the cache is warm).
-    proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "build-plugin.sh"), "-o", str(out),
-                           "--no-create", PLUGIN], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"scripts/build-plugin.sh failed:\n{proc.stderr[-3000:]}"
-    return out
+    return built_plugin_dir(out)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +110,7 @@ def sh(h: Host, cid: str, script: str, timeout: float = 60) -> str:
 def lookup(h: Host, cid: str, name: str) -> set[str]:
     """The addresses busybox nslookup gets for `name` from Docker's embedded DNS."""
     out = sh(h, cid, f"nslookup {name} 127.0.0.11")
-    answer = out.split(f"Name:", 1)[-1] if "Name:" in out else ""
+    answer = out.split("Name:", 1)[-1] if "Name:" in out else ""
     return {line.split()[-1] for line in answer.splitlines() if line.strip().startswith("Address")}
 
 
@@ -332,7 +327,7 @@ def _plugin_netns(h: Host) -> list[str]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
             if "pynet" not in cmd or "serve" not in cmd:
                 continue
-            if os.readlink(f"/proc/{pid}/ns/net") != os.readlink(f"/proc/self/ns/net") and \
+            if os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net") and \
                     Path(f"/run/netns/{h.netns}").stat().st_ino == os.stat(f"/proc/{pid}/ns/net").st_ino:
                 found += [n for n in os.listdir(f"/proc/{pid}/root/var/run/netns") if n.startswith("pno-")]
         except OSError:

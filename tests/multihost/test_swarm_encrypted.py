@@ -23,13 +23,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.harness.multihost import REPO_ROOT, Host
+from tests.harness.multihost import Host
 from tests.harness.netprobe import CAPTURE, SEND_MARKER, SINK
-from tests.harness.swarm import PLUGIN, SwarmBed
+from tests.harness.swarm import PLUGIN, SwarmBed, built_plugin_dir
 from tests.harness.wait import wait_until
 from tests.multihost.support import in_netns_of
 
@@ -42,18 +41,9 @@ IMAGE = "pynet-test/busybox:1"
 CONVERGE = 90.0
 
 
-def built_plugin(out: Path) -> Path:
-    """scripts/build-plugin.sh as a user runs it (as tests/multihost/test_swarm.py builds it;
-    ~10 s with the cache warm)."""
-    proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "build-plugin.sh"), "-o", str(out),
-                           "--no-create", PLUGIN], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"scripts/build-plugin.sh failed:\n{proc.stderr[-3000:]}"
-    return out
-
-
 @pytest.fixture(scope="module")
 def eswarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmBed]:
-    built = built_plugin(tmp_path_factory.mktemp("plugin") / "pynet")
+    built = built_plugin_dir(tmp_path_factory.mktemp("plugin") / "pynet")
     bed = SwarmBed(tmp_path_factory.mktemp("eswarm"), built, name="pnswe", underlay="198.18.34.0/24",
                    plugin_env={"PYNET_WIREGUARD_SUBNET": WG_SUBNET})
     bed.up()
