@@ -8,9 +8,11 @@ import gc
 import random
 import socket
 import struct
+import time
 import tracemalloc
 from collections.abc import Iterator
 
+import dns.exception
 import dns.message
 import dns.rcode
 import pytest
@@ -134,11 +136,12 @@ def test_memory_stays_bounded_under_a_long_run_of_garbage_from_many_sources(upst
                 except BlockingIOError:
                     pass
                 if n % 50 == 0:
+                    time.sleep(0.002)  # let the server breathe: what is measured is memory
                     for s in sources:  # replies are not read: drop them
                         _discard(s)
             for s in sources:
                 _discard(s)
-            assert addresses(ask(srv, "web")) == ["10.1.0.5"]  # it still answers
+            assert addresses(_ask_again(srv, "web")) == ["10.1.0.5"]  # it still answers
 
         tracemalloc.start()
         burst(3000)  # warm up: threads, caches, buckets
@@ -156,6 +159,18 @@ def test_memory_stays_bounded_under_a_long_run_of_garbage_from_many_sources(upst
         for sock in sources:
             sock.close()
         srv.close()
+
+
+def _ask_again(srv: DnsServer, name: str, tries: int = 5) -> dns.message.Message:
+    """A query that may be lost while the socket's queue is still full of garbage (UDP
+    drops it, by design) is asked again, as a stub resolver would."""
+    for attempt in range(tries):
+        try:
+            return ask(srv, name)
+        except dns.exception.Timeout:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _discard(sock: socket.socket) -> None:
