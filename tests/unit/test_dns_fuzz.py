@@ -83,8 +83,14 @@ def check_reply(sent: bytes, reply: bytes) -> None:
     assert len(reply) >= 12
     assert reply[:2] == sent[:2]           # the query's id
     assert reply[2] & 0x80                 # QR: a response
-    # dnspython reads it back (it is well formed)
-    dns.message.from_wire(reply, ignore_trailing=False)
+    opcode = (reply[2] >> 3) & 0xF
+    if opcode:
+        # NOTIMP echoes the query's opcode, which dnspython 2.3 cannot read when unassigned:
+        # the header alone, with NOTIMP
+        assert len(reply) == 12 and reply[3] & 0xF == dns.rcode.NOTIMP
+    else:
+        # dnspython reads it back (it is well formed)
+        dns.message.from_wire(reply, ignore_trailing=False)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
