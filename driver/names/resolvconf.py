@@ -19,13 +19,13 @@ def nameservers(text: str, own: Collection[tuple[str, int]] = (),
                 limit: int = MAX_UPSTREAMS) -> list[tuple[str, int]]:
     """(address, 53) for each usable nameserver line of `text`, in order, at most `limit`,
     without duplicates and without any of `own` (address, port) pairs."""
-    own_set = {(_canonical(host), port) for host, port in own}
+    own_set = {(canonical(host), port) for host, port in own}
     found: list[tuple[str, int]] = []
     for line in text.splitlines():
         fields = line.split()
         if len(fields) < 2 or fields[0] != "nameserver":
             continue
-        address = _canonical(fields[1])
+        address = canonical(fields[1])
         if address is None:
             continue
         entry = (address, DNS_PORT)
@@ -37,7 +37,8 @@ def nameservers(text: str, own: Collection[tuple[str, int]] = (),
     return found
 
 
-def _canonical(text: str) -> str | None:
+def canonical(text: str) -> str | None:
+    """`text` as an address in its canonical form (an IPv6 zone kept), or None."""
     host, _, zone = text.partition("%")
     try:
         address = ipaddress.ip_address(host)

@@ -54,7 +54,7 @@ import dns.rdtypes.IN.AAAA
 import dns.rrset
 
 from .limits import RateLimiter
-from .resolvconf import nameservers
+from .resolvconf import canonical, nameservers
 from .table import AAAA, A, NameTable, OTHER
 
 log = logging.getLogger("pynet.names")
@@ -99,7 +99,13 @@ class DnsServer:
         self.table = table if table is not None else NameTable()
         self._asker_networks = asker_networks
         self._listen = [(str(ipaddress.ip_address(host)), int(port)) for host, port in listen]
-        self._given_upstreams = None if upstreams is None else list(upstreams)
+        for host, _ in self._listen:
+            if ipaddress.ip_address(host).is_unspecified:
+                # A wildcard socket may answer from another address than the one asked, and
+                # Docker's resolver (like dnspython) drops such answers: name the address.
+                raise ValueError(f"listen on a concrete address, not {host}")
+        self._given_upstreams = None if upstreams is None else [
+            (_upstream_address(host), int(port)) for host, port in upstreams]
         self._resolv_conf = resolv_conf
         self.upstreams: list[Endpoint] = []
         self._allow_from = tuple(allow_from)
@@ -123,15 +129,17 @@ class DnsServer:
 
     # --- life --------------------------------------------------------------------------
     def start(self) -> "DnsServer":
-        for host, port in self._listen:
-            udp, tcp = _bind_pair(host, port)
-            self._sockets += [udp, tcp]
-            self.addresses.append((host, udp.getsockname()[1]))
-            self._spawn(self._serve_udp, udp, f"pynet-dns-udp-{host}")
-            self._spawn(self._serve_tcp, tcp, f"pynet-dns-tcp-{host}")
+        try:
+            for host, port in self._listen:
+                udp, tcp = _bind_pair(host, port)
+                self._sockets += [udp, tcp]
+                self.addresses.append((host, udp.getsockname()[1]))
+        except OSError:
+            self.close()
+            raise
         own = self.addresses
         if self._given_upstreams is not None:
-            self.upstreams = [u for u in self._given_upstreams if tuple(u) not in own]
+            self.upstreams = [u for u in self._given_upstreams if u not in own]
         else:
             try:
                 text = self._resolv_conf.read_text(errors="replace")
@@ -139,6 +147,9 @@ class DnsServer:
                 log.warning("no upstream DNS servers: %s", err)
                 text = ""
             self.upstreams = nameservers(text, own=own)
+        for i, (host, _) in enumerate(self.addresses):
+            self._spawn(self._serve_udp, self._sockets[2 * i], f"pynet-dns-udp-{host}")
+            self._spawn(self._serve_tcp, self._sockets[2 * i + 1], f"pynet-dns-tcp-{host}")
         log.info("DNS on %s, upstreams %s", self.addresses, self.upstreams or "none")
         return self
 
@@ -405,6 +416,13 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
         tcp.settimeout(0.2)
         return udp, tcp
     raise OSError(f"no free port on {host} for both UDP and TCP")
+
+
+def _upstream_address(host: str) -> str:
+    address = canonical(host)
+    if address is None:
+        raise ValueError(f"an upstream DNS server is an IP address, not {host!r}")
+    return address
 
 
 def _header_only(qid: int, flags: int, rcode: int) -> bytes:

@@ -487,3 +487,44 @@ def _wait(condition, timeout: float = 5.0) -> None:
         if time.monotonic() > end:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+def test_it_listens_on_several_addresses_ipv6_included(upstream):
+    table = NameTable.of(list(demo_table().records)
+                         + [rec("six", "n1", v6="::1", net_name="front", container="six")])
+    srv = DnsServer([(LISTEN, 0), ("::1", 0)], table=table,
+                    upstreams=[upstream.endpoint]).start()
+    try:
+        (v4host, v4port), (v6host, v6port) = srv.addresses
+        assert v6host == "::1"
+        query = dns.message.make_query("web", "AAAA")
+        response = dns.query.udp(query, v6host, timeout=TIMEOUT, port=v6port, source="::1")
+        assert addresses(response) == ["fd00::5"]  # ::1 is container "six", on front
+        response = dns.query.tcp(query, v6host, timeout=TIMEOUT, port=v6port, source="::1")
+        assert addresses(response) == ["fd00::5"]
+        assert addresses(ask(srv, "web")) == ["10.1.0.5"]  # the IPv4 listener too
+    finally:
+        srv.close()
+
+
+def test_wildcards_and_names_are_refused_at_construction():
+    with pytest.raises(ValueError, match="concrete address"):
+        DnsServer([("0.0.0.0", 0)])
+    with pytest.raises(ValueError, match="concrete address"):
+        DnsServer([("::", 0)])
+    with pytest.raises(ValueError, match="IP address"):
+        DnsServer([(LISTEN, 0)], upstreams=[("dns.example", 53)])
+    with pytest.raises(ValueError):
+        DnsServer([])
+
+
+def test_a_failed_bind_leaves_nothing_open(upstream):
+    first = start([upstream.endpoint])
+    try:
+        taken = first.addresses[0]
+        second = DnsServer([(LISTEN, 0), taken], upstreams=[])
+        with pytest.raises(OSError):
+            second.start()
+        assert all(sock.fileno() == -1 for sock in second._sockets)
+    finally:
+        first.close()
