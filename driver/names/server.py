@@ -21,7 +21,7 @@ Hostile input, by design:
   unless `open_resolver` is set: pynet is no open resolver on a non-local address;
 - at most `max_forwards` forwards at once; one more is REFUSED at once (as Docker's
   resolver does past its 1024), so a flood of names to forward queues nothing;
-- TCP: at most `max_tcp_connections`, each with an idle deadline for a whole message and a
+- TCP: at most `max_tcp_connections`, `tcp_per_source` of them from one address, each with an idle deadline for a whole message and a
   bound on queries per connection; every message is at most 65,535 bytes by its framing.
 """
 from __future__ import annotations
@@ -78,6 +78,7 @@ class Limits:
     max_forwards: int = 64           # forwards in flight at once
     forward_timeout: float = 2.0     # per upstream server tried
     max_tcp_connections: int = 64
+    tcp_per_source: int = 8          # so one source cannot hold every connection
     tcp_idle_timeout: float = 5.0    # for each whole message on a connection
     tcp_queries_per_connection: int = 100
     udp_payload: int = 1232          # the largest UDP answer we send (EDNS, DNS flag day 2020)
@@ -118,6 +119,8 @@ class DnsServer:
         self._limiter_lock = threading.Lock()
         self._forwards = threading.BoundedSemaphore(limits.max_forwards)
         self._tcp_slots = threading.BoundedSemaphore(limits.max_tcp_connections)
+        self._tcp_by_source: dict[str, int] = {}   # open connections per source address
+        self._tcp_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=limits.max_forwards,
                                         thread_name_prefix="pynet-dns-forward")
         self._stats: Counter[str] = Counter()
@@ -213,7 +216,16 @@ class DnsServer:
                 continue
             except OSError:
                 return
-            if not self._tcp_slots.acquire(blocking=False):
+            source = peer[0]
+            with self._tcp_lock:
+                mine = self._tcp_by_source.get(source, 0)
+                if mine >= self.limits.tcp_per_source:
+                    admitted = False
+                else:
+                    admitted = self._tcp_slots.acquire(blocking=False)
+                if admitted:
+                    self._tcp_by_source[source] = mine + 1
+            if not admitted:
                 self._count("tcp_rejected")
                 _close(conn)
                 continue
@@ -245,7 +257,11 @@ class DnsServer:
             log.debug("DNS connection from %s failed", peer, exc_info=True)
         finally:
             _close(conn)
-            self._tcp_slots.release()
+            with self._tcp_lock:
+                left = self._tcp_by_source.pop(peer[0], 1) - 1
+                if left > 0:
+                    self._tcp_by_source[peer[0]] = left
+                self._tcp_slots.release()
 
     # --- one query -----------------------------------------------------------------------
     def _handle(self, wire: bytes, peer: tuple, *, tcp: bool,

@@ -463,6 +463,26 @@ def test_tcp_slow_idle_and_too_many_connections_are_cut(upstream):
         srv.close()
 
 
+def test_one_source_cannot_hold_every_tcp_connection(upstream):
+    srv = start([upstream.endpoint], limits=Limits(max_tcp_connections=4, tcp_per_source=2,
+                                                   tcp_idle_timeout=3))
+    try:
+        host, port = srv.addresses[0]
+        held = [socket.create_connection((host, port), timeout=TIMEOUT,
+                                         source_address=(STRANGER, 0)) for _ in range(2)]
+        _wait(lambda: srv._tcp_by_source.get(STRANGER) == 2)
+        third = socket.create_connection((host, port), timeout=TIMEOUT,
+                                         source_address=(STRANGER, 0))
+        assert third.recv(10) == b""  # its source already holds its two
+        assert addresses(ask(srv, "web", tcp=True)) == ["10.1.0.5"]  # another source gets in
+        for s in held + [third]:
+            s.close()
+        _wait(lambda: STRANGER not in srv._tcp_by_source)
+        assert srv._tcp_slots._value == 4
+    finally:
+        srv.close()
+
+
 def test_a_new_table_is_served_at_once(server):
     assert addresses(ask(server, "web")) == ["10.1.0.5"]
     server.set_table(NameTable.of([rec("alice", "n1", ALICE, container="alice"),
