@@ -29,7 +29,8 @@ key_prefix "pynet/v1/overlay/vnis/" {
 }
 
 # This host's own: its IPAM write fence, its network/endpoint records, names, fences and
-# heartbeats, its overlay member and peer records, its overlay heartbeat.
+# heartbeats, its overlay member and peer records, its overlay heartbeat, its containers'
+# DNS name records (pynet serve --dns-addr).
 key "pynet/v1/ipam/fences/HOST" {
   policy = "write"
 }
@@ -40,5 +41,8 @@ key_prefix "pynet/v1/overlay/hosts/HOST/" {
   policy = "write"
 }
 key "pynet/v1/overlay-alive/HOST" {
+  policy = "write"
+}
+key_prefix "pynet/v1/names/hosts/HOST/" {
   policy = "write"
 }
