@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pynet_core.record_fields import Fields, shown, typed
-from pynet_core.store import keys
+from pynet_core.store.keys import parse_name_key
 from pynet_core.store.segments import segment_problem
 
 from .table import MAX_NAME, NameRecord, normal
@@ -190,7 +190,7 @@ def parse_record(key: str, value: str) -> NameEntry:
     """The record stored at `key` (under keys.names_hosts()), or InvalidNames saying why:
     a key of another shape, a value too long, not UTF-8 or not JSON, a field that is not
     what pynet writes, or a record that speaks for another host or endpoint than its key."""
-    parsed = keys.parse_name_key(key)
+    parsed = parse_name_key(key)
     if parsed is None:
         raise InvalidNames("pynet writes no name key of this shape")
     host, eid = parsed
