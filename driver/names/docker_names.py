@@ -1,0 +1,83 @@
+"""What this host's dockerd says of its running containers, for the names (local.py), and
+its event stream, which says when to look again. Runs on background threads, never inside
+a plugin call (dockerd may be waiting on pynet at that moment)."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import docker
+import requests
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 10
+GWBRIDGE = "docker_gwbridge"
+# What changes a name or an address: a container starting, stopping, going or renamed, and
+# a network connected or disconnected (also `docker network connect --alias`).
+EVENTS = {"type": ["container", "network"],
+          "event": ["start", "die", "destroy", "rename", "connect", "disconnect"]}
+STREAM_SECONDS = 5  # each event stream ends after this, so a stop is seen soon
+
+
+class DockerNames:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._warned = False
+
+    def read(self) -> tuple[list[dict[str, Any]], dict[str, list[str]]] | None:
+        """(running containers as dockerd lists them, docker_gwbridge's addresses by
+        container id); None when dockerd cannot be asked."""
+        try:
+            with docker.APIClient(base_url=self.base_url, version="auto", timeout=TIMEOUT) as api:
+                containers = api.containers()
+                try:
+                    gwbridge = api.inspect_network(GWBRIDGE)
+                except docker.errors.NotFound:
+                    gwbridge = {}
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            if not self._warned:
+                log.warning("names: dockerd at %s cannot be asked (%s); names are read again "
+                            "once it answers", self.base_url, exc)
+                self._warned = True
+            return None
+        self._warned = False
+        return list(containers or []), gateway_addresses(gwbridge)
+
+    def follow(self, stop: threading.Event, changed: Callable[[], None]) -> None:
+        """Call `changed()` for every event that may change a name, until `stop`."""
+        since = int(time.time())
+        while not stop.is_set():
+            until = int(time.time()) + STREAM_SECONDS
+            try:
+                with docker.APIClient(base_url=self.base_url, version="auto",
+                                      timeout=STREAM_SECONDS + TIMEOUT) as api:
+                    for _ in api.events(since=since, until=until, filters=EVENTS, decode=True):
+                        changed()
+                        if stop.is_set():
+                            return
+                since = until
+            except (docker.errors.DockerException, requests.RequestException, OSError):
+                changed()  # whatever was missed is read by the next look
+                stop.wait(1.0)
+                since = int(time.time())
+
+
+def gateway_addresses(info: Any) -> dict[str, list[str]]:
+    """docker_gwbridge's `Containers` (container id -> its endpoint there) as container id ->
+    its addresses there (CIDR prefixes dropped)."""
+    found: dict[str, list[str]] = {}
+    containers = info.get("Containers") if isinstance(info, dict) else None
+    if not isinstance(containers, dict):
+        return found
+    for cid, ep in containers.items():
+        if not isinstance(ep, dict):
+            continue
+        for key in ("IPv4Address", "IPv6Address"):
+            text = ep.get(key)
+            if isinstance(text, str) and text:
+                found.setdefault(cid, []).append(text.split("/")[0])
+    return found

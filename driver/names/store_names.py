@@ -1,0 +1,179 @@
+"""Name records in the shared store: this host writes its own, and watches every host's.
+
+- `NamePublisher` makes this host's records (`v1/names/hosts/<host>/`) exactly what it is
+  given: new ones created, changed ones replaced, gone ones deleted, each at the version
+  read (a lost race is put right at the next publish; nothing else writes there).
+- `NameWatcher` keeps a NameTable of every host's names: a blocking watch on
+  `v1/names/` (Consul: a blocking query, so another host's write wakes it at once), then
+  one listing, each record parsed strictly (records.py); a bad one is skipped, logged once
+  per key and version and counted (pynet_core/store/bad_records.py). Another host's records
+  are withdrawn (not answered) while that host is dead by the overlay's liveness rule (its
+  heartbeat `v1/overlay-alive/<host>` stood still for the peer timeout, judged by this
+  host's clock: driver/kinds/overlay/liveness.py). This host's own names never come from the
+  store: they are this host's own snapshot (no other writer can speak for it).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from driver.kinds.overlay.liveness import Liveness
+from driver.kinds.overlay.registry import read_beats
+from pynet_core.errors import BackendUnavailable
+from pynet_core.store import bad_records, keys
+from pynet_core.store.api import Entry, Store
+
+from .records import OVERLAY, InvalidNames, NameEntry, dump, parse_record
+from .table import NameTable
+
+log = logging.getLogger(__name__)
+
+KIND = "name"
+
+
+@dataclass(frozen=True)
+class Published:
+    created: int = 0
+    replaced: int = 0
+    removed: int = 0
+    lost: int = 0  # writes that lost a race: put right at the next publish
+
+    def count(self) -> int:
+        return self.created + self.replaced + self.removed
+
+
+class NamePublisher:
+    def __init__(self, store: Store, host: str) -> None:
+        self.store = store
+        self.host = host
+        self._lock = threading.Lock()  # one publish at a time: each diffs a fresh listing
+
+    def publish(self, wanted: Mapping[str, NameEntry]) -> Published:
+        """Make this host's records exactly `wanted` (endpoint id -> record)."""
+        created = replaced = removed = lost = 0
+        with self._lock:
+            held: dict[str, Entry] = {}
+            for entry in self.store.list(keys.names_host(self.host)):
+                parsed = keys.parse_name_key(entry.key)
+                eid = parsed[1] if parsed is not None and parsed[0] == self.host else None
+                if eid is None or eid not in wanted:
+                    # Gone (or a key of no shape pynet writes, under this host's own prefix).
+                    if self.store.delete(entry.key, entry.version):
+                        removed += 1
+                    else:
+                        lost += 1
+                    continue
+                held[eid] = entry
+            for eid, named in wanted.items():
+                value = dump(named)
+                entry = held.get(eid)
+                key = keys.name_record(self.host, eid)
+                if entry is None:
+                    ok = self.store.create(key, value)
+                    created += ok
+                elif entry.value != value:
+                    ok = self.store.cas(key, value, entry.version)
+                    replaced += ok
+                else:
+                    continue
+                lost += not ok
+        return Published(created, replaced, removed, lost)
+
+
+def read_names(entries: Iterable[Entry]) -> list[NameEntry]:
+    """Every readable record of a listing; a bad one skipped through bad_records."""
+    found = []
+    for entry in entries:
+        try:
+            found.append(parse_record(entry.key, entry.value))
+        except InvalidNames as exc:
+            bad_records.skipped(entry, exc.reason, KIND)
+    return found
+
+
+class NameWatcher:
+    """Every host's names as one NameTable, handed to `on_table` after each change."""
+
+    def __init__(self, store: Store, host: str, peer_timeout: float,
+                 local: Callable[[], Iterable[NameEntry]],
+                 on_table: Callable[[NameTable], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.host = host
+        self.local = local
+        self.on_table = on_table
+        self.clock = clock
+        self.liveness = Liveness(peer_timeout)
+        self.interval = peer_timeout / 3
+        self._remote: list[NameEntry] = []
+        self._alive: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        self._dead: set[str] = set()
+        self.refreshes = 0   # completed reads of the store (tests wait on it)
+        self.table = NameTable()
+
+    def refresh(self) -> NameTable:
+        """Read every host's records and heartbeats, then rebuild the table."""
+        entries = self.store.list(keys.names_all())
+        beats = read_beats(self.store)
+        # Another host's names on its own (bridge, macvlan) networks reach no asker here.
+        remote = [n for n in read_names(entries) if n.host != self.host and n.network.kind == OVERLAY]
+        now = self.clock()
+        with self._lock:
+            hosts = {n.host for n in remote}
+            self.liveness.observe({h: v for h, v in beats.items() if h != self.host}, hosts, now)
+            alive = frozenset(h for h in hosts if self.liveness.alive(h, now))
+            self._report(hosts - alive)
+            self._remote, self._alive = remote, alive
+            self.refreshes += 1
+        return self.rebuild()
+
+    def rebuild(self) -> NameTable:
+        """The table of this host's own names (now) and the live hosts' last read."""
+        with self._lock:
+            remote = [n for n in self._remote if n.host in self._alive]
+            table = NameTable.of([n.record() for n in self.local()] +
+                                 [n.record() for n in remote])
+            self.table = table
+        self.on_table(table)
+        return table
+
+    def _report(self, dead: set[str]) -> None:
+        for host in sorted(dead - self._dead):
+            log.warning("names: host %s has not moved its heartbeat for %g s: its names are "
+                        "no longer answered", host, self.liveness.timeout)
+        for host in sorted(self._dead - dead):
+            log.info("names: host %s is back; its names are answered again", host)
+        self._dead = set(dead)
+
+    def run(self, stop: threading.Event) -> None:
+        index, failing = 0, False
+        while not stop.is_set():
+            try:
+                index = self.store.watch(keys.names_all(), index, self.interval)
+                if stop.is_set():
+                    return
+                if failing:
+                    self.liveness.forgive(self.clock())
+                    log.info("names: the store answers again; catching up")
+                    failing = False
+                self.refresh()
+            except BackendUnavailable as exc:
+                if not failing:
+                    log.warning("names: %s; the names last read are answered meanwhile",
+                                exc.message)
+                failing = True
+                index = 0
+                stop.wait(min(self.interval, 1.0))
+            except Exception:  # a bug must not end the thread for good
+                log.exception("names watcher failed; trying again")
+                stop.wait(1.0)
+
+    def start(self) -> threading.Event:
+        stop = threading.Event()
+        threading.Thread(target=self.run, args=(stop,), name="pynet-names-watcher",
+                         daemon=True).start()
+        return stop

@@ -1,0 +1,299 @@
+"""Names from dockerd's list to the table, and from one host to another through the store
+(issue 21 items 1-2): the local snapshot (driver/names/local.py), the asker mapping (every
+local address of a container, its docker_gwbridge one included), the publisher (this host's
+own prefix made exact), the watcher (every host's records, bad ones skipped and counted, a
+dead host withdrawn) and the whole path to a real DNS server on loopback."""
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from driver.models import EndpointRecord, NetworkRecord
+from driver.names.local import snapshot
+from driver.names.records import LOCAL, OVERLAY, NameEntry, NetworkIdentity, dump
+from driver.names.server import DnsServer
+from driver.names.service import Names
+from driver.names.store_names import NamePublisher, NameWatcher
+from driver.options import NetworkOptions
+from pynet_core.store import bad_records, keys, records
+from pynet_core.store.memory import MemoryStore
+
+IP = ipaddress.ip_address
+OVER_NID, OVER_NID_B, BR_NID = "a" * 64, "b" * 64, "c" * 64
+SUBNET = "10.77.0.0/24"
+OVERLAY_KEY = f"overlay/LocalDefault/{SUBNET}"
+
+
+def overlay_net(nid=OVER_NID) -> NetworkRecord:
+    return NetworkRecord(nid, NetworkOptions(type="overlay"), subnets=(SUBNET,),
+                         gateways=(), address_space="LocalDefault")
+
+
+def bridge_net() -> NetworkRecord:
+    return NetworkRecord(BR_NID, NetworkOptions(), bridge="pn-cccccccccccc",
+                         gateways=("10.9.0.1/24",), subnets=("10.9.0.0/24",))
+
+
+def ep(nid: str, eid: str, *addresses: str) -> EndpointRecord:
+    return EndpointRecord(nid, eid, None, "pnc" + eid[:12], addresses, "02:42:0a:00:00:02")
+
+
+def container(cid: str, name: str, **networks: dict) -> dict:
+    return {"Id": cid, "Names": [f"/{name}", f"/other/{name}-link"], "State": "running",
+            "NetworkSettings": {"Networks": networks}}
+
+
+def on(nid: str, eid: str, ip: str = "", *, aliases=None, dns_names=None, ip6: str = "") -> dict:
+    return {"NetworkID": nid, "EndpointID": eid, "IPAddress": ip, "GlobalIPv6Address": ip6,
+            "Aliases": aliases, "DNSNames": dns_names}
+
+
+# --- the local snapshot ---------------------------------------------------------------------
+def test_a_container_on_an_overlay_is_named_by_the_overlays_identity_with_its_aliases():
+    eid = "e1" * 32
+    snap = snapshot("h1", [container("c1" * 32, "web", appnet=on(
+        OVER_NID, eid, "10.77.0.2", aliases=["svc", "c1c1c1c1c1c1"],
+        dns_names=["web", "svc", "c1c1c1c1c1c1", "web.host", "bad name", "x."]))],
+        {}, [overlay_net()], [ep(OVER_NID, eid, "10.77.0.2/24", "fd00:77::2/64")])
+    (entry,) = snap.entries.values()
+    assert entry == NameEntry("h1", eid, "c1" * 32, "web",
+                              NetworkIdentity(OVERLAY, space="LocalDefault", subnet=SUBNET),
+                              "appnet", ("svc", "c1c1c1c1c1c1", "web.host"),
+                              "10.77.0.2", "fd00:77::2")
+    assert entry.record().network == OVERLAY_KEY
+
+
+def test_the_address_answered_is_pynets_own_record_and_a_bridge_is_the_hosts_own():
+    eid = "e2" * 32
+    snap = snapshot("h1", [container("c2" * 32, "db", mynet=on(BR_NID, eid, "10.9.0.99"))],
+                    {}, [bridge_net()], [ep(BR_NID, eid, "10.9.0.2/24")])
+    (entry,) = snap.entries.values()
+    assert entry.ipv4 == "10.9.0.2"  # not what the container list said
+    assert entry.network == NetworkIdentity(LOCAL, id=BR_NID)
+    assert entry.record().network == f"local/h1/{BR_NID}"
+
+
+def test_every_local_address_of_a_container_names_its_pynet_networks_docker_gwbridge_included():
+    eid1, eid2 = "e1" * 32, "e2" * 32
+    snap = snapshot(
+        "h1",
+        [container("c1" * 32, "web", appnet=on(OVER_NID, eid1, "10.77.0.2"),
+                   bridge=on("d" * 64, "f" * 64, "172.17.0.5")),
+         container("c2" * 32, "db", mynet=on(BR_NID, eid2, "10.9.0.2")),
+         container("c3" * 32, "plain", bridge=on("d" * 64, "9" * 64, "172.17.0.6"))],
+        {"c1" * 32: ["172.18.0.3"], "c3" * 32: ["172.18.0.4"]},
+        [overlay_net(), bridge_net()],
+        [ep(OVER_NID, eid1, "10.77.0.2/24"), ep(BR_NID, eid2, "10.9.0.2/24")])
+    web = frozenset({OVERLAY_KEY})
+    assert snap.askers[IP("172.18.0.3")] == web   # its docker_gwbridge address
+    assert snap.askers[IP("172.17.0.5")] == web   # its docker0 address
+    assert snap.askers[IP("10.77.0.2")] == web
+    assert snap.askers[IP("10.9.0.2")] == frozenset({f"local/h1/{BR_NID}"})
+    # A container on no pynet network asks as no one.
+    assert IP("172.17.0.6") not in snap.askers and IP("172.18.0.4") not in snap.askers
+
+
+def test_an_address_two_containers_hold_names_no_one():
+    snap = snapshot("h1", [container("c1" * 32, "a", appnet=on(OVER_NID, "e1" * 32, "10.77.0.2"),
+                                     other=on("d" * 64, "f" * 64, "192.168.5.5")),
+                           container("c2" * 32, "b", other=on("d" * 64, "9" * 64, "192.168.5.5"))],
+                    {}, [overlay_net()], [ep(OVER_NID, "e1" * 32, "10.77.0.2/24")])
+    assert IP("192.168.5.5") not in snap.askers
+    assert snap.askers[IP("10.77.0.2")] == frozenset({OVERLAY_KEY})
+
+
+@pytest.mark.parametrize("junk", [None, 5, "x", {"Id": 5}, {"Id": "c" * 64, "Names": "web"},
+                                  {"Id": "c" * 64, "Names": ["/web"], "NetworkSettings": []},
+                                  {"Id": "c" * 64, "Names": ["/web"],
+                                   "NetworkSettings": {"Networks": {"n": "x"}}},
+                                  {"Id": "c" * 64, "Names": ["/we b"], "NetworkSettings": {
+                                      "Networks": {"n": on(OVER_NID, "e" * 64, "10.77.0.2")}}}])
+def test_what_dockerd_lists_that_cannot_be_read_is_left_out(junk):
+    snap = snapshot("h1", [junk], {}, [overlay_net()], [ep(OVER_NID, "e" * 64, "10.77.0.2/24")])
+    assert snap.entries == {}
+
+
+def test_an_endpoint_pynet_has_no_ready_record_of_is_not_named_yet():
+    snap = snapshot("h1", [container("c1" * 32, "web", appnet=on(OVER_NID, "e1" * 32, "10.77.0.2"))],
+                    {}, [overlay_net()], [])
+    assert snap.entries == {}
+    assert snap.askers[IP("10.77.0.2")] == frozenset({OVERLAY_KEY})
+
+
+# --- the publisher --------------------------------------------------------------------------
+def entry(host: str, eid: str, name: str, ip: str, cid: str | None = None) -> NameEntry:
+    return NameEntry(host, eid, cid or eid, name,
+                     NetworkIdentity(OVERLAY, space="LocalDefault", subnet=SUBNET), "appnet",
+                     (), ip, None)
+
+
+def test_the_publisher_makes_the_hosts_own_records_exact_and_touches_no_other_host():
+    store = MemoryStore()
+    other = keys.name_record("h2", "9" * 64)
+    store.create(other, dump(entry("h2", "9" * 64, "theirs", "10.77.0.9")))
+    store.create(keys.names_host("h1") + "junk/level", "x")
+    pub = NamePublisher(store, "h1")
+    a, b = entry("h1", "1" * 64, "a", "10.77.0.2"), entry("h1", "2" * 64, "b", "10.77.0.3")
+    assert pub.publish({a.endpoint: a, b.endpoint: b}).count() == 3  # two made, junk gone
+    b2 = entry("h1", "2" * 64, "b2", "10.77.0.3")
+    done = pub.publish({b2.endpoint: b2})
+    assert (done.created, done.replaced, done.removed) == (0, 1, 1)
+    assert [e.key for e in store.list(keys.names_all())] == [keys.name_record("h1", "2" * 64), other]
+    assert pub.publish({b2.endpoint: b2}).count() == 0
+    assert pub.publish({}).removed == 1 and store.list(keys.names_host("h1")) == []
+
+
+# --- the watcher ----------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def beat(store: MemoryStore, host: str) -> None:
+    records.update(store, keys.overlay_alive(host), lambda _: {"host": host, "beat": time.time()},
+                   "beat")
+
+
+def test_the_watcher_answers_every_live_hosts_names_skips_bad_ones_and_withdraws_a_dead_host():
+    store, clock = MemoryStore(), Clock()
+    tables = []
+    local = [entry("h1", "1" * 64, "mine", "10.77.0.2")]
+    watcher = NameWatcher(store, "h1", 30.0, lambda: local, tables.append, clock)
+    NamePublisher(store, "h2").publish({"2" * 64: entry("h2", "2" * 64, "web", "10.77.0.3")})
+    NamePublisher(store, "h3").publish({"3" * 64: entry("h3", "3" * 64, "web", "10.77.0.4")})
+    # A forged record of h1's under h1's prefix is not h1's word: its own are local.
+    store.create(keys.name_record("h1", "4" * 64), dump(entry("h1", "4" * 64, "forged", "10.77.0.5")))
+    # Hostile records under h2's prefix: another host's name, junk, a bad address.
+    store.create(keys.name_record("h2", "5" * 64), dump(entry("h3", "5" * 64, "evil", "10.77.0.6")))
+    store.create(keys.name_record("h2", "6" * 64), "\x00not json")
+    store.create(keys.name_record("h2", "7" * 64), dump(entry("h2", "7" * 64, "evil", "10.78.0.1")))
+    for host in ("h2", "h3"):
+        beat(store, host)
+    skipped = []
+    bad_records.listeners.append(skipped.append)
+    try:
+        table = watcher.refresh()
+    finally:
+        bad_records.listeners.remove(skipped.append)
+    assert skipped == ["name", "name", "name"]
+    nets = [OVERLAY_KEY]
+    assert sorted(map(str, table.answer("web", "A", nets).addresses)) == ["10.77.0.3", "10.77.0.4"]
+    assert table.answer("web.appnet", "A", nets).addresses  # NAME.NETWORK
+    assert [str(a) for a in table.answer("mine", "A", nets).addresses] == ["10.77.0.2"]
+    for name in ("forged", "evil"):
+        assert not table.answer(name, "A", nets).mine
+    assert not table.answer("web", "A", ["overlay/LocalDefault/10.99.0.0/24"]).mine
+
+    # h3 stops beating: after the peer timeout its names are withdrawn; h2 keeps beating.
+    clock.now += 20
+    beat(store, "h2")
+    watcher.refresh()
+    clock.now += 15
+    beat(store, "h2")
+    table = watcher.refresh()
+    assert [str(a) for a in table.answer("web", "A", nets).addresses] == ["10.77.0.3"]
+    beat(store, "h3")  # back
+    table = watcher.refresh()
+    assert len(table.answer("web", "A", nets).addresses) == 2
+    assert tables[-1] is table
+
+
+def test_a_host_that_never_beat_is_withdrawn_after_the_timeout_but_not_at_start():
+    store, clock = MemoryStore(), Clock()
+    watcher = NameWatcher(store, "h1", 30.0, lambda: [], lambda t: None, clock)
+    NamePublisher(store, "h2").publish({"2" * 64: entry("h2", "2" * 64, "web", "10.77.0.3")})
+    assert watcher.refresh().answer("web", "A", [OVERLAY_KEY]).addresses
+    clock.now += 31
+    assert not watcher.refresh().answer("web", "A", [OVERLAY_KEY]).mine
+
+
+# --- the whole path: dockerd's list on h2 -> store -> h1's watcher -> h1's DNS server -------
+class FakeDocker:
+    def __init__(self, containers=(), gateways=None) -> None:
+        self.containers = list(containers)
+        self.gateways = gateways or {}
+
+    def read(self):
+        return list(self.containers), dict(self.gateways)
+
+    def follow(self, stop, changed):
+        stop.wait()
+
+
+class Records:
+    def __init__(self, networks, endpoints) -> None:
+        self._networks, self._endpoints = networks, endpoints
+
+    def networks(self):
+        return list(self._networks)
+
+    def endpoints(self, nid=None):
+        return [e for e in self._endpoints if nid is None or e.network_id == nid]
+
+
+def ask(server: DnsServer, name: str, source: str) -> dns.message.Message:
+    host, port = server.addresses[0]
+    return dns.query.udp(dns.message.make_query(name, "A"), host, port=port, timeout=2,
+                         source=source)
+
+
+def test_a_container_started_on_one_host_is_answered_by_name_on_another_within_200ms():
+    store = MemoryStore()
+    # h1: "asker" on the overlay; it asks from 127.0.0.7, its docker_gwbridge address here.
+    h1_eid, h2_eid = "1" * 64, "2" * 64
+    h1_docker = FakeDocker([container("c1" * 32, "asker", appnet=on(OVER_NID, h1_eid, "10.77.0.2"))],
+                           {"c1" * 32: ["127.0.0.7"]})
+    h2_docker = FakeDocker()
+    h2_ep = ep(OVER_NID_B, h2_eid, "10.77.0.3/24")
+    h1 = Names(store, "h1", Records([overlay_net()], [ep(OVER_NID, h1_eid, "10.77.0.2/24")]),
+               h1_docker, 30.0, lambda table: server.set_table(table))
+    h2 = Names(store, "h2", Records([overlay_net(OVER_NID_B)], [h2_ep]), h2_docker, 30.0,
+               lambda table: None)
+    server = DnsServer([("127.0.0.1", 0)], asker_networks=h1.networks_of, upstreams=[],
+                       trust_loopback=False)
+    stops = []
+    with server:
+        stops += h1.start()
+        try:
+            deadline = time.monotonic() + 5
+            while h1.looks == 0 or h1.watcher.refreshes == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            # Not known yet: not ours, so (with no upstream) SERVFAIL, never NXDOMAIN.
+            assert ask(server, "web", "127.0.0.7").rcode() == dns.rcode.SERVFAIL
+            # `docker run --name web --network-alias api` on h2 ...
+            h2_docker.containers = [container("c2" * 32, "web", appnet=on(
+                OVER_NID_B, h2_eid, "10.77.0.3", aliases=["api"]))]
+            started = time.monotonic()
+            h2.look()
+            seen = None
+            while time.monotonic() - started < 2:
+                answer = ask(server, "api", "127.0.0.7")
+                if answer.rcode() == dns.rcode.NOERROR and answer.answer:
+                    seen = time.monotonic() - started
+                    break
+                time.sleep(0.005)
+            assert seen is not None and seen < 0.2, seen
+            assert [r.address for r in answer.answer[0]] == ["10.77.0.3"]
+            # A stranger (no container of this host) is refused, not answered.
+            assert ask(server, "api", "127.0.0.8").rcode() == dns.rcode.REFUSED
+            # The container goes on h2: its name goes on h1.
+            h2_docker.containers = []
+            h2.look()
+            deadline = time.monotonic() + 2
+            while ask(server, "api", "127.0.0.7").answer:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert store.list(keys.names_host("h2")) == []
+        finally:
+            for stop in stops:
+                stop.set()
