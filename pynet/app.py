@@ -6,6 +6,7 @@ starts the background jobs: the restore gate's retries and the leak check.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from driver.restore import restore
 from driver.routes import network_handlers
 from driver.service import NetworkService
 from driver.leaks import DockerNetworks, NetworkLeakCheck
+from driver.names.server import DnsServer
+from driver.names.service import ContainerSource, Names
 from driver.swarm import SwarmNetworks
 from ipam_driver.claim_owners import ClaimOwners
 from ipam_driver.docker_addresses import DockerView
@@ -55,6 +58,9 @@ class Deps:
     # Which networks and endpoints Docker has (None: dockerd could not be asked), for the
     # network leak check; None here: no such check.
     docker_networks: Callable[[], DockerNetworks | None] | None = None
+    # What dockerd lists of its running containers and their networks, and its events, for
+    # pynet DNS (--dns-addr; driver/names/); None here: DNS names are not served.
+    containers: ContainerSource | None = None
 
 
 @dataclass
@@ -63,6 +69,7 @@ class Background:
     gate: RestoreGate
     stops: list[threading.Event] = field(default_factory=list)
     servers: list = field(default_factory=list)  # the metrics listener
+    dns: list = field(default_factory=list)      # the DNS server (--dns-addr)
 
     def stop(self) -> None:
         for stop in self.stops:
@@ -70,6 +77,8 @@ class Background:
         for server in self.servers:
             server.shutdown()
             server.server_close()
+        for server in self.dns:
+            server.close()
         self.gate.close()
 
 
@@ -83,10 +92,15 @@ def build_deps(settings: Settings) -> Deps:
 
     # --store local (sqlite in --state-dir) or consul; every call timed for the metrics.
     store = metrics.MeasuredStore(open_store(settings))
+    containers = None
+    if settings.dns_addrs:
+        from driver.names.docker_names import DockerNames
+        containers = DockerNames(settings.docker_host)
     return Deps(store=store, netlink=Pyroute2Netlink(), firewall=NftFirewall(),
                 docker_addresses=DockerAddresses(settings.docker_host,
                                                  ipam_driver=Path(settings.socket).stem),
-                docker_networks=DockerNetworkList(settings.docker_host))
+                docker_networks=DockerNetworkList(settings.docker_host),
+                containers=containers)
 
 
 def overlay_settings(settings: Settings) -> OverlaySettings:
@@ -143,6 +157,8 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         # With a shared store, `pynet ipam check` names the claims of hosts long unseen.
         background.stops.append(every(last_seen.INTERVAL, lambda: last_seen.report(deps.store, settings.host),
                                       "last-seen report", at_once=True, retry_after=last_seen.RETRY))
+    if settings.dns_addrs and deps.containers is not None:
+        start_dns(settings, deps, network, background)
     if settings.metrics_addr:
         server = metrics.serve(settings.metrics_addr, settings.metrics_allow_remote, deps.store,
                                settings.host)
@@ -156,3 +172,29 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     app.extensions["pynet"] = {"network": network, "ipam": ipam, "deps": deps, "gate": gate,
                                "background": background, "overlay": runtime}
     return app
+
+
+def start_dns(settings: Settings, deps: Deps, network: NetworkService,
+              background: Background) -> Names:
+    """pynet DNS (docs/dns.md): the server on every --dns-addr, answering from the names of
+    every host sharing the store, asked by this host's containers (by source address)."""
+    assert deps.containers is not None
+    server: DnsServer | None = None
+
+    def answer_from(table) -> None:
+        if server is not None:
+            server.set_table(table)
+
+    names = Names(deps.store, settings.host, network.ledger, deps.containers,
+                  settings.overlay_peer_timeout, answer_from)
+    server = DnsServer(list(settings.dns_addrs), asker_networks=names.networks_of,
+                       upstreams=None if settings.dns_upstreams is None else list(settings.dns_upstreams),
+                       allow_from=[ipaddress.ip_network(c) for c in settings.dns_allow_from],
+                       freebind=True)
+    server.start()  # a bind that fails (the port taken) stops pynet here, saying why
+    background.dns.append(server)
+    background.stops.extend(names.start())
+    log.info("DNS: serving names on %s, forwarding to %s",
+             ", ".join(f"{h}:{p}" for h, p in server.addresses),
+             ", ".join(f"{h}:{p}" for h, p in server.upstreams) or "nothing")
+    return names

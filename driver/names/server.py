@@ -93,7 +93,7 @@ class DnsServer:
                  resolv_conf: Path = Path("/etc/resolv.conf"),
                  allow_from: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
                  open_resolver: bool = False, trust_loopback: bool = True,
-                 limits: Limits = Limits(),
+                 limits: Limits = Limits(), freebind: bool = False,
                  ttl: int = 10, clock: Callable[[], float] = time.monotonic) -> None:
         if not listen:
             raise ValueError("a DNS server needs at least one address to listen on")
@@ -113,6 +113,9 @@ class DnsServer:
         self.open_resolver = open_resolver
         self.trust_loopback = trust_loopback
         self.limits = limits
+        # Bind an address the host does not have yet (IP_FREEBIND): docker_gwbridge's
+        # gateway exists only once dockerd first needs that bridge.
+        self.freebind = freebind
         self.ttl = ttl
         self._clock = clock
         self._limiter = RateLimiter(limits.rate, limits.burst, limits.max_sources)
@@ -134,7 +137,7 @@ class DnsServer:
     def start(self) -> "DnsServer":
         try:
             for host, port in self._listen:
-                udp, tcp = _bind_pair(host, port)
+                udp, tcp = _bind_pair(host, port, self.freebind)
                 self._sockets += [udp, tcp]
                 self.addresses.append((host, udp.getsockname()[1]))
         except OSError:
@@ -407,17 +410,30 @@ class DnsServer:
 
 
 # --- helpers -------------------------------------------------------------------------------
-def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+IP_FREEBIND, IPV6_FREEBIND = 15, 78  # linux/in.h, linux/in6.h
+
+
+def _bind_pair(host: str, port: int, freebind: bool = False) -> tuple[socket.socket, socket.socket]:
     """A UDP and a TCP socket on one (host, port); port 0 picks one free for both."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    def free(sock: socket.socket) -> None:
+        if freebind:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+
     for _ in range(20):
         udp = socket.socket(family, socket.SOCK_DGRAM)
         try:
+            free(udp)
             udp.bind((host, port))
             chosen = udp.getsockname()[1]
             tcp = socket.socket(family, socket.SOCK_STREAM)
             try:
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                free(tcp)
                 tcp.bind((host, chosen))
                 tcp.listen(128)
             except OSError:
