@@ -16,6 +16,7 @@ from typing import Callable
 from flask import Flask
 
 from driver.firewall.api import Firewall
+from driver.firewall.dns_guard import DnsGuard
 from driver.kinds import build_kinds
 from driver.netlink.api import Netlink
 from driver.kinds.overlay.runtime import OverlayRuntime, OverlaySettings
@@ -61,6 +62,8 @@ class Deps:
     # What dockerd lists of its running containers and their networks, and its events, for
     # pynet DNS (--dns-addr; driver/names/); None here: DNS names are not served.
     containers: ContainerSource | None = None
+    # pynet DNS's firewall table (driver/firewall/dns_guard.py); None: none (tests).
+    dns_guard: DnsGuard | None = None
 
 
 @dataclass
@@ -92,15 +95,16 @@ def build_deps(settings: Settings) -> Deps:
 
     # --store local (sqlite in --state-dir) or consul; every call timed for the metrics.
     store = metrics.MeasuredStore(open_store(settings))
-    containers = None
+    containers = guard = None
     if settings.dns_addrs:
         from driver.names.docker_names import DockerNames
         containers = DockerNames(settings.docker_host)
+        guard = DnsGuard(settings.dns_addrs, settings.dns_allow_from)
     return Deps(store=store, netlink=Pyroute2Netlink(), firewall=NftFirewall(),
                 docker_addresses=DockerAddresses(settings.docker_host,
                                                  ipam_driver=Path(settings.socket).stem),
                 docker_networks=DockerNetworkList(settings.docker_host),
-                containers=containers)
+                containers=containers, dns_guard=guard)
 
 
 def overlay_settings(settings: Settings) -> OverlaySettings:
@@ -174,6 +178,13 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
     return app
 
 
+class _Removing:
+    """Background.stop closes each of `dns`: the firewall table goes with the server."""
+
+    def __init__(self, guard: DnsGuard) -> None:
+        self.close = guard.remove
+
+
 def start_dns(settings: Settings, deps: Deps, network: NetworkService,
               background: Background) -> Names:
     """pynet DNS (docs/dns.md): the server on every --dns-addr, answering from the names of
@@ -185,14 +196,18 @@ def start_dns(settings: Settings, deps: Deps, network: NetworkService,
         if server is not None:
             server.set_table(table)
 
+    guard = deps.dns_guard
     names = Names(deps.store, settings.host, network.ledger, deps.containers,
-                  settings.overlay_peer_timeout, answer_from)
+                  settings.overlay_peer_timeout, answer_from,
+                  on_interfaces=guard.update if guard is not None else None)
     server = DnsServer(list(settings.dns_addrs), asker_networks=names.networks_of,
                        upstreams=None if settings.dns_upstreams is None else list(settings.dns_upstreams),
                        allow_from=[ipaddress.ip_network(c) for c in settings.dns_allow_from],
                        freebind=True)
     server.start()  # a bind that fails (the port taken) stops pynet here, saying why
     background.dns.append(server)
+    if guard is not None:
+        background.dns.append(_Removing(guard))
     background.stops.extend(names.start())
     log.info("DNS: serving names on %s, forwarding to %s",
              ", ".join(f"{h}:{p}" for h, p in server.addresses),

@@ -27,6 +27,9 @@ class DockerNames:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
         self._warned = False
+        # The Linux bridge of Docker's docker_gwbridge network (its bridge.name option; a
+        # test dockerd names it otherwise), as last read.
+        self.gwbridge = GWBRIDGE
 
     def read(self) -> tuple[list[dict[str, Any]], dict[str, list[str]]] | None:
         """(running containers as dockerd lists them, docker_gwbridge's addresses by
@@ -45,6 +48,7 @@ class DockerNames:
                 self._warned = True
             return None
         self._warned = False
+        self.gwbridge = bridge_name(gwbridge)
         return list(containers or []), gateway_addresses(gwbridge)
 
     def follow(self, stop: threading.Event, changed: Callable[[], None]) -> None:
@@ -81,3 +85,10 @@ def gateway_addresses(info: Any) -> dict[str, list[str]]:
             if isinstance(text, str) and text:
                 found.setdefault(cid, []).append(text.split("/")[0])
     return found
+
+
+def bridge_name(info: Any) -> str:
+    """The Linux bridge of a bridge network as dockerd shows it (its name by default)."""
+    options = info.get("Options") if isinstance(info, dict) else None
+    name = options.get("com.docker.network.bridge.name") if isinstance(options, dict) else None
+    return name if isinstance(name, str) and name else GWBRIDGE

@@ -30,6 +30,7 @@ from .table import NameTable
 log = logging.getLogger(__name__)
 
 LOOK_INTERVAL = 30.0
+GWBRIDGE = "docker_gwbridge"  # the Linux bridge of Docker's docker_gwbridge network, unless renamed
 
 
 class ContainerSource(Protocol):
@@ -42,7 +43,8 @@ class Names:
     def __init__(self, store, host: str, records: LocalRecords, source: ContainerSource,
                  peer_timeout: float, on_table: Callable[[NameTable], None],
                  look_interval: float = LOOK_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_interfaces: Callable[[frozenset[str]], object] | None = None) -> None:
         self.host = host
         self.records = records
         self.source = source
@@ -50,6 +52,10 @@ class Names:
         self.publisher = NamePublisher(store, host)
         self.snapshot = Snapshot()
         self.watcher = NameWatcher(store, host, peer_timeout, self._local, on_table, clock)
+        # Told the interfaces containers ask from (pynet bridges, docker_gwbridge's bridge)
+        # whenever they change: the DNS firewall (driver/firewall/dns_guard.py).
+        self.on_interfaces = on_interfaces
+        self._interfaces: frozenset[str] | None = None
         self._wake = threading.Event()
         self._published = True
         self.looks = 0  # completed looks (tests wait on it)
@@ -71,8 +77,13 @@ class Names:
         if read is None:
             return False
         containers, gateways = read
-        snap = snapshot(self.host, containers, gateways, self.records.networks(),
-                        self.records.endpoints())
+        networks = self.records.networks()
+        snap = snapshot(self.host, containers, gateways, networks, self.records.endpoints())
+        if self.on_interfaces is not None:
+            interfaces = frozenset({getattr(self.source, "gwbridge", GWBRIDGE)} |
+                                   {n.bridge for n in networks if n.kind == "bridge" and n.bridge})
+            if interfaces != self._interfaces and self.on_interfaces(interfaces) is not False:
+                self._interfaces = interfaces
         changed = snap != self.snapshot
         self.snapshot = snap
         if changed:

@@ -30,7 +30,7 @@ PURE = {
     "driver.kinds.macvlan.parents", "driver.firewall.nft_rules", "driver.netlink.api",
     "driver.kinds.overlay.model", "driver.kinds.overlay.underlay", "driver.kinds.overlay.peers", "driver.kinds.overlay.liveness",
     "driver.kinds.overlay.admission", "driver.kinds.overlay.claims",
-    "driver.names.table", "driver.names.resolvconf", "driver.names.limits", "driver.names.records", "driver.names.local",
+    "driver.names.table", "driver.names.resolvconf", "driver.names.limits", "driver.names.records", "driver.names.local", "driver.firewall.dns_rules",
     "ipam_driver.allocator", "ipam_driver.blocks", "ipam_driver.pool_id", "ipam_driver.options",
 }
 PURE_STDLIB = {"__future__", "abc", "bisect", "collections", "collections.abc", "dataclasses",
