@@ -1,0 +1,143 @@
+"""Names across hosts (issue 21) on a three-host bed of its own: every plugin serves pynet DNS
+on its host's docker0 gateway (198.19.24N.1, `--dns-addr`), forwarding to nothing real
+(`--dns-upstream 127.0.0.1:5399`, where nothing listens); containers are started with
+`--dns <their host's gateway>`, as docs/dns.md sets up.
+
+* a container on an overlay on h1 finds one started on h2 by name and by alias, asking
+  through Docker's embedded resolver (Docker does not know it, so it forwards from the
+  container's namespace; the source is the container's docker_gwbridge address), and the
+  time from `docker run` returning on h2 to the name answering on h1 is measured;
+* a name held on two hosts (a Compose service on h2 and h3) answers both addresses;
+* a container of another overlay is not answered those names;
+* the name goes with the container, and with its host when liveness withdraws it (h3 cut
+  off the underlay), and comes back when h3 is healed.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness.multihost import Host, MultiHost
+from tests.multihost.support import (IMAGE, clear_overlay_bed, consul_delete_tree, inspect_ctr,
+                                     overlay_create, run_on)
+
+APPNET, APPNET_SUBNET = "appnet", "10.61.1.0/24"
+OTHER, OTHER_SUBNET = "othernet", "10.61.2.0/24"
+PEER_TIMEOUT = 6
+
+
+def dns_addr(h: Host) -> str:
+    return f"198.19.{240 + h.index}.1"  # the host's docker0 gateway (--bip in the bed)
+
+
+@pytest.fixture(scope="module")
+def dbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
+    bed = MultiHost(tmp_path_factory.mktemp("dns"), name="pndns", underlay="198.18.31.0/24",
+                    plugin_args=("--overlay-peer-timeout", str(PEER_TIMEOUT),
+                                 "--dns-upstream", "127.0.0.1:5399"),
+                    plugin_args_for=lambda h: ("--dns-addr", dns_addr(h)))
+    bed.up()
+    try:
+        yield bed
+    finally:
+        left = bed.down()
+        if left:
+            pytest.fail("the DNS bed left things behind:\n" + "\n".join(left), pytrace=False)
+
+
+WATCH = """
+import json, sys, time
+import dns.exception, dns.message, dns.query
+server, name, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
+end = time.time() + limit
+while time.time() < end:
+    try:
+        reply = dns.query.udp(dns.message.make_query(name, "A"), server, timeout=0.5)
+    except (dns.exception.Timeout, OSError):
+        continue
+    found = sorted(rd.address for rrset in reply.answer for rd in rrset)
+    if found:
+        print(json.dumps([time.time(), found]))
+        break
+    time.sleep(0.002)
+"""
+
+
+def nslookup(h: Host, ctr: str, name: str) -> str:
+    """Through Docker's embedded resolver (the container's resolv.conf: 127.0.0.11)."""
+    return h.docker("exec", ctr, "timeout", "10", "nslookup", name, check=False).stdout
+
+
+def eventually(check, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
+
+
+def test_a_container_finds_others_on_other_hosts_by_name(dbed: MultiHost):
+    h1, h2, h3 = dbed.hosts
+    try:
+        for h in dbed.hosts:
+            overlay_create(h, APPNET, APPNET_SUBNET)
+        overlay_create(h1, OTHER, OTHER_SUBNET)
+        asker = run_on(h1, "asker", APPNET, "--dns", dns_addr(h1))
+        # Warm: the asker's own names are read (its docker_gwbridge address maps it).
+        assert eventually(lambda: "asker" in json.dumps(dbed.kv("pynet/v1/names/")))
+
+        # The name of a container started on h2, watched from the asker's namespace on h1
+        # (straight to pynet's address, as Docker's resolver sends it).
+        watch = subprocess.Popen(["nsenter", f"--net=/proc/{asker.pid}/ns/net", sys.executable, "-c",
+                                  WATCH, dns_addr(h1), "web", "20"], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        h2.docker("run", "-d", "--pull", "never", "--network", APPNET, "--name", "web",
+                  "--network-alias", "api", IMAGE, "sleep", "3600")
+        returned = time.time()
+        out, _ = watch.communicate(timeout=30)
+        assert out.strip(), "the name of h2's container never answered on h1"
+        seen, found = json.loads(out)
+        web = inspect_ctr(h2, "web", APPNET)
+        assert found == [web.ip]
+        latency = seen - returned
+        print(f"\nname visible on h1 {latency * 1000:.0f} ms after `docker run` returned on h2")
+        assert latency < 2.0, latency
+
+        # Through Docker's embedded resolver, by name and by alias.
+        assert web.ip in nslookup(h1, "asker", "web")
+        assert web.ip in nslookup(h1, "asker", "api")
+
+        # A service on two hosts: both addresses.
+        run_on(h3, "web3", APPNET, "--network-alias", "api")
+        web3 = inspect_ctr(h3, "web3", APPNET)
+        assert eventually(lambda: web3.ip in nslookup(h1, "asker", "api"))
+        both = nslookup(h1, "asker", "api")
+        assert web.ip in both and web3.ip in both
+
+        # Another overlay's container is not answered them.
+        run_on(h1, "stranger", OTHER, "--dns", dns_addr(h1))
+        out = nslookup(h1, "stranger", "api")
+        assert web.ip not in out and web3.ip not in out, out
+
+        # The container goes on h2: its name goes on h1.
+        h2.docker("rm", "-f", "web")
+        assert eventually(lambda: web.ip not in nslookup(h1, "asker", "api"))
+        assert web3.ip in nslookup(h1, "asker", "api")
+
+        # h3 cut off: once liveness withdraws it, its names are no longer answered on h1.
+        dbed.cut(h3)
+        try:
+            assert eventually(lambda: web3.ip not in nslookup(h1, "asker", "api"),
+                              timeout=PEER_TIMEOUT * 4)
+        finally:
+            dbed.heal(h3)
+        assert eventually(lambda: web3.ip in nslookup(h1, "asker", "api"), timeout=PEER_TIMEOUT * 4)
+    finally:
+        clear_overlay_bed(dbed)
+        consul_delete_tree(dbed, "pynet/v1/names/")
