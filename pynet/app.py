@@ -100,6 +100,10 @@ def build_deps(settings: Settings) -> Deps:
         from driver.names.docker_names import DockerNames
         containers = DockerNames(settings.docker_host)
         guard = DnsGuard(settings.dns_addrs, settings.dns_allow_from)
+    else:
+        # A pynet that served DNS before left its table (nothing removes it at exit): gone,
+        # so its drop rules do not outlive the server they guarded.
+        DnsGuard(()).remove(quiet=True)
     return Deps(store=store, netlink=Pyroute2Netlink(), firewall=NftFirewall(),
                 docker_addresses=DockerAddresses(settings.docker_host,
                                                  ipam_driver=Path(settings.socket).stem),

@@ -44,10 +44,12 @@ class DnsGuard:
             self.interfaces = wanted
             return True
 
-    def remove(self) -> None:
+    def remove(self, quiet: bool = False) -> None:
+        """Delete the table (absent is fine); `quiet`: say nothing if nft cannot."""
         with self._lock:
             try:
                 self.nft.apply(delete())
             except FirewallError as exc:
-                log.warning("DNS: its firewall table could not be removed: %s", exc)
+                if not quiet:
+                    log.warning("DNS: its firewall table could not be removed: %s", exc)
             self.interfaces = None

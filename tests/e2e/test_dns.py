@@ -20,6 +20,9 @@ import time
 
 import pytest
 
+from driver.firewall.dns_guard import DnsGuard
+from driver.firewall.dns_rules import TABLE
+from driver.firewall.nft import Nft
 from pynet_core.store import keys
 from tests.harness.e2e_support import DRIVER, ip_of, name, run
 from tests.unit.test_dns_server import FakeUpstream
@@ -48,7 +51,9 @@ def dns_plugin(plugin, upstream):
     finally:
         plugin.extra_env.clear()
         plugin.extra_env.update(saved)
-        plugin.restart()
+        plugin.restart()  # without --dns-addr it removes the DNS table too
+        DnsGuard(()).remove()
+        assert Nft().text(f"table inet {TABLE}") == ""
 
 
 def nslookup(dockerd, ctr: str, target: str, server: str | None = None):
