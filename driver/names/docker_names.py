@@ -30,18 +30,23 @@ class DockerNames:
         # The Linux bridge of Docker's docker_gwbridge network (its bridge.name option; a
         # test dockerd names it otherwise), as last read.
         self.gwbridge = GWBRIDGE
+        self._version: str | None = None
 
     def read(self) -> tuple[list[dict[str, Any]], dict[str, list[str]]] | None:
         """(running containers as dockerd lists them, docker_gwbridge's addresses by
         container id); None when dockerd cannot be asked."""
         try:
-            with docker.APIClient(base_url=self.base_url, version="auto", timeout=TIMEOUT) as api:
+            # The API version is asked once ("auto" costs a round trip), again after a failure.
+            with docker.APIClient(base_url=self.base_url, version=self._version or "auto",
+                                  timeout=TIMEOUT) as api:
+                self._version = api.api_version
                 containers = api.containers()
                 try:
                     gwbridge = api.inspect_network(GWBRIDGE)
                 except docker.errors.NotFound:
                     gwbridge = {}
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            self._version = None
             if not self._warned:
                 log.warning("names: dockerd at %s cannot be asked (%s); names are read again "
                             "once it answers", self.base_url, exc)

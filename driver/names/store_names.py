@@ -138,7 +138,8 @@ class NameWatcher:
             table = NameTable.of([n.record() for n in self.local()] +
                                  [n.record() for n in remote])
             self.table = table
-        self.on_table(table)
+            # Under the lock: two rebuilds (a look, a watch) hand their tables over in order.
+            self.on_table(table)
         return table
 
     def _report(self, dead: set[str]) -> None:

@@ -297,3 +297,15 @@ def test_a_container_started_on_one_host_is_answered_by_name_on_another_within_2
         finally:
             for stop in stops:
                 stop.set()
+
+
+# --- what dockerd says of docker_gwbridge -------------------------------------------------
+def test_docker_gwbridge_gives_each_containers_address_and_its_bridge_name():
+    from driver.names.docker_names import bridge_name, gateway_addresses
+    info = {"Options": {"com.docker.network.bridge.name": "pnt-gwbridge"},
+            "Containers": {"c1" * 32: {"Name": "gateway_c1c1c1c1c1c1", "IPv4Address": "172.18.0.3/16",
+                                       "IPv6Address": ""},
+                           "c2" * 32: "junk", "c3" * 32: {"IPv4Address": 5}}}
+    assert gateway_addresses(info) == {"c1" * 32: ["172.18.0.3"]}
+    assert bridge_name(info) == "pnt-gwbridge"
+    assert bridge_name({}) == "docker_gwbridge" and gateway_addresses([]) == {}
