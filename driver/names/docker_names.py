@@ -31,6 +31,9 @@ class DockerNames:
         # test dockerd names it otherwise), as last read.
         self.gwbridge = GWBRIDGE
         self._version: str | None = None
+        # (container id, its endpoint ids) -> network name -> {"Aliases", "DNSNames"}: what
+        # inspect said (an endpoint's aliases are fixed while it exists).
+        self._aliases: dict[tuple[str, tuple[str, ...]], dict[str, dict[str, Any]]] = {}
 
     def read(self) -> tuple[list[dict[str, Any]], dict[str, list[str]]] | None:
         """(running containers as dockerd lists them, docker_gwbridge's addresses by
@@ -40,7 +43,8 @@ class DockerNames:
             with docker.APIClient(base_url=self.base_url, version=self._version or "auto",
                                   timeout=TIMEOUT) as api:
                 self._version = api.api_version
-                containers = api.containers()
+                containers = [c for c in api.containers() or [] if isinstance(c, dict)]
+                containers = self._with_aliases(api, containers)
                 try:
                     gwbridge = api.inspect_network(GWBRIDGE)
                 except docker.errors.NotFound:
@@ -54,7 +58,35 @@ class DockerNames:
             return None
         self._warned = False
         self.gwbridge = bridge_name(gwbridge)
-        return list(containers or []), gateway_addresses(gwbridge)
+        return containers, gateway_addresses(gwbridge)
+
+    def _with_aliases(self, api: Any, containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The list entries with each network's Aliases and DNSNames added: the container
+        list leaves them out (moby's container view copies only ids and addresses), so each
+        container is inspected once per set of endpoints."""
+        found: list[dict[str, Any]] = []
+        kept: dict[tuple[str, tuple[str, ...]], dict[str, dict[str, Any]]] = {}
+        for summary in containers:
+            networks = ((summary.get("NetworkSettings") or {}).get("Networks") or {}) \
+                if isinstance(summary.get("NetworkSettings"), dict) else {}
+            if not isinstance(networks, dict):
+                continue
+            cid = summary.get("Id")
+            sig = (str(cid), tuple(sorted(str(ep.get("EndpointID")) for ep in networks.values()
+                                          if isinstance(ep, dict))))
+            extra = self._aliases.get(sig)
+            if extra is None:
+                try:
+                    info = api.inspect_container(cid)
+                except docker.errors.NotFound:
+                    continue  # gone since the listing
+                extra = endpoint_names(info)
+            kept[sig] = extra
+            merged = {name: {**ep, **extra.get(name, {})} if isinstance(ep, dict) else ep
+                      for name, ep in networks.items()}
+            found.append({**summary, "NetworkSettings": {"Networks": merged}})
+        self._aliases = kept
+        return found
 
     def follow(self, stop: threading.Event, changed: Callable[[], None]) -> None:
         """Call `changed()` for every event that may change a name, until `stop`."""
@@ -97,3 +129,13 @@ def bridge_name(info: Any) -> str:
     options = info.get("Options") if isinstance(info, dict) else None
     name = options.get("com.docker.network.bridge.name") if isinstance(options, dict) else None
     return name if isinstance(name, str) and name else GWBRIDGE
+
+
+def endpoint_names(info: Any) -> dict[str, dict[str, Any]]:
+    """Network name -> {"Aliases", "DNSNames"} of a container's inspect answer."""
+    settings = info.get("NetworkSettings") if isinstance(info, dict) else None
+    networks = settings.get("Networks") if isinstance(settings, dict) else None
+    if not isinstance(networks, dict):
+        return {}
+    return {name: {key: ep.get(key) for key in ("Aliases", "DNSNames")}
+            for name, ep in networks.items() if isinstance(ep, dict)}

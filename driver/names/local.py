@@ -2,11 +2,13 @@
 
 Where names come from (issue 21 leaves it open; docs/dns.md "Where names come from"):
 - **dockerd's container list** (`GET /containers/json`, the API pynet already reads for its
-  leak checks): one call gives every running container's name (`Names`), and per network
-  (`NetworkSettings.Networks[<name>]`) its NetworkID, EndpointID, addresses, `Aliases`
-  (`--network-alias`, Compose's service name and aliases; before API 1.45 also the short
-  id) and, from API 1.44 (Docker 25), `DNSNames` (every name Docker's own DNS answers for
-  it). That covers dockerd 20.10 to 29 alike.
+  leak checks): every running container's name (`Names`) and, per network, its NetworkID,
+  EndpointID and addresses; and **one inspect per container and set of endpoints**
+  (`GET /containers/<id>/json`) for what the list leaves out (moby's container view copies
+  only ids and addresses): per network its `Aliases` (`--network-alias`, Compose's service
+  name and aliases; before API 1.45 also the short id) and, from API 1.44 (Docker 25),
+  `DNSNames` (every name Docker's own DNS answers for it). dockerd 20.10 to 29 alike
+  (docker_names.py merges the two).
 - **pynet's own endpoint record** (the ledger) for the addresses a name answers: what pynet
   itself gave the endpoint, not what another process says; an endpoint pynet has no ready
   record of is named at the next look, once it has one.

@@ -309,3 +309,50 @@ def test_docker_gwbridge_gives_each_containers_address_and_its_bridge_name():
     assert gateway_addresses(info) == {"c1" * 32: ["172.18.0.3"]}
     assert bridge_name(info) == "pnt-gwbridge"
     assert bridge_name({}) == "docker_gwbridge" and gateway_addresses([]) == {}
+
+
+def test_each_container_is_inspected_once_for_the_aliases_the_list_leaves_out(monkeypatch):
+    """moby's container list copies ids and addresses of each network, not Aliases or
+    DNSNames: those come from one inspect per container and set of endpoints."""
+    import docker
+
+    from driver.names import docker_names
+    inspected = []
+    listing = [container("c1" * 32, "web", appnet=on(OVER_NID, "e1" * 32, "10.77.0.2"))]
+
+    class FakeAPI:
+        api_version = "1.41"
+
+        def __init__(self, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def containers(self):
+            return listing
+
+        def inspect_container(self, cid):
+            inspected.append(cid)
+            if cid == "gone":
+                raise docker.errors.NotFound("gone")
+            return {"NetworkSettings": {"Networks": {"appnet": {"Aliases": ["svc"], "DNSNames": ["web", "svc"]}}}}
+
+        def inspect_network(self, name):
+            raise docker.errors.NotFound("no gwbridge")
+
+    monkeypatch.setattr(docker_names.docker, "APIClient", FakeAPI)
+    source = docker_names.DockerNames("unix:///fake.sock")
+    containers, gateways = source.read()
+    assert containers[0]["NetworkSettings"]["Networks"]["appnet"]["Aliases"] == ["svc"]
+    assert containers[0]["NetworkSettings"]["Networks"]["appnet"]["EndpointID"] == "e1" * 32
+    assert gateways == {}
+    source.read()
+    assert inspected == ["c1" * 32]  # once
+    listing[0]["NetworkSettings"]["Networks"]["appnet"]["EndpointID"] = "e2" * 32  # reconnected
+    listing.append(container("gone", "x", appnet=on(OVER_NID, "e3" * 32, "10.77.0.9")))
+    containers, _ = source.read()
+    assert inspected == ["c1" * 32, "c1" * 32, "gone"] and len(containers) == 1
