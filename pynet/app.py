@@ -204,6 +204,8 @@ def start_dns(settings: Settings, deps: Deps, network: NetworkService,
     names = Names(deps.store, settings.host, network.ledger, deps.containers,
                   settings.overlay_peer_timeout, answer_from,
                   on_interfaces=guard.update if guard is not None else None)
+    # Another host's name is believed only for an address the IPAM says that host holds.
+    names.watcher.claims = ClaimOwners(deps.store)
     server = DnsServer(list(settings.dns_addrs), asker_networks=names.networks_of,
                        upstreams=None if settings.dns_upstreams is None else list(settings.dns_upstreams),
                        allow_from=[ipaddress.ip_network(c) for c in settings.dns_allow_from],

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from driver.kinds.overlay.claims import AddressClaims, Owner
 from driver.kinds.overlay.liveness import Liveness
 from driver.kinds.overlay.registry import read_beats
 from pynet_core.errors import BackendUnavailable
@@ -85,13 +86,38 @@ class NamePublisher:
 
 def read_names(entries: Iterable[Entry]) -> list[NameEntry]:
     """Every readable record of a listing; a bad one skipped through bad_records."""
+    return [named for _, named in _read(entries)]
+
+
+def _read(entries: Iterable[Entry]) -> list[tuple[Entry, NameEntry]]:
     found = []
     for entry in entries:
         try:
-            found.append(parse_record(entry.key, entry.value))
+            found.append((entry, parse_record(entry.key, entry.value)))
         except InvalidNames as exc:
             bad_records.skipped(entry, exc.reason, KIND)
     return found
+
+
+def claimed(found: list[tuple[Entry, NameEntry]], claims: AddressClaims) -> list[NameEntry]:
+    """The records whose IPv4 address is an IPAM claim held by the record's own host in its
+    overlay's pool (as the overlay believes a peer: driver/kinds/overlay/admission.py); any
+    other is skipped through bad_records: no host names another host's address."""
+    owners: dict[tuple[str, str], Mapping[str, Owner]] = {}
+    kept = []
+    for entry, named in found:
+        if named.ipv4 is not None:
+            pool = (named.network.space, named.network.subnet)
+            if pool not in owners:
+                owners[pool] = claims.owners(*pool)
+            owner = owners[pool].get(named.ipv4)
+            if owner is None or owner[0] != named.host:
+                held = f"host {owner[0]!r}'s" if owner is not None else "nobody's"
+                bad_records.skipped(entry, f"its address {named.ipv4} is {held} claim in "
+                                           f"{named.network.subnet}, not host {named.host!r}'s", KIND)
+                continue
+        kept.append(named)
+    return kept
 
 
 class NameWatcher:
@@ -113,6 +139,9 @@ class NameWatcher:
         self._lock = threading.Lock()
         self._dead: set[str] = set()
         self.refreshes = 0   # completed reads of the store (tests wait on it)
+        # The IPAM's address claims (wired by the composition root, as for the overlay's
+        # peers); None: a remote record's address is not checked against them.
+        self.claims: AddressClaims | None = None
         self.table = NameTable()
 
     def refresh(self) -> NameTable:
@@ -120,7 +149,8 @@ class NameWatcher:
         entries = self.store.list(keys.names_all())
         beats = read_beats(self.store)
         # Another host's names on its own (bridge, macvlan) networks reach no asker here.
-        remote = [n for n in read_names(entries) if n.host != self.host and n.network.kind == OVERLAY]
+        found = [(e, n) for e, n in _read(entries) if n.host != self.host and n.network.kind == OVERLAY]
+        remote = claimed(found, self.claims) if self.claims is not None else [n for _, n in found]
         now = self.clock()
         with self._lock:
             hosts = {n.host for n in remote}

@@ -356,3 +356,29 @@ def test_each_container_is_inspected_once_for_the_aliases_the_list_leaves_out(mo
     listing.append(container("gone", "x", appnet=on(OVER_NID, "e3" * 32, "10.77.0.9")))
     containers, _ = source.read()
     assert inspected == ["c1" * 32, "c1" * 32, "gone"] and len(containers) == 1
+
+
+def test_another_hosts_name_is_believed_only_for_an_address_that_host_claims():
+    store, clock = MemoryStore(), Clock()
+    watcher = NameWatcher(store, "h1", 30.0, lambda: [], lambda t: None, clock)
+    asked = []
+
+    class Claims:
+        def owners(self, space, pool):
+            asked.append((space, pool))
+            return {"10.77.0.3": ("h2", 5), "10.77.0.4": ("h2", 6)}
+
+    watcher.claims = Claims()
+    NamePublisher(store, "h2").publish({"2" * 64: entry("h2", "2" * 64, "web", "10.77.0.3")})
+    NamePublisher(store, "h3").publish({"3" * 64: entry("h3", "3" * 64, "web", "10.77.0.4"),
+                                        "4" * 64: entry("h3", "4" * 64, "db", "10.77.0.8")})
+    skipped = []
+    bad_records.listeners.append(skipped.append)
+    try:
+        table = watcher.refresh()
+    finally:
+        bad_records.listeners.remove(skipped.append)
+    # h3 names h2's address (10.77.0.4) and one nobody claims (10.77.0.8): neither believed.
+    assert [str(a) for a in table.answer("web", "A", [OVERLAY_KEY]).addresses] == ["10.77.0.3"]
+    assert not table.answer("db", "A", [OVERLAY_KEY]).mine
+    assert skipped == ["name", "name"] and asked == [("LocalDefault", SUBNET)]
