@@ -183,10 +183,11 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
 
 
 class _Removing:
-    """Background.stop closes each of `dns`: the firewall table goes with the server."""
+    """Background.stop closes each of `dns`: the firewall table, and the server's metrics,
+    go with the server."""
 
-    def __init__(self, guard: DnsGuard) -> None:
-        self.close = guard.remove
+    def __init__(self, action: Callable[[], object]) -> None:
+        self.close = action
 
 
 def start_dns(settings: Settings, deps: Deps, network: NetworkService,
@@ -212,8 +213,10 @@ def start_dns(settings: Settings, deps: Deps, network: NetworkService,
                        freebind=True)
     server.start()  # a bind that fails (the port taken) stops pynet here, saying why
     background.dns.append(server)
+    metrics.DNS.servers.append(server)
+    background.dns.append(_Removing(lambda: metrics.DNS.servers.remove(server)))
     if guard is not None:
-        background.dns.append(_Removing(guard))
+        background.dns.append(_Removing(guard.remove))
     background.stops.extend(names.start())
     log.info("DNS: serving names on %s, forwarding to %s",
              ", ".join(f"{h}:{p}" for h, p in server.addresses),

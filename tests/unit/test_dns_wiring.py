@@ -64,7 +64,7 @@ def test_serve_with_dns_addr_answers_a_containers_name_to_a_container_of_its_net
     client, docker = make_app(dns=True)
     background = client.services["background"]
     try:
-        (server,) = background.dns
+        (server,) = [d for d in background.dns if hasattr(d, "addresses")]
         host, port = server.addresses[0]
         assert client("NetworkDriver.CreateNetwork", {
             "NetworkID": NID, "Options": {"com.docker.network.generic": {}},
@@ -115,3 +115,22 @@ def test_the_server_binds_an_address_the_host_does_not_have_yet():
     finally:
         udp.close()
         tcp.close()
+
+
+def test_the_servers_counters_and_names_are_metrics_while_it_runs():
+    from prometheus_client import generate_latest
+
+    from pynet.metrics import REGISTRY
+    client, docker = make_app(dns=True)
+    background = client.services["background"]
+    try:
+        (server,) = [d for d in background.dns if hasattr(d, "addresses")]
+        host, port = server.addresses[0]
+        dns.query.udp(dns.message.make_query("x.example", "A"), host, port=port, timeout=2,
+                      source="127.0.0.23")  # loopback, nothing to forward to: SERVFAIL
+        text = generate_latest(REGISTRY).decode()
+        assert 'pynet_dns_queries_total{outcome="servfail"} 1.0' in text
+        assert "pynet_dns_records 0.0" in text
+    finally:
+        background.stop()
+    assert "pynet_dns_queries" not in generate_latest(REGISTRY).decode()
