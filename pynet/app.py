@@ -24,7 +24,7 @@ from driver.restore import restore
 from driver.routes import network_handlers
 from driver.service import NetworkService
 from driver.leaks import DockerNetworks, NetworkLeakCheck
-from driver.names.server import DnsServer
+from driver.names.server import DnsServer, Limits
 from driver.names.service import ContainerSource, Names
 from driver.swarm import SwarmNetworks
 from ipam_driver.claim_owners import ClaimOwners
@@ -210,6 +210,7 @@ def start_dns(settings: Settings, deps: Deps, network: NetworkService,
     server = DnsServer(list(settings.dns_addrs), asker_networks=names.networks_of,
                        upstreams=None if settings.dns_upstreams is None else list(settings.dns_upstreams),
                        allow_from=[ipaddress.ip_network(c) for c in settings.dns_allow_from],
+                       limits=Limits(rate=settings.dns_rate, burst=2 * settings.dns_rate),
                        freebind=True)
     server.start()  # a bind that fails (the port taken) stops pynet here, saying why
     background.dns.append(server)

@@ -64,6 +64,7 @@ class Settings:
     dns_addrs: tuple[tuple[str, int], ...] = ()
     dns_upstreams: tuple[tuple[str, int], ...] | None = None
     dns_allow_from: tuple[str, ...] = ()
+    dns_rate: float = 100.0  # queries per second per source address (burst: twice that)
 
     @property
     def host(self) -> str:
@@ -155,6 +156,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where names pynet does not answer are forwarded, repeatable "
                              "[PYNET_DNS_UPSTREAM, separated by ','] (default: the nameservers "
                              "of the host's /etc/resolv.conf, loopback ones included)")
+    parser.add_argument("--dns-rate", type=float, default=_env("DNS_RATE", "100"),
+                        help="queries per second pynet DNS answers one source address, with "
+                             "bursts of twice that; more are dropped [PYNET_DNS_RATE] (default 100)")
     parser.add_argument("--dns-allow-from", action="append", dest="dns_allow_from", metavar="CIDR",
                         help="sources besides this host's containers that may use pynet DNS "
                              "(forwarding too), repeatable [PYNET_DNS_ALLOW_FROM, separated by ','] "
@@ -278,7 +282,11 @@ def _dns_settings(args: argparse.Namespace) -> dict:
         raise ValueError("--dns-upstream and --dns-allow-from need --dns-addr")
     if upstreams and set(upstreams) & set(addrs):
         raise ValueError("--dns-upstream names an address pynet serves DNS on itself")
-    return dict(dns_addrs=addrs, dns_upstreams=upstreams, dns_allow_from=tuple(allow))
+    rate = float(getattr(args, "dns_rate", 100.0))
+    if not rate > 0:
+        raise ValueError(f"--dns-rate {rate:g}: expected a number of queries per second above 0")
+    return dict(dns_addrs=addrs, dns_upstreams=upstreams, dns_allow_from=tuple(allow),
+                dns_rate=rate)
 
 
 def dns_endpoint(text: str, flag: str) -> tuple[str, int]:

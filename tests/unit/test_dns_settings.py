@@ -9,7 +9,7 @@ from pynet.settings import add_serve_arguments, settings_from_args
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("DNS_ADDR", "DNS_UPSTREAM", "DNS_ALLOW_FROM"):
+    for name in ("DNS_ADDR", "DNS_UPSTREAM", "DNS_ALLOW_FROM", "DNS_RATE"):
         monkeypatch.delenv(f"PYNET_{name}", raising=False)
 
 
@@ -31,6 +31,7 @@ def test_flags_repeat_and_take_a_port():
     assert s.dns_addrs == (("172.17.0.1", 53), ("172.18.0.1", 5353), ("fd00::1", 54), ("fd00::2", 53))
     assert s.dns_upstreams == (("127.0.0.53", 53), ("::1", 5300))
     assert s.dns_allow_from == ("10.0.0.0/8",)
+    assert s.dns_rate == 100.0 and parse("--dns-addr", "172.17.0.1", "--dns-rate", "500").dns_rate == 500.0
 
 
 def test_environment_twins(monkeypatch):
@@ -52,6 +53,7 @@ def test_environment_twins(monkeypatch):
     (["--dns-upstream", "192.0.2.53"], "need --dns-addr"),
     (["--dns-addr", "172.17.0.1", "--dns-upstream", "172.17.0.1"], "serves DNS on itself"),
     (["--dns-addr", "172.17.0.1", "--dns-allow-from", "ten"], "subnet"),
+    (["--dns-addr", "172.17.0.1", "--dns-rate", "0"], "above 0"),
 ])
 def test_bad_values_are_refused_before_serving(argv, match):
     with pytest.raises(ValueError, match=match):
