@@ -30,7 +30,6 @@ class DockerNames:
         # The Linux bridge of Docker's docker_gwbridge network (its bridge.name option; a
         # test dockerd names it otherwise), as last read.
         self.gwbridge = GWBRIDGE
-        self._version: str | None = None
         # (container id, its endpoint ids) -> network name -> {"Aliases", "DNSNames"}: what
         # inspect said (an endpoint's aliases are fixed while it exists).
         self._aliases: dict[tuple[str, tuple[str, ...]], dict[str, dict[str, Any]]] = {}
@@ -39,10 +38,9 @@ class DockerNames:
         """(running containers as dockerd lists them, docker_gwbridge's addresses by
         container id); None when dockerd cannot be asked."""
         try:
-            # The API version is asked once ("auto" costs a round trip), again after a failure.
-            with docker.APIClient(base_url=self.base_url, version=self._version or "auto",
-                                  timeout=TIMEOUT) as api:
-                self._version = api.api_version
+            # version="auto": asked of dockerd each look, so one client reaches 20.10 to 29
+            # (tests/unit/test_docker_api_version.py), and a dockerd upgraded meanwhile too.
+            with docker.APIClient(base_url=self.base_url, version="auto", timeout=TIMEOUT) as api:
                 containers = [c for c in api.containers() or [] if isinstance(c, dict)]
                 containers = self._with_aliases(api, containers)
                 try:
@@ -50,7 +48,6 @@ class DockerNames:
                 except docker.errors.NotFound:
                     gwbridge = {}
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-            self._version = None
             if not self._warned:
                 log.warning("names: dockerd at %s cannot be asked (%s); names are read again "
                             "once it answers", self.base_url, exc)
