@@ -26,6 +26,7 @@ from driver.service import NetworkService
 from driver.leaks import DockerNetworks, NetworkLeakCheck
 from driver.names.server import DnsServer, Limits
 from driver.names.service import ContainerSource, Names
+from driver.names.store_names import retire as retire_names
 from driver.swarm import SwarmNetworks
 from ipam_driver.claim_owners import ClaimOwners
 from ipam_driver.docker_addresses import DockerView
@@ -167,6 +168,10 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                                       "last-seen report", at_once=True, retry_after=last_seen.RETRY))
     if settings.dns_addrs and deps.containers is not None:
         start_dns(settings, deps, network, background)
+    else:
+        # Names an earlier run with --dns-addr stored are no longer this host's word.
+        threading.Thread(target=retire_names, args=(deps.store, settings.host),
+                         name="pynet-names-retire", daemon=True).start()
     if settings.metrics_addr:
         server = metrics.serve(settings.metrics_addr, settings.metrics_allow_remote, deps.store,
                                settings.host)

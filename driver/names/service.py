@@ -88,23 +88,31 @@ class Names:
         self.snapshot = snap
         if changed:
             self.watcher.rebuild()
-        if changed or not self._published:
-            was, self._published = self._published, False
-            try:
-                self.publisher.publish(snap.entries)
-                self._published = True
-            except BackendUnavailable as exc:
-                if was:
-                    log.warning("names: this host's names are not stored (%s); retried",
-                                exc.message)
+        # Published at every look, not only on a change: the publisher diffs this host's
+        # records against the look, so one deleted or changed by hand comes back.
+        was, self._published = self._published, False
+        try:
+            self.publisher.publish(snap.entries)
+            self._published = True
+        except BackendUnavailable as exc:
+            if was:
+                log.warning("names: this host's names are not stored (%s); retried",
+                            exc.message)
         self.looks += 1
         return True
 
     def run_looks(self, stop: threading.Event) -> None:
+        store_down = False
         while not stop.is_set():
             self._wake.clear()
             try:
                 self.look()
+                store_down = False
+            except BackendUnavailable as exc:  # this host's own records are in the store
+                if not store_down:
+                    log.warning("names: this host's records cannot be read (%s); the names "
+                                "last read are answered meanwhile", exc.message)
+                store_down, self._published = True, False
             except Exception:  # noqa: BLE001 - a bug must not end the job for good
                 log.exception("names: reading this host's names failed; trying again")
             self._wake.wait(self.look_interval if self._published else 1.0)

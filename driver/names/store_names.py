@@ -84,6 +84,18 @@ class NamePublisher:
         return Published(created, replaced, removed, lost)
 
 
+def retire(store: Store, host: str) -> None:
+    """This host's name records, all gone: a pynet started without --dns-addr publishes no
+    names, so those an earlier run left must not be answered by other hosts. Best effort:
+    with the store down they stay until the next start."""
+    try:
+        removed = NamePublisher(store, host).publish({}).removed
+    except BackendUnavailable:
+        return
+    if removed:
+        log.info("names: removed %d name record(s) of this host (pynet DNS is off)", removed)
+
+
 def read_names(entries: Iterable[Entry]) -> list[NameEntry]:
     """Every readable record of a listing; a bad one skipped through bad_records."""
     return [named for _, named in _read(entries)]

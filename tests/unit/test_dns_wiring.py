@@ -134,3 +134,21 @@ def test_the_servers_counters_and_names_are_metrics_while_it_runs():
     finally:
         background.stop()
     assert "pynet_dns_queries" not in generate_latest(REGISTRY).decode()
+
+
+def test_a_pynet_started_without_dns_addr_retires_the_names_an_earlier_run_stored():
+    from dataclasses import replace
+
+    from driver.names.records import NameEntry, NetworkIdentity, dump
+    store = MemoryStore()
+    mine = NameEntry("h1", EID, CID, "web", NetworkIdentity("overlay", space="LocalDefault",
+                                                             subnet="10.77.0.0/24"), "", (), "10.77.0.2")
+    store.create(keys.name_record("h1", EID), dump(mine))
+    store.create(keys.name_record("h2", EID), dump(replace(mine, host="h2")))
+    deps = Deps(store=store, netlink=FakeNetlink(), firewall=RecordingFirewall())
+    client = app_client(deps, settings=Settings(host_id="h1", leak_check_interval=0))
+    try:
+        wait(lambda: store.get(keys.name_record("h1", EID)) is None)
+        assert store.get(keys.name_record("h2", EID)) is not None  # another host's: its own
+    finally:
+        client.services["background"].stop()
