@@ -92,6 +92,9 @@ def retire(store: Store, host: str) -> None:
         removed = NamePublisher(store, host).publish({}).removed
     except BackendUnavailable:
         return
+    except Exception:  # noqa: BLE001 - never a reason for start-up to fail
+        log.warning("names: this host's old name records could not be removed", exc_info=True)
+        return
     if removed:
         log.info("names: removed %d name record(s) of this host (pynet DNS is off)", removed)
 
