@@ -61,7 +61,7 @@ def nslookup(dockerd, ctr: str, target: str, server: str | None = None):
                        *([server] if server else []), check=False)
 
 
-def eventually(check, timeout: float = 10.0):
+def eventually(check, timeout: float = 30.0):
     deadline = time.monotonic() + timeout
     while True:
         result = check()
