@@ -17,9 +17,10 @@ log = logging.getLogger(__name__)
 TIMEOUT = 10
 GWBRIDGE = "docker_gwbridge"
 # What changes a name or an address: a container starting, stopping, going or renamed, and
-# a network connected or disconnected (also `docker network connect --alias`).
+# a network connected or disconnected (also `docker network connect --alias`); a network
+# made or gone changes the bridges the DNS firewall lets queries in from.
 EVENTS = {"type": ["container", "network"],
-          "event": ["start", "die", "destroy", "rename", "connect", "disconnect"]}
+          "event": ["start", "die", "destroy", "rename", "connect", "disconnect", "create"]}
 STREAM_SECONDS = 5  # each event stream ends after this, so a stop is seen soon
 
 

@@ -382,3 +382,41 @@ def test_another_hosts_name_is_believed_only_for_an_address_that_host_claims():
     assert [str(a) for a in table.answer("web", "A", [OVERLAY_KEY]).addresses] == ["10.77.0.3"]
     assert not table.answer("db", "A", [OVERLAY_KEY]).mine
     assert skipped == ["name", "name"] and asked == [("LocalDefault", SUBNET)]
+
+
+def test_dockerds_events_wake_a_look_and_a_lost_stream_is_followed_again(monkeypatch):
+    import docker
+
+    from driver.names import docker_names
+    streams = []
+
+    class FakeAPI:
+        def __init__(self, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def events(self, since, until, filters, decode):
+            streams.append((since, until, filters))
+            if len(streams) == 2:
+                raise docker.errors.APIError("dockerd went away")
+            return iter([{"Type": "container", "Action": "start"}, {"Type": "network", "Action": "connect"}])
+
+    monkeypatch.setattr(docker_names.docker, "APIClient", FakeAPI)
+    stop = threading.Event()
+    woken = []
+
+    def changed():
+        woken.append(len(streams))
+        if len(streams) >= 3:
+            stop.set()
+    thread = threading.Thread(target=docker_names.DockerNames("unix:///x").follow, args=(stop, changed))
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert woken[:3] == [1, 1, 2] and streams[0][2] == docker_names.EVENTS
+    assert streams[1][0] == streams[0][1]  # the next stream starts where the last ended
