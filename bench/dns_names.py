@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.harness.dnsprobe import POLLER  # noqa: E402
 from tests.harness.multihost import Host, MultiHost  # noqa: E402
 from tests.multihost.support import IMAGE, overlay_create, run_on  # noqa: E402
 
@@ -54,51 +55,6 @@ for _ in range(count):
     assert r.answer, (name, r)
     print(took)
 """
-
-# Reads "NAME T0" lines (T0: time.monotonic() when docker run returned); asks `server` for
-# every pending name every 2 ms over one UDP socket; prints "NAME SECONDS" (answer - T0) once
-# the name answers an address of the overlay (the plugins run with --dns-rate high enough). CLOCK_MONOTONIC is one clock for every process of the machine.
-POLLER = r"""
-import select, socket, sys, threading, time
-import dns.message
-server = sys.argv[1]
-family = socket.AF_INET
-s = socket.socket(family, socket.SOCK_DGRAM)
-s.connect((server, 53))
-pending, ids, lock = {}, {}, threading.Lock()
-def reader():
-    for line in sys.stdin:
-        name, t0 = line.split()
-        with lock:
-            pending[name] = float(t0)
-threading.Thread(target=reader, daemon=True).start()
-next_id = 1
-while True:
-    with lock:
-        names = list(pending)
-    for name in names:
-        q = dns.message.make_query(name, "A")
-        q.id = next_id
-        ids[next_id] = name
-        next_id = next_id % 65535 + 1
-        s.send(q.to_wire())
-    end = time.monotonic() + 0.002
-    while True:
-        left = end - time.monotonic()
-        if left <= 0 or not select.select([s], [], [], left)[0]:
-            break
-        try:
-            r = dns.message.from_wire(s.recv(4096))
-        except Exception:
-            continue
-        name = ids.pop(r.id, None)
-        if name and any(rd.to_text().startswith("10.62.") for rrset in r.answer for rd in rrset):
-            with lock:
-                t0 = pending.pop(name, None)
-            if t0 is not None:
-                print(name, time.monotonic() - t0, flush=True)
-"""
-
 
 def gateway(h: Host) -> str:
     return f"198.19.{240 + h.index}.1"
@@ -131,7 +87,7 @@ def timed(pid: int, server: str, name: str, count: int) -> list[float]:
 def propagation(bed: MultiHost, starts: dict[Host, list[str]], watchers: dict[Host, object]) -> list[float]:
     """Start `starts[host]` containers (names) on each host at once; each is watched from the
     poller of watchers[host] (a Ctr on another host)."""
-    pollers = {h: in_ns(c.pid, POLLER, gateway(c.host)) for h, c in watchers.items()}
+    pollers = {h: in_ns(c.pid, POLLER, gateway(c.host), "10.62.") for h, c in watchers.items()}
     results: list[float] = []
     try:
         def start(host: Host) -> None:
