@@ -217,6 +217,10 @@ def start_dns(settings: Settings, deps: Deps, network: NetworkService,
                        allow_from=[ipaddress.ip_network(c) for c in settings.dns_allow_from],
                        limits=Limits(rate=settings.dns_rate, burst=2 * settings.dns_rate),
                        freebind=True)
+    if guard is not None:
+        # Before the first packet: only lo and docker_gwbridge until the first look adds
+        # pynet's bridges (milliseconds later).
+        guard.update({"docker_gwbridge"})
     server.start()  # a bind that fails (the port taken) stops pynet here, saying why
     background.dns.append(server)
     metrics.DNS.servers.append(server)

@@ -73,17 +73,18 @@ class Names:
     def look(self) -> bool:
         """Read this host's names again, answer them at once and store them. False when
         dockerd could not be asked (the names last read stand)."""
-        read = self.source.read()
-        if read is None:
-            return False
-        containers, gateways = read
         networks = self.records.networks()
-        snap = snapshot(self.host, containers, gateways, networks, self.records.endpoints())
+        read = self.source.read()
+        # The firewall first, dockerd answering or not: pynet's bridges are its own records.
         if self.on_interfaces is not None:
             interfaces = frozenset({getattr(self.source, "gwbridge", GWBRIDGE)} |
                                    {n.bridge for n in networks if n.kind == "bridge" and n.bridge})
             if interfaces != self._interfaces and self.on_interfaces(interfaces) is not False:
                 self._interfaces = interfaces
+        if read is None:
+            return False
+        containers, gateways = read
+        snap = snapshot(self.host, containers, gateways, networks, self.records.endpoints())
         changed = snap != self.snapshot
         self.snapshot = snap
         if changed:
