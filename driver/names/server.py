@@ -49,7 +49,10 @@ import dns.query
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.name
+import dns.rdtypes.ANY.PTR
 import dns.rdtypes.IN.A
+import dns.reversename
 import dns.rdtypes.IN.AAAA
 import dns.rrset
 
@@ -313,7 +316,16 @@ class DnsServer:
             return True
 
         question = query.question[0]
-        if question.rdclass == dns.rdataclass.IN and networks:
+        reverse = _reverse_address(question.name) if question.rdtype == dns.rdatatype.PTR else None
+        if question.rdclass == dns.rdataclass.IN and networks and reverse is not None:
+            # A reverse name of one of our containers' addresses: its names (Docker's own DNS
+            # answers those of its host's containers alike); any other is forwarded.
+            answer = self.table.reverse(reverse, networks)
+            if answer.mine:
+                self._count("answered")
+                send(self._names(query, answer.names, limit))
+                return True
+        elif question.rdclass == dns.rdataclass.IN and networks:
             qtype = {dns.rdatatype.A: A, dns.rdatatype.AAAA: AAAA}.get(question.rdtype, OTHER)
             answer = self.table.answer(question.name.to_text(omit_final_dot=True), qtype,
                                        networks)
@@ -364,6 +376,15 @@ class DnsServer:
             response.answer.append(dns.rrset.from_rdata_list(
                 query.question[0].name, self.ttl,
                 [make(dns.rdataclass.IN, rdtype, str(a)) for a in addresses]))
+        return _render(response, limit)
+
+    def _names(self, query: dns.message.Message, names: Sequence[str], limit: int) -> bytes:
+        response = dns.message.make_response(query, our_payload=self.limits.udp_payload)
+        response.flags |= dns.flags.AA | dns.flags.RA
+        response.answer.append(dns.rrset.from_rdata_list(
+            query.question[0].name, self.ttl,
+            [dns.rdtypes.ANY.PTR.PTR(dns.rdataclass.IN, dns.rdatatype.PTR,
+                                     dns.name.from_text(n)) for n in names]))
         return _render(response, limit)
 
     # --- forwarding ----------------------------------------------------------------------
@@ -455,6 +476,14 @@ def _upstream_address(host: str) -> str:
     if address is None:
         raise ValueError(f"an upstream DNS server is an IP address, not {host!r}")
     return address
+
+
+def _reverse_address(name: dns.name.Name) -> Optional[Address]:
+    """The address a reverse name (in-addr.arpa, ip6.arpa) names, None for any other name."""
+    try:
+        return ipaddress.ip_address(dns.reversename.to_address(name))
+    except (dns.exception.DNSException, ValueError, TypeError):
+        return None
 
 
 def _header_only(qid: int, flags: int, rcode: int) -> bytes:

@@ -90,9 +90,10 @@ class NameRecord:
 @dataclass(frozen=True)
 class Answer:
     """The table's word on a question: `mine` False means forward it; True means answer
-    with `addresses` (empty: NODATA)."""
+    with `addresses` (empty: NODATA), or for a reverse question with `names`."""
     mine: bool
     addresses: tuple[Address, ...] = ()
+    names: tuple[str, ...] = ()
 
 
 NOT_MINE = Answer(False)
@@ -111,7 +112,11 @@ class NameTable:
 
     def __post_init__(self) -> None:
         self.records = tuple(self.records)
+        self._by_ip: dict[Address, list[NameRecord]] = {}
         for record in self.records:
+            for address in (record.ipv4, record.ipv6):
+                if address is not None:
+                    self._by_ip.setdefault(address, []).append(record)
             for name in record.names():
                 self._by_name.setdefault((record.network, name), []).append(record)
             net_name = normal(record.network_name)
@@ -176,6 +181,15 @@ class NameTable:
             addresses = addresses[k:] + addresses[:k]
         return Answer(True, tuple(addresses))
 
+    def reverse(self, address: Address, networks: Collection[str]) -> Answer:
+        """A PTR question for `address` asked by a container on `networks`: the names
+        (NAME.NETWORK, as Docker's own DNS answers, or NAME) of the containers holding it on a
+        network the asker shares; not mine otherwise (forwarded like any reverse name)."""
+        shared = set(networks)
+        found = sorted({_reverse_name(r) for r in self._by_ip.get(address, ())
+                        if r.network in shared} - {None})
+        return Answer(True, names=tuple(found)) if found else NOT_MINE
+
     def _turn(self, key: tuple[str, str, str]) -> int:
         # Keys are names of this table asked by askers of it: bounded by the table, never
         # by what strangers ask. next() on itertools.count is atomic under the GIL.
@@ -183,6 +197,15 @@ class NameTable:
         if counter is None:
             counter = self._turns.setdefault(key, itertools.count())
         return next(counter)
+
+
+def _reverse_name(record: NameRecord) -> Optional[str]:
+    name = normal(record.name.lstrip("/"))
+    net = normal(record.network_name)
+    if name is None:
+        return None
+    full = f"{name}.{net}" if net else name
+    return full if normal(full) is not None else name
 
 
 def _unique(addresses: Iterable[Optional[Address]]) -> list[Address]:
