@@ -133,7 +133,9 @@ def snapshot(host: str, containers: Iterable[Mapping[str, Any]],
             addresses = [ipaddress.ip_interface(a).ip for a in record.addresses]
             local_addresses.update(addresses)
             v4 = next((str(a) for a in addresses if a.version == 4), None)
-            v6 = next((str(a) for a in addresses if a.version == 6), None)
+            # (An overlay is IPv4 only: the records say so, records.py.)
+            v6 = None if ident.kind == OVERLAY else \
+                next((str(a) for a in addresses if a.version == 6), None)
             if name is None or normal(name) is None or (v4 is None and v6 is None):
                 continue
             shown_net = net_name if isinstance(net_name, str) and normal(net_name) else ""

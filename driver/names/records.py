@@ -179,6 +179,10 @@ def _address(data: Mapping[str, Any], field: str, version: int,
                       (version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"), "broadcast")):
         if bad:
             raise InvalidNames(f"'{field}' {ip} is a {what} address, not a container's")
+    if version == 6 and network.kind == OVERLAY:
+        # pynet's overlays are IPv4 only (driver/kinds/overlay/kind.py): an IPv6 address there
+        # is no container's, and no IPAM claim could vouch for it.
+        raise InvalidNames(f"'{field}' {ip}: an overlay's containers have no IPv6 address")
     if version == 4 and network.kind == OVERLAY:
         subnet = ipaddress.IPv4Network(network.subnet)
         if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):

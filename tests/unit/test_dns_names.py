@@ -65,7 +65,7 @@ def test_a_container_on_an_overlay_is_named_by_the_overlays_identity_with_its_al
     assert entry == NameEntry("h1", eid, "c1" * 32, "web",
                               NetworkIdentity(OVERLAY, space="LocalDefault", subnet=SUBNET),
                               "appnet", ("svc", "c1c1c1c1c1c1", "web.host"),
-                              "10.77.0.2", "fd00:77::2")
+                              "10.77.0.2", None)  # an overlay's records are IPv4 only
     assert entry.record().network == OVERLAY_KEY
 
 

@@ -20,7 +20,7 @@ LOCAL_NET = NetworkIdentity(LOCAL, id="n" * 64)
 
 def good(**changes) -> dict:
     data = NameEntry(HOST, EID, CID, "web", OVER, "appnet", ("svc", "web.alias"),
-                     "10.77.0.5", "fd00:77::5").to_dict()
+                     "10.77.0.5", None).to_dict()
     data.update(changes)
     return data
 
@@ -92,10 +92,11 @@ BAD = [
     ("ipv4 unspecified", good(network={"kind": "local", "id": "n"}, ipv4="0.0.0.0"), "unspecified"),
     ("ipv4 broadcast", good(network={"kind": "local", "id": "n"}, ipv4="255.255.255.255"),
      "broadcast"),
-    ("ipv6 link-local", good(ipv6="fe80::1"), "link-local"),
-    ("ipv6 with a zone", good(ipv6="fd00::1%eth0"), "zone"),
-    ("ipv6 an IPv4 address", good(ipv6="10.77.0.5"), "'ipv6'"),
-    ("ipv6 multicast", good(ipv6="ff02::1"), "multicast"),
+    ("ipv6 on an overlay", good(ipv6="fd00:77::5"), "no IPv6 address"),
+    ("ipv6 link-local", good(network={"kind": "local", "id": "n"}, ipv6="fe80::1"), "link-local"),
+    ("ipv6 with a zone", good(network={"kind": "local", "id": "n"}, ipv6="fd00::1%eth0"), "zone"),
+    ("ipv6 an IPv4 address", good(network={"kind": "local", "id": "n"}, ipv6="10.77.0.5"), "'ipv6'"),
+    ("ipv6 multicast", good(network={"kind": "local", "id": "n"}, ipv6="ff02::1"), "multicast"),
 ]
 
 
