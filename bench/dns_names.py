@@ -2,8 +2,8 @@
 """pynet DNS on the three-host bed (issue 21 item 5): query latency through Docker's resolver,
 and how soon a container started on one host is found by name on another.
 
-    sudo flock /tmp/pynet-e2e.lock python3 bench/dns_names.py [--queries 500] [--containers 20]
-                                                              [--per-host 50]
+    sudo flock /run/lock/pynet-tests.lock python3 bench/dns_names.py [--queries 500]
+                                                   [--containers 20] [--per-host 30]
 
 One run brings up the multi-host bed of the tests (tests/harness/multihost.py: three
 simulated hosts, each with dockerd, a Consul server and pynet `--store consul`), every
@@ -119,7 +119,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--containers", type=int, default=20)
-    parser.add_argument("--per-host", type=int, default=50)
+    # The bed's docker_gwbridge is a /26 per host: h2 holds web, asker2, --containers and
+    # --per-host containers, each with a gwbridge address (61 at most).
+    parser.add_argument("--per-host", type=int, default=30)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pynet-bench-dns-") as tmp:
         bed = MultiHost(Path(tmp), name="pndnb", underlay="198.18.32.0/24",
@@ -127,7 +129,7 @@ def main() -> int:
                                      "--dns-rate", "1000000"),  # the pollers ask a lot
                         plugin_args_for=lambda h: ("--dns-addr", gateway(h)))
         started = time.monotonic()
-        with bed:
+        with bed:  # brings the bed up
             print(f"bed up in {time.monotonic() - started:.1f} s", flush=True)
             h1, h2, h3 = bed.hosts
             for h in bed.hosts:
