@@ -31,6 +31,7 @@ class DockerNames:
         # The Linux bridge of Docker's docker_gwbridge network (its bridge.name option; a
         # test dockerd names it otherwise), as last read.
         self.gwbridge = GWBRIDGE
+        self._api: Any = None  # the client of read(), kept between looks
         # (container id, its endpoint ids) -> network name -> {"Aliases", "DNSNames"}: what
         # inspect said (an endpoint's aliases are fixed while it exists).
         self._aliases: dict[tuple[str, tuple[str, ...]], dict[str, dict[str, Any]]] = {}
@@ -39,16 +40,21 @@ class DockerNames:
         """(running containers as dockerd lists them, docker_gwbridge's addresses by
         container id); None when dockerd cannot be asked."""
         try:
-            # version="auto": asked of dockerd each look, so one client reaches 20.10 to 29
-            # (tests/unit/test_docker_api_version.py), and a dockerd upgraded meanwhile too.
-            with docker.APIClient(base_url=self.base_url, version="auto", timeout=TIMEOUT) as api:
-                containers = [c for c in api.containers() or [] if isinstance(c, dict)]
-                containers = self._with_aliases(api, containers)
-                try:
-                    gwbridge = api.inspect_network(GWBRIDGE)
-                except docker.errors.NotFound:
-                    gwbridge = {}
+            # version="auto": one client reaches 20.10 to 29 (test_docker_api_version.py). It
+            # is kept between looks (the version is asked once, not at every event) and made
+            # anew after any failure (a dockerd restarted, perhaps upgraded).
+            if self._api is None:
+                self._api = docker.APIClient(base_url=self.base_url, version="auto",
+                                             timeout=TIMEOUT)
+            api = self._api
+            containers = [c for c in api.containers() or [] if isinstance(c, dict)]
+            containers = self._with_aliases(api, containers)
+            try:
+                gwbridge = api.inspect_network(GWBRIDGE)
+            except docker.errors.NotFound:
+                gwbridge = {}
         except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            self._drop_client()
             if not self._warned:
                 log.warning("names: dockerd at %s cannot be asked (%s); names are read again "
                             "once it answers", self.base_url, exc)
@@ -57,6 +63,14 @@ class DockerNames:
         self._warned = False
         self.gwbridge = bridge_name(gwbridge)
         return containers, gateway_addresses(gwbridge)
+
+    def _drop_client(self) -> None:
+        api, self._api = self._api, None
+        if api is not None:
+            try:
+                api.close()
+            except Exception:  # noqa: BLE001 - a broken client is dropped whatever it says
+                pass
 
     def _with_aliases(self, api: Any, containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The list entries with each network's Aliases and DNSNames added: the container

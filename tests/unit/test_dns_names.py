@@ -319,13 +319,17 @@ def test_each_container_is_inspected_once_for_the_aliases_the_list_leaves_out(mo
     import docker
 
     from driver.names import docker_names
-    inspected = []
+    inspected, made = [], []
     listing = [container("c1" * 32, "web", appnet=on(OVER_NID, "e1" * 32, "10.77.0.2"))]
 
     class FakeAPI:
         api_version = "1.41"
 
         def __init__(self, **kwargs):
+            assert kwargs["version"] == "auto"
+            made.append(self)
+
+        def close(self):
             pass
 
         def __enter__(self):
@@ -358,6 +362,7 @@ def test_each_container_is_inspected_once_for_the_aliases_the_list_leaves_out(mo
     listing.append(container("gone", "x", appnet=on(OVER_NID, "e3" * 32, "10.77.0.9")))
     containers, _ = source.read()
     assert inspected == ["c1" * 32, "c1" * 32, "gone"] and len(containers) == 1
+    assert len(made) == 1  # one client (one version negotiation) for every look
 
 
 def test_another_hosts_name_is_believed_only_for_an_address_that_host_claims():
