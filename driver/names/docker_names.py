@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import docker
@@ -43,10 +43,7 @@ class DockerNames:
             # version="auto": one client reaches 20.10 to 29 (test_docker_api_version.py). It
             # is kept between looks (the version is asked once, not at every event) and made
             # anew after any failure (a dockerd restarted, perhaps upgraded).
-            if self._api is None:
-                self._api = docker.APIClient(base_url=self.base_url, version="auto",
-                                             timeout=TIMEOUT)
-            api = self._api
+            api = self._client()
             containers = [c for c in api.containers() or [] if isinstance(c, dict)]
             containers = self._with_aliases(api, containers)
             try:
@@ -63,6 +60,45 @@ class DockerNames:
         self._warned = False
         self.gwbridge = bridge_name(gwbridge)
         return containers, gateway_addresses(gwbridge)
+
+    def read_containers(self, cids: Iterable[str]
+                        ) -> tuple[dict[str, dict[str, Any] | None], dict[str, list[str]]] | None:
+        """What dockerd says now of these containers only (one inspect each), for a look at
+        what an event named: container id -> its entry shaped as the container list gives it
+        (with Aliases and DNSNames), or None when it is gone or not running; and
+        docker_gwbridge's addresses by container id. None when dockerd cannot be asked."""
+        try:
+            api = self._client()
+            found: dict[str, dict[str, Any] | None] = {}
+            for cid in cids:
+                try:
+                    info = api.inspect_container(cid)
+                except docker.errors.NotFound:
+                    found[cid] = None
+                    continue
+                found[cid] = summary_of(info)
+                entry = found[cid]
+                if entry is not None:
+                    # The next full look need not inspect it again (_with_aliases).
+                    self._aliases[_signature(entry)] = endpoint_names(info)
+            gwbridge: Any = {}
+            if any(entry is not None for entry in found.values()):
+                try:
+                    gwbridge = api.inspect_network(GWBRIDGE)
+                except docker.errors.NotFound:
+                    gwbridge = {}
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            self._drop_client()
+            log.debug("names: dockerd at %s cannot be asked (%s)", self.base_url, exc)
+            return None
+        if gwbridge:
+            self.gwbridge = bridge_name(gwbridge)
+        return found, gateway_addresses(gwbridge)
+
+    def _client(self) -> Any:
+        if self._api is None:
+            self._api = docker.APIClient(base_url=self.base_url, version="auto", timeout=TIMEOUT)
+        return self._api
 
     def _drop_client(self) -> None:
         api, self._api = self._api, None
@@ -84,8 +120,7 @@ class DockerNames:
             if not isinstance(networks, dict):
                 continue
             cid = summary.get("Id")
-            sig = (str(cid), tuple(sorted(str(ep.get("EndpointID")) for ep in networks.values()
-                                          if isinstance(ep, dict))))
+            sig = _signature(summary)
             extra = self._aliases.get(sig)
             if extra is None:
                 try:
@@ -100,23 +135,73 @@ class DockerNames:
         self._aliases = kept
         return found
 
-    def follow(self, stop: threading.Event, changed: Callable[[], None]) -> None:
-        """Call `changed()` for every event that may change a name, until `stop`."""
+    def follow(self, stop: threading.Event, changed: Callable[[str | None, bool], None]) -> None:
+        """For every event that may change a name, until `stop`: `changed(container id,
+        whether a network's event)` when it concerns one container, `changed(None, ...)` when
+        everything should be read again (a network made or gone, the stream lost)."""
         since = int(time.time())
         while not stop.is_set():
             until = int(time.time()) + STREAM_SECONDS
             try:
                 with docker.APIClient(base_url=self.base_url, version="auto",
                                       timeout=STREAM_SECONDS + TIMEOUT) as api:
-                    for _ in api.events(since=since, until=until, filters=EVENTS, decode=True):
-                        changed()
+                    for event in api.events(since=since, until=until, filters=EVENTS, decode=True):
+                        target = event_target(event)
+                        if target is not False:
+                            changed(target, event.get("Type") == "network")
                         if stop.is_set():
                             return
                 since = until
             except (docker.errors.DockerException, requests.RequestException, OSError):
-                changed()  # whatever was missed is read by the next look
+                changed(None, False)  # whatever was missed is read by the next full look
                 stop.wait(1.0)
                 since = int(time.time())
+
+
+def event_target(event: Any) -> str | None | bool:
+    """Which container an event concerns: its id; None when everything should be read again
+    (a network made or gone changes the bridges the DNS firewall lets in; an event of no
+    shape pynet knows); False when it changes nothing (a container created, not yet
+    running: its `start` follows)."""
+    if not isinstance(event, dict):
+        return None
+    kind = event.get("Type")
+    action = event.get("Action") or event.get("status")
+    actor = event.get("Actor") if isinstance(event.get("Actor"), dict) else {}
+    attributes = actor.get("Attributes") if isinstance(actor.get("Attributes"), dict) else {}
+    if kind == "container":
+        if action == "create":
+            return False
+        cid = actor.get("ID") or event.get("id")
+        return cid if isinstance(cid, str) and cid else None
+    if kind == "network" and action in ("connect", "disconnect"):
+        cid = attributes.get("container")
+        return cid if isinstance(cid, str) and cid else None
+    return None
+
+
+def summary_of(info: Any) -> dict[str, Any] | None:
+    """A container's inspect answer shaped as its container-list entry (Id, Names,
+    NetworkSettings.Networks, these with Aliases and DNSNames); None unless it is running."""
+    if not isinstance(info, dict):
+        return None
+    state = info.get("State")
+    cid, name = info.get("Id"), info.get("Name")
+    if not isinstance(state, dict) or state.get("Running") is not True or not isinstance(cid, str):
+        return None
+    settings = info.get("NetworkSettings")
+    networks = settings.get("Networks") if isinstance(settings, dict) else None
+    return {"Id": cid, "Names": [f"/{name.lstrip('/')}"] if isinstance(name, str) else [],
+            "NetworkSettings": {"Networks": dict(networks) if isinstance(networks, dict) else {}}}
+
+
+def _signature(summary: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """(container id, its endpoint ids): an endpoint's aliases are fixed while it exists."""
+    settings = summary.get("NetworkSettings")
+    networks = settings.get("Networks") if isinstance(settings, dict) else None
+    eps = networks.values() if isinstance(networks, dict) else ()
+    return (str(summary.get("Id")),
+            tuple(sorted(str(ep.get("EndpointID")) for ep in eps if isinstance(ep, dict))))
 
 
 def gateway_addresses(info: Any) -> dict[str, list[str]]:

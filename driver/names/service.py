@@ -1,11 +1,14 @@
 """The names of pynet's DNS, put together (pynet serve --dns-addr; docs/dns.md).
 
 Three background jobs, started by the composition root:
-- **looking**: on each dockerd event that may change a name (and every `look_interval` in
-  any case, and at start), this host's names and askers are read again (local.py) from
-  dockerd's container list and pynet's own records, this host's store records are made
-  exactly those (NamePublisher), and the table is rebuilt at once;
-- **following** dockerd's events (DockerNames.follow), which wakes the looking job;
+- **looking**: at start and every `look_interval` (the safety net), this host's names and
+  askers are read again in full (local.py) from dockerd's container list and pynet's own
+  records; on a dockerd event naming a container, only that container is asked about (one
+  inspect: a burst of starts costs one inspect each, not a list and inspect of every
+  container per event) and the last full read is updated with it. Either way this host's
+  store records are made exactly the names (NamePublisher) and the table is rebuilt at once;
+- **following** dockerd's events (DockerNames.follow), which wakes the looking job with the
+  container each names (or asks for a full look: a network made or gone, the stream lost);
 - **watching** every host's records (NameWatcher), which rebuilds the table when another
   host's names change or a host is withdrawn by liveness.
 The DNS server (server.py) answers from the latest table, and asks `networks_of` which
@@ -36,7 +39,14 @@ GWBRIDGE = "docker_gwbridge"  # the Linux bridge of Docker's docker_gwbridge net
 class ContainerSource(Protocol):
     def read(self) -> tuple[list[dict[str, Any]], dict[str, list[str]]] | None: ...
 
-    def follow(self, stop: threading.Event, changed: Callable[[], None]) -> None: ...
+    def follow(self, stop: threading.Event, changed: Callable[[str | None, bool], None]) -> None: ...
+
+    # Optional (docker_names.DockerNames has it): what dockerd says now of some containers
+    # only, None for one gone or stopped; without it every event makes a full look.
+    # def read_containers(self, cids) -> tuple[dict[str, dict | None], dict[str, list[str]]] | None
+
+
+MAX_PENDING = 256  # containers named by events before a full look is cheaper
 
 
 class Names:
@@ -58,7 +68,15 @@ class Names:
         self._interfaces: frozenset[str] | None = None
         self._wake = threading.Event()
         self._published = True
-        self.looks = 0  # completed looks (tests wait on it)
+        self.looks = 0  # completed looks, full or of some containers (tests wait on it)
+        self.full_looks = 0
+        # The last full read, kept up to date by the looks at single containers: container
+        # id -> its list entry, and docker_gwbridge's addresses by container id.
+        self._containers: dict[str, dict[str, Any]] | None = None
+        self._gateways: dict[str, list[str]] = {}
+        self._pending: set[str] = set()  # containers events named since the last look
+        self._full = True  # a full look is due (at start, after a lost stream, ...)
+        self._pending_lock = threading.Lock()
 
     def _local(self) -> list[NameEntry]:
         return list(self.snapshot.entries.values())
@@ -67,24 +85,82 @@ class Names:
         """The network identities of the local container holding `address` (the asker)."""
         return self.snapshot.askers.get(address, frozenset())
 
-    def changed(self) -> None:
+    def changed(self, container: str | None = None, network_event: bool = False) -> None:
+        """An event: about `container` (its id), or None: read everything again. A network's
+        connect or disconnect (`network_event`) counts only for a container already running
+        here: one being started is connected before it runs, and its `start` follows
+        (inspecting it at the connect would wait for dockerd to finish starting it)."""
+        with self._pending_lock:
+            if container is None or len(self._pending) >= MAX_PENDING:
+                self._full = True
+            elif not network_event or (self._containers is not None and container in self._containers):
+                self._pending.add(container)
+            else:
+                return
         self._wake.set()
 
+    def _take(self) -> tuple[bool, set[str]]:
+        with self._pending_lock:
+            full, pending = self._full, self._pending
+            self._full, self._pending = False, set()
+        return full, pending
+
+    def _full_next(self) -> None:
+        """The next look reads everything (whatever the events named since the last one
+        is in it), without waking the job: it comes at the next event or wait's end."""
+        with self._pending_lock:
+            self._full = True
+
     def look(self) -> bool:
-        """Read this host's names again, answer them at once and store them. False when
-        dockerd could not be asked (the names last read stand)."""
-        networks = self.records.networks()
+        """Read this host's names again in full, answer them at once and store them. False
+        when dockerd could not be asked (the names last read stand)."""
+        networks = self._networks()
         read = self.source.read()
+        if read is None:
+            return False
+        containers, gateways = read
+        self._containers = {c["Id"]: c for c in containers
+                            if isinstance(c, dict) and isinstance(c.get("Id"), str)}
+        self._gateways = gateways
+        self.full_looks += 1
+        return self._settle(networks)
+
+    def look_at(self, cids: set[str]) -> bool:
+        """Read again only what dockerd says of these containers (an event named them) and
+        update the last full read with it. False when it cannot be done this way (no full
+        read yet, a source without read_containers, dockerd not answering): a full look is
+        then due."""
+        read_containers = getattr(self.source, "read_containers", None)
+        if self._containers is None or read_containers is None:
+            return False
+        networks = self._networks()
+        read = read_containers(sorted(cids))
+        if read is None:
+            return False
+        found, gateways = read
+        for cid, entry in found.items():
+            if entry is None:
+                self._containers.pop(cid, None)
+            else:
+                self._containers[cid] = entry
+        self._gateways = gateways
+        return self._settle(networks)
+
+    def _networks(self):
+        networks = self.records.networks()
         # The firewall first, dockerd answering or not: pynet's bridges are its own records.
         if self.on_interfaces is not None:
             interfaces = frozenset({getattr(self.source, "gwbridge", GWBRIDGE)} |
                                    {n.bridge for n in networks if n.kind == "bridge" and n.bridge})
             if interfaces != self._interfaces and self.on_interfaces(interfaces) is not False:
                 self._interfaces = interfaces
-        if read is None:
-            return False
-        containers, gateways = read
-        snap = snapshot(self.host, containers, gateways, networks, self.records.endpoints())
+        return networks
+
+    def _settle(self, networks) -> bool:
+        """The names of the last read (kept up to date), answered at once and stored."""
+        assert self._containers is not None
+        snap = snapshot(self.host, self._containers.values(), self._gateways, networks,
+                        self.records.endpoints())
         changed = snap != self.snapshot
         self.snapshot = snap
         if changed:
@@ -104,19 +180,28 @@ class Names:
 
     def run_looks(self, stop: threading.Event) -> None:
         store_down = False
+        next_full = time.monotonic()  # the first look is a full one
         while not stop.is_set():
             self._wake.clear()
+            full, pending = self._take()
             try:
-                self.look()
+                if full or time.monotonic() >= next_full or (pending and not self.look_at(pending)):
+                    if self.look():
+                        next_full = time.monotonic() + self.look_interval
+                    else:
+                        self._full_next()  # dockerd did not answer
                 store_down = False
             except BackendUnavailable as exc:  # this host's own records are in the store
                 if not store_down:
                     log.warning("names: this host's records cannot be read (%s); the names "
                                 "last read are answered meanwhile", exc.message)
                 store_down, self._published = True, False
+                self._full_next()
             except Exception:  # noqa: BLE001 - a bug must not end the job for good
                 log.exception("names: reading this host's names failed; trying again")
-            self._wake.wait(self.look_interval if self._published else 1.0)
+                self._full_next()
+            until_full = max(0.0, next_full - time.monotonic())
+            self._wake.wait(until_full if self._published else min(until_full, 1.0))
             # Events come in bursts (connect, then start): one look for a burst.
             if not stop.is_set():
                 stop.wait(0.005)

@@ -411,21 +411,26 @@ def test_dockerds_events_wake_a_look_and_a_lost_stream_is_followed_again(monkeyp
             streams.append((since, until, filters))
             if len(streams) == 2:
                 raise docker.errors.APIError("dockerd went away")
-            return iter([{"Type": "container", "Action": "start"}, {"Type": "network", "Action": "connect"}])
+            return iter([{"Type": "container", "Action": "start", "Actor": {"ID": "c1"}},
+                         {"Type": "network", "Action": "connect", "Actor": {"Attributes": {"container": "c1"}}},
+                         {"Type": "container", "Action": "create", "Actor": {"ID": "c2"}}])
 
     monkeypatch.setattr(docker_names.docker, "APIClient", FakeAPI)
     stop = threading.Event()
     woken = []
 
-    def changed():
-        woken.append(len(streams))
+    def changed(container, network_event):
+        woken.append((len(streams), container, network_event))
         if len(streams) >= 3:
             stop.set()
     thread = threading.Thread(target=docker_names.DockerNames("unix:///x").follow, args=(stop, changed))
     thread.start()
     thread.join(10)
     assert not thread.is_alive()
-    assert woken[:3] == [1, 1, 2] and streams[0][2] == docker_names.EVENTS
+    # The start names its container, the connect too (as a network's event), the create
+    # nothing (its start follows); the lost stream asks for a full look.
+    assert woken[:3] == [(1, "c1", False), (1, "c1", True), (2, None, False)]
+    assert streams[0][2] == docker_names.EVENTS
     assert streams[1][0] == streams[0][1]  # the next stream starts where the last ended
 
 
