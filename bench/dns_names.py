@@ -3,7 +3,7 @@
 and how soon a container started on one host is found by name on another.
 
     sudo flock /run/lock/pynet-tests.lock python3 bench/dns_names.py [--queries 500]
-                                                   [--containers 20] [--per-host 30]
+                                  [--containers 20] [--per-host 50] [--poll-ms 2]
 
 One run brings up the multi-host bed of the tests (tests/harness/multihost.py: three
 simulated hosts, each with dockerd, a Consul server and pynet `--store consul`), every
@@ -20,12 +20,19 @@ started with `--dns` its host's gateway. Then:
   pending name every 2 ms), p50/p99: `--containers` started one at a time on h2 and watched
   from h1; then `--per-host` on each of the three hosts at once (h2's and h3's watched from
   h1, h1's from h2).
+Each host's docker_gwbridge is made by the bench before any container (a /24,
+198.19.23N.0/24, as Docker's docs show for a custom docker_gwbridge): the bed's own address
+pool gives it a /26, room for 61 containers with an overlay, fewer than 50 + the rest.
+`--poll-ms`: how often the poller asks each pending name (every ask of a name not known yet
+is also forwarded by pynet: at 2 ms and a dozen pending names, thousands of queries a second
+land on the watching host's pynet, on the same two cores as the three dockerds).
 Everything is removed at the end (the bed's own teardown), also on failure or Ctrl-C.
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import shutil
 import statistics
 import subprocess
 import sys
@@ -84,10 +91,11 @@ def timed(pid: int, server: str, name: str, count: int) -> list[float]:
     return [float(line) for line in out.split()]
 
 
-def propagation(bed: MultiHost, starts: dict[Host, list[str]], watchers: dict[Host, object]) -> list[float]:
+def propagation(bed: MultiHost, starts: dict[Host, list[str]], watchers: dict[Host, object],
+                poll: float) -> list[float]:
     """Start `starts[host]` containers (names) on each host at once; each is watched from the
     poller of watchers[host] (a Ctr on another host)."""
-    pollers = {h: in_ns(c.pid, POLLER, gateway(c.host), "10.62.") for h, c in watchers.items()}
+    pollers = {h: in_ns(c.pid, POLLER, gateway(c.host), "10.62.", str(poll)) for h, c in watchers.items()}
     results: list[float] = []
     try:
         def start(host: Host) -> None:
@@ -119,20 +127,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--containers", type=int, default=20)
-    # The bed's docker_gwbridge is a /26 per host: h2 holds web, asker2, --containers and
-    # --per-host containers, each with a gwbridge address (61 at most).
-    parser.add_argument("--per-host", type=int, default=30)
+    # h2 holds web, asker2, --containers and --per-host containers, each with a
+    # docker_gwbridge address (the bench's /24: 253 at most).
+    parser.add_argument("--per-host", type=int, default=50)
+    parser.add_argument("--poll-ms", type=float, default=2.0)
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR",
+                        help="run the plugins with --log-level debug (each look and table rebuild "
+                             "timed) and copy their logs to DIR before the bed goes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pynet-bench-dns-") as tmp:
         bed = MultiHost(Path(tmp), name="pndnb", underlay="198.18.32.0/24",
                         plugin_args=("--overlay-peer-timeout", "6", "--dns-upstream", "127.0.0.1:5399",
-                                     "--dns-rate", "1000000"),  # the pollers ask a lot
+                                     "--dns-rate", "1000000",  # the pollers ask a lot
+                                     *(("--log-level", "debug") if args.keep_logs else ())),
                         plugin_args_for=lambda h: ("--dns-addr", gateway(h)))
         started = time.monotonic()
         with bed:  # brings the bed up
             print(f"bed up in {time.monotonic() - started:.1f} s", flush=True)
             h1, h2, h3 = bed.hosts
             for h in bed.hosts:
+                h.docker("network", "create", "--subnet", f"198.19.{232 + h.index}.0/24",
+                         "-o", "com.docker.network.bridge.name=docker_gwbridge",
+                         "-o", "com.docker.network.bridge.enable_icc=false", "docker_gwbridge")
                 overlay_create(h, "appnet", SUBNET)
             asker = run_on(h1, "asker", "appnet", "--dns", gateway(h1))
             run_on(h1, "local", "appnet")
@@ -155,12 +171,16 @@ def main() -> int:
             print("\n-- from `docker run` returning to the name answering on another host --", flush=True)
             names = [f"seq{i}" for i in range(args.containers)]
             show(f"{args.containers} containers one at a time on h2, seen from h1",
-                 propagation(bed, {h2: names}, {h2: asker}))
+                 propagation(bed, {h2: names}, {h2: asker}, args.poll_ms / 1000))
             starts = {h: [f"{h.name}x{i}" for i in range(args.per_host)] for h in bed.hosts}
             # h2's and h3's containers watched from h1, h1's from h2; all three hosts at once.
             pollers_from = {h1: watcher2, h2: asker, h3: asker}
             show(f"3 hosts x {args.per_host} at once, each seen from another host",
-                 propagation(bed, starts, pollers_from))
+                 propagation(bed, starts, pollers_from, args.poll_ms / 1000))
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for h in bed.hosts:
+                    shutil.copy(h.procs["plugin"].log_path, args.keep_logs / f"{h.name}-pynet.log")
     return 0
 
 

@@ -147,6 +147,10 @@ class DockerNames:
                                       timeout=STREAM_SECONDS + TIMEOUT) as api:
                     for event in api.events(since=since, until=until, filters=EVENTS, decode=True):
                         target = event_target(event)
+                        if log.isEnabledFor(logging.DEBUG) and isinstance(event, dict):
+                            lag = time.time() - float(event.get("timeNano") or 0) / 1e9
+                            log.debug("names: dockerd's %s %s event, %.1f ms after dockerd logged it",
+                                      event.get("Type"), event.get("Action"), lag * 1e3)
                         if target is not False:
                             changed(target, event.get("Type") == "network")
                         if stop.is_set():

@@ -77,6 +77,10 @@ class Names:
         self._pending: set[str] = set()  # containers events named since the last look
         self._full = True  # a full look is due (at start, after a lost stream, ...)
         self._pending_lock = threading.Lock()
+        self._timing: tuple[int, float, float, float] | None = None  # of a look_at (debug log)
+        self._last_networks: list = []  # pynet's networks, as the last full look read them
+        # (network id, endpoint id) -> pynet's endpoint record, of the running containers
+        self._endpoints: dict | None = None
 
     def _local(self) -> list[NameEntry]:
         return list(self.snapshot.entries.values())
@@ -118,6 +122,8 @@ class Names:
         read = self.source.read()
         if read is None:
             return False
+        self._last_networks = networks
+        self._endpoints = None  # read in full
         containers, gateways = read
         self._containers = {c["Id"]: c for c in containers
                             if isinstance(c, dict) and isinstance(c.get("Id"), str)}
@@ -133,18 +139,35 @@ class Names:
         read_containers = getattr(self.source, "read_containers", None)
         if self._containers is None or read_containers is None:
             return False
-        networks = self._networks()
+        started = time.perf_counter()
+        # pynet's networks as the last full look read them: a network made or gone is a
+        # dockerd event that makes a full look (its record is ready before dockerd says so).
+        networks = self._last_networks
         read = read_containers(sorted(cids))
         if read is None:
             return False
         found, gateways = read
+        asked = time.perf_counter()
         for cid, entry in found.items():
             if entry is None:
                 self._containers.pop(cid, None)
             else:
                 self._containers[cid] = entry
         self._gateways = gateways
-        return self._settle(networks)
+        # Only the endpoint records of the containers looked at are read (one get each).
+        endpoint = getattr(self.records, "endpoint", None)
+        if endpoint is None or self._endpoints is None:
+            self._endpoints = None
+        else:
+            known = {n.id for n in networks}
+            for cid, entry in found.items():
+                for nid, eid in _endpoint_ids(entry):
+                    if nid in known and (nid, eid) not in self._endpoints:
+                        record = endpoint(nid, eid)
+                        if record is not None:
+                            self._endpoints[(nid, eid)] = record
+        self._timing = (len(cids), started, asked, time.perf_counter())
+        return self._settle(networks, partial=True)
 
     def _networks(self):
         networks = self.records.networks()
@@ -156,26 +179,45 @@ class Names:
                 self._interfaces = interfaces
         return networks
 
-    def _settle(self, networks) -> bool:
+    def _settle(self, networks, partial: bool = False) -> bool:
         """The names of the last read (kept up to date), answered at once and stored."""
         assert self._containers is not None
+        read_at = time.perf_counter()
+        if self._endpoints is None:
+            self._endpoints = {(e.network_id, e.id): e for e in self.records.endpoints()}
         snap = snapshot(self.host, self._containers.values(), self._gateways, networks,
-                        self.records.endpoints())
+                        self._endpoints.values())
+        # The endpoint records still in use are kept for the next look at one container.
+        used = {ids for entry in self._containers.values() for ids in _endpoint_ids(entry)}
+        self._endpoints = {k: v for k, v in self._endpoints.items() if k in used}
         changed = snap != self.snapshot
-        self.snapshot = snap
+        before, self.snapshot = self.snapshot, snap
         if changed:
             self.watcher.rebuild()
-        # Published at every look, not only on a change: the publisher diffs this host's
-        # records against the look, so one deleted or changed by hand comes back.
+        # A full look publishes in full, not only on a change: the publisher diffs this
+        # host's records against the look, so one deleted or changed by hand comes back. A
+        # look at one container writes only what changed (after a publish that went well).
         was, self._published = self._published, False
+        publishing = time.perf_counter()
         try:
-            self.publisher.publish(snap.entries)
+            if partial and was:
+                self.publisher.publish_changes(before.entries, snap.entries)
+            else:
+                self.publisher.publish(snap.entries)
             self._published = True
         except BackendUnavailable as exc:
             if was:
                 log.warning("names: this host's names are not stored (%s); retried",
                             exc.message)
         self.looks += 1
+        if log.isEnabledFor(logging.DEBUG) and self._timing is not None:
+            count, started, asked, inspected = self._timing
+            done = time.perf_counter()
+            log.debug("names: look at %d container(s) in %.1f ms (dockerd %.1f, endpoint "
+                      "records %.1f, table %.1f, publish %.1f)", count,
+                      (done - started) * 1e3, (asked - started) * 1e3, (inspected - asked) * 1e3,
+                      (publishing - read_at) * 1e3, (done - publishing) * 1e3)
+        self._timing = None
         return True
 
     def run_looks(self, stop: threading.Event) -> None:
@@ -220,6 +262,17 @@ class Names:
             looks.set()
             wake.set()  # the looking job may be waiting for an event
         return [_Stop(stop_looks), follows, watching]
+
+
+def _endpoint_ids(entry: Any) -> list[tuple[str, str]]:
+    """(network id, endpoint id) of every network of a container-list entry."""
+    settings = entry.get("NetworkSettings") if isinstance(entry, dict) else None
+    networks = settings.get("Networks") if isinstance(settings, dict) else None
+    if not isinstance(networks, dict):
+        return []
+    return [(ep["NetworkID"], ep["EndpointID"]) for ep in networks.values()
+            if isinstance(ep, dict) and isinstance(ep.get("NetworkID"), str)
+            and isinstance(ep.get("EndpointID"), str)]
 
 
 class _Stop:

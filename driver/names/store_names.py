@@ -33,6 +33,7 @@ from .table import NameTable
 log = logging.getLogger(__name__)
 
 KIND = "name"
+BEATS_EVERY = 1.0  # seconds between reads of the heartbeats by the watcher
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,43 @@ class NamePublisher:
         return Published(created, replaced, removed, lost)
 
 
+    def publish_changes(self, before: Mapping[str, NameEntry],
+                        after: Mapping[str, NameEntry]) -> Published:
+        """Store only what changed from `before` (what the last publish made) to `after`,
+        without listing this host's records: a look at one container costs one write, not
+        a listing of every record. A write that finds the store otherwise than `before`
+        said is put right here (read, then written at the version read)."""
+        created = replaced = removed = lost = 0
+        with self._lock:
+            for eid in before.keys() - after.keys():
+                key = keys.name_record(self.host, eid)
+                entry = self.store.get(key)
+                if entry is None:
+                    continue
+                ok = self.store.delete(key, entry.version)
+                removed += ok
+                lost += not ok
+            for eid, named in after.items():
+                value = dump(named)
+                if eid in before and dump(before[eid]) == value:
+                    continue
+                key = keys.name_record(self.host, eid)
+                if eid not in before and self.store.create(key, value):
+                    created += 1
+                    continue
+                entry = self.store.get(key)
+                if entry is None:
+                    ok = self.store.create(key, value)
+                    created += ok
+                elif entry.value != value:
+                    ok = self.store.cas(key, value, entry.version)
+                    replaced += ok
+                else:
+                    continue
+                lost += not ok
+        return Published(created, replaced, removed, lost)
+
+
 def retire(store: Store, host: str) -> None:
     """This host's name records, all gone: a pynet started without --dns-addr publishes no
     names, so those an earlier run left must not be answered by other hosts. Best effort:
@@ -114,18 +152,46 @@ def _read(entries: Iterable[Entry]) -> list[tuple[Entry, NameEntry]]:
     return found
 
 
-def claimed(found: list[tuple[Entry, NameEntry]], claims: AddressClaims) -> list[NameEntry]:
+class RecentClaims:
+    """A pool's claims as last read, read again when older than `max_age` or when a record
+    names an address they do not give its host (once per refresh): in a burst of new
+    containers most refreshes find every address in a read of a moment ago, and each record
+    is still believed only on a claim read at most `max_age` seconds before."""
+
+    def __init__(self, claims: AddressClaims, max_age: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.claims = claims
+        self.max_age = max_age
+        self.clock = clock
+        self._read: dict[tuple[str, str], tuple[float, Mapping[str, Owner]]] = {}
+        self._refresh_started = clock()
+
+    def start_refresh(self) -> None:
+        self._refresh_started = self.clock()
+
+    def owner(self, space: str, pool: str, address: str, host: str) -> Owner | None:
+        now = self.clock()
+        held = self._read.get((space, pool))
+        if held is not None and now - held[0] < self.max_age:
+            owner = held[1].get(address)
+            if (owner is not None and owner[0] == host) or held[0] >= self._refresh_started:
+                return owner
+        owners = self.claims.owners(space, pool)
+        self._read[(space, pool)] = (now, owners)
+        return owners.get(address)
+
+
+def claimed(found: list[tuple[Entry, NameEntry]], claims: AddressClaims | RecentClaims
+            ) -> list[NameEntry]:
     """The records whose IPv4 address is an IPAM claim held by the record's own host in its
     overlay's pool (as the overlay believes a peer: driver/kinds/overlay/admission.py); any
     other is skipped through bad_records: no host names another host's address."""
-    owners: dict[tuple[str, str], Mapping[str, Owner]] = {}
+    recent = claims if isinstance(claims, RecentClaims) else RecentClaims(claims)
+    recent.start_refresh()
     kept = []
     for entry, named in found:
         if named.ipv4 is not None:
-            pool = (named.network.space, named.network.subnet)
-            if pool not in owners:
-                owners[pool] = claims.owners(*pool)
-            owner = owners[pool].get(named.ipv4)
+            owner = recent.owner(named.network.space, named.network.subnet, named.ipv4, named.host)
             if owner is None or owner[0] != named.host:
                 held = f"host {owner[0]!r}'s" if owner is not None else "nobody's"
                 bad_records.skipped(entry, f"its address {named.ipv4} is {held} claim in "
@@ -158,20 +224,34 @@ class NameWatcher:
         # The IPAM's address claims (wired by the composition root, as for the overlay's
         # peers); None: a remote record's address is not checked against them.
         self.claims: AddressClaims | None = None
+        self._recent_claims: RecentClaims | None = None
+        self._beats: tuple[float, dict[str, int]] | None = None  # (read at, heartbeats)
         self.table = NameTable()
 
     def refresh(self) -> NameTable:
         """Read every host's records and heartbeats, then rebuild the table."""
         entries = self.store.list(keys.names_all())
-        beats = read_beats(self.store)
+        # The heartbeats at most once a second (a burst of name writes wakes this at each):
+        # liveness is judged in seconds (the peer timeout), so a second's lag is nothing.
+        now = self.clock()
+        beats = None
+        if self._beats is None or now - self._beats[0] >= BEATS_EVERY or now < self._beats[0]:
+            beats = read_beats(self.store)
+            self._beats = (now, beats)
         # Another host's names on its own (bridge, macvlan) networks reach no asker here.
         found = [(e, n) for e, n in self._parsed(entries)
                  if n.host != self.host and n.network.kind == OVERLAY]
-        remote = claimed(found, self.claims) if self.claims is not None else [n for _, n in found]
+        if self.claims is not None:
+            if self._recent_claims is None or self._recent_claims.claims is not self.claims:
+                self._recent_claims = RecentClaims(self.claims)
+            remote = claimed(found, self._recent_claims)
+        else:
+            remote = [n for _, n in found]
         now = self.clock()
         with self._lock:
             hosts = {n.host for n in remote}
-            self.liveness.observe({h: v for h, v in beats.items() if h != self.host}, hosts, now)
+            if beats is not None:
+                self.liveness.observe({h: v for h, v in beats.items() if h != self.host}, hosts, now)
             alive = frozenset(h for h in hosts if self.liveness.alive(h, now))
             self._report(hosts - alive)
             self._remote, self._alive = remote, alive
@@ -230,7 +310,10 @@ class NameWatcher:
                     self.liveness.forgive(self.clock())
                     log.info("names: the store answers again; catching up")
                     failing = False
-                self.refresh()
+                woken = time.perf_counter()
+                table = self.refresh()
+                log.debug("names: table of %d name(s) rebuilt in %.1f ms after the watch returned",
+                          len(table), (time.perf_counter() - woken) * 1e3)
             except BackendUnavailable as exc:
                 if not failing:
                     log.warning("names: %s; the names last read are answered meanwhile",

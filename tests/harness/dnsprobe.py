@@ -2,7 +2,7 @@
 with dnspython): how soon names answer, for tests/multihost/test_dns.py and bench/dns_names.py.
 
 POLLER reads "NAME T0" lines on stdin (T0: time.monotonic() when `docker run` returned);
-every 2 ms it asks SERVER (argv[1]) for every pending name over one UDP socket, without
+every 2 ms (or argv[3] seconds) it asks SERVER (argv[1]) for every pending name over one UDP socket, without
 waiting for answers (a name not known yet is forwarded upstream by pynet, which may take
 seconds); the first answer holding an address that starts with PREFIX (argv[2], the overlay's)
 prints "NAME SECONDS" (answer time - T0). CLOCK_MONOTONIC is one clock for every process of
@@ -13,6 +13,7 @@ POLLER = r"""
 import select, socket, sys, threading, time
 import dns.message
 server, prefix = sys.argv[1], sys.argv[2]
+every = float(sys.argv[3]) if len(sys.argv) > 3 else 0.002
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.connect((server, 53))
 pending, ids, lock = {}, {}, threading.Lock()
@@ -35,7 +36,7 @@ while True:
             s.send(q.to_wire())
         except OSError:
             pass
-    end = time.monotonic() + 0.002
+    end = time.monotonic() + every
     while True:
         left = end - time.monotonic()
         if left <= 0 or not select.select([s], [], [], left)[0]:

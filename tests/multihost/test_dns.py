@@ -10,7 +10,12 @@ on its host's docker0 gateway (198.19.24N.1, `--dns-addr`), forwarding to nothin
 * a name held on two hosts (a Compose service on h2 and h3) answers both addresses;
 * a container of another overlay is not answered those names;
 * the name goes with the container, and with its host when liveness withdraws it (h3 cut
-  off the underlay), and comes back when h3 is healed.
+  off the underlay: its record still stored, no longer answered), and comes back when h3 is
+  healed;
+* `--internal`: a container only on an internal overlay reaches no pynet DNS address, so
+  other hosts' names do not resolve there (its own host's still do, through Docker's DNS);
+  connected to another network as well, it asks through that one and is answered the names
+  of both.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from tests.multihost.support import (IMAGE, clear_overlay_bed, consul_delete_tre
 
 APPNET, APPNET_SUBNET = "appnet", "10.61.1.0/24"
 OTHER, OTHER_SUBNET = "othernet", "10.61.2.0/24"
+SEALED, SEALED_SUBNET = "sealed", "10.61.3.0/24"
 PEER_TIMEOUT = 6
 
 
@@ -123,9 +129,42 @@ def test_a_container_finds_others_on_other_hosts_by_name(dbed: MultiHost):
         try:
             assert eventually(lambda: web3.ip not in nslookup(h1, "asker", "api"),
                               timeout=PEER_TIMEOUT * 4)
+            # Withdrawn, not deleted: h3's record is still in the store h1 reads (h3 could
+            # not have removed it), so liveness alone took the name away.
+            kept = dbed.kv(f"pynet/v1/names/hosts/{h3.name}/", h1)
+            assert any(web3.ip in value for value in kept.values()), kept
         finally:
             dbed.heal(h3)
         assert eventually(lambda: web3.ip in nslookup(h1, "asker", "api"), timeout=PEER_TIMEOUT * 4)
+    finally:
+        clear_overlay_bed(dbed)
+        consul_delete_tree(dbed, "pynet/v1/names/")
+
+
+def test_internal_networks_reach_no_pynet_dns_until_connected_to_another(dbed: MultiHost):
+    h1, h2, _ = dbed.hosts
+    try:
+        for h in (h1, h2):
+            overlay_create(h, SEALED, SEALED_SUBNET, "--internal")
+            overlay_create(h, APPNET, APPNET_SUBNET)
+        remote = run_on(h2, "remote", SEALED)
+        run_on(h2, "web", APPNET)
+        neighbour = run_on(h1, "neighbour", SEALED)
+        run_on(h1, "inside", SEALED, "--dns", dns_addr(h1))
+        # The remote name is stored (h1's watcher reads it within milliseconds; the end of
+        # this test shows h1 answers it), so what follows is the internal network's reach.
+        assert eventually(lambda: remote.ip in json.dumps(dbed.kv("pynet/v1/names/")))
+        time.sleep(1)
+        # No route to any host address: Docker's resolver cannot reach pynet, so another
+        # host's name does not resolve; a name of this host's is Docker's own and does.
+        assert remote.ip not in nslookup(h1, "inside", "remote")
+        assert neighbour.ip in nslookup(h1, "inside", "neighbour")
+        # Connected to a non-internal overlay too: dockerd gives it docker_gwbridge (its
+        # route to the host), and pynet answers it the names of both its networks.
+        h1.docker("network", "connect", APPNET, "inside")
+        web = inspect_ctr(h2, "web", APPNET)
+        assert eventually(lambda: remote.ip in nslookup(h1, "inside", "remote"))
+        assert eventually(lambda: web.ip in nslookup(h1, "inside", "web"))
     finally:
         clear_overlay_bed(dbed)
         consul_delete_tree(dbed, "pynet/v1/names/")

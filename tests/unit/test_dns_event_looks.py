@@ -246,3 +246,130 @@ def test_a_store_failure_in_a_single_look_makes_the_next_look_a_full_one():
     finally:
         for stop in stops:
             stop.set()
+
+
+# --- what a look at one container costs in the store ----------------------------------------
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def list(self, prefix):
+        self.calls.append(f"list {prefix}")
+        return super().list(prefix)
+
+    def get(self, key):
+        self.calls.append(f"get {key}")
+        return super().get(key)
+
+
+class CountingRecords(Records):
+    """pynet's own records, counting the reads (the ledger's networks/endpoints/endpoint)."""
+
+    def __init__(self, networks, endpoints) -> None:
+        super().__init__(networks, endpoints)
+        self.reads: list[str] = []
+
+    def networks(self):
+        self.reads.append("networks")
+        return super().networks()
+
+    def endpoints(self, nid=None):
+        self.reads.append("endpoints")
+        return super().endpoints(nid)
+
+    def endpoint(self, nid, eid):
+        self.reads.append(f"endpoint {eid[:4]}")
+        return next((e for e in self._endpoints if (e.network_id, e.id) == (nid, eid)), None)
+
+
+def test_a_look_at_one_container_reads_its_endpoint_only_and_writes_its_record_only():
+    store = CountingStore()
+    recs = CountingRecords([overlay_net()], [ep(OVER_NID, EID, "10.77.0.2/24"),
+                                             ep(OVER_NID, EID2, "10.77.0.3/24")])
+    source = CountingDocker()
+    source.running[CID] = inspected(CID, "web", EID, "10.77.0.2")
+    names = Names(store, "h1", recs, source, 30.0, lambda t: None)
+    assert names.look() and recs.reads == ["networks", "endpoints"]
+    recs.reads.clear()
+    store.calls.clear()
+    source.running[CID2] = inspected(CID2, "db", EID2, "10.77.0.3")
+    assert names.look_at({CID2})
+    assert recs.reads == [f"endpoint {EID2[:4]}"]  # no listing of networks or endpoints
+    assert not any(c.startswith("list") for c in store.calls)  # nor of the name records
+    assert store.get(keys.name_record("h1", EID2)) is not None
+    assert sorted(e.name for e in names.snapshot.entries.values()) == ["db", "web"]
+    # web goes: its record is deleted, db's untouched.
+    db_version = store.get(keys.name_record("h1", EID2)).version
+    del source.running[CID]
+    assert names.look_at({CID}) and recs.reads == [f"endpoint {EID2[:4]}"]
+    assert store.get(keys.name_record("h1", EID)) is None
+    assert store.get(keys.name_record("h1", EID2)).version == db_version
+    # The full look still lists everything (the safety net).
+    recs.reads.clear()
+    assert names.look() and recs.reads == ["networks", "endpoints"]
+
+
+def test_publish_changes_writes_only_the_difference_and_puts_right_what_it_finds():
+    from driver.names.store_names import NamePublisher
+    from tests.unit.test_dns_names import entry
+    store = MemoryStore()
+    publisher = NamePublisher(store, "h1")
+    a, b, c = ("a" * 64, entry("h1", "a" * 64, "web", "10.77.0.2")), \
+        ("b" * 64, entry("h1", "b" * 64, "db", "10.77.0.3")), ("c" * 64, entry("h1", "c" * 64, "x", "10.77.0.4"))
+    assert publisher.publish_changes({}, dict([a, b])).created == 2
+    # b deleted by hand, c already there (a lost race): both put right; a gone.
+    store.delete(keys.name_record("h1", b[0]))
+    store.create(keys.name_record("h1", c[0]), b"{}")
+    done = publisher.publish_changes(dict([a]), dict([b, c]))
+    assert (done.created, done.replaced, done.removed) == (1, 1, 1)
+    held = {e.key for e in store.list(keys.names_host("h1"))}
+    assert held == {keys.name_record("h1", b[0]), keys.name_record("h1", c[0])}
+    # Nothing changed: nothing written.
+    assert publisher.publish_changes(dict([b, c]), dict([b, c])).count() == 0
+
+
+def test_the_watcher_reads_claims_again_only_for_an_address_it_has_not_seen_and_beats_once_a_second():
+    from driver.names.store_names import NamePublisher, NameWatcher
+    from tests.unit.test_dns_names import OVERLAY_KEY, Clock, entry
+    store, clock = MemoryStore(), Clock()
+    watcher = NameWatcher(store, "h1", 30.0, lambda: [], lambda t: None, clock)
+    claims = {"10.77.0.3": ("h2", 5)}
+    asked = []
+
+    class Claims:
+        def owners(self, space, pool):
+            asked.append(pool)
+            return dict(claims)
+
+    watcher.claims = Claims()
+    beats_read = []
+    real_list = store.list
+
+    def counting_list(prefix):
+        if "alive" in prefix:
+            beats_read.append(prefix)
+        return real_list(prefix)
+    store.list = counting_list
+    publisher = NamePublisher(store, "h2")
+    web = ("2" * 64, entry("h2", "2" * 64, "web", "10.77.0.3"))
+    publisher.publish(dict([web]))
+    assert watcher.refresh().answer("web", "A", [OVERLAY_KEY]).addresses
+    assert len(asked) == 1 and len(beats_read) == 1
+    # The same address again (another record changed nothing of it): no new read of claims.
+    watcher.refresh()
+    assert len(asked) == 1 and len(beats_read) == 1
+    # A new container whose claim the last read did not hold: claims read again, once.
+    claims["10.77.0.4"] = ("h2", 6)
+    db = ("3" * 64, entry("h2", "3" * 64, "db", "10.77.0.4"))
+    publisher.publish(dict([web, db]))
+    assert watcher.refresh().answer("db", "A", [OVERLAY_KEY]).addresses
+    assert len(asked) == 2
+    # A forged one (an address nobody claims) makes one read and is still refused.
+    forged = ("4" * 64, entry("h2", "4" * 64, "evil", "10.77.0.9"))
+    publisher.publish(dict([web, db, forged]))
+    assert not watcher.refresh().answer("evil", "A", [OVERLAY_KEY]).mine
+    assert len(asked) == 3
+    clock.now += 1
+    watcher.refresh()
+    assert len(beats_read) == 2
