@@ -25,7 +25,7 @@ from driver.firewall.dns_rules import TABLE
 from driver.firewall.nft import Nft
 from pynet_core.store import keys
 from tests.harness.e2e_support import DRIVER, ip_of, name, run
-from tests.unit.test_dns_server import FakeUpstream
+from tests.harness.dns_upstream import FakeUpstream
 
 DNS_ADDR = "198.19.200.1"  # the test dockerd's default bridge (tests/harness/dockerd.py)
 

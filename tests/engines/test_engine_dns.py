@@ -17,7 +17,7 @@ import pytest
 
 from tests.engines.conftest import Bed
 from tests.engines.test_engine_smoke import addresses, network, run
-from tests.unit.test_dns_server import FakeUpstream
+from tests.harness.dns_upstream import FakeUpstream
 
 DNS_ADDR = "198.19.200.1"  # the bed dockerd's default bridge gateway (tests/harness/dockerd.py)
 

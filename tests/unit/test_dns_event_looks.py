@@ -4,7 +4,6 @@ inspect of every container; the full list stays the safety net (at start, every
 look_interval, after a lost event stream or a failure)."""
 from __future__ import annotations
 
-import threading
 import time
 
 import docker
@@ -16,7 +15,7 @@ from driver.names.service import Names
 from pynet_core.errors import BackendUnavailable
 from pynet_core.store import keys
 from pynet_core.store.memory import MemoryStore
-from tests.unit.test_dns_names import OVER_NID, Records, container, ep, on, overlay_net
+from tests.harness.names_records import OVER_NID, Records, container, ep, on, overlay_net
 
 CID, EID = "c1" * 32, "e1" * 32
 CID2, EID2 = "c2" * 32, "e2" * 32
@@ -312,7 +311,7 @@ def test_a_look_at_one_container_reads_its_endpoint_only_and_writes_its_record_o
 
 def test_publish_changes_writes_only_the_difference_and_puts_right_what_it_finds():
     from driver.names.store_names import NamePublisher
-    from tests.unit.test_dns_names import entry
+    from tests.harness.names_records import entry
     store = MemoryStore()
     publisher = NamePublisher(store, "h1")
     a, b, c = ("a" * 64, entry("h1", "a" * 64, "web", "10.77.0.2")), \
@@ -331,7 +330,7 @@ def test_publish_changes_writes_only_the_difference_and_puts_right_what_it_finds
 
 def test_the_watcher_reads_claims_again_only_for_an_address_it_has_not_seen_and_beats_once_a_second():
     from driver.names.store_names import NamePublisher, NameWatcher
-    from tests.unit.test_dns_names import OVERLAY_KEY, Clock, entry
+    from tests.harness.names_records import OVERLAY_KEY, Clock, entry
     store, clock = MemoryStore(), Clock()
     watcher = NameWatcher(store, "h1", 30.0, lambda: [], lambda t: None, clock)
     claims = {"10.77.0.3": ("h2", 5)}

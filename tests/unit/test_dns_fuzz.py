@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from driver.names.server import DnsServer, Limits
-from tests.unit.test_dns_server import (ALICE, LISTEN, FakeUpstream, addresses, ask,
-                                        demo_table)
+from tests.harness.dns_upstream import FakeUpstream
+from tests.unit.test_dns_server import ALICE, LISTEN, addresses, ask, demo_table
 
 GENEROUS = Limits(rate=1_000_000, burst=1_000_000, forward_timeout=0.5)
 

@@ -14,44 +14,16 @@ import dns.query
 import dns.rcode
 import pytest
 
-from driver.models import EndpointRecord, NetworkRecord
 from driver.names.local import snapshot
 from driver.names.records import LOCAL, OVERLAY, NameEntry, NetworkIdentity, dump
 from driver.names.server import DnsServer
 from driver.names.service import Names
 from driver.names.store_names import NamePublisher, NameWatcher
-from driver.options import NetworkOptions
-from pynet_core.store import bad_records, keys, records
+from pynet_core.store import bad_records, keys
 from pynet_core.store.memory import MemoryStore
-
-IP = ipaddress.ip_address
-OVER_NID, OVER_NID_B, BR_NID = "a" * 64, "b" * 64, "c" * 64
-SUBNET = "10.77.0.0/24"
-OVERLAY_KEY = f"overlay/LocalDefault/{SUBNET}"
-
-
-def overlay_net(nid=OVER_NID) -> NetworkRecord:
-    return NetworkRecord(nid, NetworkOptions(type="overlay"), subnets=(SUBNET,),
-                         gateways=(), address_space="LocalDefault")
-
-
-def bridge_net() -> NetworkRecord:
-    return NetworkRecord(BR_NID, NetworkOptions(), bridge="pn-cccccccccccc",
-                         gateways=("10.9.0.1/24",), subnets=("10.9.0.0/24",))
-
-
-def ep(nid: str, eid: str, *addresses: str) -> EndpointRecord:
-    return EndpointRecord(nid, eid, None, "pnc" + eid[:12], addresses, "02:42:0a:00:00:02")
-
-
-def container(cid: str, name: str, **networks: dict) -> dict:
-    return {"Id": cid, "Names": [f"/{name}", f"/other/{name}-link"], "State": "running",
-            "NetworkSettings": {"Networks": networks}}
-
-
-def on(nid: str, eid: str, ip: str = "", *, aliases=None, dns_names=None, ip6: str = "") -> dict:
-    return {"NetworkID": nid, "EndpointID": eid, "IPAddress": ip, "GlobalIPv6Address": ip6,
-            "Aliases": aliases, "DNSNames": dns_names}
+from tests.harness.names_records import (BR_NID, IP, OVER_NID, OVER_NID_B, OVERLAY_KEY, SUBNET,
+                                         Clock, Records, beat, bridge_net, container, entry, ep,
+                                         on, overlay_net)
 
 
 # --- the local snapshot ---------------------------------------------------------------------
@@ -127,10 +99,6 @@ def test_an_endpoint_pynet_has_no_ready_record_of_is_not_named_yet():
 
 
 # --- the publisher --------------------------------------------------------------------------
-def entry(host: str, eid: str, name: str, ip: str, cid: str | None = None) -> NameEntry:
-    return NameEntry(host, eid, cid or eid, name,
-                     NetworkIdentity(OVERLAY, space="LocalDefault", subnet=SUBNET), "appnet",
-                     (), ip, None)
 
 
 def test_the_publisher_makes_the_hosts_own_records_exact_and_touches_no_other_host():
@@ -150,17 +118,6 @@ def test_the_publisher_makes_the_hosts_own_records_exact_and_touches_no_other_ho
 
 
 # --- the watcher ----------------------------------------------------------------------------
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def beat(store: MemoryStore, host: str) -> None:
-    records.update(store, keys.overlay_alive(host), lambda _: {"host": host, "beat": time.time()},
-                   "beat")
 
 
 def test_the_watcher_answers_every_live_hosts_names_skips_bad_ones_and_withdraws_a_dead_host():
@@ -230,17 +187,6 @@ class FakeDocker:
 
     def follow(self, stop, changed):
         stop.wait()
-
-
-class Records:
-    def __init__(self, networks, endpoints) -> None:
-        self._networks, self._endpoints = networks, endpoints
-
-    def networks(self):
-        return list(self._networks)
-
-    def endpoints(self, nid=None):
-        return [e for e in self._endpoints if nid is None or e.network_id == nid]
 
 
 def ask(server: DnsServer, name: str, source: str) -> dns.message.Message:

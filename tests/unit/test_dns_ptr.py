@@ -12,7 +12,7 @@ import dns.reversename
 
 from driver.names.server import DnsServer
 from driver.names.table import NameRecord, NameTable
-from tests.unit.test_dns_server import FakeUpstream
+from tests.harness.dns_upstream import FakeUpstream
 
 V4, V6 = ipaddress.IPv4Address, ipaddress.IPv6Address
 ASKER = "127.0.0.2"
