@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from driver.kinds.overlay.claims import LocalRecords
+from driver.models import READY
 from pynet_core.errors import BackendUnavailable
 
 from .local import Address, Snapshot, snapshot
@@ -164,7 +165,7 @@ class Names:
                 for nid, eid in _endpoint_ids(entry):
                     if nid in known and (nid, eid) not in self._endpoints:
                         record = endpoint(nid, eid)
-                        if record is not None:
+                        if record is not None and record.state == READY:  # else asked again
                             self._endpoints[(nid, eid)] = record
         self._timing = (len(cids), started, asked, time.perf_counter())
         return self._settle(networks, partial=True)
