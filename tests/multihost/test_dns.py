@@ -12,6 +12,9 @@ on its host's docker0 gateway (198.19.24N.1, `--dns-addr`), forwarding to nothin
 * the name goes with the container, and with its host when liveness withdraws it (h3 cut
   off the underlay: its record still stored, no longer answered), and comes back when h3 is
   healed;
+* a Compose service brought up on two hosts (the same file, `docker-compose up` on each)
+  answers both its containers' addresses by the service name to a Compose client on a third,
+  and one of them once its host's project is down;
 * `--internal`: a container only on an internal overlay reaches no pynet DNS address, so
   other hosts' names do not resolve there (its own host's still do, through Docker's DNS);
   connected to another network as well, it asks through that one and is answered the names
@@ -20,11 +23,13 @@ on its host's docker0 gateway (198.19.24N.1, `--dns-addr`), forwarding to nothin
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -166,5 +171,61 @@ def test_internal_networks_reach_no_pynet_dns_until_connected_to_another(dbed: M
         assert eventually(lambda: remote.ip in nslookup(h1, "inside", "remote"))
         assert eventually(lambda: web.ip in nslookup(h1, "inside", "web"))
     finally:
+        clear_overlay_bed(dbed)
+        consul_delete_tree(dbed, "pynet/v1/names/")
+
+
+COMPOSE = """version: "2.4"
+services:
+  api:
+    image: {image}
+    command: ["sleep", "3600"]
+    networks: [shopnet]
+  client:
+    image: {image}
+    command: ["sleep", "3600"]
+    networks: [shopnet]
+    dns: ["${{PYNET_TEST_DNS}}"]
+networks:
+  shopnet:
+    driver: pynet
+    driver_opts:
+      type: overlay
+    ipam:
+      driver: pynet
+      config:
+        - subnet: 10.61.4.0/24
+"""
+
+
+def test_a_compose_service_on_two_hosts_answers_both_by_its_service_name(dbed: MultiHost, tmp_path: Path):
+    h1, h2, h3 = dbed.hosts
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(COMPOSE.format(image=IMAGE))
+
+    def compose_on(h: Host, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        env.update(DOCKER_HOST=f"unix://{h.docker_socket}", PYNET_TEST_DNS=dns_addr(h))
+        proc = subprocess.run(["docker-compose", "-p", "shop", "-f", str(compose), *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
+    up = []
+    try:
+        for h, service in ((h2, "api"), (h3, "api"), (h1, "client")):
+            up.append(h)
+            compose_on(h, "up", "-d", service)
+        a2, a3 = inspect_ctr(h2, "shop_api_1", "shop_shopnet"), inspect_ctr(h3, "shop_api_1", "shop_shopnet")
+        # Compose names the service as an alias on its network: both hosts' containers answer
+        # "api" on h1, where Docker's own DNS knows no "api" and asks pynet.
+        assert eventually(lambda: all(ip in nslookup(h1, "shop_client_1", "api") for ip in (a2.ip, a3.ip))), \
+            nslookup(h1, "shop_client_1", "api")
+        compose_on(h2, "down", "-t", "0")  # sleep ignores SIGTERM: no 10 s wait
+        up.remove(h2)
+        assert eventually(lambda: a2.ip not in nslookup(h1, "shop_client_1", "api"))
+        assert a3.ip in nslookup(h1, "shop_client_1", "api")
+    finally:
+        for h in up:
+            compose_on(h, "down", "-t", "0")
         clear_overlay_bed(dbed)
         consul_delete_tree(dbed, "pynet/v1/names/")
