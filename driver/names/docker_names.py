@@ -62,11 +62,12 @@ class DockerNames:
         return containers, gateway_addresses(gwbridge)
 
     def read_containers(self, cids: Iterable[str]
-                        ) -> tuple[dict[str, dict[str, Any] | None], dict[str, list[str]]] | None:
+                        ) -> tuple[dict[str, dict[str, Any] | None], dict[str, list[str]] | None] | None:
         """What dockerd says now of these containers only (one inspect each), for a look at
         what an event named: container id -> its entry shaped as the container list gives it
         (with Aliases and DNSNames), or None when it is gone or not running; and
-        docker_gwbridge's addresses by container id. None when dockerd cannot be asked."""
+        docker_gwbridge's addresses by container id, read only when one of them runs (None:
+        not read). None when dockerd cannot be asked."""
         try:
             api = self._client()
             found: dict[str, dict[str, Any] | None] = {}
@@ -81,7 +82,7 @@ class DockerNames:
                 if entry is not None:
                     # The next full look need not inspect it again (_with_aliases).
                     self._aliases[_signature(entry)] = endpoint_names(info)
-            gwbridge: Any = {}
+            gwbridge: Any = None
             if any(entry is not None for entry in found.values()):
                 try:
                     gwbridge = api.inspect_network(GWBRIDGE)
@@ -91,6 +92,8 @@ class DockerNames:
             self._drop_client()
             log.debug("names: dockerd at %s cannot be asked (%s)", self.base_url, exc)
             return None
+        if gwbridge is None:
+            return found, None
         if gwbridge:
             self.gwbridge = bridge_name(gwbridge)
         return found, gateway_addresses(gwbridge)

@@ -154,7 +154,10 @@ class Names:
                 self._containers.pop(cid, None)
             else:
                 self._containers[cid] = entry
-        self._gateways = gateways
+        if gateways is not None:
+            self._gateways = gateways
+        else:  # not read (none of them runs): the others' docker_gwbridge addresses stand
+            self._gateways = {c: a for c, a in self._gateways.items() if c in self._containers}
         # Only the endpoint records of the containers looked at are read (one get each).
         endpoint = getattr(self.records, "endpoint", None)
         if endpoint is None or self._endpoints is None:

@@ -87,6 +87,10 @@ def test_read_containers_inspects_only_the_containers_named(monkeypatch):
     assert found[CID2] is None and found["gone"] is None
     assert gateways == {CID: ["172.18.0.2"]} and source.gwbridge == "gwb0"
     assert calls == [CID, CID2, "gone", "docker_gwbridge"]  # no list
+    # Only stopped or gone ones: docker_gwbridge is not read, and says so (None, not {}).
+    calls.clear()
+    assert source.read_containers([CID2, "gone"]) == ({CID2: None, "gone": None}, None)
+    assert calls == [CID2, "gone"]
     # The next full look needs no inspect of it: the event's inspect is remembered.
     calls.clear()
     containers, _ = source.read()
@@ -372,3 +376,35 @@ def test_the_watcher_reads_claims_again_only_for_an_address_it_has_not_seen_and_
     clock.now += 1
     watcher.refresh()
     assert len(beats_read) == 2
+
+
+def test_a_container_stopping_leaves_the_others_docker_gwbridge_askers_alone():
+    """An overlay container asks from its docker_gwbridge address: another's `die` must not
+    forget it (the die's look does not read docker_gwbridge)."""
+    from ipaddress import ip_address
+
+    class GwDocker(CountingDocker):
+        gateways = {CID: ["172.18.0.2"], CID2: ["172.18.0.3"]}
+
+        def read(self):
+            found = super().read()
+            return None if found is None else (found[0], dict(self.gateways))
+
+        def read_containers(self, cids):
+            found, _ = super().read_containers(cids)
+            running = any(v is not None for v in found.values())
+            return found, ({c: a for c, a in self.gateways.items() if c in self.running}
+                           if running else None)
+
+    source = GwDocker()
+    records = Records([overlay_net()], [ep(OVER_NID, EID, "10.77.0.2/24"),
+                                        ep(OVER_NID, EID2, "10.77.0.3/24")])
+    names = Names(MemoryStore(), "h1", records, source, 30.0, lambda t: None)
+    source.running[CID] = inspected(CID, "web", EID, "10.77.0.2")
+    source.running[CID2] = inspected(CID2, "db", EID2, "10.77.0.3")
+    names.look()
+    assert names.networks_of(ip_address("172.18.0.2")) and names.networks_of(ip_address("172.18.0.3"))
+    del source.running[CID2]
+    assert names.look_at({CID2})
+    assert names.networks_of(ip_address("172.18.0.2"))  # web still asks from docker_gwbridge
+    assert not names.networks_of(ip_address("172.18.0.3"))  # db's address names no one now
