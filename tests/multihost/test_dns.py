@@ -124,6 +124,12 @@ def test_a_container_finds_others_on_other_hosts_by_name(dbed: MultiHost):
         out = nslookup(h1, "stranger", "api")
         assert web.ip not in out and web3.ip not in out, out
 
+        # A container going on h1 leaves h1's other askers alone (the asker asks from its
+        # docker_gwbridge address; the stranger's die is looked at on its own).
+        h1.docker("rm", "-f", "stranger")
+        time.sleep(1)
+        assert web.ip in nslookup(h1, "asker", "api")
+
         # The container goes on h2: its name goes on h1.
         h2.docker("rm", "-f", "web")
         assert eventually(lambda: web.ip not in nslookup(h1, "asker", "api"))
