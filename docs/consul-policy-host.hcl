@@ -34,7 +34,8 @@ key_prefix "pynet/v1/overlay/tunnels/" {
 }
 
 # This host's own: its IPAM write fence, its network/endpoint records, names, fences and
-# heartbeats, its overlay member, peer and WireGuard records, its overlay heartbeat.
+# heartbeats, its overlay member, peer and WireGuard records, its overlay heartbeat, its
+# containers' DNS name records (pynet serve --dns-addr).
 key "pynet/v1/ipam/fences/HOST" {
   policy = "write"
 }
@@ -45,5 +46,8 @@ key_prefix "pynet/v1/overlay/hosts/HOST/" {
   policy = "write"
 }
 key "pynet/v1/overlay-alive/HOST" {
+  policy = "write"
+}
+key_prefix "pynet/v1/names/hosts/HOST/" {
   policy = "write"
 }

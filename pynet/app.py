@@ -6,6 +6,7 @@ starts the background jobs: the restore gate's retries and the leak check.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Callable
 from flask import Flask
 
 from driver.firewall.api import Firewall
+from driver.firewall.dns_guard import DnsGuard
 from driver.kinds import build_kinds
 from driver.netlink.api import Netlink
 from driver.kinds.overlay.runtime import OverlayRuntime, OverlaySettings
@@ -22,6 +24,9 @@ from driver.restore import restore
 from driver.routes import network_handlers
 from driver.service import NetworkService
 from driver.leaks import DockerNetworks, NetworkLeakCheck
+from driver.names.server import DnsServer, Limits
+from driver.names.service import ContainerSource, Names
+from driver.names.store_names import retire as retire_names
 from driver.swarm import SwarmNetworks
 from ipam_driver.claim_owners import ClaimOwners
 from ipam_driver.docker_addresses import DockerView
@@ -67,6 +72,11 @@ class Deps:
     wireguard_link: str | None = None
     # keys.rotate(state_dir, apply) (None: driver/wireguard/keys.py's).
     wireguard_rotate: Callable[[str, Callable], object] | None = None
+    # What dockerd lists of its running containers and their networks, and its events, for
+    # pynet DNS (--dns-addr; driver/names/); None here: DNS names are not served.
+    containers: ContainerSource | None = None
+    # pynet DNS's firewall table (driver/firewall/dns_guard.py); None: none (tests).
+    dns_guard: DnsGuard | None = None
 
 
 @dataclass
@@ -75,6 +85,7 @@ class Background:
     gate: RestoreGate
     stops: list[threading.Event] = field(default_factory=list)
     servers: list = field(default_factory=list)  # the metrics listener
+    dns: list = field(default_factory=list)      # the DNS server (--dns-addr)
 
     def stop(self) -> None:
         for stop in self.stops:
@@ -82,6 +93,8 @@ class Background:
         for server in self.servers:
             server.shutdown()
             server.server_close()
+        for server in self.dns:
+            server.close()
         self.gate.close()
 
 
@@ -98,6 +111,15 @@ def build_deps(settings: Settings) -> Deps:
 
     # --store local (sqlite in --state-dir) or consul; every call timed for the metrics.
     store = metrics.MeasuredStore(open_store(settings))
+    containers = guard = None
+    if settings.dns_addrs:
+        from driver.names.docker_names import DockerNames
+        containers = DockerNames(settings.docker_host)
+        guard = DnsGuard(settings.dns_addrs, settings.dns_allow_from)
+    else:
+        # A pynet that served DNS before left its table (nothing removes it at exit): gone,
+        # so its drop rules do not outlive the server they guarded.
+        DnsGuard(()).remove(quiet=True)
     return Deps(store=store, netlink=Pyroute2Netlink(), firewall=NftFirewall(),
                 docker_addresses=DockerAddresses(settings.docker_host,
                                                  ipam_driver=Path(settings.socket).stem),
@@ -106,7 +128,8 @@ def build_deps(settings: Settings) -> Deps:
                 # is then refused, naming the flag); wireguard-go logs in the state directory.
                 wireguard_links=lambda: make_links(settings.wireguard,
                                                    log_dir=Path(settings.state_dir) / "wireguard"),
-                wireguard_guard=WireGuardGuard())
+                wireguard_guard=WireGuardGuard(),
+                containers=containers, dns_guard=guard)
 
 
 def overlay_settings(settings: Settings) -> OverlaySettings:
@@ -185,6 +208,12 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
                                       "WireGuard key rotation"))
         log.info("encrypted overlays: this host's WireGuard key rotates every %g s",
                  settings.wireguard_rotate_interval)
+    if settings.dns_addrs and deps.containers is not None:
+        start_dns(settings, deps, network, background)
+    else:
+        # Names an earlier run with --dns-addr stored are no longer this host's word.
+        threading.Thread(target=retire_names, args=(deps.store, settings.host),
+                         name="pynet-names-retire", daemon=True).start()
     if settings.metrics_addr:
         server = metrics.serve(settings.metrics_addr, settings.metrics_allow_remote, deps.store,
                                settings.host)
@@ -208,3 +237,50 @@ def rotate_key(runtime: OverlayRuntime | None) -> dict:
     if runtime is None or runtime.wireguard is None:
         raise BadRequest("this plugin serves no encrypted overlays: there is no WireGuard key to rotate")
     return runtime.wireguard.rotate()
+
+
+class _Removing:
+    """Background.stop closes each of `dns`: the firewall table, and the server's metrics,
+    go with the server."""
+
+    def __init__(self, action: Callable[[], object]) -> None:
+        self.close = action
+
+
+def start_dns(settings: Settings, deps: Deps, network: NetworkService,
+              background: Background) -> Names:
+    """pynet DNS (docs/dns.md): the server on every --dns-addr, answering from the names of
+    every host sharing the store, asked by this host's containers (by source address)."""
+    assert deps.containers is not None
+    server: DnsServer | None = None
+
+    def answer_from(table) -> None:
+        if server is not None:
+            server.set_table(table)
+
+    guard = deps.dns_guard
+    names = Names(deps.store, settings.host, network.ledger, deps.containers,
+                  settings.overlay_peer_timeout, answer_from,
+                  on_interfaces=guard.update if guard is not None else None)
+    # Another host's name is believed only for an address the IPAM says that host holds.
+    names.watcher.claims = ClaimOwners(deps.store)
+    server = DnsServer(list(settings.dns_addrs), asker_networks=names.networks_of,
+                       upstreams=None if settings.dns_upstreams is None else list(settings.dns_upstreams),
+                       allow_from=[ipaddress.ip_network(c) for c in settings.dns_allow_from],
+                       limits=Limits(rate=settings.dns_rate, burst=2 * settings.dns_rate),
+                       freebind=True)
+    if guard is not None:
+        # Before the first packet: only lo and docker_gwbridge until the first look adds
+        # pynet's bridges (milliseconds later).
+        guard.update({"docker_gwbridge"})
+    server.start()  # a bind that fails (the port taken) stops pynet here, saying why
+    background.dns.append(server)
+    metrics.DNS.servers.append(server)
+    background.dns.append(_Removing(lambda: metrics.DNS.servers.remove(server)))
+    if guard is not None:
+        background.dns.append(_Removing(guard.remove))
+    background.stops.extend(names.start())
+    log.info("DNS: serving names on %s, forwarding to %s",
+             ", ".join(f"{h}:{p}" for h, p in server.addresses),
+             ", ".join(f"{h}:{p}" for h, p in server.upstreams) or "nothing")
+    return names

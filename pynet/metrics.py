@@ -11,7 +11,9 @@ What is counted where:
 - leak-check releases, restore duration, overlay syncs (the composition root's jobs);
 - read from the store at each scrape (StateCollector), through the drivers' own record
   code: pools and claimed addresses per address space, endpoints per network of this
-  host, overlay peers per overlay.
+  host, overlay peers per overlay;
+- pynet DNS (--dns-addr): its server's counters by outcome and the names it answers
+  (DnsCollector, read from the running server at each scrape).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from http.server import HTTPServer
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import MetricsHandler
 
 from driver.kinds.overlay.registry import parse_views
@@ -175,6 +177,37 @@ class MeasuredStore:
 
     def close(self) -> None:
         self._store.close()
+
+
+class DnsCollector:
+    """pynet DNS's counters (driver/names/server.py `stats`: answered, forwarded, refused,
+    rate limited, malformed...) and the size of its table, from the servers running now."""
+
+    def __init__(self) -> None:
+        self.servers: list = []
+
+    def describe(self) -> Iterable:
+        return []
+
+    def collect(self) -> Iterable:
+        queries = CounterMetricFamily("pynet_dns_queries", "DNS queries pynet DNS handled, by "
+                                      "outcome (answered, forwarded, refused_source, rate_limited, "
+                                      "formerr, servfail, ...)", labels=["outcome"])
+        names = GaugeMetricFamily("pynet_dns_records", "Container endpoints pynet DNS answers "
+                                  "names of (this host's and the live hosts')")
+        if not self.servers:
+            return []
+        totals: Tally[str] = Tally()
+        for server in list(self.servers):
+            totals.update(server.stats)
+        for what, count in sorted(totals.items()):
+            queries.add_metric([what], count)
+        names.add_metric([], sum(len(server.table) for server in list(self.servers)))
+        return [queries, names]
+
+
+DNS = DnsCollector()
+REGISTRY.register(DNS)
 
 
 class StateCollector:

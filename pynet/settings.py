@@ -74,6 +74,13 @@ class Settings:
     log_format: str = "text"
     metrics_addr: str | None = None
     metrics_allow_remote: bool = False
+    # pynet DNS (docs/dns.md): the (address, port) pairs it serves on (empty: off), the
+    # upstream servers it forwards to (None: the host's resolv.conf), and the subnets other
+    # than this host's containers that may use it (none: it is no open resolver).
+    dns_addrs: tuple[tuple[str, int], ...] = ()
+    dns_upstreams: tuple[tuple[str, int], ...] | None = None
+    dns_allow_from: tuple[str, ...] = ()
+    dns_rate: float = 100.0  # queries per second per source address (burst: twice that)
 
     @property
     def host(self) -> str:
@@ -173,6 +180,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "a loopback address or a Unix socket unless --metrics-allow-remote")
     parser.add_argument("--metrics-allow-remote", action=argparse.BooleanOptionalAction, default=None,
                         help="allow --metrics-addr on a non-loopback address [PYNET_METRICS_ALLOW_REMOTE]")
+    parser.add_argument("--dns-addr", action="append", dest="dns_addrs", metavar="ADDR[:PORT]",
+                        help="serve DNS for the containers of pynet networks there (UDP and TCP, "
+                             "port 53 unless given; IPv6 as [ADDR]:PORT), repeatable; point "
+                             "dockerd's `dns` setting or `--dns` at it, e.g. the docker0 or "
+                             "docker_gwbridge gateway (docs/dns.md) [PYNET_DNS_ADDR, separated "
+                             "by ','] (default: off)")
+    parser.add_argument("--dns-upstream", action="append", dest="dns_upstreams",
+                        metavar="ADDR[:PORT]",
+                        help="where names pynet does not answer are forwarded, repeatable "
+                             "[PYNET_DNS_UPSTREAM, separated by ','] (default: the nameservers "
+                             "of the host's /etc/resolv.conf, loopback ones included)")
+    parser.add_argument("--dns-rate", type=float, default=_env("DNS_RATE", "100"),
+                        help="queries per second pynet DNS answers one source address, with "
+                             "bursts of twice that; more are dropped [PYNET_DNS_RATE] (default 100)")
+    parser.add_argument("--dns-allow-from", action="append", dest="dns_allow_from", metavar="CIDR",
+                        help="sources besides this host's containers that may use pynet DNS "
+                             "(forwarding too), repeatable [PYNET_DNS_ALLOW_FROM, separated by ','] "
+                             "(default: none; pynet DNS is no open resolver)")
 
 
 def add_consul_arguments(parser: argparse.ArgumentParser) -> None:
@@ -265,6 +290,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     else args.metrics_allow_remote)
     if args.metrics_addr:
         check_addr(args.metrics_addr, allow_remote)  # refuses a bad or public address before serving
+    dns = _dns_settings(args)
     settings = Settings(socket=args.socket, state_dir=args.state_dir, store=args.store,
                         host_id=args.host_id, default_pools=pools, threads=args.threads,
                         log_level=args.log_level, docker_host=args.docker_host,
@@ -275,7 +301,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                         encrypted_vxlan_port=args.encrypted_vxlan_port, wireguard_subnet=wg_subnet,
                         wireguard_rotate_interval=args.wireguard_rotate_interval,
                         log_format=args.log_format, metrics_addr=args.metrics_addr,
-                        metrics_allow_remote=allow_remote,
+                        metrics_allow_remote=allow_remote, **dns,
                         **_consul_settings(args))
     settings.consul_endpoint  # noqa: B018 - refuses a malformed --consul-addr before serving
     return settings
@@ -294,6 +320,59 @@ def wireguard_subnet(text: str) -> str:
         raise ValueError(f"--wireguard-subnet {text!r}: a loopback, multicast, link-local or "
                          "reserved prefix cannot carry tunnel addresses")
     return str(net)
+
+
+def _listed(values: list[str] | None, env: str) -> list[str]:
+    """A repeatable flag's values, or its PYNET_* twin split at ','."""
+    if values:
+        return values
+    return [v.strip() for v in _env(env, "").split(",") if v.strip()]
+
+
+def _dns_settings(args: argparse.Namespace) -> dict:
+    addrs = tuple(dns_endpoint(t, "--dns-addr") for t in _listed(getattr(args, "dns_addrs", None), "DNS_ADDR"))
+    for host, port in addrs:
+        if ipaddress.ip_address(host).is_unspecified:
+            raise ValueError(f"--dns-addr {host}: name the address containers ask (e.g. the "
+                             "docker0 or docker_gwbridge gateway), not every address")
+    upstream_texts = _listed(getattr(args, "dns_upstreams", None), "DNS_UPSTREAM")
+    upstreams = tuple(dns_endpoint(t, "--dns-upstream") for t in upstream_texts) or None
+    allow = []
+    for text in _listed(getattr(args, "dns_allow_from", None), "DNS_ALLOW_FROM"):
+        try:
+            allow.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ValueError(f"--dns-allow-from {text!r}: expected a subnet (CIDR)") from None
+    if (upstreams or allow) and not addrs:
+        raise ValueError("--dns-upstream and --dns-allow-from need --dns-addr")
+    if upstreams and set(upstreams) & set(addrs):
+        raise ValueError("--dns-upstream names an address pynet serves DNS on itself")
+    rate = float(getattr(args, "dns_rate", 100.0))
+    if not rate > 0:
+        raise ValueError(f"--dns-rate {rate:g}: expected a number of queries per second above 0")
+    return dict(dns_addrs=addrs, dns_upstreams=upstreams, dns_allow_from=tuple(allow),
+                dns_rate=rate)
+
+
+def dns_endpoint(text: str, flag: str) -> tuple[str, int]:
+    """(address, port) of ADDR, ADDR:PORT, [V6ADDR] or [V6ADDR]:PORT (port 53 by default)."""
+    text = text.strip()
+    host, port = text, "53"
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{flag} {text!r}: expected [IPV6] or [IPV6]:PORT")
+        port = rest[1:] if rest else "53"
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{flag} {text!r}: expected an IP address (ADDR or ADDR:PORT), "
+                         "not a name") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{flag} {text!r}: the port must be 1-65535")
+    return str(address), int(port)
 
 
 def check_addr(addr: str, allow_remote: bool) -> tuple[str, str | int]:

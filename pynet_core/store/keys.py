@@ -18,11 +18,13 @@ v1/overlay/hosts/<host>/peers/<space>/<subnet>/<eid>    an endpoint of <host> on
 v1/overlay/hosts/<host>/wireguard           <host>'s WireGuard public key, endpoint, tunnel address
 v1/overlay/tunnels/<ip>                      a WireGuard tunnel address taken cluster-wide (create-if-absent)
 v1/overlay-alive/<host>                      a host's heartbeat (outside the watched prefix)
+v1/names/hosts/<host>/<eid>                  a container's names on a pynet network, one
+                                             endpoint of <host> (--dns-addr; driver/names/)
 
 (<subnet> is the CIDR with "/" as "_".) Everything one host writes alone sits under a prefix
 naming that host, so a Consul ACL per host can be a handful of prefixes
 (docs/consul-policy-host.hcl): v1/hosts/<host>/, v1/ipam/fences/<host>,
-v1/overlay/hosts/<host>/, v1/overlay-alive/<host>. The rest is shared: IPAM pools and
+v1/overlay/hosts/<host>/, v1/overlay-alive/<host>, v1/names/hosts/<host>/. The rest is shared: IPAM pools and
 claims, overlay definitions and VNI claims. A record under v1/overlay/hosts/<host>/ speaks
 for <host> only: a "host" field naming another is rejected (driver/kinds/overlay/model.py).
 
@@ -278,3 +280,32 @@ def overlay_alive_all() -> str:
 
 def overlay_alive(host: str) -> str:
     return overlay_alive_all() + host
+
+
+def names_all() -> str:
+    """The prefix every host's DNS name watcher watches: every host's name records."""
+    return f"{VERSION}/names/"
+
+
+def names_hosts() -> str:
+    return f"{VERSION}/names/hosts/"
+
+
+def names_host(host: str) -> str:
+    """The prefix only `host` writes its containers' names under (its per-host ACL)."""
+    return f"{names_hosts()}{host}/"
+
+
+def name_record(host: str, eid: str) -> str:
+    """The names of endpoint `eid` (a container on a pynet network) of `host`."""
+    return names_host(host) + eid
+
+
+def parse_name_key(key: str) -> tuple[str, str] | None:
+    """(host, endpoint id) of a name_record key; None for any other shape."""
+    if not key.startswith(names_hosts()):
+        return None
+    parts = key[len(names_hosts()):].split("/")
+    if len(parts) != 2 or any(p in ("", ".", "..") for p in parts):
+        return None
+    return parts[0], parts[1]

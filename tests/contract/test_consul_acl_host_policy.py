@@ -34,7 +34,7 @@ pytestmark = pytest.mark.consul
 
 def host_policy(host: str) -> str:
     text = POLICY.read_text()
-    assert text.count("/HOST") == 4, "the policy names the host in four rules"
+    assert text.count("/HOST") == 5, "the policy names the host in five rules"
     return text.replace("/HOST", f"/{host}")
 
 
@@ -159,6 +159,7 @@ FOREIGN = [
     f"v1/hosts/{B}/overlay-fence",
     f"v1/hosts/{B}/seen",
     f"v1/hosts/{B}/docker",
+    f"v1/names/hosts/{B}/{EID_B}",
     member_key("hax", SPACE, SUBNET),
     peer_key("hax", SPACE, SUBNET, EID_B),
     f"v1/overlay/hosts/{B}/wireguard",
@@ -166,6 +167,8 @@ FOREIGN = [
     alive_key("hax"),
     "v1/ipam/fences/hax",
     "v1/hosts/hax/seen",
+    f"v1/names/hosts/hax/{EID_B}",
+    "v1/names/hosts/x",  # not under any host's own prefix
     "v1/overlay/hosts/members",  # not under any host's own prefix
     "v1/overlay-alive/",
 ]
@@ -180,6 +183,7 @@ OWN = [
     f"v1/hosts/{A}/overlay-fence",
     f"v1/hosts/{A}/seen",
     f"v1/overlay/hosts/{A}/wireguard",
+    f"v1/names/hosts/{A}/{EID_A}",
 ]
 # Shared by every host (Consul's ACLs cannot tell one writer's value from another's): the
 # readers' checks, not the ACL, stop a forged record here (docs/overlay.md, threat model).

@@ -247,14 +247,15 @@ class MultiHost:
     run with --iptables=false; dockerd_args: extra flags for every dockerd;
     legacy_plugin=False: no `pynet serve` of the bed's own (tests/harness/swarm.py installs
     the managed plugin in each dockerd instead); engine: the Docker Engine every host runs
-    (tests/harness/engines.py; default the machine's own dockerd)."""
+    (tests/harness/engines.py; default the machine's own dockerd); plugin_args_for: a
+    function of the Host giving that host's own extra `pynet serve` flags."""
 
     def __init__(self, base_dir: Path, *, hosts: int = 3, name: str = "pnm",
                  underlay: str = "198.18.0.0/24", plugin_args: tuple[str, ...] = (),
                  plugin_env: dict[str, str] | None = None, docker: bool = True,
                  startup_timeout: float = 60.0, docker_iptables: tuple[str, ...] = (),
                  dockerd_args: tuple[str, ...] = (), legacy_plugin: bool = True,
-                 engine: str | None = None) -> None:
+                 engine: str | None = None, plugin_args_for: Any = None) -> None:
         self.legacy_plugin = legacy_plugin
         self.engine = engine or engines.HOST_ENGINE
         self.base_dir = Path(base_dir).resolve()
@@ -270,6 +271,8 @@ class MultiHost:
             raise ValueError("base_dir must not be under /run: the hosts put a tmpfs over /run")
         self.run_dir = RUN_ROOT / name
         self.plugin_args = plugin_args
+        # Host -> extra `pynet serve` flags of that host alone (e.g. its own --dns-addr).
+        self.plugin_args_for = plugin_args_for
         self.plugin_env = dict(plugin_env or {})
         self.with_docker = docker
         self.docker_iptables = tuple(docker_iptables)
@@ -398,7 +401,8 @@ class MultiHost:
         plugin = [sys.executable, "-m", "pynet.cli", "serve", "--socket", PLUGIN_SOCKET_IN_HOST,
                   "--state-dir", str(h.dir / "pynet"), "--store", "consul",
                   "--consul-addr", f"127.0.0.1:{CONSUL_HTTP}", "--host-id", h.name,
-                  "--docker-host", f"unix://{h.docker_socket}", *self.plugin_args]
+                  "--docker-host", f"unix://{h.docker_socket}", *self.plugin_args,
+                  *(self.plugin_args_for(h) if self.plugin_args_for else ())]
         env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
                **self.plugin_env}
         h.procs["plugin"] = HostProcess(h, "plugin", plugin, env=env, wd=REPO_ROOT)

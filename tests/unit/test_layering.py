@@ -31,6 +31,8 @@ PURE = {
     "driver.kinds.overlay.model", "driver.kinds.overlay.underlay", "driver.kinds.overlay.peers", "driver.kinds.overlay.liveness",
     "driver.kinds.overlay.admission", "driver.kinds.overlay.claims", "driver.kinds.overlay.tunnels",
     "driver.wireguard.api",
+    "driver.names.table", "driver.names.resolvconf", "driver.names.limits", "driver.names.records",
+    "driver.names.local", "driver.firewall.dns_rules",
     "ipam_driver.allocator", "ipam_driver.blocks", "ipam_driver.pool_id", "ipam_driver.options",
 }
 PURE_STDLIB = {"__future__", "abc", "bisect", "collections", "collections.abc", "dataclasses",

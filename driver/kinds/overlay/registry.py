@@ -93,6 +93,23 @@ def parse_views(entries: list[Entry],
             for oid, p in found.items()}
 
 
+def read_beats(store: Store) -> dict[str, int]:
+    """host -> the version of its heartbeat; a heartbeat that is not one is no beat (the
+    overlay's liveness, and the names' withdrawal of a host: driver/names/watcher.py)."""
+    prefix = keys.overlay_alive_all()
+    beats = {}
+    for entry in store.list(prefix):
+        host = entry.key[len(prefix):]
+        try:
+            host_id(host, "key's host")
+            heartbeat(load_record(entry), host)
+        except InvalidRecord as exc:
+            bad_records.skipped(entry, exc.reason, "overlay heartbeat")
+            continue
+        beats[host] = entry.version
+    return beats
+
+
 def peer_version(view: OverlayView, peer: Peer) -> int:
     """The store version of `peer`'s record as read into `view` (admission.py compares it
     with address claims': versions only grow)."""
@@ -194,18 +211,7 @@ class Registry:
 
     def beats(self) -> dict[str, int]:
         """host -> the version of its heartbeat; a heartbeat that is not one is no beat."""
-        prefix = keys.overlay_alive_all()
-        beats = {}
-        for entry in self.store.list(prefix):
-            host = entry.key[len(prefix):]
-            try:
-                host_id(host, "key's host")
-                heartbeat(load_record(entry), host)
-            except InvalidRecord as exc:
-                bad_records.skipped(entry, exc.reason, "overlay heartbeat")
-                continue
-            beats[host] = entry.version
-        return beats
+        return read_beats(self.store)
 
     # --- membership ----------------------------------------------------------------
     def join(self, oid: OverlayId, member: Member, *, vni: int | None, mtu: int | None,
