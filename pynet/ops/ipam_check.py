@@ -120,7 +120,7 @@ def _claims_by_host(ctx: Context, pools: list[dict]) -> dict[str, dict]:
     hosts: dict[str, dict] = {}
 
     def of(host: str) -> dict:
-        return hosts.setdefault(host, {"addresses": [], "pools": [], "blocks": 0})
+        return hosts.setdefault(host, {"addresses": [], "pools": [], "blocks": 0, "names": 0})
 
     for entry, claim in models.readable(ctx.store.list(keys.ipam_addrs_all()), AddressClaim,
                                         "address claim"):
@@ -133,6 +133,12 @@ def _claims_by_host(ctx: Context, pools: list[dict]) -> dict[str, dict]:
     for _, block in models.readable(ctx.store.list(f"{keys.VERSION}/ipam/blocks/"), BlockClaim,
                                     "block claim"):
         of(block.host)["blocks"] += 1
+    # Its containers' DNS name records (--dns-addr): no longer answered once the host is
+    # withdrawn, but kept until it starts again or someone deletes them (docs/dns.md).
+    for entry in ctx.store.list(keys.names_hosts()):
+        parsed = keys.parse_name_key(entry.key)
+        if parsed is not None:
+            of(parsed[0])["names"] += 1
     return hosts
 
 
@@ -148,7 +154,8 @@ def _unseen(ctx: Context, pools: list[dict], limit: float) -> list[dict]:
         if age is not None and age <= limit:
             continue
         found.append({"host": host, "last_seen_s": None if age is None else round(age),
-                      "addresses": held["addresses"], "pools": held["pools"], "blocks": held["blocks"]})
+                      "addresses": held["addresses"], "pools": held["pools"], "blocks": held["blocks"],
+                      "names": held["names"]})
     return found
 
 
@@ -272,7 +279,11 @@ def _report(ctx: Context, local: dict, unseen: list, duplicates: list, unclaimed
     for h in unseen:
         when = "never (no heartbeat)" if h["last_seen_s"] is None else f"{h['last_seen_s']} s ago"
         out.line(out.paint(f"  {h['host']}: last seen {when}; {len(h['addresses'])} address claims, "
-                           f"{len(h['pools'])} pool holds, {h['blocks']} blocks", "bad"))
+                           f"{len(h['pools'])} pool holds, {h['blocks']} blocks, "
+                           f"{h['names']} DNS name records", "bad"))
+        if h["names"]:
+            out.line(f"    its names are not answered while it is withdrawn; if it is gone for good: "
+                     f"consul kv delete -recurse {ctx.settings.consul_prefix}{keys.names_host(h['host'])}")
         for a in h["addresses"][:10]:
             out.line(f"    {a}")
         if len(h["addresses"]) > 10:

@@ -170,6 +170,9 @@ def test_ipam_check_reads_every_hosts_records(monkeypatch):
     # A swarm-scope claim: listed, never judged against this dockerd.
     store.create(keys.ipam_addr("GlobalDefault", "10.10.0.0/24", "10.10.0.5"),
                  encode(AddressClaim.new("aux", "", "h1", "x")))
+    # h3's containers' DNS names stay stored while it is gone (never answered: docs/dns.md).
+    for eid in ("d" * 64, "e" * 64):
+        store.create(keys.name_record("h3", eid), "{}")
     ctx = _context(store, "h1")
     args = argparse.Namespace(older_than=60.0, host_timeout=600.0, repair=False, yes=False)
     before = store.list("")
@@ -180,6 +183,14 @@ def test_ipam_check_reads_every_hosts_records(monkeypatch):
     assert [(h["host"], h["last_seen_s"]) for h in doc["unseen_hosts"]] == [("h3", 3600), ("h4", None)]
     assert doc["unseen_hosts"][0]["pools"] == ["LocalDefault/10.9.0.0/24"]
     assert len(doc["unseen_hosts"][0]["addresses"]) == 1
+    assert [h["names"] for h in doc["unseen_hosts"]] == [2, 0]
+    text = Context(Settings(host_id="h1", docker_host="unix:///nonexistent/docker.sock"), as_json=False)
+    text.__dict__["store"] = store
+    text.out.stream = io.StringIO()
+    assert ipam_check.ipam_check(text, args) == 1
+    report = text.out.stream.getvalue()
+    assert "h3: last seen 3600 s ago; 1 address claims, 1 pool holds, 0 blocks, 2 DNS name records" in report
+    assert "consul kv delete -recurse pynet/v1/names/hosts/h3/" in report
     assert doc["duplicates"] == [{"address": "10.9.0.1", "endpoints": ["h1/" + "a" * 12, "h2/" + "b" * 12]}]
     assert [(u["host"], u["address"]) for u in doc["unclaimed"]] == [("h2", "10.9.0.200")]
     assert doc["swarm_scope"] == [{"pool": "10.10.0.0/24", "address": "10.10.0.5", "kind": "aux", "host": "h1"}]
