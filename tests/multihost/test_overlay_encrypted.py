@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from tests.harness.multihost import Host, MultiHost
 from tests.harness.netprobe import CAPTURE, CLIENT, FORGE_VXLAN, PING_DF, RECEIVE, SEND_MARKER, SINK
 from tests.harness.wait import wait_until
-from tests.multihost.support import (Ctr, Outside, clear_overlay_bed, ctr_python, fdb, in_netns_of,
+from tests.multihost.support import (Ctr, Outside, brought_up, clear_overlay_bed, ctr_python, fdb, in_netns_of,
                                      network_id, overlay_create, pings, run_on, start_server, vxlan_vni)
 
 CONVERGE = 20.0
@@ -32,16 +33,8 @@ def ebed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
     bed = MultiHost(tmp_path_factory.mktemp("encrypted"), name="pnenc", underlay="198.18.31.0/24",
                     plugin_args=("--overlay-peer-timeout", "6", "--wireguard", "userspace",
                                  "--wireguard-subnet", WG_SUBNET))
-    bed.up()
-    outside = Outside(bed)
-    bed.outside = outside  # type: ignore[attr-defined]
-    try:
+    with brought_up("encrypted overlay", bed, outside=True):
         yield bed
-    finally:
-        outside.remove()
-        left = bed.down()
-        if left:
-            pytest.fail("the encrypted overlay bed left things behind:\n" + "\n".join(left), pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -205,6 +198,36 @@ def test_a_plugin_kill_9_keeps_traffic_and_a_rotated_key_keeps_talking(ebed: Mul
     assert before == {answer["Previous"]}
     reach(a, b)
 
+
+
+def test_consul_unreachable_everywhere_keeps_traffic_flowing_with_the_keys_it_has(ebed: MultiHost) -> None:
+    """Every Consul server down for longer than the peer timeout (6 s here): no host can read
+    or write, so none is judged on that stretch (liveness.forgive); each link keeps its peers,
+    keys and endpoints, and the containers keep talking through WireGuard."""
+    h1, h2 = ebed.hosts[:2]
+    spread(ebed.hosts, "enc", "10.61.9.0/24")
+    a, b = run_on(h1, "ca", "enc"), run_on(h2, "cb", "enc")
+    reach(a, b)
+    reach(b, a)
+    wait_until(lambda: all(len(wg_dump(h)) == 2 for h in ebed.hosts), CONVERGE, "two WireGuard peers per host")
+    before = {h: sorted((p[0], p[2], p[3]) for p in wg_dump(h)) for h in ebed.hosts}
+    for h in ebed.hosts:
+        ebed.kill_consul(h)
+    try:
+        outage_end = time.monotonic() + 15  # 2.5 peer timeouts
+        lost = 0
+        while time.monotonic() < outage_end:
+            lost += (not pings(a, b.ip)) + (not pings(b, a.ip))
+            time.sleep(0.5)
+        assert lost == 0, f"{lost} pings lost while Consul was down"
+        assert {h: sorted((p[0], p[2], p[3]) for p in wg_dump(h)) for h in ebed.hosts} == before
+    finally:
+        for h in ebed.hosts:
+            ebed.start_consul(h)
+        ebed.wait_for_cluster(timeout=90)
+    # Back with the store: still the same peers, and the traffic never stopped.
+    assert pings(a, b.ip) and pings(b, a.ip)
+    assert {h: sorted((p[0], p[2], p[3]) for p in wg_dump(h)) for h in ebed.hosts} == before
 
 
 def test_a_host_cut_off_is_withdrawn_as_a_wireguard_peer_and_rehandshakes_when_healed(ebed: MultiHost) -> None:
