@@ -10,7 +10,6 @@ ends by checking that the bed left nothing on the machine.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,7 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from tests.harness.multihost import MultiHost  # noqa: E402
-from tests.multihost.support import consul_delete_tree  # noqa: E402
+from tests.multihost.support import brought_up, consul_delete_tree  # noqa: E402
 
 _HERE = Path(__file__).resolve().parent
 
@@ -39,16 +38,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
-    started = time.monotonic()
-    bed = MultiHost(tmp_path_factory.mktemp("multihost"))
-    bed.up()
-    print(f"\nmulti-host bed up in {time.monotonic() - started:.1f}s")
-    try:
+    with brought_up("multi-host", MultiHost(tmp_path_factory.mktemp("multihost"))) as bed:
         yield bed
-    finally:
-        left = bed.down()
-        if left:
-            pytest.fail("the multi-host bed left things behind:\n" + "\n".join(left), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

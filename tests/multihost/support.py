@@ -3,6 +3,7 @@ state straight from Consul (the tests trust Consul, not what the plugins say).""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -10,14 +11,41 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from tests.harness.multihost import BedError, Host, MultiHost
 
 IMAGE = "pynet-test/busybox:1"
+B = TypeVar("B", bound=Any)
 PREFIX = "pynet/v1/ipam/"
 SPACE = "LocalDefault"
+
+
+@contextlib.contextmanager
+def brought_up(what: str, bed: B, *, outside: bool = False) -> Iterator[B]:
+    """`bed` (a MultiHost or a SwarmBed) up for the tests of a fixture, saying how long that
+    took, then down; the tests fail, naming it, if it left anything behind (namespaces,
+    links, processes, rules). `outside`: an Outside namespace on the underlay too, as
+    `bed.outside`."""
+    started = time.monotonic()
+    bed.up()
+    timings = getattr(bed, "timings", None)
+    print(f"\n{what} bed up in {time.monotonic() - started:.1f}s" + (f" {timings}" if timings else ""))
+    world = None
+    try:
+        if outside:
+            world = bed.outside = Outside(bed)
+        yield bed
+    finally:
+        if world is not None:
+            world.remove()
+        left = bed.down()
+        if left:
+            pytest.fail(f"the {what} bed left things behind:\n" + "\n".join(left), pytrace=False)
 
 
 def consul_delete_tree(bed: MultiHost, prefix: str) -> None:

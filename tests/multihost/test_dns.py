@@ -35,7 +35,7 @@ import pytest
 
 from tests.harness.dnsprobe import POLLER
 from tests.harness.multihost import Host, MultiHost
-from tests.multihost.support import (IMAGE, clear_overlay_bed, consul_delete_tree, inspect_ctr,
+from tests.multihost.support import (IMAGE, brought_up, clear_overlay_bed, consul_delete_tree, inspect_ctr,
                                      overlay_create, run_on)
 
 APPNET, APPNET_SUBNET = "appnet", "10.61.1.0/24"
@@ -50,18 +50,13 @@ def dns_addr(h: Host) -> str:
 
 @pytest.fixture(scope="module")
 def dbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
-    bed = MultiHost(tmp_path_factory.mktemp("dns"), name="pndns", underlay="198.18.31.0/24",
+    bed = MultiHost(tmp_path_factory.mktemp("dns"), name="pndns", underlay="198.18.36.0/24",
                     plugin_args=("--overlay-peer-timeout", str(PEER_TIMEOUT),
                                  "--dns-upstream", "127.0.0.1:5399",  # nothing listens there
                                  "--dns-rate", "100000"),  # the poller asks every 2 ms
                     plugin_args_for=lambda h: ("--dns-addr", dns_addr(h)))
-    bed.up()
-    try:
+    with brought_up("DNS", bed):
         yield bed
-    finally:
-        left = bed.down()
-        if left:
-            pytest.fail("the DNS bed left things behind:\n" + "\n".join(left), pytrace=False)
 
 
 def nslookup(h: Host, ctr: str, name: str) -> str:

@@ -24,7 +24,7 @@ from tests.harness.hostile_store import RawConsul, alive_key, member_key, peer_k
 from tests.harness.multihost import Host, MultiHost
 from tests.harness.netprobe import CLIENT
 from tests.harness.wait import wait_until
-from tests.multihost.support import (Ctr, clear_overlay_bed, ctr_python, fdb, neighbours,
+from tests.multihost.support import (Ctr, brought_up, clear_overlay_bed, ctr_python, fdb, neighbours,
                                      network_id, overlay_create, pings, run_on, start_server)
 
 FLOOD = "00:00:00:00:00:00"
@@ -38,13 +38,8 @@ CONVERGE = 15.0
 def fbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
     bed = MultiHost(tmp_path_factory.mktemp("forged"), name="pnfr", underlay="198.18.23.0/24",
                     plugin_args=("--overlay-peer-timeout", "6"), dockerd_args=("--live-restore",))
-    bed.up()
-    try:
+    with brought_up("forged-records", bed):
         yield bed
-    finally:
-        left = bed.down()
-        if left:
-            pytest.fail("the forged-records bed left things behind:\n" + "\n".join(left), pytrace=False)
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from tests.harness.multihost import Host, MultiHost
 from tests.harness.wait import wait_until
 from tests.multihost.support import (
     Ctr,
+    brought_up,
     clear_overlay_bed,
     fdb,
     in_netns_of,
@@ -273,16 +274,9 @@ class Scene:
 
 @pytest.fixture(scope="module")
 def mbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
-    bed = MultiHost(tmp_path_factory.mktemp("multicast"), name="pnmc", underlay="198.18.27.0/24")
-    started = time.monotonic()
-    bed.up()
-    print(f"\nmulticast bed up in {time.monotonic() - started:.1f}s")
-    try:
+    with brought_up("multicast", MultiHost(tmp_path_factory.mktemp("multicast"), name="pnmc",
+                                           underlay="198.18.27.0/24")) as bed:
         yield bed
-    finally:
-        left = bed.down()
-        if left:
-            pytest.fail("the multicast bed left things behind:\n" + "\n".join(left), pytrace=False)
 
 
 def _flooding_to_the_others(bed: MultiHost, nets: dict[Host, str]) -> bool:

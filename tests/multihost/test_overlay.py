@@ -27,6 +27,7 @@ from tests.multihost.support import (
     IMAGE,
     Ctr,
     Outside,
+    brought_up,
     clear_overlay_bed,
     ctr_python,
     fdb,
@@ -53,16 +54,8 @@ def obed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
     bed = MultiHost(tmp_path_factory.mktemp("overlay"), name="pnov", underlay="198.18.7.0/24",
                     plugin_args=("--overlay-peer-timeout", "6"), docker_iptables=("h1", "h2"),
                     dockerd_args=("--live-restore",))
-    bed.up()
-    outside = Outside(bed)
-    bed.outside = outside  # type: ignore[attr-defined]
-    try:
+    with brought_up("overlay", bed, outside=True):
         yield bed
-    finally:
-        outside.remove()
-        left = bed.down()
-        if left:
-            pytest.fail("the overlay bed left things behind:\n" + "\n".join(left), pytrace=False)
 
 
 @pytest.fixture(autouse=True)

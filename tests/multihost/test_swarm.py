@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from driver.kinds.overlay.model import FIRST_SWARM_VNI
 from tests.harness.multihost import BedError, Host
 from tests.harness.swarm import PLUGIN, SwarmBed, built_plugin_dir, dev_plugin_dir
 from tests.harness.wait import wait_until
+from tests.multihost.support import brought_up
 
 SUBNET = "10.60.0.0/24"
 NET = "ov1"
@@ -46,17 +46,10 @@ def plugin_dir(out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmBed]:
-    started = time.monotonic()
     built = plugin_dir(tmp_path_factory.mktemp("plugin") / "pynet")
-    bed = SwarmBed(tmp_path_factory.mktemp("swarm"), built, name="pnsw", underlay="198.18.9.0/24")
-    bed.up()
-    print(f"\nswarm bed: plugin {bed.timings}, with build {time.monotonic() - started:.1f}s")
-    try:
+    with brought_up("swarm", SwarmBed(tmp_path_factory.mktemp("swarm"), built, name="pnsw",
+                                      underlay="198.18.9.0/24")) as bed:
         yield bed
-    finally:
-        left = bed.down()
-        if left:
-            pytest.fail("the swarm bed left things behind:\n" + "\n".join(left), pytrace=False)
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from tests.harness.multihost import Host
 from tests.harness.netprobe import CAPTURE, SEND_MARKER, SINK
 from tests.harness.swarm import PLUGIN, SwarmBed, built_plugin_dir
 from tests.harness.wait import wait_until
-from tests.multihost.support import in_netns_of
+from tests.multihost.support import brought_up, in_netns_of
 
 NET, SERVICE = "encnet", "encweb"
 SUBNET = "10.62.0.0/24"
@@ -46,14 +46,8 @@ def eswarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmBed]:
     built = built_plugin_dir(tmp_path_factory.mktemp("plugin") / "pynet")
     bed = SwarmBed(tmp_path_factory.mktemp("eswarm"), built, name="pnswe", underlay="198.18.34.0/24",
                    plugin_env={"PYNET_WIREGUARD_SUBNET": WG_SUBNET})
-    bed.up()
-    print(f"\nencrypted swarm bed: {bed.timings}")
-    try:
+    with brought_up("encrypted swarm", bed):
         yield bed
-    finally:
-        left = bed.down()
-        if left:
-            pytest.fail("the encrypted swarm bed left things behind:\n" + "\n".join(left), pytrace=False)
 
 
 # --- helpers ------------------------------------------------------------------------------
