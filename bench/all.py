@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every benchmark in one run, and one table of every ratio they printed.
 
-    sudo flock /tmp/pynet-e2e.lock python3 bench/all.py [--quick] [--only bridge,scale] [--log-dir DIR]
+    sudo flock /run/lock/pynet-tests.lock python3 bench/all.py [--quick] [--only bridge,scale] [--log-dir DIR]
 
 Runs, one after another (each starts and removes its own dockerd/plugin/bed): datapath.py,
 bridge.py, published_ports.py, macvlan_throughput.py, consul_ipam.py, overlay.py, scale.py

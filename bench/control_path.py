@@ -1,7 +1,7 @@
 """Control path: pynet's plugin calls under 50 concurrent `docker run`, per method, from the
 plugin's own timing, and `docker run` itself beside Docker's built-in bridge.
 
-    sudo flock /tmp/pynet-e2e.lock python3 bench/control_path.py [--rounds 3] [--concurrency 50]
+    sudo flock /run/lock/pynet-tests.lock python3 bench/control_path.py [--rounds 3] [--concurrency 50]
         [--sequential 10] [--plugin-tree DIR]
 
 Each round, alternating which driver goes first: a burst of CONCURRENCY `docker run -d -p 80`

@@ -2,7 +2,7 @@
 """What pynet's per-packet work costs: container<->container TCP on a pynet bridge vs
 Docker's bridge, side by side, with one piece of the netfilter path taken away at a time.
 
-    sudo flock /tmp/pynet-e2e.lock python3 bench/datapath.py [--rounds 7] [--seconds 3]
+    sudo flock /run/lock/pynet-tests.lock python3 bench/datapath.py [--rounds 7] [--seconds 3]
 
 Each round measures every variant below, pynet pair and Docker pair back to back (the order
 alternates by round), and puts the variant's change back before the next one:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Overlay networks on the three-host bed: throughput against the underlay, and convergence.
 
-    sudo flock /tmp/pynet-e2e.lock python3 bench/overlay.py [--seconds 5] [--rounds 3]
+    sudo flock /run/lock/pynet-tests.lock python3 bench/overlay.py [--seconds 5] [--rounds 3]
                                                             [--containers 20] [--per-host 50]
 
 One run brings up the multi-host bed of the tests (tests/harness/multihost.py: three

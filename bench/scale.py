@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Scale: per-operation cost as containers, networks and hosts grow, pynet beside Docker.
 
-    sudo flock /tmp/pynet-e2e.lock python3 bench/scale.py --quick     # N up to 100, ~6 min
-    sudo flock /tmp/pynet-e2e.lock python3 bench/scale.py             # N up to 1,000, long
+    sudo flock /run/lock/pynet-tests.lock python3 bench/scale.py --quick     # N up to 100, ~6 min
+    sudo flock /run/lock/pynet-tests.lock python3 bench/scale.py             # N up to 1,000, long
     sudo ... bench/scale.py --only containers,api --max-containers 1000
 
 Sections (--only picks some):
