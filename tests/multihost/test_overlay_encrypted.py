@@ -217,7 +217,7 @@ def test_consul_unreachable_everywhere_keeps_traffic_flowing_with_the_keys_it_ha
         outage_end = time.monotonic() + 15  # 2.5 peer timeouts
         lost = 0
         while time.monotonic() < outage_end:
-            lost += (not pings(a, b.ip)) + (not pings(b, a.ip))
+            lost += (not pings(a, b.ip, wait=2)) + (not pings(b, a.ip, wait=2))
             time.sleep(0.5)
         assert lost == 0, f"{lost} pings lost while Consul was down"
         assert {h: sorted((p[0], p[2], p[3]) for p in wg_dump(h)) for h in ebed.hosts} == before
