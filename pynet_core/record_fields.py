@@ -21,6 +21,28 @@ Shown = Callable[[Any], str]
 
 
 # --- how a value is shown in a message ---------------------------------------------------
+# Stored records nest a few levels (an address space's pools and holders are the deepest).
+# Deeper values are refused by this check, not left to the JSON parser's recursion limit,
+# which differs between Python versions (3.11 stops near 1,000 levels, 3.13 parses several
+# thousand): the same stored value is refused, for the same reason, on every Python.
+MAX_RECORD_DEPTH = 32
+
+
+def nested_deeper_than(value: Any, limit: int = MAX_RECORD_DEPTH) -> bool:
+    """Whether a decoded JSON value nests objects and arrays more than `limit` levels
+    (iterative: a value as deep as the parser allows cannot exhaust the stack)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
+
+
 def cut(value: Any) -> str:
     """The value's repr, cut after 60 characters."""
     return f"{value!r:.60}"

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from pynet_core.record_fields import Fields, shown, typed
+from pynet_core.record_fields import MAX_RECORD_DEPTH, Fields, nested_deeper_than, shown, typed
 from pynet_core.store.keys import parse_name_key
 from pynet_core.store.segments import segment_problem
 
@@ -209,7 +209,11 @@ def parse_record(key: str, value: str) -> NameEntry:
     except ValueError as exc:
         raise InvalidNames(f"its value is not JSON ({exc})") from None
     except RecursionError:
-        raise InvalidNames("its value is JSON nested too deeply") from None
+        data, deep = None, True
+    else:
+        deep = nested_deeper_than(data)
+    if deep:
+        raise InvalidNames(f"its value is JSON nested too deeply (more than {MAX_RECORD_DEPTH} levels)")
     named = NameEntry.from_dict(data)
     if named.host != host:
         raise InvalidNames(f"it names host {named.host!r}, but sits under host {host!r}'s prefix")

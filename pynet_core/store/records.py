@@ -5,6 +5,7 @@ import json
 from typing import Any, Callable
 
 from pynet_core.errors import BadRecord, StoreContention
+from pynet_core.record_fields import MAX_RECORD_DEPTH, nested_deeper_than
 
 from .api import Entry, Store
 
@@ -25,11 +26,18 @@ def checked_load(entry: Entry) -> Any:
     except UnicodeEncodeError:
         raise BadRecord(entry.key, "its value is not UTF-8 text") from None
     try:
-        return json.loads(entry.value)
+        data = json.loads(entry.value)
     except ValueError as exc:
         raise BadRecord(entry.key, f"its value is not JSON ({exc})") from None
     except RecursionError:  # "[[[[..." nested deeper than the parser goes
-        raise BadRecord(entry.key, "its value is JSON nested too deeply") from None
+        data = None
+        deep = True
+    else:
+        deep = nested_deeper_than(data)
+    if deep:
+        raise BadRecord(entry.key, f"its value is JSON nested too deeply (more than "
+                                   f"{MAX_RECORD_DEPTH} levels)")
+    return data
 
 
 def dump(value: Any) -> str:

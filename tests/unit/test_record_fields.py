@@ -11,7 +11,10 @@ from driver import models as driver_models
 from driver.kinds.overlay import model as overlay_model
 from driver.kinds.overlay.model import InvalidRecord
 from ipam_driver import models as ipam_models
-from pynet_core.record_fields import Fields, cut, shown
+from pynet_core.errors import BadRecord
+from pynet_core.record_fields import MAX_RECORD_DEPTH, Fields, cut, nested_deeper_than, shown
+from pynet_core.store import records
+from pynet_core.store.api import Entry
 
 LONG = "x" * 100
 
@@ -57,3 +60,26 @@ def test_defaults_and_optional_fields():
     assert fields.listed({"x": ("a",)}, "x", lambda item, name: item.upper()) == ("A",)
     with pytest.raises(ValueError, match="'x' must be a string, got None"):
         fields.text({"x": None}, "x")
+
+
+# --- nesting: refused by pynet's own bound, the same on every Python ----------------------
+def test_nesting_is_measured_without_recursion():
+    four = {"a": [1, {"b": []}]}  # object, array, object, array
+    assert not nested_deeper_than(four, limit=4)
+    assert nested_deeper_than(four, limit=3)
+    assert not nested_deeper_than("x" * 10, limit=0)
+    deep: list = []
+    for _ in range(200_000):  # far past any recursion limit: measured all the same
+        deep = [deep]
+    assert nested_deeper_than(deep)
+
+
+@pytest.mark.parametrize("depth,refused", [(MAX_RECORD_DEPTH, False), (MAX_RECORD_DEPTH + 1, True), (5000, True)])
+def test_a_stored_value_nested_too_deeply_is_a_bad_record_for_that_reason(depth, refused):
+    # 33 levels are nothing to any JSON parser: the refusal is pynet's own, on 3.11 and 3.13 alike.
+    entry = Entry("v1/hosts/h1/networks/n", "[" * depth + "]" * depth, 1)
+    if refused:
+        with pytest.raises(BadRecord, match=f"nested too deeply \\(more than {MAX_RECORD_DEPTH} levels\\)"):
+            records.checked_load(entry)
+    else:
+        assert records.checked_load(entry) is not None
