@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Every benchmark in one run, and one table of every ratio they printed.
 
-    sudo flock /run/lock/pynet-tests.lock python3 bench/all.py [--quick] [--only bridge,scale] [--log-dir DIR]
+    sudo python3 bench/all.py [--quick] [--only bridge,scale] [--log-dir DIR]
 
-Runs, one after another (each starts and removes its own dockerd/plugin/bed): datapath.py,
-bridge.py, published_ports.py, macvlan_throughput.py, consul_ipam.py, overlay.py, scale.py
-(`--quick` by default; `--full-scale` for N up to 1,000), and control_path.py when the branch
-has it (its run() is called; "not present" otherwise). Each script's whole output goes to
+Takes the machine-wide lock (/run/lock/pynet-tests.lock) for the whole run, then runs, one
+after another (each starts and removes its own dockerd/plugin/bed): datapath.py, bridge.py,
+published_ports.py, macvlan_throughput.py, consul_ipam.py, overlay.py, scale.py (`--quick` by
+default; `--full-scale` for N up to 1,000), network_create.py, overlay_peers.py,
+overlay_encrypted.py, dns_names.py, dns_loopback.py, and control_path.py (its run() is
+called). Each script's whole output goes to
 DIR/<name>.txt; the table at the end collects every line that states a ratio
 ("ratio A/B X", "ratio: X", "Nx the throughput"), so it is exactly what the scripts measured.
 """
@@ -35,9 +37,18 @@ BENCHES = {
     "consul_ipam": ([], "cluster-wide IPAM, blocks vs lowest-free"),
     "overlay": ([], "overlay vs underlay, convergence"),
     "scale": (["--quick"], "per-op cost vs N, restore, RSS, store"),
+    "network_create": (["--networks", "200", "--rounds", "1"], "network create/rm growth to 200 networks"),
+    "overlay_peers": (["--rounds", "1"], "the overlay's peer programming vs iproute2 -batch"),
+    "overlay_encrypted": ([], "encrypted overlay vs WireGuard, the overlay, the underlay"),
+    "dns_names": ([], "names across hosts, pynet beside Docker's DNS"),
+    "dns_loopback": ([], "pynet's DNS server alone (no counterpart)"),
 }
-QUICK_ARGS = {"datapath": ["--rounds", "3", "--seconds", "2"], "bridge": ["--runs", "4", "--seconds", "2",
-                                                                          "--rounds", "2"]}
+QUICK_ARGS = {"datapath": ["--rounds", "3", "--seconds", "2"],
+              "bridge": ["--runs", "4", "--seconds", "2", "--rounds", "2"],
+              "network_create": ["--networks", "50", "--rounds", "1"],
+              "overlay_peers": ["--sizes", "1x1000", "--other-overlay", "none"],
+              "dns_names": ["--queries", "200", "--containers", "10", "--per-host", "20"],
+              "dns_loopback": ["--queries", "300"]}
 
 RATIO = re.compile(r"ratio\s+(?P<what>[\w.]+/[\w.]+):?\s+(?P<value>[0-9]+\.[0-9]+)")
 COLON_RATIO = re.compile(r"^(?P<title>.*?)\s+ratio:\s+(?P<value>[0-9]+\.[0-9]+)")
@@ -107,22 +118,25 @@ def main() -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     names = args.only.split(",") if args.only else [*BENCHES, "control_path"]
     rows, status = [], {}
-    for name in names:
-        print(f"=== {name} ...", flush=True)
-        if name == "control_path":
-            state, text, secs = run_control_path(args.quick, log_dir)
-        else:
-            argv = list(BENCHES[name][0])
-            if args.quick and name in QUICK_ARGS:
-                argv = QUICK_ARGS[name]
-            if name == "scale" and args.full_scale:
-                argv = []
-            rc, text, secs = run_script(name, argv, log_dir)
-            state = "ok" if rc == 0 else f"exit {rc} (see {log_dir / (name + '.txt')})"
-        found = ratios(name, text)
-        rows += found
-        status[name] = (state, secs, len(found))
-        print(f"    {state}, {secs:.0f} s, {len(found)} ratios", flush=True)
+    sys.path.insert(0, str(HERE))
+    from common import machine_lock  # the benches' own (needs the repo's test harness)
+    with machine_lock():  # each bench below runs under it (common.machine_lock sees the ancestor)
+        for name in names:
+            print(f"=== {name} ...", flush=True)
+            if name == "control_path":
+                state, text, secs = run_control_path(args.quick, log_dir)
+            else:
+                argv = list(BENCHES[name][0])
+                if args.quick and name in QUICK_ARGS:
+                    argv = QUICK_ARGS[name]
+                if name == "scale" and args.full_scale:
+                    argv = []
+                rc, text, secs = run_script(name, argv, log_dir)
+                state = "ok" if rc == 0 else f"exit {rc} (see {log_dir / (name + '.txt')})"
+            found = ratios(name, text)
+            rows += found
+            status[name] = (state, secs, len(found))
+            print(f"    {state}, {secs:.0f} s, {len(found)} ratios", flush=True)
     print("\nAll ratios from this run (pynet/docker: > 1 is pynet higher; read each row's unit:"
           " for times lower is better, for throughput higher)\n")
     print("| bench | what | ratio | value |")

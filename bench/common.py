@@ -6,6 +6,7 @@ in the same run on the same machine, so the ratio means something even on a nois
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import statistics
@@ -22,6 +23,55 @@ from tests.harness.busybox import ensure_busybox_image  # noqa: E402
 from tests.harness.dockerd import (DockerDaemon, Snapshot, drop_empty_nft_tables,  # noqa: E402
                                    nft_tables, read_ip_forward, restore_ip_forward)
 from tests.harness.plugin import PluginProcess  # noqa: E402
+
+
+# Benches start dockerds and touch the host's firewall, as the e2e tiers do (tests/conftest.py).
+MACHINE_LOCK = Path(os.environ.get("PYNET_TEST_LOCK", "/run/lock/pynet-tests.lock"))
+
+
+def _lock_held_by_ancestor(path: Path) -> bool:
+    """Whether this process or one it descends from holds the flock on `path` (as under
+    `flock LOCK python3 bench/X.py`, or bench/all.py running each bench): taking it again
+    from here would wait for ever."""
+    try:
+        st = os.stat(path)
+        locks = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return False
+    holders = set()
+    for line in locks:
+        f = line.split()
+        if len(f) >= 6 and f[1] == "FLOCK" and f[3] == "WRITE" and f[5].rsplit(":", 1)[-1] == str(st.st_ino):
+            holders.add(int(f[4]))
+    pid = os.getpid()
+    while pid > 1:
+        if pid in holders:
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
+@contextlib.contextmanager
+def machine_lock():
+    """Hold the machine-wide test/bench lock for the block (waiting, and saying so, while
+    another run holds it); nothing to take when an ancestor process holds it already."""
+    if _lock_held_by_ancestor(MACHINE_LOCK):
+        yield
+        return
+    MACHINE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(MACHINE_LOCK, os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for {MACHINE_LOCK} (another e2e/bench run holds it)", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -4,7 +4,9 @@ Not the issue's benchmark (a container through Docker's resolver to pynet, besid
 own embedded DNS): this measures the server's own share. The server (and a fake upstream,
 for the forwarded path) runs in a child process, so the client's timing does not share its
 GIL; queries are sent one at a time with dnspython from 127.0.0.2, a container of the
-table. Needs no root; touches nothing but 127.0.0.x.
+table. Needs no root; touches nothing but 127.0.0.x. Docker's embedded DNS cannot run apart
+from dockerd, so this has no counterpart of its own: bench/dns_names.py measures pynet beside
+Docker's resolver, in containers, in one run.
 
     python3 bench/dns_loopback.py [--queries 1000]
 """
@@ -76,6 +78,8 @@ def main() -> None:
             times = measure(address, name, args.queries, tcp)
             print(f"{label:<38}{_pct(times, 50):>10.0f}{_pct(times, 99):>10.0f}"
                   f"{statistics.mean(times) * 1e6:>10.0f}")
+        print("(no Docker counterpart alone: Docker's DNS lives inside dockerd; bench/dns_names.py "
+              "compares the two in containers, same run)")
     finally:
         parent.send("stop")
         proc.join(5)

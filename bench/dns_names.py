@@ -26,6 +26,10 @@ pool gives it a /26, room for 61 containers with an overlay, fewer than 50 + the
 `--poll-ms`: how often the poller asks each pending name (every ask of a name not known yet
 is also forwarded by pynet: at 2 ms and a dozen pending names, thousands of queries a second
 land on the watching host's pynet, on the same two cores as the three dockerds).
+Docker's counterparts in the same run: its own DNS answering a name of its own host (the
+query ratio lines: a name on another host through pynet / a name of Docker's own). Docker
+finds names on other hosts only inside a swarm (its gossip); name propagation has no
+counterpart without one, so those rows are pynet's alone.
 Everything is removed at the end (the bed's own teardown), also on failure or Ctrl-C.
 """
 from __future__ import annotations
@@ -161,10 +165,13 @@ def main() -> int:
                 time.sleep(0.2)
 
             print("\n-- query latency from a container on h1 --", flush=True)
-            show("Docker's resolver, a name of its own host (Docker's DNS)",
-                 timed(asker.pid, "127.0.0.11", "local", args.queries))
-            show("Docker's resolver, a name on h2 (forwarded to pynet)",
-                 timed(asker.pid, "127.0.0.11", "web", args.queries))
+            docker_own = timed(asker.pid, "127.0.0.11", "local", args.queries)
+            show("Docker's resolver, a name of its own host (Docker's DNS)", docker_own)
+            forwarded = timed(asker.pid, "127.0.0.11", "web", args.queries)
+            show("Docker's resolver, a name on h2 (forwarded to pynet)", forwarded)
+            for p in (50, 99):
+                print(f"query p{p}, a name on another host (via pynet) vs one of Docker's own  "
+                      f"ratio pynet/docker {pct(forwarded, p) / pct(docker_own, p):.3f}  (lower is better)")
             show("pynet's address directly, a name on h2",
                  timed(asker.pid, gateway(h1), "web", args.queries))
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import ipaddress
 import os
 import secrets
@@ -29,28 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-from common import bench_docker, timed
+from common import bench_docker, machine_lock, timed
 
 from scale import CALL_LINE, NETWORK_BLOCKS  # noqa: E402
 
-LOCK = Path(os.environ.get("PYNET_TEST_LOCK", "/run/lock/pynet-tests.lock"))
 WINDOW = 10
 KINDS = ("pynet", "docker")
-
-
-@contextlib.contextmanager
-def machine_lock():
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(LOCK, os.O_CREAT | os.O_RDWR, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for {LOCK} (another e2e/bench run holds it)", flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def plugin_calls(log_path: Path, offset: int) -> dict[str, list[float]]:
@@ -152,7 +135,7 @@ def main() -> None:
                     print(f"network rm growth N={args.networks}/N=10      pynet {r['pynet']:.2f}x docker "
                           f"{r['docker']:.2f}x  ratio pynet/docker {rg:.3f}")
                     pm = statistics.median(create["pynet"]) / statistics.median(create["docker"])
-                    print(f"network create, all {args.networks}: ratio pynet/docker (medians) {pm:.3f}")
+                    print(f"network create, median of all {args.networks}: ratio pynet/docker {pm:.3f}")
                     summary.append((g["pynet"], g["docker"], cg, r["pynet"], r["docker"], rg, pm))
             finally:
                 unramp(daemon, made)  # whatever a failure left

@@ -13,6 +13,12 @@ driver/kinds/overlay/applier.py (the code every sync runs):
 and checks that the kernel then holds exactly what was asked. No dockerd, no store: only the
 kernel work is measured.
 
+Docker's overlay has no counterpart that can run alone (its peers arrive through Swarm's
+gossip), so the same entries are also programmed, in a fresh namespace of their own, by
+iproute2 in batch mode (`bridge -batch`, `ip -batch`): one netlink request per entry from a
+compiled tool, as Docker's Go driver sends them (a neighbour and an FDB entry per peer).
+Printed: pynet's applier / that baseline ("ratio pynet/iproute2").
+
 Then (`--other-overlay HOSTSxPEERS`, default 3x1000) the case of issue 17: while a sync
 programs that many peers into overlay A, the sync CreateNetwork runs for another overlay B:
 how long B waited (the applier's locks; the store is not measured). Needs root. Example:
@@ -23,7 +29,9 @@ how long B waited (the applier's locks; the store is not measured). Needs root. 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -100,6 +108,33 @@ def timed_apply(applier: PeerApplier, overlay: str, desired: Desired, cap: float
     return took[0] if took else None
 
 
+def iproute2_program(spaces: Namespaces, desired: Desired) -> float:
+    """Seconds iproute2's batch mode takes to program `desired` into a fresh overlay device
+    (the same three entries per unicast peer as the applier: the remote FDB entry, the
+    bridge's entry beside it, the neighbour), checked like the applier's."""
+    netlink, overlay = device(spaces)
+    fdb, neigh = [], []
+    for e in sorted(desired.fdb):
+        if e.mac == FLOOD_MAC:
+            fdb.append(f"fdb append {e.mac} dev {VXLAN} dst {e.dst} self permanent")
+        else:
+            fdb.append(f"fdb replace {e.mac} dev {VXLAN} dst {e.dst} self permanent")
+            fdb.append(f"fdb replace {e.mac} dev {VXLAN} master static")
+    neigh = [f"neigh replace {n.ip} lladdr {n.mac} dev {BRIDGE} nud permanent"
+             for n in sorted(desired.neighbours)]
+    with tempfile.TemporaryDirectory(prefix="pynet-bench-peers-") as tmp:
+        batches = {"bridge": Path(tmp) / "fdb", "ip": Path(tmp) / "neigh"}
+        batches["bridge"].write_text("\n".join(fdb) + "\n")
+        batches["ip"].write_text("\n".join(neigh) + "\n")
+        started = time.perf_counter()
+        for tool, path in batches.items():
+            subprocess.run([tool, "-n", overlay, "-batch", str(path)], check=True, capture_output=True,
+                           timeout=600)
+        took = time.perf_counter() - started
+    assert kernel_holds(netlink, overlay) == (len(desired.fdb), len(desired.neighbours)), "iproute2"
+    return took
+
+
 def kernel_holds(netlink: Pyroute2Netlink, overlay: str) -> tuple[int, int]:
     inside = netlink.within(overlay)
     return len(inside.fdb_entries(VXLAN)), len(inside.neighbours(BRIDGE))
@@ -117,6 +152,7 @@ def one_size(hosts: int, peers: int, cap: float | None) -> None:
             print(f"{label}: program did not finish within {cap:g} s", flush=True)
             return
         assert kernel_holds(netlink, overlay) == (len(full.fdb), len(full.neighbours)), "program"
+        baseline = iproute2_program(spaces, full)
         extra = Desired(full.fdb | {FdbEntry("02:42:0a:ff:ff:ff", "198.18.9.10")},
                         full.neighbours | {Neighbour("10.59.255.255", "02:42:0a:ff:ff:ff")})
         one_more = timed_apply(applier, overlay, extra, cap)
@@ -130,6 +166,8 @@ def one_size(hosts: int, peers: int, cap: float | None) -> None:
         assert kernel_holds(netlink, overlay) == (0, 0), "withdraw"
         print(f"{label}: program {program:.2f} s ({len(full.fdb)} FDB + {len(full.neighbours)} "
               f"neighbour entries), one more {one_more:.3f} s, withdraw {withdraw:.2f} s", flush=True)
+        print(f"{label}: program, pynet's applier {program:.2f} s, iproute2 -batch {baseline:.2f} s "
+              f"ratio pynet/iproute2 {program / baseline:.3f}  (lower is better)", flush=True)
     finally:
         spaces.close()
 

@@ -60,3 +60,51 @@ def test_all_collects_every_bench_s_ratio_lines():
                                             ("pynet/docker", "1.012")]
     assert rows[0][1] == "container->container TCP, 1 stream"
     assert rows[4][1] == "docker run -d (one network) at N=100"
+
+
+def test_all_collects_the_ratio_lines_of_the_other_benches():
+    lines = "\n".join([
+        "TCP 1 stream, encrypted overlay vs raw WireGuard  ratio encrypted/wireguard 0.850  (goal >= 0.9)",
+        "1 x 1000 peers: program, pynet's applier 1.33 s, iproute2 -batch 0.04 s ratio pynet/iproute2 3.204"
+        "  (lower is better)",
+        "query p99, a name on another host (via pynet) vs one of Docker's own  ratio pynet/docker 1.020"
+        "  (lower is better)",
+        "network create, median of all 200: ratio pynet/docker 0.644",
+    ])
+    rows = _all_module().ratios("b", lines)
+    assert [(r[2], r[3]) for r in rows] == [("encrypted/wireguard", "0.850"), ("pynet/iproute2", "3.204"),
+                                            ("pynet/docker", "1.020"), ("pynet/docker", "0.644")]
+    assert rows[3][1] == "network create, median of all 200:"
+
+
+def test_overlay_peers_bench_prints_its_baseline_ratio():
+    assert os.geteuid() == 0, "the overlay peers bench needs root (network namespaces)"
+    proc = subprocess.run([sys.executable, str(BENCH / "overlay_peers.py"), "--sizes", "1x50",
+                           "--other-overlay", "none"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    m = re.search(r"^1 x 50 peers: program, .* ratio pynet/iproute2 ([0-9.]+)", proc.stdout, re.M)
+    assert m and 0 < float(m[1]) < 1000, proc.stdout
+
+
+def test_dns_loopback_bench_answers_every_path():
+    proc = subprocess.run([sys.executable, str(BENCH / "dns_loopback.py"), "--queries", "30"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for path in ("table answer, UDP", "forwarded to loopback upstream, UDP", "table answer, TCP"):
+        m = re.search(rf"^{re.escape(path)}[^\n]*?\s+([0-9]+)\s+([0-9]+)\s+([0-9]+)$", proc.stdout, re.M)
+        assert m and 0 < int(m[1]) <= int(m[2]), f"{path}:\n{proc.stdout}"
+
+
+LOCK_PROBE = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+              "from common import _lock_held_by_ancestor; print(_lock_held_by_ancestor(Path(sys.argv[2])))")
+
+
+def test_a_bench_under_flock_sees_the_lock_its_ancestor_holds(tmp_path):
+    lock = tmp_path / "lock"
+    lock.touch()
+    alone = subprocess.run([sys.executable, "-c", LOCK_PROBE, str(BENCH), str(lock)],
+                           capture_output=True, text=True, timeout=60)
+    assert alone.stdout.strip() == "False", alone.stdout + alone.stderr
+    under = subprocess.run(["flock", str(lock), "sh", "-c", f'"{sys.executable}" -c "$0" "$1" "$2"',
+                            LOCK_PROBE, str(BENCH), str(lock)], capture_output=True, text=True, timeout=60)
+    assert under.stdout.strip() == "True", under.stdout + under.stderr
