@@ -205,7 +205,7 @@ def main() -> None:
         print(f"\ncontainer->container TCP, 1 stream, Gbit/s: median [min-max] of {args.rounds}")
         print(f"{'variant':<18} {'pynet':>20} {'docker':>20} {'pynet/docker':>13} {'pynet vs baseline':>18}")
         for v in variants:
-            p, d = statistics.median(rates[v]["pynet"]), statistics.median(rates[v]["docker"])
+            p = statistics.median(rates[v]["pynet"])
             per_round = [a / b for a, b in zip(rates[v]["pynet"], rates[v]["docker"])]
             vs = f"{p / base_p:18.3f}" if base_p else ""
             print(f"{v:<18} {spread(rates[v]['pynet']):>20} {spread(rates[v]['docker']):>20} "

@@ -44,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, bench_docker, _remove_plugin_firewall, timed  # noqa: F401
+from common import bench_docker, timed
 
 from tests.harness.plugin import PluginProcess  # noqa: E402
 

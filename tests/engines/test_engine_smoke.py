@@ -126,7 +126,8 @@ def test_ipv6_network_gives_addresses_that_carry_traffic(bed: Bed) -> None:
     net = network(bed, "--ipv6", "--subnet", "198.18.217.0/24", "--subnet", "fd18:217::/64")
     a, b = run(bed, net), run(bed, net)
     (v4a, v6a), (v4b, v6b) = addresses(bed, a), addresses(bed, b)
-    assert v4a.startswith("198.18.217.") and v6a.startswith("fd18:217::") and v6b.startswith("fd18:217::")
+    assert v4a.startswith("198.18.217.") and v4b.startswith("198.18.217.") and v4a != v4b
+    assert v6a.startswith("fd18:217::") and v6b.startswith("fd18:217::")
     assert ping(bed, a, v6b) and ping(bed, b, v6a)
 
 

@@ -73,7 +73,7 @@ def bad_ips(subnet: str) -> list:
 
 def handmade(s: Scene) -> list[Batch]:
     """One batch per kind of bad record of issue 17's "Why" list."""
-    X, Y, Z, sp = s.subnet, s.other_subnet, s.foreign_subnet, s.space
+    X, Z, sp = s.subnet, s.foreign_subnet, s.space
     good_p, good_m = s.good_peer, s.good_member
     ph = s.peer_host
     batches: list[Batch] = []

@@ -107,7 +107,7 @@ def test_the_encrypted_mtu_leaves_room_for_vxlan_and_wireguard(bed, pair):
     assert bed.python(a.ns, PING_DF, b.ip, "1362") == "ok 1362"        # 1362 + 8 + 20 = 1390
     assert bed.python(a.ns, PING_DF, b.ip, "1363") == "fail Message too long"
     assert "mtu 1390" in bed.run(a.ns, "ip", "link", "show", "eth0").stdout
-    assert f"mtu 1440" in bed.run(h1.ns, "ip", "link", "show", h1.wg_link).stdout
+    assert "mtu 1440" in bed.run(h1.ns, "ip", "link", "show", h1.wg_link).stdout
 
 
 def test_the_underlay_sees_only_wireguard_no_vxlan_and_no_marker(bed, pair):

@@ -431,7 +431,7 @@ def test_doctor_compares_an_encrypted_overlays_entries_with_the_tunnel_addresses
 
 def test_swarm_allocate_network_passes_encrypted_to_the_nodes_and_refuses_it_on_a_bridge(hosts):
     manager = hosts.add("h1", "198.18.0.11", scope="global", encrypted=True)
-    node = hosts.add("h2", "198.18.0.12", scope="global", encrypted=True)
+    hosts.add("h2", "198.18.0.12", scope="global", encrypted=True)
     net = "k2mq0d8f5tq1vz8b3yl2c0h7x"
     status, answer = manager.call("NetworkDriver.AllocateNetwork", {
         "NetworkID": net, "Options": {"type": "overlay", "encrypted": ""},

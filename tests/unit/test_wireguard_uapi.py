@@ -155,7 +155,7 @@ def test_a_nonzero_errno_is_raised_with_its_number(serve, op):
     (f"public_key={K1}\nrx_bytes=1\nrx_bytes=2\nerrno=0\n\n", "twice"),
     (f"public_key={K1}\nrx_bytes=99999999999999999999\nerrno=0\n\n", "not a number"),
     (f"public_key={K1}\nlast_handshake_time_nsec=1000000000\nerrno=0\n\n", "not a number"),
-    (f"private_key=abc\nerrno=0\n\n", "private_key is not 64 hex"),
+    ("private_key=abc\nerrno=0\n\n", "private_key is not 64 hex"),
     ("errno=0\n\nerrno=0\n\n", "bytes after the end"),
     ("", "closed before the reply ended"),
     ("listen_port=1\n", "closed before the reply ended"),
