@@ -55,7 +55,7 @@ class NamePublisher:
 
     def publish(self, wanted: Mapping[str, NameEntry]) -> Published:
         """Make this host's records exactly `wanted` (endpoint id -> record)."""
-        created = replaced = removed = lost = 0
+        tally = _Tally()
         with self._lock:
             held: dict[str, Entry] = {}
             for entry in self.store.list(keys.names_host(self.host)):
@@ -63,27 +63,12 @@ class NamePublisher:
                 eid = parsed[1] if parsed is not None and parsed[0] == self.host else None
                 if eid is None or eid not in wanted:
                     # Gone (or a key of no shape pynet writes, under this host's own prefix).
-                    if self.store.delete(entry.key, entry.version):
-                        removed += 1
-                    else:
-                        lost += 1
+                    tally.removed_or_lost(self.store.delete(entry.key, entry.version))
                     continue
                 held[eid] = entry
             for eid, named in wanted.items():
-                value = dump(named)
-                entry = held.get(eid)
-                key = keys.name_record(self.host, eid)
-                if entry is None:
-                    ok = self.store.create(key, value)
-                    created += ok
-                elif entry.value != value:
-                    ok = self.store.cas(key, value, entry.version)
-                    replaced += ok
-                else:
-                    continue
-                lost += not ok
-        return Published(created, replaced, removed, lost)
-
+                self._write(keys.name_record(self.host, eid), dump(named), held.get(eid), tally)
+        return tally.published()
 
     def publish_changes(self, before: Mapping[str, NameEntry],
                         after: Mapping[str, NameEntry]) -> Published:
@@ -91,35 +76,52 @@ class NamePublisher:
         without listing this host's records: a look at one container costs one write, not
         a listing of every record. A write that finds the store otherwise than `before`
         said is put right here (read, then written at the version read)."""
-        created = replaced = removed = lost = 0
+        tally = _Tally()
         with self._lock:
             for eid in before.keys() - after.keys():
                 key = keys.name_record(self.host, eid)
                 entry = self.store.get(key)
-                if entry is None:
-                    continue
-                ok = self.store.delete(key, entry.version)
-                removed += ok
-                lost += not ok
+                if entry is not None:
+                    tally.removed_or_lost(self.store.delete(key, entry.version))
             for eid, named in after.items():
                 value = dump(named)
                 if eid in before and dump(before[eid]) == value:
                     continue
                 key = keys.name_record(self.host, eid)
                 if eid not in before and self.store.create(key, value):
-                    created += 1
+                    tally.created += 1
                     continue
-                entry = self.store.get(key)
-                if entry is None:
-                    ok = self.store.create(key, value)
-                    created += ok
-                elif entry.value != value:
-                    ok = self.store.cas(key, value, entry.version)
-                    replaced += ok
-                else:
-                    continue
-                lost += not ok
-        return Published(created, replaced, removed, lost)
+                self._write(key, value, self.store.get(key), tally)
+        return tally.published()
+
+    def _write(self, key: str, value: str, held: Entry | None, tally: _Tally) -> None:
+        """Create `key` when nothing is held there, or replace what is held (at its version)
+        unless it says `value` already."""
+        if held is None:
+            ok = self.store.create(key, value)
+            tally.created += ok
+        elif held.value != value:
+            ok = self.store.cas(key, value, held.version)
+            tally.replaced += ok
+        else:
+            return
+        tally.lost += not ok
+
+
+@dataclass
+class _Tally:
+    """What one publish did so far (Published is its frozen answer)."""
+    created: int = 0
+    replaced: int = 0
+    removed: int = 0
+    lost: int = 0
+
+    def removed_or_lost(self, deleted: bool) -> None:
+        self.removed += deleted
+        self.lost += not deleted
+
+    def published(self) -> Published:
+        return Published(self.created, self.replaced, self.removed, self.lost)
 
 
 def retire(store: Store, host: str) -> None:
