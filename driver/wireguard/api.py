@@ -285,6 +285,18 @@ def check_address(address: object) -> IPv4Interface | IPv6Interface | None:
     return address
 
 
+def check_ensure(name: object, private_key: object, listen_port: object, mtu: object,
+                 address: object) -> None:
+    """The arguments of WireGuardLinks.ensure(), checked alike by every implementation
+    before anything is made."""
+    check_link_name(name)
+    if not isinstance(private_key, PrivateKey):
+        raise BadKey("ensure() needs the private key as a PrivateKey")
+    check_port(listen_port)
+    check_mtu(mtu)
+    check_address(address)
+
+
 @dataclass(frozen=True, slots=True)
 class PeerStatus:
     public_key: PublicKey

@@ -15,9 +15,8 @@ from ipaddress import IPv4Interface, IPv6Interface
 
 from pynet_core.errors import BadRequest
 
-from .api import (BadKey, Endpoint, LinkNotFound, LinkStatus, PeerStatus, PrivateKey, PublicKey,
-                  UapiProtocolError, check_address, check_link_name, check_mtu, check_peers,
-                  check_port, parse_allowed_ip)
+from .api import (Endpoint, LinkNotFound, LinkStatus, PeerStatus, PrivateKey, PublicKey,
+                  UapiProtocolError, check_ensure, check_link_name, check_peers, parse_allowed_ip)
 
 
 class KernelWireGuard:
@@ -33,12 +32,7 @@ class KernelWireGuard:
 
     def ensure(self, name: str, private_key: PrivateKey, listen_port: int, mtu: int,
                address: IPv4Interface | IPv6Interface | None = None) -> bool:
-        check_link_name(name)
-        if not isinstance(private_key, PrivateKey):
-            raise BadKey("ensure() needs the private key as a PrivateKey")
-        check_port(listen_port)
-        check_mtu(mtu)
-        check_address(address)
+        check_ensure(name, private_key, listen_port, mtu, address)
         created = self.links.create_wireguard(name)
         self.genl.set_device(name, private_key.reveal_base64(), listen_port)
         self.links.configure(name, mtu, address)

@@ -35,8 +35,8 @@ from pathlib import Path
 
 from pynet_core.errors import Conflict, PynetError
 
-from .api import (BadKey, LinkNotFound, LinkStatus, Peer, PrivateKey, WireGuardUnavailable, check_address,
-                  check_link_name, check_mtu, check_peers, check_port)
+from .api import (LinkNotFound, LinkStatus, Peer, PrivateKey, WireGuardUnavailable, check_ensure,
+                  check_link_name, check_peers)
 from .uapi import RUN_DIR, UapiClient, device_lines, peer_set_lines, socket_path
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,7 @@ class UserspaceWireGuard:
     # -- the port -------------------------------------------------------------------------
     def ensure(self, name: str, private_key: PrivateKey, listen_port: int, mtu: int,
                address: IPv4Interface | IPv6Interface | None = None) -> bool:
-        check_link_name(name)
-        if not isinstance(private_key, PrivateKey):
-            raise BadKey("ensure() needs the private key as a PrivateKey")
-        check_port(listen_port)
-        check_mtu(mtu)
-        check_address(address)
+        check_ensure(name, private_key, listen_port, mtu, address)
         with self._lock:
             link = self._managed.get(name)
             if link is None:
