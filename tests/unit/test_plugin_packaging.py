@@ -48,6 +48,14 @@ def test_every_plugin_variable_is_a_pynet_serve_variable():
     assert set(names) <= known, set(names) - known
 
 
+def test_the_readme_names_every_plugin_variable():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("Environment, the same names as `pynet serve`")
+    section = readme[start:readme.index("docker plugin set", start)]
+    missing = [e["name"] for e in CONFIG["env"] if f"`{e['name']}`" not in section]
+    assert not missing, f"README's managed-plugin environment list lacks {missing}"
+
+
 def test_plugin_defaults_are_pynet_serve_defaults_but_socket_and_docker_host(monkeypatch):
     # An empty value must mean the default too: Docker sets every variable config.json lists.
     in_plugin = _settings_from_env(monkeypatch, {e["name"]: e["value"] for e in CONFIG["env"]})
