@@ -119,6 +119,13 @@ class LocalStore(TransactionStore):
                         self._commit([pending])
                 if any(p.wrote for p in batch):
                     self._changed.notify_all()
+        except BaseException as exc:
+            # Not one transaction's doing (the database refused BEGIN, say): every caller
+            # not yet answered gets the error, none a silent False.
+            for pending in batch:
+                if pending.applied is None and pending.error is None:
+                    pending.error = exc
+            raise
         finally:
             with self._queue_changed:
                 self._committing = False
@@ -152,7 +159,8 @@ class LocalStore(TransactionStore):
                 self._db.execute("UPDATE meta SET value=? WHERE name='index'", (index,))
             self._db.execute("COMMIT")
         except BaseException as exc:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # a failed COMMIT may have rolled back already
+                self._db.execute("ROLLBACK")
             if len(batch) > 1:
                 return False
             batch[0].error = exc
@@ -191,11 +199,11 @@ class _Pending:
     def __init__(self, ops: list[Op]) -> None:
         self.ops = list(ops)
         self.done = False
-        self.applied = False
+        self.applied: bool | None = None  # None: not decided (yet)
         self.wrote = False
         self.error: BaseException | None = None
 
     def outcome(self) -> bool:
         if self.error is not None:
             raise self.error
-        return self.applied
+        return bool(self.applied)

@@ -3,6 +3,7 @@ wait for a commit, and group commit (transactions queued behind one commit go in
 each still all or nothing, with versions of its own, an error failing only its own)."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -145,3 +146,37 @@ def test_closed_store_refuses_reads(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(Exception):
         s.get("a")
+
+
+class _RefusingBegin:
+    """The store's connection, except that BEGIN fails (another process holding the
+    database past the timeout, a disk gone read-only)."""
+
+    def __init__(self, db) -> None:
+        self._db = db
+
+    def execute(self, sql, *args):
+        if sql.startswith("BEGIN"):
+            raise sqlite3.OperationalError("database is locked")
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+
+def test_a_refused_begin_is_every_queued_caller_s_error_never_a_false(store: LocalStore) -> None:
+    real = store._db
+    calls = [lambda: store.create("a", "1"), lambda: store.create("b", "1"),
+             lambda: store.create("c", "1")]
+    with store._changed:
+        store._db = _RefusingBegin(real)
+        first = _start(calls[0])
+        _wait_until(lambda: store._committing)
+        rest = [_start(c) for c in calls[1:]]
+        _wait_until(lambda: len(store._queue) == 2)
+    for t, _ in [first, *rest]:
+        t.join(10)
+    store._db = real
+    for _, out in [first, *rest]:
+        assert "result" not in out and isinstance(out["error"], sqlite3.OperationalError)
+    assert store.create("a", "2") and store.get("a").value == "2"  # the store still works
