@@ -33,8 +33,9 @@ class LocalStore(TransactionStore):
     def __init__(self, path: str) -> None:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         # timeout=4: a lock held by another process must not stall dockerd past its patience.
-        # One connection guarded by a lock: the plugin runs threads in one process, and
-        # sqlite serialises writers anyway. isolation_level=None: we issue BEGIN ourselves.
+        # The write connection, used by one group commit at a time (transaction()): the
+        # plugin runs threads in one process, and sqlite serialises writers anyway. Reads
+        # have connections of their own (_reader). isolation_level=None: we issue BEGIN.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=4)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
