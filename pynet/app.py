@@ -6,6 +6,8 @@ starts the background jobs: the restore gate's retries and the leak check.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import ipaddress
 import logging
 import threading
@@ -142,6 +144,18 @@ def overlay_settings(settings: Settings) -> OverlaySettings:
                            wireguard_subnet=settings.wireguard_subnet)
 
 
+def _restore_and_return_memory(network: NetworkService, netlink: Netlink) -> None:
+    """Restore, then hand the memory it freed back to the system. Restore reads every
+    record and dumps every link (pyroute2 messages are large Python objects); glibc keeps
+    what they freed, so a plugin restored with 1,000 endpoints stayed at 174 MiB RSS
+    against 122 MiB before the restart (issue 22). malloc_trim(0) gives it back (125 MiB)."""
+    restore(network, netlink)
+    gc.collect()
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (not musl)
+    if trim is not None:
+        trim(0)
+
+
 def create_app(settings: Settings | None = None, deps: Deps | None = None,
                restore_on_start: bool = True, overlay: bool = True) -> Flask:
     """`overlay`: serve `-o type=overlay` (on by default). Its peer watcher runs only with a
@@ -174,7 +188,7 @@ def create_app(settings: Settings | None = None, deps: Deps | None = None,
         # only if the IPAM's claim is that peer's host's (driver/kinds/overlay/admission.py).
         runtime.wire(network.ledger, ClaimOwners(deps.store))
     # With the store down, start anyway: restore is retried and calls answer 503 until then.
-    gate = RestoreGate(metrics.timed_restore(lambda: restore(network, deps.netlink)),
+    gate = RestoreGate(metrics.timed_restore(lambda: _restore_and_return_memory(network, deps.netlink)),
                        restored=not restore_on_start)
     gate.start()
     background = Background(gate)

@@ -192,19 +192,20 @@ class Pyroute2Netlink:
             return self._add_veth_into(host, peer, mtu, master, peer_mac, netns)
         with self._ipr() as ipr:
             master_idx = _index(ipr, master)
+            # One request makes the pair, puts the host end on the bridge and brings it up:
+            # the kernel does all three or none (a failed attach unregisters the new pair),
+            # and each request less is one RTNL round less under concurrent `docker run`s.
             try:
                 ipr.link("add", ifname=host, kind="veth", mtu=mtu, txqlen=NO_QUEUE,
+                         master=master_idx, state="up",
                          peer={"ifname": peer, "mtu": mtu, "txqlen": NO_QUEUE,
                                **({"address": peer_mac} if peer_mac else {})})
             except NetlinkError as exc:
                 if exc.code == errno.EEXIST:
                     raise LinkExists(f"interface {host} or {peer} already exists") from None
-                raise _kernel(exc, f"creating veth pair {host}/{peer}")
-            try:
-                ipr.link("set", index=_index(ipr, host), master=master_idx, state="up")
-            except NetlinkError as exc:
-                ipr.link("del", ifname=host)
-                raise _kernel(exc, f"attaching {host} to bridge {master}")
+                if _get_link(ipr, master) is None:  # the bridge went since it was looked up
+                    raise NoSuchLink(f"interface {master} does not exist on this host") from None
+                raise _kernel(exc, f"creating veth pair {host}/{peer} on bridge {master}")
 
     def _add_veth_into(self, host: str, peer: str, mtu: int, master: str,
                        peer_mac: str | None, netns: str) -> None:

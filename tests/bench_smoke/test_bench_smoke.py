@@ -108,3 +108,21 @@ def test_a_bench_under_flock_sees_the_lock_its_ancestor_holds(tmp_path):
     under = subprocess.run(["flock", str(lock), "sh", "-c", f'"{sys.executable}" -c "$0" "$1" "$2"',
                             LOCK_PROBE, str(BENCH), str(lock)], capture_output=True, text=True, timeout=60)
     assert under.stdout.strip() == "True", under.stdout + under.stderr
+
+
+def test_control_path_summary_is_what_all_collects(capsys):
+    """bench/control_path.py's run() prints one "ratio pynet/docker" line per figure with both
+    drivers (all.py's table is built from them); per-method rows print pynet's figure alone."""
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_control_path", BENCH / "control_path.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.print_summary([
+        ("docker run -d -p, 50 at once: per-container start p50 (s, 5 rounds x 50)", 1.1, 1.2, 1.1 / 1.2),
+        ("docker run -d -p, 50 at once: per-container start p99 (s, 5 rounds x 50)", 2.0, 1.6, 1.25),
+        ("NetworkDriver.Join p99 (ms, n=250)", 12.5, None, None),
+    ])
+    rows = _all_module().ratios("control_path", capsys.readouterr().out)
+    assert [(r[1], r[2], r[3]) for r in rows] == [
+        ("docker run -d -p, 50 at once: per-container start p50 (s, 5 rounds x 50)", "pynet/docker", "0.917"),
+        ("docker run -d -p, 50 at once: per-container start p99 (s, 5 rounds x 50)", "pynet/docker", "1.250")]

@@ -98,3 +98,23 @@ def test_every_implemented_type_has_a_kind_and_no_more():
     netlink = FakeNetlink()
     runtime = OverlayRuntime(MemoryStore(), "h1", netlink, OverlaySettings(shared_store=True))
     assert sorted(build_kinds(netlink, RecordingFirewall(), runtime)) == sorted(IMPLEMENTED_TYPES)
+
+
+def test_restore_hands_back_the_memory_it_freed(monkeypatch):
+    """Restore runs first, then the freed heap goes back to the system (glibc malloc_trim);
+    a failing restore propagates before any of that (the gate retries it)."""
+    import pynet.app as app
+    calls = []
+    monkeypatch.setattr(app, "restore", lambda network, netlink: calls.append((network, netlink)))
+    app._restore_and_return_memory("net", "nl")
+    assert calls == [("net", "nl")]
+
+    def failing(network, netlink):
+        raise RuntimeError("kernel refused")
+    monkeypatch.setattr(app, "restore", failing)
+    try:
+        app._restore_and_return_memory("net", "nl")
+    except RuntimeError as exc:
+        assert str(exc) == "kernel refused"
+    else:
+        raise AssertionError("a failed restore must propagate")

@@ -314,3 +314,27 @@ def test_an_address_space_is_decoded_once_per_text_and_checked_when_it_changes()
     assert [str(p) for p in other.pools] == ["10.3.0.0/16"]
     with pytest.raises(BadRecord):
         ipam_models.decode(AddressSpace, Entry(key, text.replace("10.2.0.0/16", "10.2.0.300/16"), 4))
+
+
+def test_a_network_read_again_is_decoded_only_when_its_stored_text_changed(monkeypatch):
+    """Ledger.network() keeps the decoded record of each stored text: the same text is the
+    same record, a changed text (even a bad one) is decoded and checked again, a deleted
+    record is gone (the store is always asked)."""
+    import driver.ledger as ledger_module
+    store = MemoryStore()
+    store.create(keys.network(HOST, NID2), json.dumps(GOOD_NET))
+    ledger = Ledger(store, HOST)
+    decoded = []
+    real = ledger_module.network_at
+    monkeypatch.setattr(ledger_module, "network_at", lambda entry: decoded.append(entry) or real(entry))
+    first = ledger.network(NID2)
+    assert ledger.network(NID2) is first and len(decoded) == 1
+    entry = store.get(keys.network(HOST, NID2))
+    store.cas(entry.key, json.dumps({**GOOD_NET, "bridge": "pn-other"}), entry.version)
+    assert ledger.network(NID2).bridge == "pn-other" and len(decoded) == 2
+    entry = store.get(keys.network(HOST, NID2))
+    store.cas(entry.key, "not json", entry.version)
+    with pytest.raises(BadRecord):
+        ledger.network(NID2)
+    store.delete(keys.network(HOST, NID2))
+    assert ledger.network(NID2) is None

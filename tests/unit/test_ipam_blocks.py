@@ -203,3 +203,55 @@ def test_hosts_choosing_a_gateway_at_once_share_one():
     store.list = real_list
     gateways = [json.loads(e.value) for e in store.list("v1/ipam/addrs/")]
     assert [(g["kind"], sorted(g["holders"])) for g in gateways] == [("gateway", ["h1", "h2"])]
+
+
+class CountingStore(MemoryStore):
+    """Counts listings of a pool's address claims (what a release used to scan)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.address_listings = 0
+
+    def list(self, prefix):
+        if prefix.startswith("v1/ipam/addrs/"):
+            self.address_listings += 1
+        return super().list(prefix)
+
+
+def test_releases_after_a_restart_read_the_pool_once_and_free_exactly_their_address():
+    store = CountingStore()
+    a = ipam(store, "h1", block_size=4)
+    pool, _ = a.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
+    addrs = [a.request_address(pool, "", ep(f"a{i}")).split("/")[0] for i in range(11)]
+    assert len(owners(store)) == 3  # .0/30 (3 usable), .4/30, .8/30
+    a = ipam(store, "h1", block_size=4)  # a restarted plugin: no view of the pool
+    store.address_listings = 0
+    for ip in addrs[:2] + addrs[3:6]:  # no block empties: .3 and .7 are still held
+        a.release_address(pool, ip)
+    assert store.address_listings == 1  # one read for all five (it was one per release)
+    claimed = {e.key.rsplit("/", 1)[1] for e in store.list("v1/ipam/addrs/")}
+    assert claimed == {addrs[2], *addrs[6:]}
+    a.release_address(pool, addrs[2])  # .0/30 empties: given back, proven by the store
+    assert set(owners(store)) == {"10.1.0.4_30", "10.1.0.8_30"}
+    a.release_address(pool, addrs[6])  # .4/30 empties too
+    assert set(owners(store)) == {"10.1.0.8_30"}
+    claimed = {e.key.rsplit("/", 1)[1] for e in store.list("v1/ipam/addrs/")}
+    assert claimed == set(addrs[7:])
+    assert a.request_address(pool, "", ep("again")) == "10.1.0.1/24"  # .8/30 is full: .0/30 anew
+
+
+def test_a_block_the_view_thinks_empty_stays_while_the_store_shows_a_claim_in_it():
+    store = MemoryStore()
+    a, b = ipam(store, "h1", block_size=4), ipam(store, "h2", block_size=4)
+    pool, _ = a.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
+    theirs, _ = b.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
+    addrs = [a.request_address(pool, "", ep(f"a{i}")).split("/")[0] for i in range(7)]
+    assert addrs[3:] == ["10.1.0.4", "10.1.0.5", "10.1.0.6", "10.1.0.7"]
+    a = ipam(store, "h1", block_size=4)  # restarted: the first release reads the view
+    for ip in addrs[3:6]:
+        a.release_address(pool, ip)
+    b.request_address(theirs, "10.1.0.5", ep("b"))  # after a's view was read
+    a.release_address(pool, addrs[6])  # a's view: .4/30 empty; the store: .5 is claimed
+    assert "10.1.0.4_30" in owners(store)
+    b.release_address(theirs, "10.1.0.5")
+    assert json.loads(owners(store)["10.1.0.4_30"].value)["host"] == "h1"
