@@ -4,7 +4,8 @@
     sudo flock /run/lock/pynet-tests.lock python3 bench/all.py [--quick] [--only bridge,scale] [--log-dir DIR]
 
 Runs, one after another (each starts and removes its own dockerd/plugin/bed): datapath.py,
-bridge.py, published_ports.py, macvlan_throughput.py, consul_ipam.py, overlay.py, scale.py
+bridge.py, published_ports.py, macvlan_throughput.py, consul_ipam.py, overlay.py,
+overlay_vs_docker.py, scale.py
 (`--quick` by default; `--full-scale` for N up to 1,000), and control_path.py when the branch
 has it (its run() is called; "not present" otherwise). Each script's whole output goes to
 DIR/<name>.txt; the table at the end collects every line that states a ratio
@@ -34,10 +35,12 @@ BENCHES = {
     "macvlan_throughput": ([], "macvlan container <-> LAN host"),
     "consul_ipam": ([], "cluster-wide IPAM, blocks vs lowest-free"),
     "overlay": ([], "overlay vs underlay, convergence"),
+    "overlay_vs_docker": (["--no-settings"], "pynet overlay vs Docker's overlay vs underlay, 1 and 4 streams"),
     "scale": (["--quick"], "per-op cost vs N, restore, RSS, store"),
 }
 QUICK_ARGS = {"datapath": ["--rounds", "3", "--seconds", "2"], "bridge": ["--runs", "4", "--seconds", "2",
-                                                                          "--rounds", "2"]}
+                                                                          "--rounds", "2"],
+              "overlay_vs_docker": ["--no-settings", "--rounds", "3", "--seconds", "3"]}
 
 RATIO = re.compile(r"ratio\s+(?P<what>[\w.]+/[\w.]+):?\s+(?P<value>[0-9]+\.[0-9]+)")
 COLON_RATIO = re.compile(r"^(?P<title>.*?)\s+ratio:\s+(?P<value>[0-9]+\.[0-9]+)")
