@@ -26,6 +26,7 @@ h1 and h2 (applied just before that path is measured, put back right after):
 
 * `veth-gro`        GRO on both ends of the container's veth (`ethtool -K gro on`: NAPI
                     receive on the veth instead of the per-CPU backlog);
+* `veth-gro-ctr`    GRO on the container's end only (the receive into the container);
 * `veth-threaded`   `veth-gro` plus threaded NAPI on those veths (the veth's receive work
                     runs in a kernel thread the scheduler may put on another core);
 * `vxlan-threaded`  threaded NAPI for the VXLAN device's GRO cells (decapsulated frames);
@@ -217,6 +218,10 @@ def _gro(side: Side, on: bool) -> None:
     side.knobs([["feature", side.ctr_if, "rx-gro", on]], ctr=True)
 
 
+def _gro_ctr(side: Side, on: bool) -> None:
+    side.knobs([["feature", side.ctr_if, "rx-gro", on]], ctr=True)
+
+
 def _threaded(side: Side, on: bool) -> None:
     if on:
         _gro(side, True)
@@ -279,7 +284,7 @@ def _udpcsum(side: Side, on: bool) -> None:
 
 
 VARIANTS: dict[str, Callable[[Side, bool], None]] = {
-    "veth-gro": _gro, "veth-threaded": _threaded, "vxlan-threaded": _vxlan_threaded,
+    "veth-gro": _gro, "veth-gro-ctr": _gro_ctr, "veth-threaded": _threaded, "vxlan-threaded": _vxlan_threaded,
     "no-udpcsum": _udpcsum, "vxlan-csum-off": _vxlan_csum, "no-bridge": _no_bridge, "rps": _rps,
 }
 
@@ -295,6 +300,7 @@ def summary(results: dict[int, dict[str, list[float]]]) -> list[str]:
     for streams, per_path in results.items():
         what = "1 stream" if streams == 1 else f"{streams} streams"
         lines.append(f"TCP {what} h1->h2, Gbit/s, median [min-max] of {len(per_path[PYNET])}:")
+        per_path = {p: xs for p, xs in per_path.items() if xs}  # a dropped variant has none
         lines += [f"  {path:<34} {spread(xs)}" for path, xs in per_path.items()]
         med = {p: statistics.median(xs) for p, xs in per_path.items()}
         per_round = statistics.median(p / d for p, d in zip(per_path[PYNET], per_path[DOCKER]))
@@ -310,10 +316,11 @@ def summary(results: dict[int, dict[str, list[float]]]) -> list[str]:
     return lines
 
 
-def measure(paths: dict[str, tuple[list[str], list[str], str]], variants: dict[str, tuple[str, list[Side]]],
+def measure(paths: dict[str, tuple[list[str], list[str], str]], variants: dict[str, list[Side]],
             streams: list[int], rounds: int, seconds: int) -> dict[int, dict[str, list[float]]]:
     names = list(paths) + [VARIANT_PREFIX + v for v in variants]
     results = {n: {p: [] for p in names} for n in streams}
+    broken: set[str] = set()
     for name in names:  # warm-up (ARP, first-flow costs), not counted
         srv, cli, ip = paths[name if name in paths else PYNET]
         iperf3_in(srv, cli, ip, 1)
@@ -322,15 +329,28 @@ def measure(paths: dict[str, tuple[list[str], list[str], str]], variants: dict[s
         for n in streams:
             for name in order:
                 variant = name.removeprefix(VARIANT_PREFIX) if name not in paths else None
+                if variant in broken:
+                    continue
                 srv, cli, ip = paths[name if variant is None else PYNET]
-                sides = variants[variant][1] if variant else []
-                for side in sides:
-                    VARIANTS[variant](side, True)
+                sides = variants[variant] if variant else []
                 try:
+                    for side in sides:
+                        VARIANTS[variant](side, True)
                     got = iperf3_in(srv, cli, ip, seconds, extra=("-P", str(n)) if n > 1 else ())
+                except subprocess.CalledProcessError as exc:
+                    if variant is None:
+                        raise
+                    broken.add(variant)  # the other paths' figures still count
+                    print(f"  variant {variant} failed, dropped: {exc} {exc.stderr or ''}", flush=True)
+                    continue
                 finally:
                     for side in sides:
-                        VARIANTS[variant](side, False)
+                        try:
+                            VARIANTS[variant](side, False)
+                        except subprocess.CalledProcessError as exc:
+                            broken.add(variant)
+                            print(f"  variant {variant}: undoing failed on {side.host}: {exc} "
+                                  f"{exc.stderr or ''}", flush=True)
                 results[n][name].append(got)
                 print(f"  round {r + 1} P={n} {name:<34} {got:7.2f} Gbit/s", flush=True)
     return results
@@ -358,7 +378,7 @@ def main() -> int:
     streams = [int(s) for s in args.streams.split(",")]
     with tempfile.TemporaryDirectory(prefix="pynet-bench-ovd-") as tmp:
         started = time.monotonic()
-        with SwarmBed(Path(tmp), None, name="pnbod", underlay="198.18.10.0/24") as swarm:
+        with SwarmBed(Path(tmp), None, name="pnbod", underlay="198.18.38.0/24") as swarm:
             h1, h2 = swarm.hosts[:2]
             print(f"bed and swarm up in {time.monotonic() - started:.1f}s {swarm.timings}", flush=True)
             try:
@@ -397,7 +417,7 @@ def run(swarm: SwarmBed, h1: Host, h2: Host, args: argparse.Namespace, chosen: l
     if not args.no_settings:
         docker_b = find_side(h2, docker_overlay_ns(h2, DOCKER_VNI), db.pid, db.ip)
         print_settings(pynet_sides[1], docker_b)
-    variants = {v: (v, pynet_sides) for v in chosen}
+    variants = {v: pynet_sides for v in chosen}
     results = measure(paths, variants, streams, args.rounds, args.seconds)
     print("\n".join(summary(results)))
 
