@@ -71,36 +71,47 @@ DOCKER_SUBNET, DOCKER_VNI = "10.71.1.0/24", 10072
 PYNET, DOCKER, UNDERLAY = "pynet overlay", "Docker's overlay", "underlay"
 VARIANT_PREFIX = PYNET + " + "
 
-# Run inside one network namespace (with a sysfs of its own mounted): reads or changes the
-# settings of its links. argv[1]: JSON list of operations, ["dump", dev...],
-# ["feature", dev, name, on], ["sysfs", dev, relative path, value]. Prints JSON.
+# Run in a side's overlay namespace, then in its container's (argv[2]: that namespace's file),
+# each with a sysfs of its own mounted: reads or changes the settings of their links.
+# argv[1]: JSON {"ns": [op...], "ctr": [op...]}, op one of ["dump", dev...],
+# ["feature", dev, name, on], ["sysfs", dev, relative path, value]. Prints JSON per place.
 KNOBS = r"""
 import json, subprocess, sys
-subprocess.run(["mount", "-t", "sysfs", "sysfs", "/sys"], check=True)
+from pyroute2 import netns
 from pyroute2.ethtool import Ethtool
-out = {}
-with Ethtool() as et:
-    for op in json.loads(sys.argv[1]):
-        if op[0] == "feature":
-            feats = et.get_features(op[1])
-            feats.features[op[2]].enable = op[3]
-            et.set_features(op[1], feats)
-        elif op[0] == "sysfs":
-            with open(f"/sys/class/net/{op[1]}/{op[2]}", "w") as f:
-                f.write(op[3])
-        elif op[0] == "dump":
-            for dev in op[1:]:
-                d = out[dev] = {}
-                for name, feat in et.get_features(dev).features.items():
-                    if feat.available or feat.enable:
-                        d[f"feature {name}"] = "on" if feat.enable else "off"
-                for f in ("threaded", "queues/rx-0/rps_cpus", "tx_queue_len", "gro_flush_timeout",
-                          "napi_defer_hard_irqs"):
-                    try:
-                        d[f] = open(f"/sys/class/net/{dev}/{f}").read().strip()
-                    except OSError:
-                        pass
-print(json.dumps(out))
+
+def run(ops):
+    subprocess.run(["mount", "-t", "sysfs", "sysfs", "/sys"], check=True)
+    out = {}
+    with Ethtool() as et:
+        for op in ops:
+            if op[0] == "feature":
+                feats = et.get_features(op[1])
+                feats.features[op[2]].enable = op[3]
+                et.set_features(op[1], feats)
+            elif op[0] == "sysfs":
+                with open(f"/sys/class/net/{op[1]}/{op[2]}", "w") as f:
+                    f.write(op[3])
+            elif op[0] == "dump":
+                for dev in op[1:]:
+                    d = out[dev] = {}
+                    for name, feat in et.get_features(dev).features.items():
+                        if feat.available or feat.enable:
+                            d[f"feature {name}"] = "on" if feat.enable else "off"
+                    for f in ("threaded", "queues/rx-0/rps_cpus", "tx_queue_len", "gro_flush_timeout",
+                              "napi_defer_hard_irqs"):
+                        try:
+                            d[f] = open(f"/sys/class/net/{dev}/{f}").read().strip()
+                        except OSError:
+                            pass
+    return out
+
+todo = json.loads(sys.argv[1])
+done = {"ns": run(todo["ns"]) if todo.get("ns") else {}}
+if todo.get("ctr"):
+    netns.setns(sys.argv[2], flags=0)
+    done["ctr"] = run(todo["ctr"])
+print(json.dumps(done))
 """
 
 
@@ -121,9 +132,11 @@ class Side:
     def ctr_enter(self) -> list[str]:
         return ["nsenter", f"--net=/proc/{self.ctr_pid}/ns/net"]
 
-    def knobs(self, ops: list, ctr: bool = False) -> dict:
-        argv = [*(self.ctr_enter if ctr else self.enter), "unshare", "-m", "--propagation", "private",
-                sys.executable, "-c", KNOBS, json.dumps(ops)]
+    def knobs(self, ns: list | None = None, ctr: list | None = None) -> dict:
+        """KNOBS's operations in the overlay namespace (`ns`) and the container's (`ctr`):
+        one process for both."""
+        argv = [*self.enter, "unshare", "-m", "--propagation", "private", sys.executable, "-c", KNOBS,
+                json.dumps({"ns": ns or [], "ctr": ctr or []}), f"/proc/{self.ctr_pid}/ns/net"]
         return json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
 
     def ip(self, *argv: str, ctr: bool = False, check: bool = True) -> str:
@@ -193,11 +206,10 @@ def side_settings(side: Side) -> dict[str, str]:
     for link in _links(side.ctr_enter):
         if link["ifname"] == side.ctr_if:
             _flatten("veth (container end)", link, out)
-    for dev, values in side.knobs([["dump", side.vxlan, side.bridge, side.port]]).items():
-        for k, v in values.items():
-            out[f"{roles[dev]} {k}"] = v
-    for k, v in side.knobs([["dump", side.ctr_if]], ctr=True)[side.ctr_if].items():
-        out[f"veth (container end) {k}"] = v
+    got = side.knobs(ns=[["dump", side.vxlan, side.bridge, side.port]], ctr=[["dump", side.ctr_if]])
+    for dev, values in got["ns"].items():
+        out.update({f"{roles[dev]} {k}": v for k, v in values.items()})
+    out.update({f"veth (container end) {k}": v for k, v in got["ctr"][side.ctr_if].items()})
     return out
 
 
@@ -214,35 +226,32 @@ def print_settings(pynet: Side, docker: Side) -> None:
 
 # --- variants on pynet's devices ----------------------------------------------------------
 def _gro(side: Side, on: bool) -> None:
-    side.knobs([["feature", side.port, "rx-gro", on]])
-    side.knobs([["feature", side.ctr_if, "rx-gro", on]], ctr=True)
+    side.knobs(ns=[["feature", side.port, "rx-gro", on]], ctr=[["feature", side.ctr_if, "rx-gro", on]])
 
 
 def _gro_ctr(side: Side, on: bool) -> None:
-    side.knobs([["feature", side.ctr_if, "rx-gro", on]], ctr=True)
+    side.knobs(ctr=[["feature", side.ctr_if, "rx-gro", on]])
 
 
 def _threaded(side: Side, on: bool) -> None:
-    if on:
-        _gro(side, True)
-    side.knobs([["sysfs", side.port, "threaded", "1" if on else "0"]])
-    side.knobs([["sysfs", side.ctr_if, "threaded", "1" if on else "0"]], ctr=True)
-    if not on:
-        _gro(side, False)
+    # GRO (NAPI) first on, last off: threaded mode is a property of the veth's NAPI
+    ops = [["feature", side.port, "rx-gro", on], ["sysfs", side.port, "threaded", "1" if on else "0"]]
+    cops = [["feature", side.ctr_if, "rx-gro", on], ["sysfs", side.ctr_if, "threaded", "1" if on else "0"]]
+    side.knobs(ns=ops if on else ops[::-1], ctr=cops if on else cops[::-1])
 
 
 def _vxlan_threaded(side: Side, on: bool) -> None:
-    side.knobs([["sysfs", side.vxlan, "threaded", "1" if on else "0"]])
+    side.knobs(ns=[["sysfs", side.vxlan, "threaded", "1" if on else "0"]])
 
 
 def _vxlan_csum(side: Side, on: bool) -> None:
-    side.knobs([["feature", side.vxlan, "tx-checksum-ip-generic", not on]])
+    side.knobs(ns=[["feature", side.vxlan, "tx-checksum-ip-generic", not on]])
 
 
 def _rps(side: Side, on: bool) -> None:
     mask = "3" if on else "0"
-    side.knobs([["sysfs", side.port, "queues/rx-0/rps_cpus", mask]])
-    side.knobs([["sysfs", side.ctr_if, "queues/rx-0/rps_cpus", mask]], ctr=True)
+    side.knobs(ns=[["sysfs", side.port, "queues/rx-0/rps_cpus", mask]],
+               ctr=[["sysfs", side.ctr_if, "queues/rx-0/rps_cpus", mask]])
 
 
 def _no_bridge(side: Side, on: bool) -> None:
