@@ -19,7 +19,9 @@ h1 -> h2 (iperf3 from the test machine in the namespaces with nsenter; the image
 on every path, for each `--streams` count (1: one stream; 4: `iperf3 -P 4`), the order of
 the paths rotating by round so drift hits all alike. Printed: every measurement, then per
 stream count the medians [min-max], pynet/Docker, pynet/underlay and Docker/underlay
-(ratios of the medians; the median of the per-round pynet/Docker ratios beside it).
+(ratios of the medians; the median of the per-round pynet/Docker ratios beside it), and
+where the machine's CPUs went during each path's runs (/proc/stat: user, system, softirq,
+idle, in % of one CPU summed over all CPUs).
 
 `--variants` adds paths: pynet's overlay with one kernel setting changed on its devices on
 h1 and h2 (applied just before that path is measured, put back right after):
@@ -299,12 +301,37 @@ VARIANTS: dict[str, Callable[[Side, bool], None]] = {
 
 
 # --- figures --------------------------------------------------------------------------------
+_CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def cpu_times() -> dict[str, list[int]]:
+    """/proc/stat's per-CPU jiffies (the fields above), by CPU."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            name, *values = line.split()
+            out[name] = [int(v) for v in values[:len(_CPU_FIELDS)]]
+    return out
+
+
+def cpu_share(before: dict[str, list[int]], after: dict[str, list[int]]) -> dict[str, float]:
+    """Where the machine's CPUs went between two readings, in % of one CPU summed over all
+    (200 = both cores of a 2-core machine busy): user (+nice), system, softirq, idle."""
+    delta = {cpu: [a - b for a, b in zip(after[cpu], before[cpu])] for cpu in after}
+    total = sum(sum(d) for d in delta.values()) or 1
+    n = len(delta)
+    pick = {"user": (0, 1), "system": (2,), "softirq": (6,), "idle": (3, 4), "steal": (7,)}
+    return {k: 100.0 * n * sum(d[i] for d in delta.values() for i in idx) / total for k, idx in pick.items()}
+
+
 def spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):6.2f} [{min(xs):.2f}-{max(xs):.2f}]"
 
 
-def summary(results: dict[int, dict[str, list[float]]]) -> list[str]:
-    """The lines printed at the end (bench/all.py collects the `ratio A/B X` ones)."""
+def summary(results: dict[int, dict[str, list[float]]],
+            cpu: dict[int, dict[str, list[dict[str, float]]]] | None = None) -> list[str]:
+    """The lines printed at the end (bench/all.py collects the `ratio A/B X` ones); `cpu`:
+    each measurement's cpu_share, printed as medians per path."""
     lines = []
     for streams, per_path in results.items():
         what = "1 stream" if streams == 1 else f"{streams} streams"
@@ -322,13 +349,18 @@ def summary(results: dict[int, dict[str, list[float]]]) -> list[str]:
         lines += [f"  {path}: {med[path] / med[PYNET]:.3f} of pynet overlay, {med[path] / med[DOCKER]:.3f} "
                   f"of Docker's, {med[path] / med[UNDERLAY]:.3f} of underlay"
                   for path in per_path if path.startswith(VARIANT_PREFIX)]
+        for path, shares in (cpu or {}).get(streams, {}).items():
+            if shares:
+                lines.append(f"  CPU during {path:<34} " + ", ".join(
+                    f"{k} {statistics.median(s[k] for s in shares):5.1f}%" for k in shares[0]))
     return lines
 
 
 def measure(paths: dict[str, tuple[list[str], list[str], str]], variants: dict[str, list[Side]],
-            streams: list[int], rounds: int, seconds: int) -> dict[int, dict[str, list[float]]]:
+            streams: list[int], rounds: int, seconds: int) -> tuple[dict, dict]:
     names = list(paths) + [VARIANT_PREFIX + v for v in variants]
     results = {n: {p: [] for p in names} for n in streams}
+    cpu: dict[int, dict[str, list[dict[str, float]]]] = {n: {p: [] for p in names} for n in streams}
     broken: set[str] = set()
     for name in names:  # warm-up (ARP, first-flow costs), not counted
         srv, cli, ip = paths[name if name in paths else PYNET]
@@ -345,7 +377,9 @@ def measure(paths: dict[str, tuple[list[str], list[str], str]], variants: dict[s
                 try:
                     for side in sides:
                         VARIANTS[variant](side, True)
+                    before = cpu_times()
                     got = iperf3_in(srv, cli, ip, seconds, extra=("-P", str(n)) if n > 1 else ())
+                    cpu[n][name].append(cpu_share(before, cpu_times()))
                 except subprocess.CalledProcessError as exc:
                     if variant is None:
                         raise
@@ -362,7 +396,7 @@ def measure(paths: dict[str, tuple[list[str], list[str], str]], variants: dict[s
                                   f"{exc.stderr or ''}", flush=True)
                 results[n][name].append(got)
                 print(f"  round {r + 1} P={n} {name:<34} {got:7.2f} Gbit/s", flush=True)
-    return results
+    return results, cpu
 
 
 def wait_reachable(label: str, cli: list[str], ip: str) -> None:
@@ -427,8 +461,8 @@ def run(swarm: SwarmBed, h1: Host, h2: Host, args: argparse.Namespace, chosen: l
         docker_b = find_side(h2, docker_overlay_ns(h2, DOCKER_VNI), db.pid, db.ip)
         print_settings(pynet_sides[1], docker_b)
     variants = {v: pynet_sides for v in chosen}
-    results = measure(paths, variants, streams, args.rounds, args.seconds)
-    print("\n".join(summary(results)))
+    results, cpu = measure(paths, variants, streams, args.rounds, args.seconds)
+    print("\n".join(summary(results, cpu)))
 
 
 if __name__ == "__main__":
