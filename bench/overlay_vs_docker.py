@@ -35,6 +35,7 @@ h1 and h2 (applied just before that path is measured, put back right after):
 * `bridge-nf-off`   net.bridge.bridge-nf-call-iptables/ip6tables/arptables = 0 in the
                     overlay namespace (a new namespace starts with 1, so the bridge passes
                     every frame through br_netfilter although that namespace has no rules);
+* `bridge-nf-on`    the same = 1 (how pynet left them before it turned them off);
 * `no-udpcsum`      the VXLAN device made again without outer UDP checksums (the kernel's
                     default, which both drivers' devices keep, is with);
 * `vxlan-csum-off`  `tx-checksum-ip-generic off` on the VXLAN device (the workaround for the
@@ -262,13 +263,22 @@ def _rps(side: Side, on: bool) -> None:
     side.knobs(ns=[["sysfs", side.port, "queues/rx-0/rps_cpus", "3" if on else "0"]])
 
 
-def _bridge_nf_off(side: Side, on: bool) -> None:
-    # Per network namespace since Linux 5.3; a new namespace starts with 1 (the bridge then
-    # runs every frame through br_netfilter's hooks, with no rules there to match).
-    value = "0" if on else "1"
-    subprocess.run([*side.enter, "sysctl", "-qw", *(f"net.bridge.bridge-nf-call-{t}={value}"
-                                                    for t in ("iptables", "ip6tables", "arptables"))],
-                   capture_output=True, text=True, check=True)
+_NF_SYSCTLS = tuple(f"net.bridge.bridge-nf-call-{t}" for t in ("iptables", "ip6tables", "arptables"))
+_nf_before: dict[int, list[str]] = {}
+
+
+def _bridge_nf(value: str) -> Callable[[Side, bool], None]:
+    """br_netfilter's per-namespace sysctls (since Linux 5.3; a new namespace starts with 1)
+    set to `value` in the overlay namespace, then put back as they were."""
+    def toggle(side: Side, on: bool) -> None:
+        if on:
+            now = subprocess.run([*side.enter, "sysctl", "-n", *_NF_SYSCTLS], capture_output=True,
+                                 text=True, check=True).stdout.split()
+            _nf_before[id(side)] = now
+        values = [value] * 3 if on else _nf_before.pop(id(side))
+        subprocess.run([*side.enter, "sysctl", "-qw", *(f"{k}={v}" for k, v in zip(_NF_SYSCTLS, values))],
+                       capture_output=True, text=True, check=True)
+    return toggle
 
 
 def _no_bridge(side: Side, on: bool) -> None:
@@ -311,7 +321,7 @@ def _udpcsum(side: Side, on: bool) -> None:
 
 VARIANTS: dict[str, Callable[[Side, bool], None]] = {
     "veth-gro": _gro, "veth-gro-ctr": _gro_ctr, "veth-threaded": _threaded,
-    "bridge-nf-off": _bridge_nf_off, "no-udpcsum": _udpcsum, "vxlan-csum-off": _vxlan_csum, "no-bridge": _no_bridge, "rps": _rps,
+    "bridge-nf-off": _bridge_nf("0"), "bridge-nf-on": _bridge_nf("1"), "no-udpcsum": _udpcsum, "vxlan-csum-off": _vxlan_csum, "no-bridge": _no_bridge, "rps": _rps,
 }
 
 
