@@ -171,15 +171,6 @@ class Netlink(Protocol):
     def bridge_netfilter(self, name: str) -> bool | None:
         """The bridge's own IFLA_BR_NF_CALL_IPTABLES; None if there is no such bridge."""
 
-    def set_namespace_bridge_netfilter(self, on: bool) -> None:
-        """This namespace's own net.bridge.bridge-nf-call-iptables, -ip6tables and
-        -arptables (per namespace since Linux 5.3; a new namespace starts with 1). Nothing
-        to do where br_netfilter is not loaded (no such sysctls: bridged frames skip
-        netfilter anyway)."""
-
-    def namespace_bridge_netfilter(self) -> bool | None:
-        """This namespace's net.bridge.bridge-nf-call-iptables; None without br_netfilter."""
-
     def add_veth(self, host: str, peer: str, mtu: int, master: str, peer_mac: str | None,
                  netns: str | None = None) -> None:
         """A new veth pair: `host` up on bridge `master`, `peer` down (Docker moves it).

@@ -6,7 +6,6 @@ import os
 import ipaddress
 import logging
 import socket
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -30,7 +29,6 @@ _NETNS_DIR = "/run/netns"
 # qdisc is ever attached, and makes the two drivers' links compare equal.
 NO_QUEUE = 0
 IFA_F_NODAD = 0x02  # linux/if_addr.h
-_BRIDGE_NF_TABLES = ("iptables", "ip6tables", "arptables")
 
 
 class Pyroute2Netlink:
@@ -187,53 +185,6 @@ class Pyroute2Netlink:
                 return None
             value = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_BR_NF_CALL_IPTABLES")
             return None if value is None else bool(value)
-
-    def set_namespace_bridge_netfilter(self, on: bool) -> None:
-        value = b"1" if on else b"0"
-
-        def write() -> None:
-            for table in _BRIDGE_NF_TABLES:
-                try:
-                    with open(f"/proc/sys/net/bridge/bridge-nf-call-{table}", "wb") as f:
-                        f.write(value)
-                except FileNotFoundError:
-                    return  # no br_netfilter loaded: bridged frames skip netfilter anyway
-        self._in_namespace(write, f"setting bridge-nf-call-*={value.decode()}")
-
-    def namespace_bridge_netfilter(self) -> bool | None:
-        found: list[bool | None] = [None]
-
-        def read() -> None:
-            try:
-                with open("/proc/sys/net/bridge/bridge-nf-call-iptables", "rb") as f:
-                    found[0] = f.read().strip() != b"0"
-            except FileNotFoundError:
-                pass
-        self._in_namespace(read, "reading bridge-nf-call-iptables")
-        return found[0]
-
-    def _in_namespace(self, work, doing: str) -> None:
-        """work() on a thread of its own that has entered this namespace: net sysctls under
-        /proc/sys/net are the ones of the namespace of the thread that opens them, and the
-        thread ends there (the caller's own thread never changes namespace)."""
-        if not self._netns:
-            return work()
-        failed: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                pr_netns.setns(_netns_path(self._netns), flags=0)
-                work()
-            except BaseException as exc:  # handed to the caller
-                failed.append(exc)
-        thread = threading.Thread(target=run, name=f"pynet-in-{self._netns}", daemon=True)
-        thread.start()
-        thread.join()
-        if failed:
-            exc = failed[0]
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOENT, errno.EINVAL):
-                raise NoSuchNamespace(f"cannot enter network namespace {self._netns}: {exc}") from None
-            raise KernelError(f"{doing} in namespace {self._netns}: {exc}") from None
 
     def add_veth(self, host: str, peer: str, mtu: int, master: str, peer_mac: str | None,
                  netns: str | None = None) -> None:

@@ -192,20 +192,6 @@ def test_bridge_netfilter(bed: Bed) -> None:
         nl.set_bridge_netfilter("pnvhost", True)
 
 
-def test_namespace_bridge_netfilter(bed: Bed) -> None:
-    """A new namespace starts with br_netfilter on for its bridges (br_netfilter is loaded
-    wherever dockerd runs); turned off there, it stays on in the namespace it was made from."""
-    nl, name = bed.nl, bed.netns_name()
-    nl.ensure_netns(name)
-    inside = nl.within(name)
-    assert inside.namespace_bridge_netfilter() is True
-    inside.set_namespace_bridge_netfilter(False)
-    assert inside.namespace_bridge_netfilter() is False
-    assert nl.namespace_bridge_netfilter() is True
-    inside.set_namespace_bridge_netfilter(True)
-    assert inside.namespace_bridge_netfilter() is True
-
-
 # --- veths and ports -------------------------------------------------------------------
 
 

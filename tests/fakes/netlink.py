@@ -37,9 +37,6 @@ class FakeNetlink:
         self.addrs: list[tuple[str, object]] = []  # test setup: (link, ip_interface)
         self.default_links: list[str] = []
         self.bridge_nf: dict[str, bool] = {}  # bridge -> its own nf_call_iptables
-        # This namespace's net.bridge.bridge-nf-call-*: a new namespace starts with them on
-        # (br_netfilter loaded, as on a Docker host); None: as if br_netfilter were not.
-        self.namespace_bridge_nf: bool | None = True
         # Bridges whose MTU was set to another value keep it; the others follow their ports.
         self.mtu_set: set[str] = set()
         # What a batch costs on a real kernel: sockets opened (a forked helper each, in a
@@ -120,14 +117,6 @@ class FakeNetlink:
     def bridge_netfilter(self, name):
         link = self.state.get(name)
         return None if link is None or link.kind != "bridge" else self.bridge_nf.get(name, False)
-
-    def set_namespace_bridge_netfilter(self, on):
-        self._maybe_fail("set_namespace_bridge_netfilter")
-        if self.namespace_bridge_nf is not None:
-            self.namespace_bridge_nf = on
-
-    def namespace_bridge_netfilter(self):
-        return self.namespace_bridge_nf
 
     def add_veth(self, host, peer, mtu, master, peer_mac, netns=None):
         self._maybe_fail("add_veth")

@@ -161,8 +161,7 @@ class OverlayKind(PublishesNothing):
         device that differs (another VNI, VTEP or port) is made again."""
         assert net.netns is not None and net.vni is not None and net.vtep is not None
         inside = self.netlink.within(net.netns)
-        if inside.ensure_bridge(BRIDGE, net.mtu, []):
-            _skip_br_netfilter(inside)
+        inside.ensure_bridge(BRIDGE, net.mtu, [])
         name, port = naming.vxlan(net.id), self.runtime.port_for(net.options.encrypted)
         local = self._local_address(net)
         found = inside.vxlan(name)
@@ -283,7 +282,6 @@ class OverlayKind(PublishesNothing):
         recorded endpoints (ones removed while pynet was down go, missing ones come back)."""
         self._ensure_kernel(net)
         inside = self.netlink.within(net.netns or "")
-        _skip_br_netfilter(inside)  # br_netfilter may have been loaded since, or pynet was older
         oid = overlay_id(net)
         view = self.registry.view(oid)
         mine = view.members.get(self.runtime.host)
@@ -341,14 +339,6 @@ class OverlayKind(PublishesNothing):
 
     def describe(self, net: NetworkRecord) -> Carrier:
         return Carrier(f"vni {net.vni}" if net.vni is not None else "vni -")
-
-
-def _skip_br_netfilter(inside: Netlink) -> None:
-    """bridge-nf-call-* off in the overlay's namespace. A new namespace starts with them on,
-    so br0 would pass every frame through br_netfilter's hooks (a route lookup and more per
-    packet) although that namespace has no firewall rules; the host's own settings stay as
-    they are. Measured: docs/overlay.md "Performance"."""
-    inside.set_namespace_bridge_netfilter(False)
 
 
 def _each_peer(endpoint: str, what: str, call, *args) -> None:
