@@ -35,7 +35,7 @@ h1 and h2 (applied just before that path is measured, put back right after):
 * `bridge-nf-off`   net.bridge.bridge-nf-call-iptables/ip6tables/arptables = 0 in the
                     overlay namespace (a new namespace starts with 1, so the bridge passes
                     every frame through br_netfilter although that namespace has no rules);
-* `bridge-nf-on`    the same = 1 (how pynet left them before it turned them off);
+* `bridge-nf-on`    the same = 1 (a new namespace's default: the A/B if pynet ever sets 0);
 * `no-udpcsum`      the VXLAN device made again without outer UDP checksums (the kernel's
                     default, which both drivers' devices keep, is with);
 * `vxlan-csum-off`  `tx-checksum-ip-generic off` on the VXLAN device (the workaround for the
