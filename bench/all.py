@@ -5,11 +5,10 @@
 
 Takes the machine-wide lock (/run/lock/pynet-tests.lock) for the whole run, then runs, one
 after another (each starts and removes its own dockerd/plugin/bed): datapath.py, bridge.py,
-published_ports.py, macvlan_throughput.py, consul_ipam.py, overlay.py, scale.py (`--quick` by
-default; `--full-scale` for N up to 1,000), network_create.py, overlay_peers.py,
+published_ports.py, macvlan_throughput.py, consul_ipam.py, overlay.py, overlay_vs_docker.py,
+scale.py (`--quick` by default; `--full-scale` for N up to 1,000), network_create.py, overlay_peers.py,
 overlay_encrypted.py, dns_names.py, dns_loopback.py, and control_path.py (its run() is
-called). Each script's whole output goes to
-DIR/<name>.txt; the table at the end collects every line that states a ratio
+called). Each script's whole output goes to DIR/<name>.txt; the table at the end collects every line that states a ratio
 ("ratio A/B X", "ratio: X", "Nx the throughput"), so it is exactly what the scripts measured.
 """
 from __future__ import annotations
@@ -36,6 +35,7 @@ BENCHES = {
     "macvlan_throughput": ([], "macvlan container <-> LAN host"),
     "consul_ipam": ([], "cluster-wide IPAM, blocks vs lowest-free"),
     "overlay": ([], "overlay vs underlay, convergence"),
+    "overlay_vs_docker": (["--no-settings"], "pynet overlay vs Docker's overlay vs underlay, 1 and 4 streams"),
     "scale": (["--quick"], "per-op cost vs N, restore, RSS, store"),
     "network_create": (["--networks", "200", "--rounds", "1"], "network create/rm growth to 200 networks"),
     "overlay_peers": (["--rounds", "1"], "the overlay's peer programming vs iproute2 -batch"),
@@ -48,7 +48,8 @@ QUICK_ARGS = {"datapath": ["--rounds", "3", "--seconds", "2"],
               "network_create": ["--networks", "50", "--rounds", "1"],
               "overlay_peers": ["--sizes", "1x1000", "--other-overlay", "none"],
               "dns_names": ["--queries", "200", "--containers", "10", "--per-host", "20"],
-              "dns_loopback": ["--queries", "300"]}
+              "dns_loopback": ["--queries", "300"],
+              "overlay_vs_docker": ["--no-settings", "--rounds", "3", "--seconds", "3"]}
 
 RATIO = re.compile(r"ratio\s+(?P<what>[\w.]+/[\w.]+):?\s+(?P<value>[0-9]+\.[0-9]+)")
 COLON_RATIO = re.compile(r"^(?P<title>.*?)\s+ratio:\s+(?P<value>[0-9]+\.[0-9]+)")

@@ -139,13 +139,22 @@ def container_ip(daemon: DockerDaemon, ctr: str) -> str:
 def iperf3(server_pid: int, client_pid: int, server_ip: str, seconds: int, port: int = 5201,
            extra: tuple[str, ...] = ()) -> float:
     """TCP throughput in Gbit/s from client's namespace to server's, with the host's iperf3."""
-    server = subprocess.Popen(["nsenter", f"--net=/proc/{server_pid}/ns/net", "iperf3", "-s", "-1",
-                               "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return iperf3_in(["nsenter", f"--net=/proc/{server_pid}/ns/net"],
+                     ["nsenter", f"--net=/proc/{client_pid}/ns/net"], server_ip, seconds, port, extra)
+
+
+def iperf3_in(server_argv: list[str], client_argv: list[str], server_ip: str, seconds: int,
+              port: int = 5201, extra: tuple[str, ...] = ()) -> float:
+    """TCP throughput in Gbit/s (every stream's received bytes summed) from the client to the
+    server, each iperf3 run under an argv prefix that enters its namespace (`nsenter ...`,
+    `ip netns exec NS`); `extra` adds client flags, e.g. ("-P", "4")."""
+    server = subprocess.Popen([*server_argv, "iperf3", "-s", "-1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
-        out = subprocess.run(["nsenter", f"--net=/proc/{client_pid}/ns/net", "iperf3", "-c", server_ip,
-                              "-p", str(port), "-t", str(seconds), "-J", *extra],
-                             capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+        out = subprocess.run([*client_argv, "iperf3", "-c", server_ip, "-p", str(port), "-t", str(seconds),
+                              "-J", *extra], capture_output=True, text=True, timeout=seconds + 30,
+                             check=True).stdout
         return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
     finally:
         server.kill()

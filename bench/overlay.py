@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import iperf3_in as iperf3  # noqa: E402
 from driver import naming  # noqa: E402
 from tests.harness.multihost import Host, MultiHost  # noqa: E402
 from tests.multihost.support import IMAGE, network_id, overlay_create, run_on  # noqa: E402
@@ -93,20 +94,6 @@ def percentile(values: list[float], p: float) -> float:
     k = (len(ordered) - 1) * p / 100
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def iperf3(server_ns: list[str], client_ns: list[str], server_ip: str, seconds: int) -> float:
-    import json
-    server = subprocess.Popen([*server_ns, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.4)
-        out = subprocess.run([*client_ns, "iperf3", "-c", server_ip, "-t", str(seconds), "-J"],
-                             capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
-    finally:
-        server.kill()
-        server.wait()
 
 
 def throughput(bed: MultiHost, seconds: int, rounds: int) -> None:

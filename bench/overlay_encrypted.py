@@ -41,23 +41,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import iperf3_in as iperf3  # noqa: E402
 from tests.harness.multihost import MultiHost  # noqa: E402
 from tests.multihost.support import overlay_create, run_on  # noqa: E402
 
 WG_SUBNET = "198.19.250.0/24"
-
-
-def iperf3(server_ns: list[str], client_ns: list[str], server_ip: str, seconds: int) -> float:
-    server = subprocess.Popen([*server_ns, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.4)
-        out = subprocess.run([*client_ns, "iperf3", "-c", server_ip, "-t", str(seconds), "-J"],
-                             capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
-    finally:
-        server.kill()
-        server.wait()
 
 
 def docker_encryption_refused() -> str | None:

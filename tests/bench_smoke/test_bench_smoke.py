@@ -126,3 +126,23 @@ def test_control_path_summary_is_what_all_collects(capsys):
     assert [(r[1], r[2], r[3]) for r in rows] == [
         ("docker run -d -p, 50 at once: per-container start p50 (s, 5 rounds x 50)", "pynet/docker", "0.917"),
         ("docker run -d -p, 50 at once: per-container start p99 (s, 5 rounds x 50)", "pynet/docker", "1.250")]
+
+
+def test_overlay_vs_docker_summary_gives_all_py_its_ratio_lines():
+    """bench/overlay_vs_docker.py's figures (no bed: its summary of made-up rounds) come out
+    as the ratio lines all.py's table collects, per stream count, variants beside them."""
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("bench_overlay_vs_docker", BENCH / "overlay_vs_docker.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    rounds = {module.PYNET: [13.0, 12.0, 14.0], module.DOCKER: [12.0, 12.5, 13.0],
+              module.UNDERLAY: [16.0, 17.0, 16.5], module.VARIANT_PREFIX + "veth-gro": [14.0, 14.5, 15.0]}
+    text = "\n".join(module.summary({1: rounds, 4: {k: v for k, v in rounds.items() if "+" not in k}}))
+    rows = [(title.split(",")[0], what, value) for _, title, what, value in _all_module().ratios("o", text)]
+    assert rows == [("TCP 1 stream h1->h2", "pynet/docker", "1.040"), ("TCP 1 stream h1->h2", "pynet/underlay", "0.788"),
+                    ("TCP 1 stream h1->h2", "docker/underlay", "0.758"),
+                    ("TCP 4 streams h1->h2", "pynet/docker", "1.040"), ("TCP 4 streams h1->h2", "pynet/underlay", "0.788"),
+                    ("TCP 4 streams h1->h2", "docker/underlay", "0.758")]
+    assert "pynet overlay + veth-gro: 1.115 of pynet overlay" in text
+    assert "13.00 [12.00-14.00]" in text

@@ -11,6 +11,10 @@ from `plugin_dir` (config.json + rootfs, as scripts/build-plugin.sh writes it) w
 data-path address and state directory (the `state` mount's source), then enabled; h1 inits
 the swarm on its underlay address and the others join as workers.
 
+With plugin_dir=None the hosts keep the bed's legacy `pynet serve` instead (driver `pynet`,
+local scope: its networks are node-local networks beside the swarm's): for putting pynet's
+overlay next to Docker's own overlay on one swarm (bench/overlay_vs_docker.py).
+
 dev_plugin_dir() writes a plugin directory whose rootfs is nearly empty and bind-mounts this
 machine's /usr, Python and the source tree read-only instead: the code under test, built in
 a second, for iterating on the driver (PYNET_SWARM_PLUGIN=dev in tests/multihost/test_swarm.py).
@@ -82,15 +86,15 @@ def built_plugin_dir(out: Path) -> Path:
 class SwarmBed:
     """`managers`: how many hosts join as managers (h1 always is one)."""
 
-    def __init__(self, base_dir: Path, plugin_dir: Path, *, name: str = "pnsw",
+    def __init__(self, base_dir: Path, plugin_dir: Path | None, *, name: str = "pnsw",
                  underlay: str = "198.18.9.0/24", hosts: int = 3, managers: int = 1,
                  plugin_env: dict[str, str] | None = None,
                  dockerd_args: tuple[str, ...] = (), docker_iptables: tuple[str, ...] = (),
                  engine: str | None = None) -> None:
         self.bed = MultiHost(base_dir, hosts=hosts, name=name, underlay=underlay,
-                             legacy_plugin=False, dockerd_args=dockerd_args,
+                             legacy_plugin=plugin_dir is None, dockerd_args=dockerd_args,
                              docker_iptables=docker_iptables, engine=engine)
-        self.plugin_dir = Path(plugin_dir)
+        self.plugin_dir = Path(plugin_dir) if plugin_dir is not None else None
         self.plugin_env = dict(plugin_env or {})
         self.managers = managers
         self.timings: dict[str, float] = {}
@@ -132,10 +136,11 @@ class SwarmBed:
         self._up = True
         try:
             self.timings["hosts"] = time.monotonic() - started
-            mark = time.monotonic()
-            with concurrent.futures.ThreadPoolExecutor(len(self.hosts)) as pool:
-                list(pool.map(self.install_plugin, self.hosts))
-            self.timings["plugins"] = time.monotonic() - mark
+            if self.plugin_dir is not None:
+                mark = time.monotonic()
+                with concurrent.futures.ThreadPoolExecutor(len(self.hosts)) as pool:
+                    list(pool.map(self.install_plugin, self.hosts))
+                self.timings["plugins"] = time.monotonic() - mark
             mark = time.monotonic()
             self._form_swarm()
             self.timings["swarm"] = time.monotonic() - mark
@@ -149,6 +154,7 @@ class SwarmBed:
     def plugin_settings(self, h: Host) -> dict[str, str]:
         """The `docker plugin set` of host h: Consul, its own names and mount sources (every
         host of the bed shares the machine's /var/lib and /etc; Docker creates no source)."""
+        assert self.plugin_dir is not None, "the legacy plugin takes the bed's own settings"
         state, certs = h.dir / "pynet-state", h.dir / "pynet-certs"
         state.mkdir(exist_ok=True)
         certs.mkdir(exist_ok=True)
@@ -244,8 +250,9 @@ class SwarmBed:
                 with contextlib.suppress(BedError):
                     h.docker("rm", "-f", *h.docker("ps", "-aq", check=False).stdout.split(),
                              check=False, timeout=60)
-                    h.docker("plugin", "disable", "-f", PLUGIN, check=False, timeout=60)
-                    h.docker("plugin", "rm", "-f", PLUGIN, check=False, timeout=60)
+                    if self.plugin_dir is not None:
+                        h.docker("plugin", "disable", "-f", PLUGIN, check=False, timeout=60)
+                        h.docker("plugin", "rm", "-f", PLUGIN, check=False, timeout=60)
         self._up = False
         return self.bed.down()
 
