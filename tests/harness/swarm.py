@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -90,10 +91,19 @@ class SwarmBed:
                  underlay: str = "198.18.9.0/24", hosts: int = 3, managers: int = 1,
                  plugin_env: dict[str, str] | None = None,
                  dockerd_args: tuple[str, ...] = (), docker_iptables: tuple[str, ...] = (),
-                 engine: str | None = None) -> None:
+                 engine: str | None = None, plugin_args: tuple[str, ...] = (),
+                 plugin_args_for: Callable[[Host], tuple[str, ...]] | None = None,
+                 prepare: Callable[[Host], None] | None = None) -> None:
+        """`plugin_args`, `plugin_args_for`: the legacy plugin's (plugin_dir None), as
+        MultiHost takes them. `prepare(host)`: run on every host before the swarm forms
+        (e.g. a docker_gwbridge of one's own, which the swarm would otherwise make)."""
+        if plugin_dir is not None and (plugin_args or plugin_args_for):
+            raise ValueError("plugin_args are the legacy plugin's; the managed one takes plugin_env")
         self.bed = MultiHost(base_dir, hosts=hosts, name=name, underlay=underlay,
                              legacy_plugin=plugin_dir is None, dockerd_args=dockerd_args,
-                             docker_iptables=docker_iptables, engine=engine)
+                             docker_iptables=docker_iptables, engine=engine, plugin_args=plugin_args,
+                             plugin_args_for=plugin_args_for)
+        self.prepare = prepare
         self.plugin_dir = Path(plugin_dir) if plugin_dir is not None else None
         self.plugin_env = dict(plugin_env or {})
         self.managers = managers
@@ -141,6 +151,9 @@ class SwarmBed:
                 with concurrent.futures.ThreadPoolExecutor(len(self.hosts)) as pool:
                     list(pool.map(self.install_plugin, self.hosts))
                 self.timings["plugins"] = time.monotonic() - mark
+            if self.prepare is not None:
+                for h in self.hosts:
+                    self.prepare(h)
             mark = time.monotonic()
             self._form_swarm()
             self.timings["swarm"] = time.monotonic() - mark
