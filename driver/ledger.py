@@ -50,6 +50,9 @@ class Ledger:
         # them grow with the number of networks (issue 22). A record whose text is unchanged
         # is the same (immutable) record; any other text is decoded and checked as before.
         self._listed: dict[str, tuple[str, NetworkRecord]] = {}
+        # The same for endpoint records: the overlay watcher lists this host's endpoints at
+        # every sync, so a burst of N endpoints decoded N^2 records.
+        self._endpoints = records.ParsedOnce(endpoint_at)
 
     # --- reading -------------------------------------------------------------------
     # One bad record (written by another client) never hides the others: a listing skips
@@ -78,8 +81,11 @@ class Ledger:
         return None if entry is None else endpoint_at(entry)
 
     def endpoints(self, nid: str | None = None) -> list[EndpointRecord]:
-        return list(bad_records.readable(self.store.list(keys.endpoints(self.host, nid)),
-                                         endpoint_at, "endpoint"))
+        entries = self.store.list(keys.endpoints(self.host, nid))
+        found = list(bad_records.readable(entries, self._endpoints, "endpoint"))
+        if nid is None:  # a listing of every endpoint: the memo keeps only those still there
+            self._endpoints.keep({e.key for e in entries})
+        return found
 
     # --- networks ------------------------------------------------------------------
     def begin_network(self, net: NetworkRecord) -> NetworkRecord:
