@@ -58,7 +58,9 @@ from tests.harness.multihost import Host, MultiHost  # noqa: E402
 from tests.multihost.support import IMAGE, network_id, overlay_create, run_on  # noqa: E402
 
 SUBNET = "10.70.0.0/22"
-FIRST = 16  # the probes take the lowest addresses from pynet's IPAM; fixed addresses start here
+# Every container gets a fixed address (an address left to pynet's IPAM comes from its host's
+# block, anywhere in the subnet): the probes .2-.4, the containers measured from .16 on.
+FIRST = 16
 
 
 def gwbridge_subnet(h: Host) -> str:
@@ -264,7 +266,9 @@ def cpu_by_program() -> tuple[dict[str, float], float, float]:
 def convergence(bed: MultiHost, nets: dict[Host, str], title: str, plan: list[tuple[Host, str, str]],
                 parallel: bool) -> None:
     """plan: (host, name, ip) of the containers to start; each is pinged from every other host."""
-    probes = {h: run_on(h, f"probe{h.index}", "ov") for h in bed.hosts}
+    net = ipaddress.ip_network(SUBNET)
+    probes = {h: run_on(h, f"probe{h.index}", "ov", "--ip", str(net.network_address + 1 + h.index))
+              for h in bed.hosts}
     pingers = {h: Pinger(p.pid) for h, p in probes.items()}
     watches = {h: NeighWatch(h, nets[h]) for h in bed.hosts}
     t0s: dict[str, tuple[Host, float]] = {}
