@@ -381,7 +381,13 @@ def main() -> None:
                             [(h, f"many{h.index}-{i}", ips[(h.index - 1) * per_host + i])
                              for h in bed.hosts for i in range(per_host)], parallel=True)
             for h in bed.hosts:
-                h.docker("network", "rm", "ov")
+                # After hundreds of `docker rm -f`, dockerd may still be releasing endpoints.
+                for _ in range(20):
+                    if h.docker("network", "rm", "ov", check=False).returncode == 0:
+                        break
+                    time.sleep(3)
+                else:
+                    h.docker("network", "rm", "ov")
             left = {k for k in bed.kv("pynet/v1/overlay/")}
             print("overlay keys left in Consul:", sorted(left) or "none")
 
