@@ -26,9 +26,6 @@ from .models import READY, EndpointRecord, NetworkRecord
 log = logging.getLogger(__name__)
 
 Name = tuple[str, str]  # (space, name)
-# network() remembers at most this many decoded records (then starts again): a host has a
-# few hundred networks at most, and a record gone from the store is never returned from it.
-MEMO_LIMIT = 1024
 
 
 def network_names(net: NetworkRecord) -> list[Name]:
@@ -48,13 +45,13 @@ class Ledger:
         self.host = host
         self.retries = retries or RetryQueue()
         self.writes = FencedWrites(store, host, self.retries, keys.driver_fence(host))
-        # The network records of the last listing, by key: (the stored text, the record).
-        # CreateNetwork and DeleteNetwork list every network; decoding each one again made
-        # them grow with the number of networks (issue 22). A record whose text is unchanged
-        # is the same (immutable) record; any other text is decoded and checked as before.
-        self._listed: dict[str, tuple[str, NetworkRecord]] = {}
-        # The same for single reads (network()): by key, the stored text and its record.
-        self._read: dict[str, tuple[str, NetworkRecord]] = {}
+        # Records decoded once per stored text (records.ParsedOnce): CreateNetwork and
+        # DeleteNetwork list every network, every endpoint call reads its network's record
+        # (six per container started and removed), the overlay watcher lists this host's
+        # endpoints at every sync: decoding each again made them grow with N (issue 22). An
+        # unchanged text is the same (immutable) record; any other is decoded and checked.
+        self._networks = records.ParsedOnce(network_at)
+        self._endpoints = records.ParsedOnce(endpoint_at)
 
     # --- reading -------------------------------------------------------------------
     # One bad record (written by another client) never hides the others: a listing skips
@@ -64,31 +61,12 @@ class Ledger:
         entry = self.store.get(keys.network(self.host, nid))
         if entry is None:
             return None
-        # Every endpoint call reads its network's record (six per container started and
-        # removed): decoding it again each time was ~1.3 ms of CPU per container, paid
-        # under the GIL by 50 concurrent `docker run`s (issue 22). The same stored text is
-        # the same (immutable) record; any other text is decoded and checked as before.
-        hit = self._read.get(entry.key)
-        if hit is not None and hit[0] == entry.value:
-            return hit[1]
-        net = network_at(entry)
-        if len(self._read) >= MEMO_LIMIT:
-            self._read.clear()
-        self._read[entry.key] = (entry.value, net)
-        return net
+        return self._networks(entry)
 
     def networks(self) -> list[NetworkRecord]:
-        known, listed = self._listed, {}
-
-        def parse(entry: Entry) -> NetworkRecord:
-            hit = known.get(entry.key)
-            net = hit[1] if hit is not None and hit[0] == entry.value else network_at(entry)
-            listed[entry.key] = (entry.value, net)
-            return net
-
-        found = list(bad_records.readable(self.store.list(keys.networks(self.host)), parse,
-                                          "network"))
-        self._listed = listed  # only keys still there: the memo never outgrows the store
+        entries = self.store.list(keys.networks(self.host))
+        found = list(bad_records.readable(entries, self._networks, "network"))
+        self._networks.keep({e.key for e in entries})  # the memo never outgrows the store
         return found
 
     def endpoint(self, nid: str, eid: str) -> EndpointRecord | None:
@@ -96,8 +74,11 @@ class Ledger:
         return None if entry is None else endpoint_at(entry)
 
     def endpoints(self, nid: str | None = None) -> list[EndpointRecord]:
-        return list(bad_records.readable(self.store.list(keys.endpoints(self.host, nid)),
-                                         endpoint_at, "endpoint"))
+        entries = self.store.list(keys.endpoints(self.host, nid))
+        found = list(bad_records.readable(entries, self._endpoints, "endpoint"))
+        if nid is None:  # a listing of every endpoint: the memo keeps only those still there
+            self._endpoints.keep({e.key for e in entries})
+        return found
 
     # --- networks ------------------------------------------------------------------
     def begin_network(self, net: NetworkRecord) -> NetworkRecord:

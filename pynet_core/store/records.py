@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from pynet_core.errors import BadRecord, StoreContention
 from pynet_core.record_fields import MAX_RECORD_DEPTH, nested_deeper_than
 
 from .api import Entry, Store
+
+T = TypeVar("T")
 
 # How many lost compare-and-set races one operation tolerates before giving up. Each
 # loss means another writer made progress, so this only bites under extreme contention.
@@ -67,3 +69,35 @@ def update(store: Store, key: str, mutate: Callable[[Any], Any], what: str) -> A
         elif store.cas(key, dump(new), entry.version):
             return new
     raise StoreContention(f"gave up {what}: {MAX_ATTEMPTS} concurrent writers changed {key} first")
+
+
+class ParsedOnce(Generic[T]):
+    """`parse(entry)`, remembered by key while the key's text stays the same: a listing read
+    again and again (the overlay watcher reads every peer record at every change, issue 22)
+    decodes and checks only the records whose text changed. What `parse` answers depends on
+    the key and the text alone, so an unchanged text is the same record (parsed values are
+    immutable), and any other text is parsed and checked anew; a refusal (a ValueError:
+    BadRecord, the models' InvalidRecord) is remembered and raised again the same way, and
+    anything else (a bug) is never remembered. `keep(keys)` after a whole listing drops
+    the keys that are gone, so the memo never outgrows the store. Safe across threads: a
+    race only costs a parse."""
+
+    def __init__(self, parse: Callable[[Entry], T]) -> None:
+        self._parse = parse
+        self._known: dict[str, tuple[str, T | None, ValueError | None]] = {}
+
+    def __call__(self, entry: Entry) -> T:
+        hit = self._known.get(entry.key)
+        if hit is None or hit[0] != entry.value:
+            try:
+                hit = (entry.value, self._parse(entry), None)
+            except ValueError as exc:
+                hit = (entry.value, None, exc)
+            self._known[entry.key] = hit
+        if hit[2] is not None:
+            raise hit[2].with_traceback(None)
+        return hit[1]  # type: ignore[return-value]
+
+    def keep(self, keys: set[str]) -> None:
+        known = self._known
+        self._known = {k: v for k, v in known.items() if k in keys}

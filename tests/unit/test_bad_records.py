@@ -300,7 +300,7 @@ def test_network_listings_decode_a_record_once_and_every_change_again():
     assert store.transaction([Op("cas", entry.key, json.dumps({**changed, "bridge": 12}), entry.version)])
     assert ledger.networks() == []
     store.transaction([Op("delete", entry.key)])
-    assert ledger.networks() == [] and ledger._listed == {}
+    assert ledger.networks() == [] and ledger._networks._known == {}  # pruned with the listing
 
 
 def test_an_address_space_is_decoded_once_per_text_and_checked_when_it_changes():
@@ -323,10 +323,10 @@ def test_a_network_read_again_is_decoded_only_when_its_stored_text_changed(monke
     import driver.ledger as ledger_module
     store = MemoryStore()
     store.create(keys.network(HOST, NID2), json.dumps(GOOD_NET))
-    ledger = Ledger(store, HOST)
     decoded = []
     real = ledger_module.network_at
     monkeypatch.setattr(ledger_module, "network_at", lambda entry: decoded.append(entry) or real(entry))
+    ledger = Ledger(store, HOST)
     first = ledger.network(NID2)
     assert ledger.network(NID2) is first and len(decoded) == 1
     entry = store.get(keys.network(HOST, NID2))

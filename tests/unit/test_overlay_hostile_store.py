@@ -265,8 +265,8 @@ def test_a_killed_plugins_heartbeat_goes_when_the_restarted_one_has_no_overlay(s
     h1.sync()
     h1.client.overlay.watcher.beat_if_due()
     assert store.get(keys.overlay_alive("h1")) is not None
-    h1.ok("NetworkDriver.DeleteNetwork", {"NetworkID": N1})
-    h1.stop()  # killed before its watcher noticed: the beat stays
+    h1.stop()  # its watcher stopped first, so that it cannot notice the delete before the kill
+    h1.ok("NetworkDriver.DeleteNetwork", {"NetworkID": N1})  # killed right after: the beat stays
     assert store.get(keys.overlay_alive("h1")) is not None
     h1.restart()
     wait_until(lambda: h1.client.gate.restored, timeout=5, what="restore")

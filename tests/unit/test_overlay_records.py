@@ -17,7 +17,7 @@ from driver.kinds.overlay.admission import Local, admit
 from driver.kinds.overlay.model import (InvalidRecord, Definition, Member, OverlayId, OverlayView, Peer,
                                   VniClaim, heartbeat)
 from driver.kinds.overlay.peers import desired
-from driver.kinds.overlay.registry import parse_views, vni_claim
+from driver.kinds.overlay.registry import overlay_records, parse_views, vni_claim
 from pynet_core.store import bad_records, keys
 from pynet_core.store.api import Entry
 
@@ -202,6 +202,27 @@ def test_keys_of_no_shape_pynet_writes_are_reported():
     odd = "v1/overlay/hosts/h2/members/LocalDefault"
     parse_views(entries(*good_overlay(), (odd, member_dict())), report=reports)
     assert [(k, kind) for k, _, kind, _ in reports.seen] == [(odd, "overlay key")]
+
+
+def test_records_read_again_are_checked_again_whenever_their_text_changes():
+    """The watcher's memo (issue 22: every sync lists every record) keeps a verdict only
+    while a key's text is unchanged: a good peer record replaced by a forged one is refused,
+    a bad one made good is believed, and every listing reports its bad records."""
+    memo = overlay_records()
+    peer_key = keys.overlay_peer(SPACE, SUBNET, "h2", E2)
+    bad_key = keys.overlay_peer(SPACE, SUBNET, "h2", "d" * 64)
+    for _ in range(2):
+        reports = Reports()
+        view = parse_views(entries(*good_overlay(), (bad_key, "{")), report=reports, memo=memo)[OID]
+        assert [p.endpoint for p in view.peers] == [E2] and [r[0] for r in reports.seen] == [bad_key]
+    forged = [*good_overlay()[:2], (peer_key, peer_dict(host="h3")),
+              (bad_key, peer_dict(endpoint="d" * 64, ip="10.77.0.4", mac=MAC3))]
+    reports = Reports()
+    view = parse_views(entries(*forged), report=reports, memo=memo)[OID]
+    assert [p.endpoint for p in view.peers] == ["d" * 64]
+    assert [r[0] for r in reports.seen] == [peer_key] and "names host 'h3'" in reports.seen[0][3]
+    assert parse_views(entries(*good_overlay()[:2]), memo=memo)[OID].peers == ()
+    assert set(memo._known) == {k for k, _ in good_overlay()[:2]}  # gone keys are forgotten
 
 
 def test_a_rejected_record_is_logged_once_per_key_and_version_and_counted(caplog):

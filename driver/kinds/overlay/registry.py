@@ -48,12 +48,18 @@ KIND_NAMES = {keys.DEF: "overlay definition", keys.MEMBER: "overlay member",
 
 
 def parse_views(entries: list[Entry],
-                report: Callable[[str, int, str, str], object] = _skipped) -> dict[OverlayId, OverlayView]:
+                report: Callable[[str, int, str, str], object] = _skipped,
+                memo: "records.ParsedOnce[Definition | Member | Peer] | None" = None
+                ) -> dict[OverlayId, OverlayView]:
     """Every overlay in a listing of keys.overlay_all(): definitions, and each host's member
     and peer records, each validated once here (model.py's parsers). A record that fails is
     reported (`report(key, version, kind, reason)`: logged once per version, counted) and
     skipped; the rest of the view stands. A record under a host's prefix that names another
-    host is not that host's word. VNI claims are validated too (and reported), not kept."""
+    host is not that host's word. VNI claims are validated too (and reported), not kept.
+    `memo` (overlay_records(), kept by the caller across listings): a record whose text is
+    unchanged since the last listing is not decoded and checked again (same text, same
+    verdict)."""
+    parse = memo if memo is not None else overlay_record
     found: dict[OverlayId, dict] = {}
     for entry in entries:
         parsed = keys.parse_overlay_key(entry.key)
@@ -69,28 +75,48 @@ def parse_views(entries: list[Entry],
                 parts["legacy"].add(parsed.host)
             continue
         try:
-            data = load_record(entry)
+            record = parse(entry)
             if parsed.kind == keys.DEF:
-                parts["def"] = Definition.from_dict(data)
+                parts["def"] = record
             elif parsed.kind == keys.MEMBER:
-                member = Member.from_dict(data)
-                _same_host(member.host, parsed.host)
-                parts["members"][parsed.host] = member
+                parts["members"][parsed.host] = record
             else:
-                peer = Peer.from_dict(data)
-                _same_host(peer.host, parsed.host)
-                if peer.endpoint != parsed.endpoint:
-                    raise InvalidRecord(f"'endpoint' {peer.endpoint[:12]} is not the one its key names")
-                parts["peers"].append(peer)
+                parts["peers"].append(record)
             parts["versions"][entry.key] = entry.version
         except InvalidRecord as exc:  # one bad record must not blind a host
             parts["rejected"][entry.key] = exc.reason
             if parsed.kind == keys.MEMBER:
                 parts["unreadable"].add(parsed.host)
             report(entry.key, entry.version, KIND_NAMES[parsed.kind], exc.reason)
+    if memo is not None:
+        memo.keep({e.key for e in entries})
     return {oid: OverlayView(oid, p["def"], p["members"], tuple(p["peers"]), frozenset(p["legacy"]),
                              p["versions"], p["rejected"], frozenset(p["unreadable"]))
             for oid, p in found.items()}
+
+
+def overlay_record(entry: Entry) -> Definition | Member | Peer:
+    """The definition, member or peer record at `entry` (a key keys.parse_overlay_key reads
+    as one), checked: InvalidRecord saying why not. Depends on the key and the text alone."""
+    parsed = keys.parse_overlay_key(entry.key)
+    assert parsed is not None and parsed.kind in KIND_NAMES
+    data = load_record(entry)
+    if parsed.kind == keys.DEF:
+        return Definition.from_dict(data)
+    if parsed.kind == keys.MEMBER:
+        member = Member.from_dict(data)
+        _same_host(member.host, parsed.host)
+        return member
+    peer = Peer.from_dict(data)
+    _same_host(peer.host, parsed.host)
+    if peer.endpoint != parsed.endpoint:
+        raise InvalidRecord(f"'endpoint' {peer.endpoint[:12]} is not the one its key names")
+    return peer
+
+
+def overlay_records() -> "records.ParsedOnce[Definition | Member | Peer]":
+    """A memo for parse_views (records.ParsedOnce of overlay_record)."""
+    return records.ParsedOnce(overlay_record)
 
 
 def read_beats(store: Store) -> dict[str, int]:
@@ -189,15 +215,19 @@ class Registry:
         self.store = store
         self.host = host
         self.writes = FencedWrites(store, host, retries, keys.overlay_fence(host))
+        # Every record of the last listing, checked: each sync lists every overlay's records
+        # again, and checking all of them each time made a burst of N endpoints O(N^2)
+        # (issue 22); only records whose text changed are checked again.
+        self._records = overlay_records()
 
     # --- reading -------------------------------------------------------------------
     def views(self) -> dict[OverlayId, OverlayView]:
-        return parse_views(self.store.list(keys.overlay_all()))
+        return parse_views(self.store.list(keys.overlay_all()), memo=self._records)
 
     def snapshot(self) -> tuple[dict[OverlayId, OverlayView], WireGuardView]:
         """Every overlay's view and the encrypted overlays' records, from one listing."""
         entries = self.store.list(keys.overlay_all())
-        return parse_views(entries), parse_wireguard(entries)
+        return parse_views(entries, memo=self._records), parse_wireguard(entries)
 
     def view(self, oid: OverlayId) -> OverlayView:
         return self._read(oid)[0]
@@ -206,7 +236,7 @@ class Registry:
         # One listing of everything (one consistent read): an overlay's records are under
         # its definition's prefix and under every host's own.
         entries = self.store.list(keys.overlay_all())
-        view = parse_views(entries).get(oid) or OverlayView(oid, None, {}, ())
+        view = parse_views(entries, memo=self._records).get(oid) or OverlayView(oid, None, {}, ())
         return view, {e.key: e for e in entries}
 
     def beats(self) -> dict[str, int]:
