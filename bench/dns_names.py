@@ -55,7 +55,7 @@ from tests.harness.multihost import Host  # noqa: E402
 from tests.harness.swarm import SwarmBed  # noqa: E402
 from tests.multihost.support import IMAGE, Ctr, overlay_create, run_on  # noqa: E402
 
-SUBNET = "10.62.0.0/22"
+SUBNET, PYNET_VNI = "10.62.0.0/22", 10062
 DOCKER_SUBNET = "10.63.0.0/22"
 
 # Asks `server` for `name` `count` times, one at a time; prints the seconds of each.
@@ -197,7 +197,9 @@ def main() -> int:
             print(f"bed and swarm up in {time.monotonic() - started:.1f} s", flush=True)
             h1, h2, h3 = bed.hosts
             for h in bed.hosts:
-                overlay_create(h, "appnet", SUBNET)
+                # A VNI of its own: the swarm's overlays (its ingress too) take theirs from
+                # 4096 up on the same UDP port, where pynet's allocator starts as well.
+                overlay_create(h, "appnet", SUBNET, "-o", f"vni={PYNET_VNI}")
             h1.docker("network", "create", "-d", "overlay", "--attachable", "--subnet", DOCKER_SUBNET,
                       DOCKER.network)
             asker = run_on(h1, "asker", "appnet", "--dns", gateway(h1))
