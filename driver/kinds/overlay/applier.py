@@ -12,11 +12,11 @@ CreateNetwork of another. Views are numbered in the order they were read (the wa
 never goes back to an older view when two syncs of one overlay race.
 
 Reading the kernel is the costly part (a namespace socket forks a pyroute2 helper; dumping
-600 peers' entries took 350 ms, 150 ms of it CPU, on a loaded 2-core host), so a sync the
-watcher makes for a store change may be told it need not re-read (`fresh=False`): the
-applier then diffs against what it left the device with, when it knows that exactly (its
-last apply to that device made every change it asked, and nothing failed since), and opens
-no socket at all when nothing changed. Without that knowledge, and for every other sync (CreateNetwork,
+hundreds of entries takes tens of ms on a loaded host), so a sync the watcher makes for a
+store change may be told it need not re-read (`fresh=False`): the applier then diffs
+against what it left the device with, when it knows that exactly (its last apply to that
+device made every change it asked, and nothing failed since), and opens no socket at all
+when nothing changed. Without that knowledge, and for every other sync (CreateNetwork,
 restore, the watcher's first, its syncs on a quiet store and at least one per interval while
 changes keep coming), the kernel is read and diffed as before, so entries lost or added
 behind pynet's back are put right. A re-reading sync whose view is older than one applied
