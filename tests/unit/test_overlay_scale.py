@@ -161,41 +161,6 @@ def test_a_device_made_again_gets_the_newest_view_even_from_a_sync_that_read_an_
     assert kernel(host) == want
 
 
-def test_the_watcher_reads_the_kernel_first_on_a_quiet_store_after_an_outage_and_once_per_interval():
-    from driver.kinds.overlay.watcher import PeerWatcher
-
-    now = [0.0]
-    # (the index the watch answers, or an outage; when it answers)
-    script = [(5, 0.0), (6, 1.0), (7, 2.0), (7, 3.0), (8, 4.0), (9, 13.5), (10, 14.0), (None, 15.0),
-              (11, 16.0), (12, 17.0)]
-    stop = threading.Event()
-
-    class Store:
-        def watch(self, prefix, since, timeout):
-            if not script:
-                stop.set()
-                return since
-            index, now[0] = script.pop(0)
-            if index is None:
-                raise BackendUnavailable("consul down")
-            return index
-
-    watcher = PeerWatcher(Store(), None, None, "h1", peer_timeout=30.0, clock=lambda: now[0])
-    assert watcher.interval == 10.0
-    seen = []
-    watcher.sync = lambda fresh=True, **_: seen.append((now[0], fresh))
-    stop.wait = lambda timeout=None: stop.is_set()
-    watcher.run(stop)
-    assert seen == [(0.0, True),    # the first sync
-                    (1.0, False), (2.0, False),  # store changes
-                    (3.0, True),    # the watch timed out: a quiet store
-                    (4.0, False),
-                    (13.5, True),   # changes kept coming: an interval since the last read
-                    (14.0, False),
-                    (16.0, True),   # the store answers again after an outage
-                    (17.0, False)]
-
-
 def test_a_call_waits_for_another_sync_of_its_device_only_as_long_as_it_is_told():
     applier = PeerApplier(device())
     held = applier._lock((NS, VX))
