@@ -13,7 +13,7 @@ import pytest
 from driver import naming
 from driver.netlink.api import FLOOD_MAC, FdbEntry, Neighbour
 from driver.kinds.overlay.applier import DeviceBusy, PeerApplier
-from driver.kinds.overlay.peers import Changes, Desired
+from driver.kinds.overlay.peers import Desired
 from pynet_core import deadline
 from pynet_core.errors import BackendUnavailable
 from pynet_core.store.consul import ConsulStore
@@ -97,68 +97,6 @@ def test_a_view_older_than_one_already_applied_is_never_applied():
     assert kernel(host) == new
     applier.apply(NS, VX, BR, old, seq=3)
     assert kernel(host) == old
-
-
-# --- a store change programs only what changed (issue 22: 3 hosts x 300 at once) ---------
-def test_a_store_change_is_programmed_without_reading_the_kernel_back_once_it_is_known():
-    host = device()
-    inside = host.within(NS)
-    applier = PeerApplier(host)
-    want = peers(3, 300)
-    applier.apply(NS, VX, BR, want, seq=1, fresh=False)  # nothing known yet: read, then known
-    assert applier.kernel_reads == 1 and kernel(host) == want
-    inside.sockets = inside.dumps = 0
-    assert applier.apply(NS, VX, BR, want, seq=2, fresh=False) == Changes()
-    assert (inside.sockets, inside.dumps) == (0, 0)  # nothing changed: no socket, no helper
-    more = peers(3, 301)
-    changes = applier.apply(NS, VX, BR, more, seq=3, fresh=False)
-    assert changes is not None and changes.count() == 6  # 3 FDB + 3 neighbour entries
-    assert (inside.sockets, inside.dumps) == (1, 0) and kernel(host) == more
-    assert applier.kernel_reads == 1
-
-
-def test_entries_lost_behind_pynets_back_come_back_at_the_next_sync_that_reads_the_kernel():
-    host = device()
-    inside = host.within(NS)
-    applier = PeerApplier(host)
-    want = peers(1, 5)
-    applier.apply(NS, VX, BR, want, seq=1)
-    inside.neigh[BR].clear()  # e.g. the bridge went down
-    applier.apply(NS, VX, BR, want, seq=2, fresh=False)  # a store change: trusts what it made
-    assert kernel(host) != want
-    applier.apply(NS, VX, BR, want, seq=3)  # the watcher's quiet-store (or interval) sync
-    assert kernel(host) == want
-
-
-def test_after_a_refused_entry_the_kernel_is_read_again_even_for_a_store_change():
-    host = device()
-    inside = host.within(NS)
-    applier = PeerApplier(host)
-    want = peers(1, 5)
-    inside.refuse_entries.add("10.60.0.3")
-    applier.apply(NS, VX, BR, want, seq=1)
-    inside.refuse_entries.clear()
-    reads = applier.kernel_reads
-    applier.apply(NS, VX, BR, want, seq=2, fresh=False)
-    assert applier.kernel_reads == reads + 1 and kernel(host) == want
-
-
-def test_a_device_made_again_gets_the_newest_view_even_from_a_sync_that_read_an_older_one():
-    """A watcher sync (newer view, trusting what it made on the old device) runs before
-    CreateNetwork's own sync (older view) on a device made again: the latter checks the
-    new device against the newer view, so it ends with every entry."""
-    host = device()
-    applier = PeerApplier(host)
-    want = peers(2, 4)
-    applier.apply(NS, VX, BR, want, seq=1)
-    host.remove_netns(NS)
-    host.ensure_netns(NS)
-    host.within(NS).ensure_bridge(BR, 1450, [])
-    host.add_vxlan(VX, 4242, "198.18.0.11", 4789, 1450, BR, netns=NS)
-    applier.apply(NS, VX, BR, want, seq=3, fresh=False)  # no change, so nothing done
-    assert kernel(host) == Desired(frozenset(), frozenset())
-    applier.apply(NS, VX, BR, peers(1, 1), seq=2)  # CreateNetwork's sync, read earlier
-    assert kernel(host) == want
 
 
 def test_a_call_waits_for_another_sync_of_its_device_only_as_long_as_it_is_told():

@@ -10,18 +10,6 @@ One lock per device, not one for all: a sync of a big overlay never holds up the
 CreateNetwork of another. Views are numbered in the order they were read (the watcher's
 `seq`); a view older than one already applied to a device is not applied, so the kernel
 never goes back to an older view when two syncs of one overlay race.
-
-Reading the kernel is the costly part (a namespace socket forks a pyroute2 helper; dumping
-hundreds of entries takes tens of ms on a loaded host), so a sync the watcher makes for a
-store change may be told it need not re-read (`fresh=False`): the applier then diffs
-against what it left the device with, when it knows that exactly (its last apply to that
-device made every change it asked, and nothing failed since), and opens no socket at all
-when nothing changed. Without that knowledge, and for every other sync (CreateNetwork,
-restore, the watcher's first, its syncs on a quiet store and at least one per interval while
-changes keep coming), the kernel is read and diffed as before, so entries lost or added
-behind pynet's back are put right. A re-reading sync whose view is older than one applied
-already checks the kernel against that newer view instead (a device re-made meanwhile gets
-its entries, never an older view's).
 """
 from __future__ import annotations
 
@@ -53,26 +41,20 @@ class PeerApplier:
         self._guard = threading.Lock()  # for the two dicts below only
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._applied: dict[tuple[str, str], int] = {}  # device -> seq of the newest view applied
-        # device -> the entries of the newest view applied to it; `_exact`: the devices whose
-        # kernel entries are exactly those, as far as this applier knows (none failed since).
-        self._wanted: dict[tuple[str, str], Desired] = {}
-        self._exact: set[tuple[str, str]] = set()
         self.failed_entries = 0  # entries the kernel refused, since start (tests, metrics)
-        self.kernel_reads = 0  # syncs that read the kernel's entries (tests)
 
     def _lock(self, device: tuple[str, str]) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(device, threading.Lock())
 
     def apply(self, netns: str, vxlan: str, bridge: str, want: Desired, seq: int | None = None,
-              wait: float | None = None, fresh: bool = True) -> Changes | None:
+              wait: float | None = None) -> Changes | None:
         """Make `vxlan` (in namespace `netns`) hold exactly the FDB entries of `want`, and its
         `bridge` the neighbour entries (where neighbour suppression looks them up); None
         when the device is not there (yet, or any more): nothing to program. `seq`: when
-        the view was read (no change if a later one was applied already; with `fresh`, the
-        kernel is then checked against that later view). `wait`: at most this long for
-        another sync of the same device (DeviceBusy), None for as long as it takes.
-        `fresh=False`: the kernel need not be read if this applier knows what it holds."""
+        the view was read (no change if a later one was applied already). `wait`: at most
+        this long for another sync of the same device (DeviceBusy), None for as long as
+        it takes."""
         device = (netns, vxlan)
         lock = self._lock(device)
         # Named in the plugin call's budget: a store call refused after this blames it.
@@ -83,53 +65,32 @@ class PeerApplier:
                              f"by another sync, still running after {wait:.1f}s")
         try:
             if seq is not None and seq < self._applied.get(device, seq):
-                if not fresh or device not in self._wanted:
-                    return Changes()  # a newer view was applied meanwhile
-                want, seq = self._wanted[device], None  # the kernel checked against that view
-            known = self._wanted.get(device) if not fresh and device in self._exact else None
+                return Changes()  # a newer view was applied meanwhile
             with deadline.spending(f"programming the peers of overlay device {vxlan} into the kernel"):
-                changes, failed = self._program(netns, vxlan, bridge, want, known)
-            self._exact.discard(device)
-            if changes is None:  # no device: nothing is known of the next one by that name
-                self._wanted.pop(device, None)
-                return None
-            if seq is not None:
+                changes = self._program(netns, vxlan, bridge, want)
+            if changes is not None and seq is not None:
                 self._applied[device] = seq
-            self._wanted[device] = want
-            if not failed:
-                self._exact.add(device)
             return changes
         finally:
             lock.release()
 
-    def _program(self, netns: str, vxlan: str, bridge: str, want: Desired,
-                 known: Desired | None) -> tuple[Changes | None, list[str]]:
-        """(the changes made, None if the device is not there; the kernel's refusals).
-        `known`: what the device holds, if the applier knows; else the kernel is read."""
-        failed: list[str] = []
-        if known is not None:
-            changes = diff(want, known.fdb, known.neighbours)
-            if not changes:
-                return changes, failed  # nothing to do: no socket, no helper, no dump
+    def _program(self, netns: str, vxlan: str, bridge: str, want: Desired) -> Changes | None:
         try:
             with self.netlink.within(netns).session() as inside:
                 if inside.vxlan(vxlan) is None:
-                    return None, failed
-                if known is None:
-                    self.kernel_reads += 1
-                    have = inside.peer_entries(vxlan, bridge)
-                    changes = diff(want, have.fdb, have.neighbours)
-                if changes:
-                    failed = inside.change_peers(
-                        vxlan, bridge, fdb_remove=changes.fdb_remove, neigh_remove=changes.neigh_remove,
-                        fdb_add=changes.fdb_add, neigh_add=changes.neigh_add)
+                    return None
+                have = inside.peer_entries(vxlan, bridge)
+                changes = diff(want, have.fdb, have.neighbours)
+                failed = inside.change_peers(
+                    vxlan, bridge, fdb_remove=changes.fdb_remove, neigh_remove=changes.neigh_remove,
+                    fdb_add=changes.fdb_add, neigh_add=changes.neigh_add) if changes else []
         except (NoSuchNamespace, NoSuchLink) as exc:  # not there (yet, or any more)
             log.debug("overlay device %s in %s not programmable: %s", vxlan, netns, exc.message)
-            return None, failed
+            return None
         except Exception as exc:  # one broken overlay must not stop the sync of the others
             log.warning("overlay device %s in %s: programming its peers failed: %s", vxlan,
                         netns, describe_error(exc))
-            return None, failed
+            return None
         if changes:
             log.info("overlay %s: %d peer entries changed (+%d fdb, -%d fdb, +%d neigh, -%d neigh)%s",
                      vxlan, changes.count() - len(failed), len(changes.fdb_add), len(changes.fdb_remove),
@@ -143,4 +104,4 @@ class PeerApplier:
             if len(failed) > LOGGED_FAILURES:
                 log.warning("overlay %s: %d more peer entries refused by the kernel", vxlan,
                             len(failed) - LOGGED_FAILURES)
-        return changes, failed
+        return changes

@@ -63,8 +63,7 @@ class PeerWatcher:
         # Told (seconds, entries changed) after every sync: the composition root's metrics.
         self.on_synced: Callable[[float, int], None] | None = None
 
-    def sync(self, only: OverlayId | None = None, wait: float | None = None,
-             fresh: bool = True) -> dict[OverlayId, Changes]:
+    def sync(self, only: OverlayId | None = None, wait: float | None = None) -> dict[OverlayId, Changes]:
         """Bring every overlay this host is a member of (or only `only`) to the store's
         current view. Reads are serialized and numbered (a later read sees no less than an
         earlier one), and the applier never applies to a device a view older than one it
@@ -72,8 +71,7 @@ class PeerWatcher:
         overlay does not hold up another's. `wait`: how long to wait for another sync of
         the same overlay (the applier's DeviceBusy). This host's side of each overlay is its
         own records, never the store's (admission.py); one overlay that fails is logged and
-        the others go on. `fresh=False` (a store change seen by `run`): the applier need not
-        read the kernel's entries back where it knows them (applier.py)."""
+        the others go on."""
         started = time.monotonic()
         failed: dict[OverlayId, str] = {}
         wants: dict[OverlayId, tuple[Member, Desired]] = {}
@@ -116,7 +114,7 @@ class PeerWatcher:
         for oid, (member_, want) in wants.items():
             try:
                 changes = self.applier.apply(member_.netns, member_.vxlan, naming.OVERLAY_BRIDGE, want,
-                                             seq=seq, wait=wait, fresh=fresh)
+                                             seq=seq, wait=wait)
             except (BackendUnavailable, DeviceBusy):
                 raise
             except Exception as exc:
@@ -240,27 +238,17 @@ class PeerWatcher:
 
     def run(self, stop: threading.Event) -> None:
         index, failing = 0, False
-        checked: float | None = None  # when a sync last read the kernel back
         while not stop.is_set():
             try:
                 self.beat_if_due()
-                before, index = index, self.store.watch(keys.overlay_all(), index, self.interval)
+                index = self.store.watch(keys.overlay_all(), index, self.interval)
                 if stop.is_set():
                     return
-                recovered = failing
                 if failing:
                     self.liveness.forgive(self.clock())
                     log.info("overlay watcher: the store answers again; catching up")
                     failing = False
-                # A store change: the applier programs what changed without reading the kernel
-                # back (it is read on a quiet store, after an outage, and at least once per
-                # interval while changes keep coming).
-                now = self.clock()
-                fresh = (recovered or index == before or checked is None
-                         or now - checked >= self.interval)
-                self.sync(fresh=fresh)
-                if fresh:
-                    checked = now
+                self.sync()
                 self.beat_if_due()  # a first membership beats at once
             except BackendUnavailable as exc:
                 if not failing:
