@@ -114,12 +114,20 @@ def test_a_full_host_claims_another_block_then_borrows():
                                                  "10.1.0.12_30"}
 
 
-def test_idle_blocks_go_back_on_release_and_all_of_them_when_the_host_leaves():
+def _h1_took_seven_beside_h2():
+    """h1 and h2 share 10.1.0.0/24 in blocks of 4; h1 took seven addresses (three blocks'
+    worth: .0/30 has 3 usable). (store, h1's and h2's IPAMs, each one's pool id, the seven
+    addresses)."""
     store = MemoryStore()
     a, b = ipam(store, "h1", block_size=4), ipam(store, "h2", block_size=4)
     pool, _ = a.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
     theirs, _ = b.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
-    addrs = [a.request_address(pool, "", ep(f"a{i}")).split("/")[0] for i in range(7)]
+    return store, a, b, pool, theirs, [a.request_address(pool, "", ep(f"a{i}")).split("/")[0]
+                                       for i in range(7)]
+
+
+def test_idle_blocks_go_back_on_release_and_all_of_them_when_the_host_leaves():
+    store, a, b, pool, theirs, addrs = _h1_took_seven_beside_h2()
     assert len(owners(store)) == 2  # .0/30 (3 usable) and .4/30
     for ip in addrs[3:]:
         a.release_address(pool, ip)
@@ -241,11 +249,7 @@ def test_releases_after_a_restart_read_the_pool_once_and_free_exactly_their_addr
 
 
 def test_a_block_the_view_thinks_empty_stays_while_the_store_shows_a_claim_in_it():
-    store = MemoryStore()
-    a, b = ipam(store, "h1", block_size=4), ipam(store, "h2", block_size=4)
-    pool, _ = a.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
-    theirs, _ = b.request_pool("LocalDefault", "10.1.0.0/24", "", {}, False)
-    addrs = [a.request_address(pool, "", ep(f"a{i}")).split("/")[0] for i in range(7)]
+    store, a, b, pool, theirs, addrs = _h1_took_seven_beside_h2()
     assert addrs[3:] == ["10.1.0.4", "10.1.0.5", "10.1.0.6", "10.1.0.7"]
     a = ipam(store, "h1", block_size=4)  # restarted: the first release reads the view
     for ip in addrs[3:6]:
